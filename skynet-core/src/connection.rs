@@ -1,0 +1,257 @@
+//! The `Connection` trait: what a destination must do, and the contract every implementation
+//! keeps (checked by the exported conformance suite, `skynet_core::conformance`).
+//!
+//! # Contract
+//! - **Replace on send.** `send` makes `to` hold exactly the bytes of the local file, replacing
+//!   whatever was there (a file, or a directory in the way). Parent directories are created.
+//!   The new content becomes visible atomically: write to a temporary name beside the target
+//!   (see [`temp_name`]) and rename it into place, or use an API that is atomic (S3 PUT).
+//! - **Idempotence.** Every operation can be replayed after a crash: sending again overwrites,
+//!   deleting a missing path succeeds, renaming onto an existing target replaces it.
+//! - **Delete** removes a file, or a whole directory tree. A missing path is success.
+//! - **Rename** moves a file or a whole directory, creating the target's parents and replacing
+//!   the target. When `from` does not exist it returns [`ErrorKind::SourceMissing`] and the
+//!   handler falls back to sending the local target.
+//! - **Confinement.** Nothing is ever read or written outside the destination root;
+//!   [`RelPath`] cannot name such a place, so joining it to the root is safe.
+//! - **Errors** are classified ([`ErrorKind`]); messages are one line and carry no secrets.
+//! - **Durability.** An operation that returned `Ok` is acknowledged after the next successful
+//!   [`Connection::flush`]; a backend that is durable per operation keeps the default no-op.
+//!
+//! Backends written with blocking code implement [`BlockingConnection`] and wrap it in
+//! [`Blocking`], which runs each call on tokio's blocking pool.
+
+use std::fs::{File, Metadata};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+
+use crate::error::{ConnError, ErrorKind};
+use crate::relpath::RelPath;
+
+/// Prefix of temporary files written beside their target. The watcher and the scan ignore
+/// names with this prefix, and the conformance suite checks that none is left behind.
+pub const TEMP_PREFIX: &str = ".skynet-tmp.";
+
+/// A fresh temporary file name (not a path) for a file being written beside its target.
+/// Independent of the target's name, so it stays short even for 255-byte names.
+pub fn temp_name() -> String {
+    format!("{TEMP_PREFIX}{:016x}", rand::random::<u64>())
+}
+
+/// True for names made by [`temp_name`].
+pub fn is_temp_name(name: &[u8]) -> bool {
+    name.starts_with(TEMP_PREFIX.as_bytes())
+}
+
+/// The local file a send reads, with the size and mtime seen when the send was dispatched.
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    /// Absolute local path.
+    pub path: PathBuf,
+    pub size: u64,
+    pub mtime: SystemTime,
+    /// Unix permission bits.
+    pub mode: u32,
+}
+
+impl SourceFile {
+    /// Stats `path` now. A missing file gives [`ErrorKind::SourceMissing`]; a directory is
+    /// not a file to send and gives the same.
+    pub fn stat(path: &Path) -> Result<Self, ConnError> {
+        let meta = std::fs::metadata(path).map_err(|e| ConnError::from_io(path.display(), &e))?;
+        if !meta.is_file() {
+            return Err(ConnError::source_missing(format!(
+                "{}: not a regular file",
+                path.display()
+            )));
+        }
+        Ok(Self::from_metadata(path.to_path_buf(), &meta))
+    }
+
+    pub fn from_metadata(path: PathBuf, meta: &Metadata) -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        SourceFile {
+            path,
+            size: meta.len(),
+            mtime: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            mode: meta.permissions().mode() & 0o7777,
+        }
+    }
+
+    /// Opens the file for reading, with a classified error naming it.
+    pub fn open(&self) -> Result<File, ConnError> {
+        File::open(&self.path).map_err(|e| ConnError::from_io(self.path.display(), &e))
+    }
+
+    /// Fails with a transient error when the file changed (size or mtime) since it was
+    /// stat'ed: call it after reading and before making the copy visible, so that a file
+    /// rewritten during the upload never shows up half old, half new.
+    pub fn check_unchanged(&self) -> Result<(), ConnError> {
+        let now = Self::stat(&self.path)?;
+        if now.size != self.size || now.mtime != self.mtime {
+            return Err(ConnError::transient(format!(
+                "{}: changed while being sent; will send again",
+                self.path.display()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A file held by the destination, as listed by [`Connection::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteEntry {
+    pub path: RelPath,
+    pub size: u64,
+}
+
+/// A destination. See the module documentation for the contract.
+#[async_trait]
+pub trait Connection: Send + Sync + 'static {
+    /// Where this connection points, for logs and `status` (never includes secrets).
+    fn describe(&self) -> String;
+
+    /// Establishes (or re-establishes) the link and checks that the destination is usable.
+    /// Called before the first action and after every [`ErrorKind::ConnectionLost`].
+    async fn connect(&self) -> Result<(), ConnError>;
+
+    /// Makes `to` hold the bytes of `file`. Returns the number of bytes transferred (less than
+    /// the file's size when an interrupted upload was resumed).
+    async fn send(&self, file: &SourceFile, to: &RelPath) -> Result<u64, ConnError>;
+
+    /// Removes a file or a whole directory; a missing path is success.
+    async fn delete(&self, path: &RelPath) -> Result<(), ConnError>;
+
+    /// Renames a file or directory, replacing `to`.
+    async fn rename(&self, from: &RelPath, to: &RelPath) -> Result<(), ConnError>;
+
+    /// Makes every operation that returned `Ok` so far durable. The handler calls it before
+    /// acknowledging a batch, so a backend can pay for durability once per batch.
+    async fn flush(&self) -> Result<(), ConnError> {
+        Ok(())
+    }
+
+    /// The size of the file at `path`, or `None` when there is none (directories are `None`).
+    async fn stat(&self, path: &RelPath) -> Result<Option<u64>, ConnError>;
+
+    /// The whole content of the file at `path`: for verification and tests, not transfers.
+    async fn read(&self, path: &RelPath) -> Result<Vec<u8>, ConnError>;
+
+    /// Every file under the destination root, recursively, temporary files included.
+    async fn list(&self) -> Result<Vec<RemoteEntry>, ConnError>;
+}
+
+/// The same contract as [`Connection`], for backends written with blocking I/O.
+pub trait BlockingConnection: Send + Sync + 'static {
+    fn describe(&self) -> String;
+    fn connect(&self) -> Result<(), ConnError>;
+    fn send(&self, file: &SourceFile, to: &RelPath) -> Result<u64, ConnError>;
+    fn delete(&self, path: &RelPath) -> Result<(), ConnError>;
+    fn rename(&self, from: &RelPath, to: &RelPath) -> Result<(), ConnError>;
+    fn flush(&self) -> Result<(), ConnError> {
+        Ok(())
+    }
+    fn stat(&self, path: &RelPath) -> Result<Option<u64>, ConnError>;
+    fn read(&self, path: &RelPath) -> Result<Vec<u8>, ConnError>;
+    fn list(&self) -> Result<Vec<RemoteEntry>, ConnError>;
+}
+
+/// Adapts a [`BlockingConnection`] to the async [`Connection`] by running each call on
+/// tokio's blocking thread pool, so blocking backends never stall the runtime's workers.
+pub struct Blocking<C>(pub Arc<C>);
+
+impl<C> Blocking<C> {
+    pub fn new(inner: C) -> Self {
+        Blocking(Arc::new(inner))
+    }
+    pub fn inner(&self) -> &C {
+        &self.0
+    }
+}
+
+impl<C: BlockingConnection> Blocking<C> {
+    async fn run<T, F>(&self, f: F) -> Result<T, ConnError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&C) -> Result<T, ConnError> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.0);
+        match tokio::task::spawn_blocking(move || f(&inner)).await {
+            Ok(result) => result,
+            Err(e) => Err(ConnError::new(
+                ErrorKind::Transient,
+                format!("{}: worker task failed: {e}", self.0.describe()),
+            )),
+        }
+    }
+}
+
+#[async_trait]
+impl<C: BlockingConnection> Connection for Blocking<C> {
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+    async fn connect(&self) -> Result<(), ConnError> {
+        self.run(|c| c.connect()).await
+    }
+    async fn send(&self, file: &SourceFile, to: &RelPath) -> Result<u64, ConnError> {
+        let (file, to) = (file.clone(), to.clone());
+        self.run(move |c| c.send(&file, &to)).await
+    }
+    async fn delete(&self, path: &RelPath) -> Result<(), ConnError> {
+        let path = path.clone();
+        self.run(move |c| c.delete(&path)).await
+    }
+    async fn rename(&self, from: &RelPath, to: &RelPath) -> Result<(), ConnError> {
+        let (from, to) = (from.clone(), to.clone());
+        self.run(move |c| c.rename(&from, &to)).await
+    }
+    async fn flush(&self) -> Result<(), ConnError> {
+        self.run(|c| c.flush()).await
+    }
+    async fn stat(&self, path: &RelPath) -> Result<Option<u64>, ConnError> {
+        let path = path.clone();
+        self.run(move |c| c.stat(&path)).await
+    }
+    async fn read(&self, path: &RelPath) -> Result<Vec<u8>, ConnError> {
+        let path = path.clone();
+        self.run(move |c| c.read(&path)).await
+    }
+    async fn list(&self) -> Result<Vec<RemoteEntry>, ConnError> {
+        self.run(|c| c.list()).await
+    }
+}
+
+#[async_trait]
+impl<T: Connection + ?Sized> Connection for Arc<T> {
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+    async fn connect(&self) -> Result<(), ConnError> {
+        (**self).connect().await
+    }
+    async fn send(&self, file: &SourceFile, to: &RelPath) -> Result<u64, ConnError> {
+        (**self).send(file, to).await
+    }
+    async fn delete(&self, path: &RelPath) -> Result<(), ConnError> {
+        (**self).delete(path).await
+    }
+    async fn rename(&self, from: &RelPath, to: &RelPath) -> Result<(), ConnError> {
+        (**self).rename(from, to).await
+    }
+    async fn flush(&self) -> Result<(), ConnError> {
+        (**self).flush().await
+    }
+    async fn stat(&self, path: &RelPath) -> Result<Option<u64>, ConnError> {
+        (**self).stat(path).await
+    }
+    async fn read(&self, path: &RelPath) -> Result<Vec<u8>, ConnError> {
+        (**self).read(path).await
+    }
+    async fn list(&self) -> Result<Vec<RemoteEntry>, ConnError> {
+        (**self).list().await
+    }
+}

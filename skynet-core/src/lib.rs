@@ -1,0 +1,30 @@
+//! skynet-core: keeps a remote copy of local folders up to date, live.
+//!
+//! Data flows top-down through these modules:
+//!
+//! 1. [`watcher`] turns filesystem events (notify) into [`Action`]s; [`scan`] finds what
+//!    changed while nobody watched (on start, and after the watcher lost events).
+//! 2. [`queue`] stores them in SQLite, one pending action per path, merged by the pure rules of
+//!    [`merge`]; it survives `kill -9`.
+//! 3. [`handler`] drains the queue through a [`Connection`] with N workers, keeping per-path
+//!    order, retrying, parking, pausing while the link is down.
+//! 4. [`ledger`] records what the destination holds after each acknowledged action.
+//!
+//! [`engine`] wires these together for one mapping. Destinations implement [`Connection`]
+//! (or [`BlockingConnection`]); [`local`] is the embedded local-folder one, and the exported
+//! [`conformance`] suite (feature `conformance`) checks any implementation against the contract.
+
+pub mod action;
+pub mod connection;
+pub mod error;
+pub mod local;
+pub mod relpath;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+pub use action::{Action, ActionKind};
+pub use connection::{Blocking, BlockingConnection, Connection, RemoteEntry, SourceFile};
+pub use error::{ConnError, ErrorKind};
+pub use local::LocalConnection;
+pub use relpath::{RelPath, RelPathError};

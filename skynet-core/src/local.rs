@@ -1,0 +1,244 @@
+//! The local-folder destination: the embedded default, needing no server.
+//!
+//! Writes go to a temporary name beside the target and are renamed into place, so a reader of
+//! the destination never sees a half-written file. Durability is paid once per batch: `flush`
+//! calls `syncfs` on the destination's filesystem before the handler acknowledges, instead of
+//! one `fsync` per file (which would make small-file mirroring many times slower than rsync).
+//!
+//! Confinement: `RelPath` cannot contain `..`, and before writing under a directory this
+//! backend checks that no component of the target's parents is a symbolic link, so a link
+//! planted in the destination cannot redirect writes outside the root.
+
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use crate::connection::{is_temp_name, temp_name, BlockingConnection, RemoteEntry, SourceFile};
+use crate::error::ConnError;
+use crate::relpath::RelPath;
+
+/// A destination folder on this machine.
+pub struct LocalConnection {
+    root: PathBuf,
+    /// Directories already known to exist as real directories (not links) under the root.
+    known_dirs: Mutex<HashSet<RelPath>>,
+}
+
+impl LocalConnection {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalConnection { root: root.into(), known_dirs: Mutex::new(HashSet::new()) }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn forget_dirs(&self) {
+        if let Ok(mut known) = self.known_dirs.lock() {
+            known.clear();
+        }
+    }
+
+    /// Creates the parents of `path` as real directories, refusing symbolic links on the way.
+    fn ensure_parents(&self, path: &RelPath) -> Result<(), ConnError> {
+        let Some(parent) = path.parent() else { return Ok(()) };
+        if self.known_dirs.lock().map(|k| k.contains(&parent)).unwrap_or(false) {
+            return Ok(());
+        }
+        for dir in path.ancestors() {
+            let abs = dir.under(&self.root);
+            match fs::symlink_metadata(&abs) {
+                Ok(meta) if meta.is_dir() => {}
+                Ok(meta) if meta.file_type().is_symlink() => {
+                    return Err(ConnError::permanent(format!(
+                        "{}: is a symbolic link in the destination; refusing to write through it",
+                        abs.display()
+                    )))
+                }
+                Ok(_) => {
+                    // A file stands where a directory is needed: the source replaced it.
+                    fs::remove_file(&abs).map_err(|e| ConnError::from_io(abs.display(), &e))?;
+                    mkdir(&abs)?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => mkdir(&abs)?,
+                Err(e) => return Err(ConnError::from_io(abs.display(), &e)),
+            }
+        }
+        if let Ok(mut known) = self.known_dirs.lock() {
+            known.insert(parent);
+        }
+        Ok(())
+    }
+
+    /// Removes whatever is at `abs` (file, link or whole directory); missing is fine.
+    fn remove_any(abs: &Path) -> Result<(), ConnError> {
+        let result = match fs::symlink_metadata(abs) {
+            Ok(meta) if meta.is_dir() => fs::remove_dir_all(abs),
+            Ok(_) => fs::remove_file(abs),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(ConnError::from_io(abs.display(), &e)),
+        }
+    }
+
+    fn write_temp(&self, file: &SourceFile, temp: &Path) -> Result<u64, ConnError> {
+        let mut input = file.open()?;
+        let mut out = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(temp)
+            .map_err(|e| remote_io(temp, &e))?;
+        let copied = io::copy(&mut input, &mut out).map_err(|e| remote_io(temp, &e))?;
+        out.set_permissions(fs::Permissions::from_mode(file.mode)).map_err(|e| remote_io(temp, &e))?;
+        filetime::set_file_handle_times(
+            &out,
+            None,
+            Some(filetime::FileTime::from_system_time(file.mtime)),
+        )
+        .map_err(|e| remote_io(temp, &e))?;
+        Ok(copied)
+    }
+}
+
+fn mkdir(abs: &Path) -> Result<(), ConnError> {
+    match fs::create_dir(abs) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(remote_io(abs, &e)),
+    }
+}
+
+/// An I/O error on the destination side: "not found" there means a parent vanished under us,
+/// which is worth a retry, not the "source missing" a local read error would mean.
+fn remote_io(path: &Path, e: &io::Error) -> ConnError {
+    let err = ConnError::from_io(path.display(), e);
+    if err.kind == crate::error::ErrorKind::SourceMissing {
+        ConnError::transient(err.message)
+    } else {
+        err
+    }
+}
+
+impl BlockingConnection for LocalConnection {
+    fn describe(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn connect(&self) -> Result<(), ConnError> {
+        fs::create_dir_all(&self.root).map_err(|e| {
+            ConnError::setup(format!("destination {}: {e}", self.root.display()))
+        })?;
+        let meta = fs::metadata(&self.root)
+            .map_err(|e| ConnError::setup(format!("destination {}: {e}", self.root.display())))?;
+        if !meta.is_dir() {
+            return Err(ConnError::setup(format!(
+                "destination {} is not a directory",
+                self.root.display()
+            )));
+        }
+        Ok(())
+    }
+
+    fn send(&self, file: &SourceFile, to: &RelPath) -> Result<u64, ConnError> {
+        let target = to.under(&self.root);
+        let parent = target.parent().unwrap_or(&self.root).to_path_buf();
+        self.ensure_parents(to)?;
+        let temp = parent.join(temp_name());
+        let result = self.write_temp(file, &temp).and_then(|n| {
+            file.check_unchanged()?;
+            match fs::rename(&temp, &target) {
+                Ok(()) => Ok(n),
+                // A directory stands where the file goes: the source replaced a dir by a file.
+                Err(e) if target.is_dir() => {
+                    tracing::debug!(path = %target.display(), error = %e, "replacing directory by file");
+                    Self::remove_any(&target)?;
+                    fs::rename(&temp, &target).map_err(|e| remote_io(&target, &e))?;
+                    Ok(n)
+                }
+                Err(e) => Err(remote_io(&target, &e)),
+            }
+        });
+        if result.is_err() {
+            let _ = fs::remove_file(&temp);
+        }
+        result
+    }
+
+    fn delete(&self, path: &RelPath) -> Result<(), ConnError> {
+        self.forget_dirs();
+        Self::remove_any(&path.under(&self.root))
+    }
+
+    fn rename(&self, from: &RelPath, to: &RelPath) -> Result<(), ConnError> {
+        let src = from.under(&self.root);
+        let dst = to.under(&self.root);
+        let src_meta = match fs::symlink_metadata(&src) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(ConnError::source_missing(format!(
+                    "{}: not in the destination",
+                    src.display()
+                )))
+            }
+            Err(e) => return Err(remote_io(&src, &e)),
+        };
+        self.forget_dirs();
+        self.ensure_parents(to)?;
+        if let Ok(dst_meta) = fs::symlink_metadata(&dst) {
+            // rename(2) replaces a file by a file, but not a non-empty directory, nor a
+            // directory by a file: clear the way so the move always replaces its target.
+            if dst_meta.is_dir() || src_meta.is_dir() {
+                Self::remove_any(&dst)?;
+            }
+        }
+        fs::rename(&src, &dst).map_err(|e| remote_io(&dst, &e))
+    }
+
+    fn flush(&self) -> Result<(), ConnError> {
+        let dir = File::open(&self.root).map_err(|e| remote_io(&self.root, &e))?;
+        rustix::fs::syncfs(&dir).map_err(|e| remote_io(&self.root, &io::Error::from(e)))
+    }
+
+    fn stat(&self, path: &RelPath) -> Result<Option<u64>, ConnError> {
+        match fs::symlink_metadata(path.under(&self.root)) {
+            Ok(meta) if meta.is_file() => Ok(Some(meta.len())),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(remote_io(&path.under(&self.root), &e)),
+        }
+    }
+
+    fn read(&self, path: &RelPath) -> Result<Vec<u8>, ConnError> {
+        let abs = path.under(&self.root);
+        fs::read(&abs).map_err(|e| ConnError::from_io(abs.display(), &e))
+    }
+
+    fn list(&self) -> Result<Vec<RemoteEntry>, ConnError> {
+        let mut out = Vec::new();
+        for entry in walkdir::WalkDir::new(&self.root).min_depth(1) {
+            let entry = entry.map_err(|e| {
+                ConnError::transient(format!("listing {}: {e}", self.root.display()))
+            })?;
+            if !entry.file_type().is_file() {
+                continue;
+            }
+            let path = RelPath::from_abs(&self.root, entry.path())
+                .map_err(|e| ConnError::permanent(e.to_string()))?;
+            let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+            out.push(RemoteEntry { path, size });
+        }
+        Ok(out)
+    }
+}
+
+/// True when `path`'s file name marks a temporary file of ours.
+pub fn is_temp_path(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    path.file_name().map(|n| is_temp_name(n.as_bytes())).unwrap_or(false)
+}
