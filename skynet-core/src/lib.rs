@@ -18,6 +18,8 @@ pub mod action;
 pub mod connection;
 pub mod error;
 pub mod local;
+pub mod merge;
+pub mod queue;
 pub mod relpath;
 
 #[cfg(feature = "conformance")]

@@ -1,0 +1,306 @@
+//! The queue's merge rules as pure logic: given what is pending and one incoming action,
+//! which rows to put and remove. Kept apart from SQL so that every rule is a case in the
+//! table of `tests` below; [`crate::queue`] applies the changes inside a transaction.
+//!
+//! Rules (latest intent wins, at most one pending action per key):
+//! - send+send → send; send+delete → delete; delete+send → send.
+//! - pending send(a) + move(a→b) → send(b), plus delete(a) when `a` may exist remotely
+//!   (the design says only send(b); without the delete, an older copy of `a` at the
+//!   destination would be left behind, breaking convergence).
+//! - move(a→b) + move(b→c) → move(a→c); move(a→b) + move(b→a) → nothing.
+//! - move(a→b) + send(b) → send(b), plus delete(a) when `a` may exist remotely.
+//! - move(a→b) + delete(b) → delete(b), plus delete(a) likewise.
+//! - A move onto `b` drops what was pending at `b` (it is overwritten).
+//! - A directory move rewrites pending *sends* under it (they read local files, which now
+//!   live at the new path) and re-queues sends of files under it that are in flight. Pending
+//!   deletes and moves under it stay: they run first (they are older) at the old path.
+//! - A delete of a directory drops pending sends and deletes under it.
+//!
+//! Only pending rows merge. In-flight and retrying rows are committed: a new event for their
+//! path becomes a new pending row that runs after them, so an edit made during a send is
+//! never lost.
+
+use crate::action::Action;
+use crate::relpath::RelPath;
+
+/// A queued action with the earliest time (ms since the epoch) it may run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub action: Action,
+    pub ready_at: u64,
+}
+
+impl Entry {
+    pub fn new(action: Action, ready_at: u64) -> Self {
+        Entry { action, ready_at }
+    }
+}
+
+/// What the merge needs to know about the queue and the ledger.
+pub trait PendingView {
+    /// The pending (not in-flight) entry filed under `key`.
+    fn pending(&self, key: &RelPath) -> Option<Entry>;
+    /// Pending entries whose key lies strictly below `dir`.
+    fn pending_under(&self, dir: &RelPath) -> Vec<Entry>;
+    /// Paths of in-flight or retrying sends at `path` or below it.
+    fn committed_sends_within(&self, path: &RelPath) -> Vec<RelPath>;
+    /// Whether the destination may hold `path`: it is in the ledger, or an in-flight or
+    /// retrying action is about to put it there.
+    fn may_exist_remotely(&self, path: &RelPath) -> bool;
+}
+
+/// One change to the pending set. Changes are applied in order; every `Put` replaces what is
+/// pending under its key and is ordered after all existing rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Put(Entry),
+    Remove(RelPath),
+}
+
+/// The changes that file `incoming` into the pending set seen through `view`.
+pub fn merge(view: &dyn PendingView, incoming: Entry) -> Vec<Change> {
+    let ready = incoming.ready_at;
+    match incoming.action {
+        Action::Send(p) => merge_send(view, p, ready),
+        Action::Delete(p) => merge_delete(view, p, ready),
+        Action::Move { from, to } => merge_move(view, from, to, ready),
+    }
+}
+
+/// `delete(a)` when the destination may still hold `a` and nothing else is pending there.
+fn orphan_delete(view: &dyn PendingView, a: &RelPath, ready: u64, out: &mut Vec<Change>) {
+    if view.pending(a).is_none() && view.may_exist_remotely(a) {
+        out.push(Change::Put(Entry::new(Action::Delete(a.clone()), ready)));
+    }
+}
+
+fn merge_send(view: &dyn PendingView, p: RelPath, ready: u64) -> Vec<Change> {
+    let mut out = Vec::new();
+    let ready_at = match view.pending(&p) {
+        Some(Entry { action: Action::Send(_), ready_at }) => ready_at.max(ready),
+        Some(Entry { action: Action::Move { from, .. }, .. }) => {
+            orphan_delete(view, &from, ready, &mut out);
+            ready
+        }
+        _ => ready,
+    };
+    out.push(Change::Put(Entry::new(Action::Send(p), ready_at)));
+    out
+}
+
+fn merge_delete(view: &dyn PendingView, p: RelPath, ready: u64) -> Vec<Change> {
+    let mut out = Vec::new();
+    match view.pending(&p) {
+        Some(Entry { action: Action::Delete(_), .. }) => return out,
+        Some(Entry { action: Action::Move { from, .. }, .. }) => {
+            orphan_delete(view, &from, ready, &mut out)
+        }
+        _ => {}
+    }
+    for entry in view.pending_under(&p) {
+        out.push(Change::Remove(entry.action.key().clone()));
+        if let Action::Move { from, .. } = &entry.action {
+            if !from.is_within(&p) {
+                orphan_delete(view, from, ready, &mut out);
+            }
+        }
+    }
+    out.push(Change::Put(Entry::new(Action::Delete(p), ready)));
+    out
+}
+
+fn merge_move(view: &dyn PendingView, a: RelPath, b: RelPath, ready: u64) -> Vec<Change> {
+    let mut out = Vec::new();
+    if a == b {
+        return out;
+    }
+    // Whatever was pending at b is overwritten; a pending move into b leaves its source behind.
+    if let Some(Entry { action: Action::Move { from, .. }, .. }) = view.pending(&b) {
+        if from != a {
+            orphan_delete(view, &from, ready, &mut out);
+        }
+    }
+    match view.pending(&a) {
+        Some(Entry { action: Action::Send(_), ready_at }) => {
+            if view.may_exist_remotely(&a) {
+                out.push(Change::Put(Entry::new(Action::Delete(a.clone()), ready)));
+            } else {
+                out.push(Change::Remove(a.clone()));
+            }
+            out.push(Change::Put(Entry::new(Action::Send(b.clone()), ready_at)));
+        }
+        Some(Entry { action: Action::Move { from: x, .. }, .. }) => {
+            out.push(Change::Remove(a.clone()));
+            if x == b {
+                // Moved back where it was: the destination already has it there.
+                out.push(Change::Remove(b.clone()));
+            } else {
+                out.push(Change::Put(Entry::new(Action::Move { from: x, to: b.clone() }, ready)));
+            }
+        }
+        Some(Entry { action: Action::Delete(_), .. }) => {
+            out.push(Change::Put(Entry::new(Action::Send(b.clone()), ready)));
+        }
+        None => {
+            out.push(Change::Put(Entry::new(Action::Move { from: a.clone(), to: b.clone() }, ready)))
+        }
+    }
+    // A directory move: sends under it now read their files at the new path.
+    for entry in view.pending_under(&a) {
+        if let Action::Send(p) = &entry.action {
+            if let Some(moved) = p.rebase(&a, &b) {
+                out.push(Change::Remove(p.clone()));
+                out.push(Change::Put(Entry::new(Action::Send(moved), entry.ready_at)));
+            }
+        }
+    }
+    for p in view.committed_sends_within(&a) {
+        if p != a {
+            if let Some(moved) = p.rebase(&a, &b) {
+                out.push(Change::Put(Entry::new(Action::Send(moved), ready)));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    /// An in-memory queue: pending entries by key, committed sends, ledger paths.
+    #[derive(Default)]
+    struct Model {
+        pending: BTreeMap<RelPath, Entry>,
+        committed: BTreeSet<RelPath>,
+        ledger: BTreeSet<RelPath>,
+    }
+
+    impl PendingView for Model {
+        fn pending(&self, key: &RelPath) -> Option<Entry> {
+            self.pending.get(key).cloned()
+        }
+        fn pending_under(&self, dir: &RelPath) -> Vec<Entry> {
+            self.pending
+                .iter()
+                .filter(|(k, _)| k.is_strictly_within(dir))
+                .map(|(_, e)| e.clone())
+                .collect()
+        }
+        fn committed_sends_within(&self, path: &RelPath) -> Vec<RelPath> {
+            self.committed.iter().filter(|p| p.is_within(path)).cloned().collect()
+        }
+        fn may_exist_remotely(&self, path: &RelPath) -> bool {
+            self.ledger.contains(path) || self.committed.contains(path)
+        }
+    }
+
+    impl Model {
+        fn apply(&mut self, changes: Vec<Change>) {
+            for change in changes {
+                match change {
+                    Change::Put(e) => {
+                        self.pending.insert(e.action.key().clone(), e);
+                    }
+                    Change::Remove(k) => {
+                        self.pending.remove(&k);
+                    }
+                }
+            }
+        }
+    }
+
+    fn p(s: &str) -> RelPath {
+        RelPath::from_bytes(s.as_bytes()).unwrap()
+    }
+
+    /// Parses "send a", "delete a", "move a b" (ready_at 0).
+    fn act(s: &str) -> Action {
+        let w: Vec<&str> = s.split(' ').collect();
+        match w.as_slice() {
+            ["send", a] => Action::Send(p(a)),
+            ["delete", a] => Action::Delete(p(a)),
+            ["move", a, b] => Action::Move { from: p(a), to: p(b) },
+            _ => panic!("bad action {s}"),
+        }
+    }
+
+    struct Case {
+        name: &'static str,
+        ledger: &'static [&'static str],
+        committed: &'static [&'static str],
+        pending: &'static [&'static str],
+        incoming: &'static [&'static str],
+        expect: &'static [&'static str],
+    }
+
+    #[rustfmt::skip]
+    const CASES: &[Case] = &[
+        Case { name: "send once", ledger: &[], committed: &[], pending: &[], incoming: &["send a"], expect: &["send a"] },
+        Case { name: "send+send", ledger: &[], committed: &[], pending: &["send a"], incoming: &["send a", "send a"], expect: &["send a"] },
+        Case { name: "send+delete", ledger: &[], committed: &[], pending: &["send a"], incoming: &["delete a"], expect: &["delete a"] },
+        Case { name: "delete+send", ledger: &[], committed: &[], pending: &["delete a"], incoming: &["send a"], expect: &["send a"] },
+        Case { name: "delete+delete", ledger: &[], committed: &[], pending: &["delete a"], incoming: &["delete a"], expect: &["delete a"] },
+        Case { name: "send(a)+move(a,b), a new", ledger: &[], committed: &[], pending: &["send a"], incoming: &["move a b"], expect: &["send b"] },
+        Case { name: "send(a)+move(a,b), a at destination", ledger: &["a"], committed: &[], pending: &["send a"], incoming: &["move a b"], expect: &["delete a", "send b"] },
+        Case { name: "move+move", ledger: &["a"], committed: &[], pending: &[], incoming: &["move a b", "move b c"], expect: &["move a c"] },
+        Case { name: "move and back", ledger: &["a"], committed: &[], pending: &[], incoming: &["move a b", "move b a"], expect: &[] },
+        Case { name: "move(a,b)+send(b)", ledger: &["a"], committed: &[], pending: &["move a b"], incoming: &["send b"], expect: &["delete a", "send b"] },
+        Case { name: "move(a,b)+delete(b)", ledger: &["a"], committed: &[], pending: &["move a b"], incoming: &["delete b"], expect: &["delete a", "delete b"] },
+        Case { name: "move overwrites pending send at target", ledger: &["a"], committed: &[], pending: &["send b"], incoming: &["move a b"], expect: &["move a b"] },
+        Case { name: "move onto a pending move's target orphans its source", ledger: &["a", "x"], committed: &[], pending: &["move x b"], incoming: &["move a b"], expect: &["delete x", "move a b"] },
+        Case { name: "delete+move onto it", ledger: &["a"], committed: &[], pending: &["delete b"], incoming: &["move a b"], expect: &["move a b"] },
+        Case { name: "dir move rewrites pending sends", ledger: &["d", "d/x"], committed: &[], pending: &["send d/x", "send d/s/y", "send dx"], incoming: &["move d e"], expect: &["move d e", "send dx", "send e/s/y", "send e/x"] },
+        Case { name: "dir move keeps older deletes and moves under it", ledger: &["d/x", "d/y"], committed: &[], pending: &["delete d/x", "move z d/w"], incoming: &["move d e"], expect: &["delete d/x", "move d e", "move z d/w"] },
+        Case { name: "dir move re-sends in-flight files under it", ledger: &[], committed: &["d/x", "dd/y"], pending: &[], incoming: &["move d e"], expect: &["move d e", "send e/x"] },
+        Case { name: "in-flight send is not merged: edit during send", ledger: &[], committed: &["a"], pending: &[], incoming: &["send a"], expect: &["send a"] },
+        Case { name: "dir delete drops pending under it", ledger: &["d/x"], committed: &[], pending: &["send d/x", "send d/y/z", "send dx"], incoming: &["delete d"], expect: &["delete d", "send dx"] },
+        Case { name: "dir delete: moved-in file's source is orphaned", ledger: &["z"], committed: &[], pending: &["move z d/w"], incoming: &["delete d"], expect: &["delete d", "delete z"] },
+        Case { name: "move of a new file then edit", ledger: &[], committed: &[], pending: &["send a"], incoming: &["move a b", "send b"], expect: &["send b"] },
+        Case { name: "camera: write tmp then rename", ledger: &[], committed: &[], pending: &[], incoming: &["send IMG.tmp", "send IMG.tmp", "move IMG.tmp IMG.jpg"], expect: &["send IMG.jpg"] },
+        Case { name: "rename chain", ledger: &["a"], committed: &[], pending: &[], incoming: &["move a b", "move b c", "move c d"], expect: &["move a d"] },
+        Case { name: "move to self", ledger: &["a"], committed: &[], pending: &[], incoming: &["move a a"], expect: &[] },
+    ];
+
+    #[test]
+    fn table_of_cases() {
+        for case in CASES {
+            let mut model = Model::default();
+            model.ledger = case.ledger.iter().map(|s| p(s)).collect();
+            model.committed = case.committed.iter().map(|s| p(s)).collect();
+            for s in case.pending {
+                let a = act(s);
+                model.pending.insert(a.key().clone(), Entry::new(a, 0));
+            }
+            for s in case.incoming {
+                let changes = merge(&model, Entry::new(act(s), 0));
+                model.apply(changes);
+            }
+            let mut got: Vec<String> = model.pending.values().map(|e| e.action.to_string()).collect();
+            got.sort();
+            let mut want: Vec<String> = case.expect.iter().map(|s| act(s).to_string()).collect();
+            want.sort();
+            assert_eq!(got, want, "case {:?}", case.name);
+        }
+    }
+
+    #[test]
+    fn send_keeps_the_latest_settle_deadline() {
+        let mut model = Model::default();
+        model.apply(merge(&model, Entry::new(act("send a"), 100)));
+        model.apply(merge(&model, Entry::new(act("send a"), 300)));
+        model.apply(merge(&model, Entry::new(act("send a"), 200)));
+        assert_eq!(model.pending[&p("a")].ready_at, 300);
+    }
+
+    #[test]
+    fn a_million_writes_leave_one_row() {
+        let mut model = Model::default();
+        for i in 0..1_000_000u64 {
+            let path = format!("f{}", i % 1000);
+            model.apply(merge(&model, Entry::new(Action::Send(p(&path)), i)));
+        }
+        assert_eq!(model.pending.len(), 1000);
+    }
+}

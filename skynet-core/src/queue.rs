@@ -1,0 +1,863 @@
+//! The persistent queue and ledger of one mapping: a SQLite database in WAL mode.
+//!
+//! - Events are filed in batches ([`Queue::push`]: many events, one transaction) through the
+//!   pure merge rules of [`crate::merge`], so there is at most one pending action per path.
+//! - The handler claims ready actions ([`Queue::claim`]); a claimed row stays in the table,
+//!   marked in flight, until [`Queue::finish`] acknowledges it, so a `kill -9` loses nothing:
+//!   [`Queue::recover`] turns in-flight rows back into retries on the next start.
+//! - Per-path order: a row is claimable only when no older row touches a related path (the
+//!   same path, an ancestor or a descendant). Unrelated paths go in parallel.
+//! - The ledger (what the destination holds) changes only in `finish`, on acknowledged success.
+//!
+//! One `rusqlite::Connection` behind a mutex is the single writer; every call is short.
+//! Durability: `synchronous = NORMAL` in WAL mode survives a process crash (the case that
+//! matters for `kill -9`); a power loss may lose the last transactions, which the catch-up scan
+//! at the next start repairs.
+
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, OptionalExtension, Transaction};
+
+use crate::action::{Action, ActionKind};
+use crate::merge::{self, Change, Entry, PendingView};
+use crate::relpath::RelPath;
+
+const MIGRATIONS: &[&str] = &[include_str!("schema/001_init.sql")];
+
+const PENDING: i64 = 0;
+const IN_FLIGHT: i64 = 1;
+const PARKED: i64 = 2;
+const RETRY: i64 = 3;
+
+/// A failure of the state database, naming the file.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state database {path}: {source}")]
+    Db { path: String, source: rusqlite::Error },
+    #[error("state database {path}: corrupt row: {detail}")]
+    Corrupt { path: String, detail: String },
+    #[error("state database {path}: made by a newer skynet (schema {found}, this one knows {known})")]
+    TooNew { path: String, found: i64, known: i64 },
+    #[error("no queued action with id {0}")]
+    NoSuchId(i64),
+}
+
+/// Milliseconds since the Unix epoch, the unit of every time in the database.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Nanoseconds since the epoch of a file's mtime, as stored in the ledger.
+pub fn mtime_ns(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_nanos() as i64,
+        Err(e) => -(e.duration().as_nanos() as i64),
+    }
+}
+
+/// An action handed to the handler.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed {
+    pub id: i64,
+    pub action: Action,
+    /// Failed attempts so far.
+    pub attempts: u32,
+}
+
+/// How the ledger changes when an action is acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LedgerUpdate {
+    Sent { path: RelPath, size: u64, mtime_ns: i64 },
+    Deleted(RelPath),
+    Moved { from: RelPath, to: RelPath },
+    Unchanged,
+}
+
+/// The result of one claimed action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done and durable: remove the row, update the ledger.
+    Done { id: i64, ledger: LedgerUpdate },
+    /// Try again at `ready_at`; `failed` counts it as a failed attempt (a lost connection
+    /// is not the action's fault and does not).
+    Retry { id: i64, error: String, ready_at: u64, failed: bool },
+    /// Give up: keep the row as parked, visible in `status`, until retried or dropped.
+    Park { id: i64, error: String },
+}
+
+/// Row counts by state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counts {
+    pub pending: u64,
+    pub in_flight: u64,
+    pub retrying: u64,
+    pub failed: u64,
+}
+
+/// One row, for `queue list` and `status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct QueueRow {
+    pub id: i64,
+    pub kind: ActionKind,
+    pub path: String,
+    pub from: Option<String>,
+    pub state: &'static str,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub ready_at: u64,
+}
+
+/// A ledger row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LedgerEntry {
+    pub size: u64,
+    pub mtime_ns: i64,
+}
+
+/// The state database of one mapping.
+pub struct Queue {
+    conn: Mutex<rusqlite::Connection>,
+    path: String,
+}
+
+impl Queue {
+    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Queue, StateError> {
+        let shown = path.display().to_string();
+        let conn = rusqlite::Connection::open(path)
+            .map_err(|source| StateError::Db { path: shown.clone(), source })?;
+        Self::setup(conn, shown)
+    }
+
+    /// A private in-memory database, for tests.
+    pub fn open_in_memory() -> Result<Queue, StateError> {
+        let conn = rusqlite::Connection::open_in_memory()
+            .map_err(|source| StateError::Db { path: ":memory:".into(), source })?;
+        Self::setup(conn, ":memory:".into())
+    }
+
+    fn setup(mut conn: rusqlite::Connection, path: String) -> Result<Queue, StateError> {
+        let err = |source| StateError::Db { path: path.clone(), source };
+        conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(err)?;
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(StateError::TooNew { path, found: version, known });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = conn.transaction().map_err(err)?;
+            tx.execute_batch(sql).map_err(err)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64).map_err(err)?;
+            tx.commit().map_err(err)?;
+        }
+        Ok(Queue { conn: Mutex::new(conn), path })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, rusqlite::Connection> {
+        // A panic while holding the lock cannot leave SQLite inconsistent (transactions roll
+        // back on drop), so a poisoned mutex is safe to keep using.
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StateError {
+        StateError::Db { path: self.path.clone(), source }
+    }
+
+    /// Files a batch of incoming actions in one transaction. Returns the pending row count.
+    pub fn push(&self, entries: &[Entry]) -> Result<u64, StateError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        // Collapse repeated sends of one path within the batch before touching SQL: a burst
+        // of a million writes costs one merge per distinct path.
+        let mut last_send: HashMap<&RelPath, usize> = HashMap::new();
+        for (i, e) in entries.iter().enumerate() {
+            if let Action::Send(p) = &e.action {
+                last_send.insert(p, i);
+            }
+        }
+        let mut max_ready: HashMap<&RelPath, u64> = HashMap::new();
+        for (i, e) in entries.iter().enumerate() {
+            if let Action::Send(p) = &e.action {
+                let m = max_ready.entry(p).or_insert(0);
+                *m = (*m).max(e.ready_at);
+                if last_send.get(p) != Some(&i) {
+                    continue;
+                }
+                let entry = Entry::new(e.action.clone(), *m);
+                self.merge_one(&tx, entry)?;
+            } else {
+                // A non-send ends a run of sends for its paths.
+                for p in e.action.paths() {
+                    max_ready.remove(p);
+                }
+                self.merge_one(&tx, e.clone())?;
+            }
+        }
+        let pending = tx
+            .query_row("SELECT COUNT(*) FROM queue WHERE state = 0", [], |r| r.get::<_, i64>(0))
+            .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(pending as u64)
+    }
+
+    fn merge_one(&self, tx: &Transaction<'_>, entry: Entry) -> Result<(), StateError> {
+        let view = SqlView { tx, error: RefCell::new(None), path: &self.path };
+        let changes = merge::merge(&view, entry);
+        if let Some(e) = view.error.into_inner() {
+            return Err(e);
+        }
+        let now = now_ms() as i64;
+        for change in changes {
+            match change {
+                Change::Remove(key) => {
+                    tx.execute("DELETE FROM queue WHERE path = ?1 AND state = 0", [key.as_bytes()])
+                        .map_err(|e| self.err(e))?;
+                }
+                Change::Put(e) => {
+                    let key = e.action.key().as_bytes();
+                    tx.execute("DELETE FROM queue WHERE path = ?1 AND state = 0", [key])
+                        .map_err(|e| self.err(e))?;
+                    // A parked send or delete is superseded by any newer intent for its path.
+                    tx.execute(
+                        "DELETE FROM queue WHERE path = ?1 AND state = 2 AND kind != 'move'",
+                        [key],
+                    )
+                    .map_err(|e| self.err(e))?;
+                    tx.execute(
+                        "INSERT INTO queue (path, kind, from_path, state, ready_at, created_at)
+                         VALUES (?1, ?2, ?3, 0, ?4, ?5)",
+                        params![
+                            key,
+                            e.action.kind().as_str(),
+                            e.action.from().map(|f| f.as_bytes()),
+                            e.ready_at as i64,
+                            now
+                        ],
+                    )
+                    .map_err(|e| self.err(e))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// After a crash or stop: every in-flight row becomes a retry, ready now. Returns how many.
+    pub fn recover(&self) -> Result<u64, StateError> {
+        let conn = self.lock();
+        let n = conn
+            .execute("UPDATE queue SET state = 3, ready_at = 0 WHERE state = 1", [])
+            .map_err(|e| self.err(e))?;
+        Ok(n as u64)
+    }
+
+    /// Claims up to `limit` actions that are ready at `now` and not ordered behind an older
+    /// action on a related path, marking them in flight.
+    pub fn claim(&self, limit: usize, now: u64) -> Result<Vec<Claimed>, StateError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let mut claimed = Vec::new();
+        {
+            let mut blocked = PathSet::default();
+            let mut stmt = tx
+                .prepare_cached("SELECT path, from_path FROM queue WHERE state = 1")
+                .map_err(|e| self.err(e))?;
+            let mut rows = stmt.query([]).map_err(|e| self.err(e))?;
+            while let Some(row) = rows.next().map_err(|e| self.err(e))? {
+                blocked.insert(row.get::<_, Vec<u8>>(0).map_err(|e| self.err(e))?);
+                if let Some(f) = row.get::<_, Option<Vec<u8>>>(1).map_err(|e| self.err(e))? {
+                    blocked.insert(f);
+                }
+            }
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT seq, path, kind, from_path, ready_at, attempts FROM queue
+                     WHERE state IN (0, 3) ORDER BY seq",
+                )
+                .map_err(|e| self.err(e))?;
+            let mut rows = stmt.query([]).map_err(|e| self.err(e))?;
+            while claimed.len() < limit {
+                let Some(row) = rows.next().map_err(|e| self.err(e))? else { break };
+                let id: i64 = row.get(0).map_err(|e| self.err(e))?;
+                let ready_at: i64 = row.get(4).map_err(|e| self.err(e))?;
+                let action = self.row_action(row)?;
+                let free = action.paths().all(|p| !blocked.conflicts(p.as_bytes()));
+                for p in action.paths() {
+                    blocked.insert(p.as_bytes().to_vec());
+                }
+                if free && ready_at as u64 <= now {
+                    let attempts: i64 = row.get(5).map_err(|e| self.err(e))?;
+                    claimed.push(Claimed { id, action, attempts: attempts as u32 });
+                }
+            }
+        }
+        {
+            let mut stmt = tx
+                .prepare_cached("UPDATE queue SET state = 1 WHERE seq = ?1")
+                .map_err(|e| self.err(e))?;
+            for c in &claimed {
+                stmt.execute([c.id]).map_err(|e| self.err(e))?;
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(claimed)
+    }
+
+    fn row_action(&self, row: &rusqlite::Row<'_>) -> Result<Action, StateError> {
+        let path: Vec<u8> = row.get(1).map_err(|e| self.err(e))?;
+        let kind: String = row.get(2).map_err(|e| self.err(e))?;
+        let from: Option<Vec<u8>> = row.get(3).map_err(|e| self.err(e))?;
+        decode_action(&path, &kind, from.as_deref())
+            .map_err(|detail| StateError::Corrupt { path: self.path.clone(), detail })
+    }
+
+    /// The earliest time a pending or retrying action becomes ready, if any is queued.
+    pub fn next_ready_at(&self) -> Result<Option<u64>, StateError> {
+        let conn = self.lock();
+        conn.query_row("SELECT MIN(ready_at) FROM queue WHERE state IN (0, 3)", [], |r| {
+            r.get::<_, Option<i64>>(0)
+        })
+        .map(|v| v.map(|v| v.max(0) as u64))
+        .map_err(|e| self.err(e))
+    }
+
+    /// Records the outcomes of claimed actions in one transaction.
+    pub fn finish(&self, outcomes: &[Outcome]) -> Result<(), StateError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let now = now_ms() as i64;
+        for outcome in outcomes {
+            match outcome {
+                Outcome::Done { id, ledger } => {
+                    tx.execute("DELETE FROM queue WHERE seq = ?1", [id]).map_err(|e| self.err(e))?;
+                    apply_ledger(&tx, ledger, now).map_err(|e| self.err(e))?;
+                }
+                Outcome::Retry { id, error, ready_at, failed } => {
+                    // A failed send with a newer pending send of the same path is redundant.
+                    let superseded = tx
+                        .execute(
+                            "DELETE FROM queue WHERE seq = ?1 AND kind = 'send' AND EXISTS
+                             (SELECT 1 FROM queue q WHERE q.path = queue.path AND q.state = 0
+                              AND q.kind = 'send')",
+                            [id],
+                        )
+                        .map_err(|e| self.err(e))?;
+                    if superseded == 0 {
+                        tx.execute(
+                            "UPDATE queue SET state = 3, ready_at = ?2, last_error = ?3,
+                             attempts = attempts + ?4 WHERE seq = ?1",
+                            params![id, *ready_at as i64, error, *failed as i64],
+                        )
+                        .map_err(|e| self.err(e))?;
+                    }
+                }
+                Outcome::Park { id, error } => {
+                    tx.execute(
+                        "UPDATE queue SET state = 2, last_error = ?2, attempts = attempts + 1
+                         WHERE seq = ?1",
+                        params![id, error],
+                    )
+                    .map_err(|e| self.err(e))?;
+                }
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Rows by state.
+    pub fn counts(&self) -> Result<Counts, StateError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare_cached("SELECT state, COUNT(*) FROM queue GROUP BY state")
+            .map_err(|e| self.err(e))?;
+        let mut counts = Counts::default();
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64)))
+            .map_err(|e| self.err(e))?;
+        for row in rows {
+            let (state, n) = row.map_err(|e| self.err(e))?;
+            match state {
+                PENDING => counts.pending = n,
+                IN_FLIGHT => counts.in_flight = n,
+                PARKED => counts.failed = n,
+                RETRY => counts.retrying = n,
+                _ => {}
+            }
+        }
+        Ok(counts)
+    }
+
+    /// Every row in order, parked ones included.
+    pub fn rows(&self) -> Result<Vec<QueueRow>, StateError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare(
+                "SELECT seq, path, kind, from_path, state, attempts, last_error, ready_at
+                 FROM queue ORDER BY seq",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<Vec<u8>>>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, i64>(5)?,
+                    r.get::<_, Option<String>>(6)?,
+                    r.get::<_, i64>(7)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, path, kind, from, state, attempts, last_error, ready_at) =
+                row.map_err(|e| self.err(e))?;
+            out.push(QueueRow {
+                id,
+                kind: ActionKind::parse(&kind).unwrap_or(ActionKind::Send),
+                path: String::from_utf8_lossy(&path).into_owned(),
+                from: from.map(|f| String::from_utf8_lossy(&f).into_owned()),
+                state: match state {
+                    PENDING => "pending",
+                    IN_FLIGHT => "in_flight",
+                    PARKED => "failed",
+                    _ => "retrying",
+                },
+                attempts: attempts as u32,
+                last_error,
+                ready_at: ready_at.max(0) as u64,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Makes a parked or waiting action ready now, with its attempts reset.
+    pub fn retry(&self, id: i64) -> Result<(), StateError> {
+        let conn = self.lock();
+        let n = conn
+            .execute(
+                "UPDATE queue SET state = 3, ready_at = 0, attempts = 0 WHERE seq = ?1 AND state != 1",
+                [id],
+            )
+            .map_err(|e| self.err(e))?;
+        if n == 0 {
+            return Err(StateError::NoSuchId(id));
+        }
+        Ok(())
+    }
+
+    /// Retries every parked action. Returns how many.
+    pub fn retry_failed(&self) -> Result<u64, StateError> {
+        let conn = self.lock();
+        conn.execute("UPDATE queue SET state = 3, ready_at = 0, attempts = 0 WHERE state = 2", [])
+            .map(|n| n as u64)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Removes an action from the queue without doing it.
+    pub fn drop_action(&self, id: i64) -> Result<(), StateError> {
+        let conn = self.lock();
+        let n = conn.execute("DELETE FROM queue WHERE seq = ?1", [id]).map_err(|e| self.err(e))?;
+        if n == 0 {
+            return Err(StateError::NoSuchId(id));
+        }
+        Ok(())
+    }
+
+    /// The most recent error of any queued row, for `status`.
+    pub fn last_error(&self) -> Result<Option<String>, StateError> {
+        let conn = self.lock();
+        conn.query_row(
+            "SELECT last_error FROM queue WHERE last_error IS NOT NULL ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(|e| self.err(e))
+    }
+
+    /// Every path named by a queued row (keys and move sources), parked rows included: the
+    /// catch-up scan leaves these to the queue.
+    pub fn queued_paths(&self) -> Result<HashSet<RelPath>, StateError> {
+        let conn = self.lock();
+        let mut stmt =
+            conn.prepare("SELECT path, from_path FROM queue").map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Option<Vec<u8>>>(1)?)))
+            .map_err(|e| self.err(e))?;
+        let mut out = HashSet::new();
+        for row in rows {
+            let (path, from) = row.map_err(|e| self.err(e))?;
+            out.extend(RelPath::from_bytes(&path).ok());
+            if let Some(f) = from {
+                out.extend(RelPath::from_bytes(&f).ok());
+            }
+        }
+        Ok(out)
+    }
+
+    /// The whole ledger.
+    pub fn ledger(&self) -> Result<HashMap<RelPath, LedgerEntry>, StateError> {
+        let conn = self.lock();
+        let mut stmt =
+            conn.prepare("SELECT path, size, mtime_ns FROM ledger").map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = HashMap::new();
+        for row in rows {
+            let (path, size, mtime_ns) = row.map_err(|e| self.err(e))?;
+            if let Ok(p) = RelPath::from_bytes(&path) {
+                out.insert(p, LedgerEntry { size: size as u64, mtime_ns });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records files as delivered without sending them (`skynet baseline`).
+    pub fn record_delivered(&self, files: &[(RelPath, u64, i64)]) -> Result<(), StateError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let now = now_ms() as i64;
+        for (path, size, mtime_ns) in files {
+            let update = LedgerUpdate::Sent { path: path.clone(), size: *size, mtime_ns: *mtime_ns };
+            apply_ledger(&tx, &update, now).map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Sets a fact about the mapping (source, destination, daemon heartbeat…).
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StateError> {
+        let conn = self.lock();
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [key, value],
+        )
+        .map(|_| ())
+        .map_err(|e| self.err(e))
+    }
+
+    pub fn meta(&self, key: &str) -> Result<Option<String>, StateError> {
+        let conn = self.lock();
+        conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+}
+
+fn decode_action(path: &[u8], kind: &str, from: Option<&[u8]>) -> Result<Action, String> {
+    let key = RelPath::from_bytes(path).map_err(|e| e.to_string())?;
+    match (ActionKind::parse(kind), from) {
+        (Some(ActionKind::Send), _) => Ok(Action::Send(key)),
+        (Some(ActionKind::Delete), _) => Ok(Action::Delete(key)),
+        (Some(ActionKind::Move), Some(f)) => {
+            Ok(Action::Move { from: RelPath::from_bytes(f).map_err(|e| e.to_string())?, to: key })
+        }
+        _ => Err(format!("unknown action kind {kind:?}")),
+    }
+}
+
+/// `(path = p OR path within p)` bounds: everything within `p/` sorts between `p/` and `p0`.
+fn within_bounds(p: &RelPath) -> (Vec<u8>, Vec<u8>) {
+    let mut lo = p.as_bytes().to_vec();
+    lo.push(b'/');
+    let mut hi = p.as_bytes().to_vec();
+    hi.push(b'0');
+    (lo, hi)
+}
+
+fn apply_ledger(tx: &Transaction<'_>, update: &LedgerUpdate, now: i64) -> rusqlite::Result<()> {
+    match update {
+        LedgerUpdate::Sent { path, size, mtime_ns } => {
+            tx.prepare_cached(
+                "INSERT INTO ledger (path, size, mtime_ns, sent_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(path) DO UPDATE SET size = excluded.size,
+                 mtime_ns = excluded.mtime_ns, hash = NULL, sent_at = excluded.sent_at",
+            )?
+            .execute(params![path.as_bytes(), *size as i64, mtime_ns, now])?;
+            // A file replaces whatever directory stood there.
+            let (lo, hi) = within_bounds(path);
+            tx.prepare_cached("DELETE FROM ledger WHERE path > ?1 AND path < ?2")?
+                .execute(params![lo, hi])?;
+        }
+        LedgerUpdate::Deleted(path) => {
+            let (lo, hi) = within_bounds(path);
+            tx.prepare_cached(
+                "DELETE FROM ledger WHERE path = ?1 OR (path > ?2 AND path < ?3)",
+            )?
+            .execute(params![path.as_bytes(), lo, hi])?;
+        }
+        LedgerUpdate::Moved { from, to } => {
+            let (lo, hi) = within_bounds(to);
+            tx.execute(
+                "DELETE FROM ledger WHERE path = ?1 OR (path > ?2 AND path < ?3)",
+                params![to.as_bytes(), lo, hi],
+            )?;
+            let (lo, hi) = within_bounds(from);
+            let moved: Vec<(Vec<u8>, i64, i64)> = tx
+                .prepare(
+                    "SELECT path, size, mtime_ns FROM ledger
+                     WHERE path = ?1 OR (path > ?2 AND path < ?3)",
+                )?
+                .query_map(params![from.as_bytes(), lo, hi], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            for (old, size, mtime) in moved {
+                tx.execute("DELETE FROM ledger WHERE path = ?1", [&old])?;
+                let Ok(old) = RelPath::from_bytes(&old) else { continue };
+                if let Some(new) = old.rebase(from, to) {
+                    tx.execute(
+                        "INSERT OR REPLACE INTO ledger (path, size, mtime_ns, sent_at)
+                         VALUES (?1, ?2, ?3, ?4)",
+                        params![new.as_bytes(), size, mtime, now],
+                    )?;
+                }
+            }
+        }
+        LedgerUpdate::Unchanged => {}
+    }
+    Ok(())
+}
+
+/// The merge's view of the queue inside the current transaction.
+struct SqlView<'a, 'c> {
+    tx: &'a Transaction<'c>,
+    error: RefCell<Option<StateError>>,
+    path: &'a str,
+}
+
+impl SqlView<'_, '_> {
+    fn keep<T: Default>(&self, result: rusqlite::Result<T>) -> T {
+        match result {
+            Ok(v) => v,
+            Err(source) => {
+                self.error.borrow_mut().get_or_insert(StateError::Db {
+                    path: self.path.to_string(),
+                    source,
+                });
+                T::default()
+            }
+        }
+    }
+
+    fn entries(&self, sql: &str, args: &[&dyn rusqlite::ToSql]) -> rusqlite::Result<Vec<Entry>> {
+        let mut stmt = self.tx.prepare_cached(sql)?;
+        let rows = stmt.query_map(args, |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<Vec<u8>>>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (path, kind, from, ready_at) = row?;
+            if let Ok(action) = decode_action(&path, &kind, from.as_deref()) {
+                out.push(Entry::new(action, ready_at.max(0) as u64));
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl PendingView for SqlView<'_, '_> {
+    fn pending(&self, key: &RelPath) -> Option<Entry> {
+        let found = self.entries(
+            "SELECT path, kind, from_path, ready_at FROM queue WHERE path = ?1 AND state = 0",
+            &[&key.as_bytes()],
+        );
+        self.keep(found).into_iter().next()
+    }
+
+    fn pending_under(&self, dir: &RelPath) -> Vec<Entry> {
+        let (lo, hi) = within_bounds(dir);
+        let found = self.entries(
+            "SELECT path, kind, from_path, ready_at FROM queue
+             WHERE path > ?1 AND path < ?2 AND state = 0",
+            &[&lo, &hi],
+        );
+        self.keep(found)
+    }
+
+    fn committed_sends_within(&self, path: &RelPath) -> Vec<RelPath> {
+        let (lo, hi) = within_bounds(path);
+        let found = self.entries(
+            "SELECT path, kind, from_path, ready_at FROM queue
+             WHERE (path = ?1 OR (path > ?2 AND path < ?3)) AND state IN (1, 3) AND kind = 'send'",
+            &[&path.as_bytes(), &lo, &hi],
+        );
+        self.keep(found).into_iter().map(|e| e.action.key().clone()).collect()
+    }
+
+    fn may_exist_remotely(&self, path: &RelPath) -> bool {
+        let found = self.tx.query_row(
+            "SELECT EXISTS(SELECT 1 FROM ledger WHERE path = ?1)
+                 OR EXISTS(SELECT 1 FROM queue WHERE path = ?1 AND state IN (1, 3))",
+            [path.as_bytes()],
+            |r| r.get::<_, bool>(0),
+        );
+        self.keep(found)
+    }
+}
+
+/// Paths that block later actions: a later action waits when one of its paths is equal to,
+/// above or below one of these.
+#[derive(Default)]
+struct PathSet(BTreeSet<Vec<u8>>);
+
+impl PathSet {
+    fn insert(&mut self, p: Vec<u8>) {
+        self.0.insert(p);
+    }
+
+    fn conflicts(&self, p: &[u8]) -> bool {
+        if self.0.contains(p) {
+            return true;
+        }
+        // An ancestor of p is blocked.
+        for (i, b) in p.iter().enumerate() {
+            if *b == b'/' && self.0.contains(&p[..i]) {
+                return true;
+            }
+        }
+        // A descendant of p is blocked.
+        let mut lo = p.to_vec();
+        lo.push(b'/');
+        let mut hi = p.to_vec();
+        hi.push(b'0');
+        self.0.range(lo..hi).next().is_some()
+    }
+}
+
+/// Where a mapping's database lives inside its state directory.
+pub fn database_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("queue.sqlite")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> RelPath {
+        RelPath::from_bytes(s.as_bytes()).unwrap()
+    }
+
+    fn send(s: &str) -> Entry {
+        Entry::new(Action::Send(p(s)), 0)
+    }
+
+    #[test]
+    fn burst_of_writes_keeps_one_row_per_path() {
+        let q = Queue::open_in_memory().unwrap();
+        let batch: Vec<Entry> = (0..100_000).map(|i| send(&format!("f{}", i % 100))).collect();
+        assert_eq!(q.push(&batch).unwrap(), 100);
+        assert_eq!(q.push(&batch).unwrap(), 100);
+        assert_eq!(q.counts().unwrap().pending, 100);
+    }
+
+    #[test]
+    fn edit_during_send_is_not_lost() {
+        let q = Queue::open_in_memory().unwrap();
+        q.push(&[send("a")]).unwrap();
+        let first = q.claim(10, now_ms()).unwrap();
+        assert_eq!(first.len(), 1);
+        // The file changes while its send is in flight: a new pending row, not merged.
+        q.push(&[send("a")]).unwrap();
+        assert!(q.claim(10, now_ms()).unwrap().is_empty(), "same path must wait");
+        q.finish(&[Outcome::Done { id: first[0].id, ledger: LedgerUpdate::Unchanged }]).unwrap();
+        let second = q.claim(10, now_ms()).unwrap();
+        assert_eq!(second.len(), 1);
+        assert_eq!(second[0].action, Action::Send(p("a")));
+    }
+
+    #[test]
+    fn related_paths_keep_order_unrelated_run_in_parallel() {
+        let q = Queue::open_in_memory().unwrap();
+        q.push(&[send("d/x"), send("e/y")]).unwrap();
+        q.push(&[Entry::new(Action::Delete(p("d")), 0)]).unwrap();
+        q.push(&[send("f")]).unwrap();
+        let got: Vec<Action> = q.claim(10, now_ms()).unwrap().into_iter().map(|c| c.action).collect();
+        // delete(d) dropped the pending send under it; e/y and f are free.
+        assert_eq!(got, vec![Action::Send(p("e/y")), Action::Delete(p("d")), Action::Send(p("f"))]);
+
+        let q = Queue::open_in_memory().unwrap();
+        q.push(&[send("a/x")]).unwrap();
+        let c = q.claim(1, now_ms()).unwrap();
+        q.push(&[Entry::new(Action::Move { from: p("a"), to: p("b") }, 0), send("c")]).unwrap();
+        let got: Vec<Action> = q.claim(10, now_ms()).unwrap().into_iter().map(|c| c.action).collect();
+        assert_eq!(got, vec![Action::Send(p("c"))], "the dir move waits for the send under it");
+        q.finish(&[Outcome::Done { id: c[0].id, ledger: LedgerUpdate::Unchanged }]).unwrap();
+        let got: Vec<Action> = q.claim(10, now_ms()).unwrap().into_iter().map(|c| c.action).collect();
+        assert_eq!(got, vec![Action::Move { from: p("a"), to: p("b") }]);
+    }
+
+    #[test]
+    fn settle_time_is_respected() {
+        let q = Queue::open_in_memory().unwrap();
+        q.push(&[Entry::new(Action::Send(p("a")), 5_000)]).unwrap();
+        assert!(q.claim(10, 4_999).unwrap().is_empty());
+        assert_eq!(q.next_ready_at().unwrap(), Some(5_000));
+        assert_eq!(q.claim(10, 5_000).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn crash_recovery_retries_in_flight_and_ledger_moves() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("q.sqlite");
+        {
+            let q = Queue::open(&db).unwrap();
+            q.push(&[send("a"), send("b")]).unwrap();
+            let c = q.claim(10, now_ms()).unwrap();
+            q.finish(&[Outcome::Done {
+                id: c[0].id,
+                ledger: LedgerUpdate::Sent { path: p("a"), size: 3, mtime_ns: 7 },
+            }])
+            .unwrap();
+            // b stays in flight: the process "dies" here.
+        }
+        let q = Queue::open(&db).unwrap();
+        assert_eq!(q.recover().unwrap(), 1);
+        let c = q.claim(10, now_ms()).unwrap();
+        assert_eq!(c[0].action, Action::Send(p("b")));
+        q.finish(&[Outcome::Retry { id: c[0].id, error: "boom".into(), ready_at: 0, failed: true }])
+            .unwrap();
+        let c = q.claim(10, now_ms()).unwrap();
+        assert_eq!(c[0].attempts, 1);
+        q.finish(&[Outcome::Park { id: c[0].id, error: "gave up".into() }]).unwrap();
+        assert_eq!(q.counts().unwrap().failed, 1);
+        assert_eq!(q.last_error().unwrap().as_deref(), Some("gave up"));
+        q.record_delivered(&[(p("d/x"), 1, 1)]).unwrap();
+        q.finish(&[]).unwrap();
+        let mut conn = q.lock();
+        let tx = conn.transaction().unwrap();
+        apply_ledger(&tx, &LedgerUpdate::Moved { from: p("d"), to: p("e") }, 0).unwrap();
+        tx.commit().unwrap();
+        drop(conn);
+        let ledger = q.ledger().unwrap();
+        assert!(ledger.contains_key(&p("e/x")) && !ledger.contains_key(&p("d/x")));
+        assert_eq!(ledger[&p("a")], LedgerEntry { size: 3, mtime_ns: 7 });
+    }
+
+    #[test]
+    fn path_set_conflicts() {
+        let mut s = PathSet::default();
+        s.insert(b"a/b".to_vec());
+        assert!(s.conflicts(b"a/b"));
+        assert!(s.conflicts(b"a"));
+        assert!(s.conflicts(b"a/b/c"));
+        assert!(!s.conflicts(b"a/bc"));
+        assert!(!s.conflicts(b"ab"));
+    }
+}
