@@ -16,11 +16,15 @@
 
 pub mod action;
 pub mod connection;
+pub mod engine;
 pub mod error;
+pub mod handler;
 pub mod local;
 pub mod merge;
 pub mod queue;
 pub mod relpath;
+pub mod scan;
+pub mod watcher;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -30,3 +34,5 @@ pub use connection::{Blocking, BlockingConnection, Connection, RemoteEntry, Sour
 pub use error::{ConnError, ErrorKind};
 pub use local::LocalConnection;
 pub use relpath::{RelPath, RelPathError};
+pub use engine::{EngineError, Mapping, MappingOptions};
+pub use handler::{HandlerConfig, Summary};

@@ -42,6 +42,8 @@ pub enum StateError {
     Corrupt { path: String, detail: String },
     #[error("state database {path}: made by a newer skynet (schema {found}, this one knows {known})")]
     TooNew { path: String, found: i64, known: i64 },
+    #[error("state directory {path}: {source}")]
+    Dir { path: String, source: std::io::Error },
     #[error("no queued action with id {0}")]
     NoSuchId(i64),
 }

@@ -1,0 +1,229 @@
+//! One mapping, wired together: source folder, state database, watcher, scan, handler.
+//!
+//! `sync` = recover + catch-up scan + drain until empty. `run` = recover + start the watcher
+//! (first, so nothing changed during the scan is missed) + catch-up scan + drain until told to
+//! stop, writing a heartbeat to the database so `skynet status` in another process can show
+//! whether the daemon is connected.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{watch, Notify};
+
+use crate::connection::Connection;
+use crate::handler::{Handler, HandlerConfig, HandlerError, HandlerStatus, Summary};
+use crate::queue::{now_ms, Queue, StateError};
+use crate::scan::{self, Filter, FilterError, ScanError, ScanOptions};
+use crate::watcher::{WatchError, WatchOptions, Watcher};
+
+/// Everything that can end a mapping, each naming what went wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("source {0}")]
+    Source(String),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Scan(#[from] ScanError),
+    #[error(transparent)]
+    Watch(#[from] WatchError),
+    #[error(transparent)]
+    Filter(#[from] FilterError),
+    #[error("destination: {0}")]
+    Handler(#[from] HandlerError),
+}
+
+/// The options of one mapping that the engine itself uses.
+#[derive(Debug, Clone)]
+pub struct MappingOptions {
+    pub complete_sync: bool,
+    /// How long a file must be unchanged before it is sent.
+    pub settle: Duration,
+    pub excludes: Vec<String>,
+    /// Poll the source instead of native events.
+    pub poll: bool,
+    pub poll_interval: Duration,
+    pub handler: HandlerConfig,
+    /// Progress display for the catch-up scan when stderr is a terminal.
+    pub progress: bool,
+}
+
+impl Default for MappingOptions {
+    fn default() -> Self {
+        MappingOptions {
+            complete_sync: false,
+            settle: Duration::from_secs(1),
+            excludes: Vec::new(),
+            poll: false,
+            poll_interval: Duration::from_secs(2),
+            handler: HandlerConfig::default(),
+            progress: false,
+        }
+    }
+}
+
+/// Meta keys written to the state database.
+pub mod meta {
+    pub const SOURCE: &str = "source";
+    pub const DESTINATION: &str = "destination";
+    pub const HEARTBEAT: &str = "heartbeat_ms";
+    pub const CONNECTED: &str = "connected";
+    pub const LAST_ERROR: &str = "last_error";
+    pub const BYTES_SENT: &str = "bytes_sent";
+    pub const DONE: &str = "actions_done";
+    pub const PID: &str = "pid";
+}
+
+/// One source folder with its state database.
+pub struct Mapping {
+    source: PathBuf,
+    queue: Arc<Queue>,
+    filter: Arc<Filter>,
+    opts: MappingOptions,
+}
+
+impl Mapping {
+    /// Checks the source and opens (or creates) the state database in `state_dir`.
+    pub fn open(source: &Path, state_dir: &Path, opts: MappingOptions) -> Result<Mapping, EngineError> {
+        let source = canonical_source(source)?;
+        std::fs::create_dir_all(state_dir)
+            .map_err(|source| StateError::Dir { path: state_dir.display().to_string(), source })?;
+        let queue = Arc::new(Queue::open(&crate::queue::database_path(state_dir))?);
+        let mut excludes = opts.excludes.clone();
+        // Never mirror our own state when it lives inside the source.
+        if let Ok(state) = state_dir.canonicalize() {
+            if let Ok(rel) = state.strip_prefix(&source) {
+                if !rel.as_os_str().is_empty() {
+                    excludes.push(rel.display().to_string());
+                }
+            }
+        }
+        let filter = Arc::new(Filter::new(&excludes)?);
+        Ok(Mapping { source, queue, filter, opts })
+    }
+
+    pub fn source(&self) -> &Path {
+        &self.source
+    }
+
+    pub fn queue(&self) -> &Arc<Queue> {
+        &self.queue
+    }
+
+    fn scan_options(&self, settle: Duration) -> ScanOptions {
+        ScanOptions { complete_sync: self.opts.complete_sync, settle, progress: self.opts.progress }
+    }
+
+    async fn scan(&self, settle: Duration) -> Result<scan::ScanReport, EngineError> {
+        let (root, queue, filter) = (self.source.clone(), Arc::clone(&self.queue), Arc::clone(&self.filter));
+        let opts = self.scan_options(settle);
+        let report = tokio::task::spawn_blocking(move || scan::catch_up(&root, &queue, &filter, &opts))
+            .await
+            .map_err(|e| EngineError::Source(format!("scan task failed: {e}")))??;
+        Ok(report)
+    }
+
+    fn handler(&self, conn: Arc<dyn Connection>, cfg: HandlerConfig) -> Handler {
+        Handler::new(Arc::clone(&self.queue), conn, self.source.clone(), cfg, Arc::clone(&self.filter))
+    }
+
+    /// Catch-up scan, then drain the queue, then return.
+    pub async fn sync(&self, conn: Arc<dyn Connection>) -> Result<Summary, EngineError> {
+        self.queue.recover()?;
+        self.scan(Duration::ZERO).await?;
+        let mut cfg = self.opts.handler.clone();
+        cfg.exit_when_drained = true;
+        cfg.fail_on_setup_error = true;
+        let handler = self.handler(conn, cfg);
+        let (_tx, rx) = watch::channel(false);
+        Ok(handler.run(Arc::new(Notify::new()), rx).await?)
+    }
+
+    /// Watches and mirrors until `stop` turns true.
+    pub async fn run(
+        &self,
+        conn: Arc<dyn Connection>,
+        stop: watch::Receiver<bool>,
+    ) -> Result<Summary, EngineError> {
+        self.queue.recover()?;
+        let wake = Arc::new(Notify::new());
+        let watch_opts = WatchOptions {
+            complete_sync: self.opts.complete_sync,
+            settle: self.opts.settle,
+            poll: self.opts.poll,
+            poll_interval: self.opts.poll_interval,
+        };
+        let watcher = Watcher::start(
+            self.source.clone(),
+            Arc::clone(&self.queue),
+            Arc::clone(&self.filter),
+            watch_opts,
+            Arc::clone(&wake),
+        )?;
+        if watcher.is_polling() {
+            tracing::warn!(source = %self.source.display(), "watching by polling");
+        }
+        let handler = self.handler(conn, self.opts.handler.clone());
+        let status = handler.status();
+        let heartbeat = tokio::spawn(heartbeat(Arc::clone(&self.queue), Arc::clone(&status), stop.clone()));
+        let scan = {
+            let wake = Arc::clone(&wake);
+            let settle = self.opts.settle;
+            let (root, queue, filter) = (self.source.clone(), Arc::clone(&self.queue), Arc::clone(&self.filter));
+            let opts = self.scan_options(settle);
+            tokio::task::spawn_blocking(move || {
+                let result = scan::catch_up(&root, &queue, &filter, &opts);
+                wake.notify_one();
+                result
+            })
+        };
+        let result = handler.run(Arc::clone(&wake), stop).await;
+        watcher.stop();
+        heartbeat.abort();
+        let _ = self.queue.set_meta(meta::CONNECTED, "0");
+        let _ = self.queue.set_meta(meta::HEARTBEAT, "0");
+        match scan.await {
+            Ok(Err(e)) => return Err(e.into()),
+            Err(e) => return Err(EngineError::Source(format!("scan task failed: {e}"))),
+            Ok(Ok(_)) => {}
+        }
+        Ok(result?)
+    }
+}
+
+fn canonical_source(source: &Path) -> Result<PathBuf, EngineError> {
+    let canon = source
+        .canonicalize()
+        .map_err(|e| EngineError::Source(format!("{}: {e}", source.display())))?;
+    if !canon.is_dir() {
+        return Err(EngineError::Source(format!("{}: not a directory", source.display())));
+    }
+    Ok(canon)
+}
+
+/// Publishes the daemon's live state to the database once a second.
+async fn heartbeat(queue: Arc<Queue>, status: Arc<HandlerStatus>, mut stop: watch::Receiver<bool>) {
+    let _ = queue.set_meta(meta::PID, &std::process::id().to_string());
+    loop {
+        let connected = status.connected.load(Ordering::Relaxed);
+        let facts = [
+            (meta::HEARTBEAT, now_ms().to_string()),
+            (meta::CONNECTED, if connected { "1" } else { "0" }.to_string()),
+            (meta::BYTES_SENT, status.bytes_sent.load(Ordering::Relaxed).to_string()),
+            (meta::DONE, status.actions_done.load(Ordering::Relaxed).to_string()),
+            (meta::LAST_ERROR, status.last_error().unwrap_or_default()),
+        ];
+        for (k, v) in facts {
+            if let Err(e) = queue.set_meta(k, &v) {
+                tracing::warn!(error = %e, "cannot write status");
+                break;
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}

@@ -1,0 +1,433 @@
+//! The handler: drains the queue through a [`Connection`].
+//!
+//! - Up to `workers` actions execute at once; the queue only hands out actions whose older
+//!   related actions are done, so per-path order holds.
+//! - Results are acknowledged in batches: after [`Connection::flush`] succeeds, one
+//!   transaction removes the rows and updates the ledger. Nothing is acknowledged before it is
+//!   durable, and a crash before the acknowledgement just replays idempotent actions.
+//! - The whole error policy is one `match` on [`ErrorKind`] (see [`Handler::outcome`]): a lost
+//!   connection pauses everything and reconnects with capped, jittered backoff; a transient
+//!   error retries the action with backoff and parks it after `max_attempts`; a permanent one
+//!   parks it at once; others continue either way.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinSet;
+
+use crate::action::Action;
+use crate::connection::{Connection, SourceFile};
+use crate::error::{ConnError, ErrorKind};
+use crate::merge::Entry;
+use crate::queue::{mtime_ns, now_ms, Claimed, LedgerUpdate, Outcome, Queue, StateError};
+use crate::relpath::RelPath;
+use crate::scan;
+
+/// Tuning of the handler. The defaults suit a daemon; tests shorten the delays.
+#[derive(Debug, Clone)]
+pub struct HandlerConfig {
+    /// Actions executing at once.
+    pub workers: usize,
+    /// Failed attempts after which a transient error parks the action.
+    pub max_attempts: u32,
+    pub retry_base: Duration,
+    pub retry_cap: Duration,
+    pub reconnect_base: Duration,
+    pub reconnect_cap: Duration,
+    /// Acknowledge at the latest after this many results or this much time.
+    pub ack_batch: usize,
+    pub ack_delay: Duration,
+    /// `sync`: return once nothing is left to do (parked actions aside).
+    pub exit_when_drained: bool,
+    /// `sync`: give up on a [`ErrorKind::Setup`] error instead of retrying forever.
+    pub fail_on_setup_error: bool,
+    /// How long to let executing actions finish after a stop request.
+    pub stop_grace: Duration,
+}
+
+impl Default for HandlerConfig {
+    fn default() -> Self {
+        HandlerConfig {
+            workers: 4,
+            max_attempts: 5,
+            retry_base: Duration::from_secs(1),
+            retry_cap: Duration::from_secs(300),
+            reconnect_base: Duration::from_millis(500),
+            reconnect_cap: Duration::from_secs(30),
+            ack_batch: 512,
+            ack_delay: Duration::from_millis(100),
+            exit_when_drained: false,
+            fail_on_setup_error: false,
+            stop_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Live figures of one handler, shared with `status` and metrics.
+#[derive(Debug, Default)]
+pub struct HandlerStatus {
+    pub connected: AtomicBool,
+    pub bytes_sent: AtomicU64,
+    pub actions_done: AtomicU64,
+    pub actions_failed: AtomicU64,
+    pub last_error: Mutex<Option<String>>,
+}
+
+impl HandlerStatus {
+    fn set_error(&self, message: &str) {
+        if let Ok(mut e) = self.last_error.lock() {
+            *e = Some(message.to_string());
+        }
+    }
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().ok().and_then(|e| e.clone())
+    }
+}
+
+/// Why the handler stopped without finishing.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// What a drain achieved.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    pub done: u64,
+    pub parked: u64,
+}
+
+/// The result of executing one action, before acknowledgement.
+struct Executed {
+    claimed: Claimed,
+    result: Result<LedgerUpdate, ConnError>,
+    bytes: u64,
+}
+
+/// Drains one mapping's queue through one connection.
+pub struct Handler {
+    queue: Arc<Queue>,
+    conn: Arc<dyn Connection>,
+    source_root: PathBuf,
+    cfg: HandlerConfig,
+    status: Arc<HandlerStatus>,
+    /// Excludes applied when a move falls back to sending a whole local directory.
+    filter: Arc<scan::Filter>,
+}
+
+impl Handler {
+    pub fn new(
+        queue: Arc<Queue>,
+        conn: Arc<dyn Connection>,
+        source_root: PathBuf,
+        cfg: HandlerConfig,
+        filter: Arc<scan::Filter>,
+    ) -> Self {
+        Handler { queue, conn, source_root, cfg, status: Arc::default(), filter }
+    }
+
+    pub fn status(&self) -> Arc<HandlerStatus> {
+        Arc::clone(&self.status)
+    }
+
+    /// Runs until `stop` turns true (or, with `exit_when_drained`, until the queue is empty).
+    /// `wake` is notified by whoever adds to the queue.
+    pub async fn run(
+        &self,
+        wake: Arc<Notify>,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<Summary, HandlerError> {
+        let mut summary = Summary::default();
+        let mut executing: JoinSet<Executed> = JoinSet::new();
+        let mut ready: std::collections::VecDeque<Claimed> = Default::default();
+        let mut unacked: Vec<Outcome> = Vec::new();
+        let mut oldest_unacked: Option<Instant> = None;
+        let mut connected = false;
+        let mut reconnect_attempt: u32 = 0;
+        let mut stopping_since: Option<Instant> = None;
+
+        loop {
+            if *stop.borrow() && stopping_since.is_none() {
+                stopping_since = Some(Instant::now());
+            }
+            if let Some(since) = stopping_since {
+                if executing.is_empty() || since.elapsed() >= self.cfg.stop_grace {
+                    break;
+                }
+            }
+
+            // (Re)connect before handing out work.
+            if !connected && stopping_since.is_none() && executing.is_empty() {
+                match self.conn.connect().await {
+                    Ok(()) => {
+                        connected = true;
+                        reconnect_attempt = 0;
+                        self.status.connected.store(true, Ordering::Relaxed);
+                        tracing::info!(destination = %self.conn.describe(), "connected");
+                    }
+                    Err(e) => {
+                        self.status.connected.store(false, Ordering::Relaxed);
+                        self.status.set_error(&e.message);
+                        if e.kind == ErrorKind::Setup && self.cfg.fail_on_setup_error {
+                            return Err(HandlerError::Setup(e.message));
+                        }
+                        let delay = backoff(
+                            self.cfg.reconnect_base,
+                            self.cfg.reconnect_cap,
+                            reconnect_attempt,
+                        );
+                        reconnect_attempt = reconnect_attempt.saturating_add(1);
+                        tracing::warn!(error = %e.message, retry_in = ?delay, "cannot connect");
+                        tokio::select! {
+                            _ = tokio::time::sleep(delay) => {}
+                            _ = stop.changed() => {}
+                        }
+                        continue;
+                    }
+                }
+            }
+
+            // Hand out work while there is room.
+            if connected && stopping_since.is_none() {
+                if ready.len() < self.cfg.workers {
+                    let want = (self.cfg.workers * 16).max(64) - ready.len();
+                    ready.extend(self.queue.claim(want, now_ms())?);
+                }
+                while executing.len() < self.cfg.workers {
+                    let Some(claimed) = ready.pop_front() else { break };
+                    let conn = Arc::clone(&self.conn);
+                    let root = self.source_root.clone();
+                    executing.spawn(async move { execute(conn, root, claimed).await });
+                }
+            }
+
+            // Acknowledge in batches, after a durability barrier.
+            let ack_due = !unacked.is_empty()
+                && (unacked.len() >= self.cfg.ack_batch
+                    || executing.is_empty()
+                    || oldest_unacked.is_some_and(|t| t.elapsed() >= self.cfg.ack_delay)
+                    || stopping_since.is_some());
+            if ack_due {
+                self.acknowledge(&mut unacked, &mut connected).await?;
+                oldest_unacked = None;
+                continue;
+            }
+
+            if self.cfg.exit_when_drained
+                && executing.is_empty()
+                && ready.is_empty()
+                && unacked.is_empty()
+                && connected
+            {
+                let counts = self.queue.counts()?;
+                if counts.pending + counts.retrying + counts.in_flight == 0 {
+                    summary.parked = counts.failed;
+                    break;
+                }
+            }
+
+            // Wait for a result, new work, a timer, or a stop.
+            let timer = self.next_wake(oldest_unacked, connected)?;
+            tokio::select! {
+                Some(joined) = executing.join_next(), if !executing.is_empty() => {
+                    let executed = match joined {
+                        Ok(x) => x,
+                        Err(e) => {
+                            tracing::error!(error = %e, "worker task failed");
+                            continue;
+                        }
+                    };
+                    if let Some(outcome) = self.outcome(executed, &mut connected, &mut summary)? {
+                        unacked.push(outcome);
+                        oldest_unacked.get_or_insert_with(Instant::now);
+                    }
+                }
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(timer) => {}
+                _ = stop.changed() => {}
+            }
+        }
+
+        // Stopping: whatever was claimed but not started goes back as a retry, ready now.
+        let mut rest: Vec<Outcome> = std::mem::take(&mut unacked);
+        while let Some(Ok(executed)) = executing.try_join_next() {
+            if let Some(outcome) = self.outcome(executed, &mut connected, &mut summary)? {
+                rest.push(outcome);
+            }
+        }
+        executing.abort_all();
+        if !rest.is_empty() {
+            self.acknowledge(&mut rest, &mut connected).await?;
+        }
+        let back: Vec<Outcome> = ready
+            .drain(..)
+            .map(|c| Outcome::Retry { id: c.id, error: String::new(), ready_at: 0, failed: false })
+            .collect();
+        self.queue.finish(&back)?;
+        Ok(summary)
+    }
+
+    /// How long to sleep when nothing else wakes us.
+    fn next_wake(&self, oldest_unacked: Option<Instant>, connected: bool) -> Result<Duration, StateError> {
+        let mut wait = Duration::from_secs(1);
+        if let Some(t) = oldest_unacked {
+            wait = wait.min(self.cfg.ack_delay.saturating_sub(t.elapsed()));
+        }
+        if connected {
+            if let Some(at) = self.queue.next_ready_at()? {
+                wait = wait.min(Duration::from_millis(at.saturating_sub(now_ms())));
+            }
+        }
+        Ok(wait.max(Duration::from_millis(1)))
+    }
+
+    /// Flushes the destination, then records the outcomes. A failed flush turns the
+    /// successes back into retries: they were not proven durable.
+    async fn acknowledge(&self, unacked: &mut Vec<Outcome>, connected: &mut bool) -> Result<(), StateError> {
+        let batch = std::mem::take(unacked);
+        let any_done = batch.iter().any(|o| matches!(o, Outcome::Done { .. }));
+        if any_done {
+            if let Err(e) = self.conn.flush().await {
+                tracing::warn!(error = %e.message, "flush failed; actions will be replayed");
+                self.status.set_error(&e.message);
+                if e.kind == ErrorKind::ConnectionLost {
+                    *connected = false;
+                    self.status.connected.store(false, Ordering::Relaxed);
+                }
+                let retried: Vec<Outcome> = batch
+                    .into_iter()
+                    .map(|o| match o {
+                        Outcome::Done { id, .. } => Outcome::Retry {
+                            id,
+                            error: e.message.clone(),
+                            ready_at: 0,
+                            failed: false,
+                        },
+                        other => other,
+                    })
+                    .collect();
+                return self.queue.finish(&retried);
+            }
+        }
+        self.queue.finish(&batch)
+    }
+
+    /// The policy: what becomes of an executed action. `None` when nothing is to be recorded.
+    fn outcome(
+        &self,
+        executed: Executed,
+        connected: &mut bool,
+        summary: &mut Summary,
+    ) -> Result<Option<Outcome>, HandlerError> {
+        let Executed { claimed, result, bytes } = executed;
+        let id = claimed.id;
+        let error = match result {
+            Ok(ledger) => {
+                self.status.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
+                self.status.actions_done.fetch_add(1, Ordering::Relaxed);
+                summary.done += 1;
+                tracing::debug!(action = %claimed.action, bytes, "done");
+                return Ok(Some(Outcome::Done { id, ledger }));
+            }
+            Err(e) => e,
+        };
+        self.status.set_error(&error.message);
+        let outcome = match error.kind {
+            ErrorKind::ConnectionLost => {
+                if *connected {
+                    tracing::warn!(error = %error.message, "connection lost; pausing");
+                }
+                *connected = false;
+                self.status.connected.store(false, Ordering::Relaxed);
+                Outcome::Retry { id, error: error.message, ready_at: 0, failed: false }
+            }
+            ErrorKind::Setup => {
+                if self.cfg.fail_on_setup_error {
+                    return Err(HandlerError::Setup(error.message));
+                }
+                *connected = false;
+                self.status.connected.store(false, Ordering::Relaxed);
+                tracing::error!(error = %error.message, "destination refused us; will retry");
+                Outcome::Retry { id, error: error.message, ready_at: 0, failed: false }
+            }
+            ErrorKind::SourceMissing => match &claimed.action {
+                // The move's remote source is gone (never sent, or removed by someone):
+                // send the local target instead. The sends wait for this row's acknowledgement.
+                Action::Move { from, to } => {
+                    self.queue_fallback_sends(to)?;
+                    Outcome::Done { id, ledger: LedgerUpdate::Deleted(from.clone()) }
+                }
+                _ => Outcome::Done { id, ledger: LedgerUpdate::Unchanged },
+            },
+            ErrorKind::Transient if claimed.attempts + 1 < self.cfg.max_attempts => {
+                let delay = backoff(self.cfg.retry_base, self.cfg.retry_cap, claimed.attempts);
+                tracing::warn!(action = %claimed.action, error = %error.message, retry_in = ?delay, "will retry");
+                let ready_at = now_ms() + delay.as_millis() as u64;
+                Outcome::Retry { id, error: error.message, ready_at, failed: true }
+            }
+            ErrorKind::Transient | ErrorKind::Permanent => {
+                tracing::error!(action = %claimed.action, error = %error.message, "parked as failed");
+                self.status.actions_failed.fetch_add(1, Ordering::Relaxed);
+                Outcome::Park { id, error: error.message }
+            }
+        };
+        Ok(Some(outcome))
+    }
+
+    /// Queues sends for the local files at `to` (a file or a directory), for a move whose
+    /// remote source vanished.
+    pub fn queue_fallback_sends(&self, to: &RelPath) -> Result<(), StateError> {
+        let entries: Vec<Entry> = scan::local_files_within(&self.source_root, to, &self.filter)
+            .into_iter()
+            .map(|p| Entry::new(Action::Send(p), 0))
+            .collect();
+        if !entries.is_empty() {
+            self.queue.push(&entries)?;
+        }
+        Ok(())
+    }
+}
+
+/// Capped exponential backoff with jitter (50–100% of the step), so many clients that lost
+/// the same server do not all come back at the same instant.
+pub fn backoff(base: Duration, cap: Duration, attempt: u32) -> Duration {
+    let step = base.saturating_mul(1u32 << attempt.min(20)).min(cap);
+    let jitter = 0.5 + rand::random::<f64>() * 0.5;
+    step.mul_f64(jitter)
+}
+
+/// Runs one action against the destination.
+async fn execute(conn: Arc<dyn Connection>, root: PathBuf, claimed: Claimed) -> Executed {
+    let (result, bytes) = match &claimed.action {
+        Action::Send(p) => send(&*conn, &root, p).await,
+        Action::Delete(p) => (conn.delete(p).await.map(|_| LedgerUpdate::Deleted(p.clone())), 0),
+        Action::Move { from, to } => match conn.rename(from, to).await {
+            Ok(()) => (Ok(LedgerUpdate::Moved { from: from.clone(), to: to.clone() }), 0),
+            Err(e) => (Err(e), 0),
+        },
+    };
+    Executed { claimed, result, bytes }
+}
+
+async fn send(conn: &dyn Connection, root: &Path, p: &RelPath) -> (Result<LedgerUpdate, ConnError>, u64) {
+    let file = match SourceFile::stat(&p.under(root)) {
+        Ok(f) => f,
+        // Gone (or no longer a file) before we got to it: its delete or move event covers it.
+        Err(e) if e.kind == ErrorKind::SourceMissing => return (Ok(LedgerUpdate::Unchanged), 0),
+        Err(e) => return (Err(e), 0),
+    };
+    match conn.send(&file, p).await {
+        Ok(bytes) => (
+            Ok(LedgerUpdate::Sent { path: p.clone(), size: file.size, mtime_ns: mtime_ns(file.mtime) }),
+            bytes,
+        ),
+        Err(e) if e.kind == ErrorKind::SourceMissing => (Ok(LedgerUpdate::Unchanged), 0),
+        Err(e) => (Err(e), 0),
+    }
+}

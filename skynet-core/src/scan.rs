@@ -1,0 +1,285 @@
+//! The catch-up scan and the exclude filter.
+//!
+//! The scan compares the source tree with the ledger and queues what differs: files that are
+//! new or whose size or mtime changed are sent; with complete-sync, ledger entries whose file
+//! is gone are deleted. It runs on start (changes made while skynet was stopped) and whenever
+//! the watcher lost events. Paths that already have a queued action are left to the queue,
+//! so a pending move is not turned into a re-upload.
+//!
+//! Safety: a directory that cannot be read is never taken as "its files are gone"; the scan
+//! refuses to run at all when the source root itself is missing, so an unmounted disk does not
+//! turn into "delete everything at the destination".
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+
+use crate::action::Action;
+use crate::connection::is_temp_name;
+use crate::merge::Entry;
+use crate::queue::{mtime_ns, now_ms, Queue, StateError};
+use crate::relpath::RelPath;
+
+/// Which source paths skynet ignores: `--exclude` globs and its own temporary files.
+///
+/// A pattern without `/` matches a name at any depth (`*.tmp`, `.git`); a pattern with `/`
+/// matches the whole relative path (`build/**`). A match on a directory excludes all below it.
+#[derive(Debug, Clone)]
+pub struct Filter {
+    by_name: GlobSet,
+    by_path: GlobSet,
+}
+
+/// A glob that does not parse.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid exclude pattern {pattern:?}: {source}")]
+pub struct FilterError {
+    pattern: String,
+    source: globset::Error,
+}
+
+impl Default for Filter {
+    fn default() -> Self {
+        Filter { by_name: GlobSet::empty(), by_path: GlobSet::empty() }
+    }
+}
+
+impl Filter {
+    pub fn new(patterns: &[String]) -> Result<Filter, FilterError> {
+        let mut by_name = GlobSetBuilder::new();
+        let mut by_path = GlobSetBuilder::new();
+        for pattern in patterns {
+            let trimmed = pattern.trim_end_matches('/').trim_start_matches('/');
+            let glob = Glob::new(trimmed)
+                .map_err(|source| FilterError { pattern: pattern.clone(), source })?;
+            if trimmed.contains('/') {
+                by_path.add(glob);
+            } else {
+                by_name.add(glob);
+            }
+        }
+        let build = |b: GlobSetBuilder| {
+            b.build().map_err(|source| FilterError { pattern: patterns.join(" "), source })
+        };
+        Ok(Filter { by_name: build(by_name)?, by_path: build(by_path)? })
+    }
+
+    /// True when `rel` or one of its parents is excluded.
+    pub fn excluded(&self, rel: &RelPath) -> bool {
+        rel.ancestors().chain(std::iter::once(rel.clone())).any(|p| self.excluded_itself(&p))
+    }
+
+    fn excluded_itself(&self, rel: &RelPath) -> bool {
+        let name = rel.file_name();
+        if is_temp_name(name) {
+            return true;
+        }
+        let name_path = Path::new(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name));
+        (!self.by_name.is_empty() && self.by_name.is_match(name_path))
+            || (!self.by_path.is_empty() && self.by_path.is_match(rel.as_path()))
+    }
+}
+
+/// A scan failure that must stop the scan (the root is gone, the database failed).
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    #[error("source {0}: not a readable directory; refusing to scan (nothing queued)")]
+    RootMissing(String),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// What a catch-up scan found and queued.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ScanReport {
+    pub files: u64,
+    pub sends: u64,
+    pub deletes: u64,
+    pub unreadable: u64,
+}
+
+/// Options of one scan.
+#[derive(Debug, Clone)]
+pub struct ScanOptions {
+    pub complete_sync: bool,
+    /// Files modified less than this long ago are queued to wait out the remainder.
+    pub settle: Duration,
+    /// Show a progress line on stderr (only when it is a terminal).
+    pub progress: bool,
+}
+
+/// Compares `root` with the ledger and queues the differences.
+pub fn catch_up(
+    root: &Path,
+    queue: &Queue,
+    filter: &Filter,
+    opts: &ScanOptions,
+) -> Result<ScanReport, ScanError> {
+    if !root.is_dir() {
+        return Err(ScanError::RootMissing(root.display().to_string()));
+    }
+    let ledger = queue.ledger()?;
+    let queued = queue.queued_paths()?;
+    let mut report = ScanReport::default();
+    let mut seen: HashSet<RelPath> = HashSet::with_capacity(ledger.len());
+    let mut unreadable: Vec<RelPath> = Vec::new();
+    let mut batch: Vec<Entry> = Vec::new();
+    let now = now_ms();
+    let settle_ms = opts.settle.as_millis() as u64;
+    let bar = progress_bar(opts.progress);
+
+    let walker = walkdir::WalkDir::new(root).min_depth(1).into_iter().filter_entry(|e| {
+        RelPath::from_abs(root, e.path()).map(|r| !filter.excluded(&r)).unwrap_or(false)
+    });
+    for entry in walker {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                report.unreadable += 1;
+                if let Some(p) = e.path().and_then(|p| RelPath::from_abs(root, p).ok()) {
+                    unreadable.push(p);
+                }
+                tracing::warn!(error = %e, "cannot read part of the source; skipping it");
+                continue;
+            }
+        };
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let Ok(rel) = RelPath::from_abs(root, entry.path()) else { continue };
+        report.files += 1;
+        if let Some(bar) = &bar {
+            if report.files % 1000 == 0 {
+                bar.set_position(report.files);
+            }
+        }
+        let meta = match entry.metadata() {
+            Ok(m) => m,
+            Err(_) => continue,
+        };
+        seen.insert(rel.clone());
+        if queued.contains(&rel) {
+            continue;
+        }
+        let mtime = meta.modified().map(mtime_ns).unwrap_or(0);
+        let unchanged = ledger
+            .get(&rel)
+            .is_some_and(|l| l.size == meta.len() && l.mtime_ns == mtime);
+        if unchanged {
+            continue;
+        }
+        let modified_ms = (mtime.max(0) / 1_000_000) as u64;
+        let ready_at = if modified_ms + settle_ms > now { modified_ms + settle_ms } else { 0 };
+        batch.push(Entry::new(Action::Send(rel), ready_at));
+        report.sends += 1;
+        if batch.len() >= 10_000 {
+            queue.push(&batch)?;
+            batch.clear();
+        }
+    }
+    if opts.complete_sync {
+        for path in ledger.keys() {
+            let skip = seen.contains(path)
+                || queued.contains(path)
+                || filter.excluded(path)
+                || unreadable.iter().any(|u| path.is_within(u));
+            if !skip {
+                batch.push(Entry::new(Action::Delete(path.clone()), 0));
+                report.deletes += 1;
+            }
+        }
+    }
+    queue.push(&batch)?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    tracing::info!(
+        files = report.files,
+        sends = report.sends,
+        deletes = report.deletes,
+        "catch-up scan done"
+    );
+    Ok(report)
+}
+
+fn progress_bar(wanted: bool) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if !wanted || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} scanning: {pos} files ({elapsed})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(120));
+    Some(bar)
+}
+
+/// The files at or below `rel` in the source, not excluded: for a directory moved in from
+/// outside, a directory created with files already in it, or a move's fallback.
+pub fn local_files_within(root: &Path, rel: &RelPath, filter: &Filter) -> Vec<RelPath> {
+    let abs: PathBuf = rel.under(root);
+    if filter.excluded(rel) {
+        return Vec::new();
+    }
+    match std::fs::symlink_metadata(&abs) {
+        Ok(m) if m.is_file() => return vec![rel.clone()],
+        Ok(m) if m.is_dir() => {}
+        _ => return Vec::new(),
+    }
+    walkdir::WalkDir::new(&abs)
+        .min_depth(1)
+        .into_iter()
+        .filter_entry(|e| RelPath::from_abs(root, e.path()).map(|r| !filter.excluded(&r)).unwrap_or(false))
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .filter_map(|e| RelPath::from_abs(root, e.path()).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> RelPath {
+        RelPath::from_bytes(s.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn filter_by_name_and_path() {
+        let f = Filter::new(&["*.tmp".into(), ".git".into(), "build/out/**".into()]).unwrap();
+        assert!(f.excluded(&p("a.tmp")));
+        assert!(f.excluded(&p("deep/er/a.tmp")));
+        assert!(f.excluded(&p(".git/config")));
+        assert!(f.excluded(&p("sub/.git/objects/x")));
+        assert!(f.excluded(&p("build/out/x/y")));
+        assert!(!f.excluded(&p("build/src/x")));
+        assert!(!f.excluded(&p("a.tmpx")));
+        assert!(f.excluded(&p(".skynet-tmp.0123")));
+        assert!(Filter::new(&["[".into()]).is_err());
+    }
+
+    #[test]
+    fn scan_queues_new_changed_and_deleted() {
+        let src = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(src.path().join("d")).unwrap();
+        std::fs::write(src.path().join("d/new"), b"x").unwrap();
+        std::fs::write(src.path().join("same"), b"y").unwrap();
+        let q = Queue::open_in_memory().unwrap();
+        let meta = std::fs::metadata(src.path().join("same")).unwrap();
+        q.record_delivered(&[
+            (p("same"), 1, mtime_ns(meta.modified().unwrap())),
+            (p("gone"), 1, 1),
+        ])
+        .unwrap();
+        let opts = ScanOptions { complete_sync: true, settle: Duration::ZERO, progress: false };
+        let report = catch_up(src.path(), &q, &Filter::default(), &opts).unwrap();
+        assert_eq!((report.files, report.sends, report.deletes), (2, 1, 1));
+        let rows: Vec<String> = q.rows().unwrap().into_iter().map(|r| format!("{:?} {}", r.kind, r.path)).collect();
+        assert_eq!(rows, vec!["Send d/new", "Delete gone"]);
+        assert!(catch_up(&src.path().join("missing"), &q, &Filter::default(), &opts).is_err());
+    }
+}

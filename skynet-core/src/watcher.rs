@@ -1,0 +1,382 @@
+//! The watcher: turns filesystem events (notify) into queued actions.
+//!
+//! notify's callback runs on its own thread and only forwards events into a crossbeam channel;
+//! this module's thread drains the channel in batches (a few milliseconds, or many events),
+//! maps them to actions per the design's table, and files each batch in one transaction.
+//!
+//! Renames: inotify reports a rename inside the tree as "from" and "to" halves sharing a
+//! cookie (notify's tracker). A "from" without its "to" within [`RENAME_PAIRING`] was a move
+//! out of the tree (a delete); a "to" without a "from" was a move in (send everything under
+//! it). When native watching cannot start (for example the inotify watch limit is reached),
+//! the watcher falls back to polling and says so. Lost events (queue overflow) trigger a
+//! catch-up scan.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
+use notify::{Event, EventKind, RecursiveMode, Watcher as _};
+use tokio::sync::Notify;
+
+use crate::action::Action;
+use crate::merge::Entry;
+use crate::queue::{now_ms, Queue};
+use crate::relpath::RelPath;
+use crate::scan::{self, Filter, ScanOptions};
+
+/// How long a rename's "from" half waits for its "to" half.
+pub const RENAME_PAIRING: Duration = Duration::from_millis(300);
+/// How long events are gathered into one batch.
+const BATCH_WINDOW: Duration = Duration::from_millis(20);
+const BATCH_MAX: usize = 20_000;
+
+/// What the watcher needs to know.
+#[derive(Debug, Clone)]
+pub struct WatchOptions {
+    pub complete_sync: bool,
+    pub settle: Duration,
+    /// Poll instead of native events (also the automatic fallback).
+    pub poll: bool,
+    pub poll_interval: Duration,
+}
+
+/// Why watching could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot watch {path}: {source}")]
+pub struct WatchError {
+    path: String,
+    source: notify::Error,
+}
+
+/// A running watcher; dropping it (or [`Watcher::stop`]) ends its thread.
+pub struct Watcher {
+    _backend: Box<dyn notify::Watcher + Send>,
+    stop: crossbeam_channel::Sender<()>,
+    thread: Option<JoinHandle<()>>,
+    polling: bool,
+}
+
+impl Watcher {
+    /// Starts watching `root` (canonical, absolute); actions go to `queue` and `wake` is
+    /// notified after each batch.
+    pub fn start(
+        root: PathBuf,
+        queue: Arc<Queue>,
+        filter: Arc<Filter>,
+        opts: WatchOptions,
+        wake: Arc<Notify>,
+    ) -> Result<Watcher, WatchError> {
+        let (tx, rx) = crossbeam_channel::unbounded::<notify::Result<Event>>();
+        let (backend, polling) = start_backend(&root, tx, &opts)?;
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
+        let mut mapper = EventMapper::new(root, filter, opts);
+        let thread = std::thread::Builder::new()
+            .name("skynet-watcher".into())
+            .spawn(move || mapper.run(rx, stop_rx, &queue, &wake))
+            .map_err(|e| WatchError { path: "watcher thread".into(), source: notify::Error::io(e) })?;
+        Ok(Watcher { _backend: backend, stop: stop_tx, thread: Some(thread), polling })
+    }
+
+    /// True when running on the polling fallback.
+    pub fn is_polling(&self) -> bool {
+        self.polling
+    }
+
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        let _ = self.stop.try_send(());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+type Backend = (Box<dyn notify::Watcher + Send>, bool);
+
+fn start_backend(
+    root: &Path,
+    tx: crossbeam_channel::Sender<notify::Result<Event>>,
+    opts: &WatchOptions,
+) -> Result<Backend, WatchError> {
+    let err = |source| WatchError { path: root.display().to_string(), source };
+    if !opts.poll {
+        let native_tx = tx.clone();
+        let native = notify::recommended_watcher(move |res| {
+            let _ = native_tx.send(res);
+        });
+        match native.and_then(|mut w| w.watch(root, RecursiveMode::Recursive).map(|_| w)) {
+            Ok(w) => return Ok((Box::new(w), false)),
+            Err(e) => tracing::warn!(
+                path = %root.display(),
+                error = %e,
+                "native file watching failed (inotify watch limit?); falling back to polling every {:?}",
+                opts.poll_interval
+            ),
+        }
+    }
+    let config = notify::Config::default().with_poll_interval(opts.poll_interval);
+    let mut poller = notify::PollWatcher::new(
+        move |res| {
+            let _ = tx.send(res);
+        },
+        config,
+    )
+    .map_err(err)?;
+    poller.watch(root, RecursiveMode::Recursive).map_err(err)?;
+    Ok((Box::new(poller), true))
+}
+
+/// Maps events to actions; owns the rename pairing state.
+struct EventMapper {
+    root: PathBuf,
+    filter: Arc<Filter>,
+    opts: WatchOptions,
+    /// Rename "from" halves waiting for their "to", by tracker.
+    moved_from: HashMap<usize, (RelPath, Instant)>,
+    /// Trackers whose move was already filed (the later duplicate report is ignored).
+    paired: HashMap<usize, Instant>,
+    rescan: bool,
+}
+
+impl EventMapper {
+    fn new(root: PathBuf, filter: Arc<Filter>, opts: WatchOptions) -> Self {
+        EventMapper {
+            root,
+            filter,
+            opts,
+            moved_from: HashMap::new(),
+            paired: HashMap::new(),
+            rescan: false,
+        }
+    }
+
+    fn run(
+        &mut self,
+        rx: Receiver<notify::Result<Event>>,
+        stop: Receiver<()>,
+        queue: &Queue,
+        wake: &Notify,
+    ) {
+        loop {
+            if stop.try_recv().is_ok() {
+                return;
+            }
+            let mut out: Vec<Entry> = Vec::new();
+            let first = rx.recv_timeout(Duration::from_millis(100));
+            match first {
+                Ok(ev) => {
+                    self.map(ev, &mut out);
+                    let deadline = Instant::now() + BATCH_WINDOW;
+                    let mut n = 1;
+                    while n < BATCH_MAX {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        match rx.recv_timeout(left) {
+                            Ok(ev) => {
+                                self.map(ev, &mut out);
+                                n += 1;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            self.expire_renames(&mut out);
+            if !out.is_empty() {
+                match queue.push(&out) {
+                    Ok(_) => wake.notify_one(),
+                    Err(e) => {
+                        // Events lost to a database error are recovered by a scan later.
+                        tracing::error!(error = %e, "cannot queue events; will rescan");
+                        self.rescan = true;
+                        std::thread::sleep(Duration::from_secs(1));
+                    }
+                }
+            }
+            if self.rescan {
+                self.rescan = false;
+                tracing::warn!("the watcher lost events; running a catch-up scan");
+                let opts = ScanOptions {
+                    complete_sync: self.opts.complete_sync,
+                    settle: self.opts.settle,
+                    progress: false,
+                };
+                match scan::catch_up(&self.root, queue, &self.filter, &opts) {
+                    Ok(_) => wake.notify_one(),
+                    Err(e) => {
+                        tracing::error!(error = %e, "catch-up scan failed; will retry");
+                        self.rescan = true;
+                        std::thread::sleep(Duration::from_secs(1));
+                    }
+                }
+            }
+        }
+    }
+
+    fn rel(&self, path: &Path) -> Option<RelPath> {
+        RelPath::from_abs(&self.root, path).ok()
+    }
+
+    fn send_ready(&self) -> u64 {
+        now_ms() + self.opts.settle.as_millis() as u64
+    }
+
+    fn send(&self, rel: RelPath, out: &mut Vec<Entry>) {
+        if !self.filter.excluded(&rel) {
+            out.push(Entry::new(Action::Send(rel), self.send_ready()));
+        }
+    }
+
+    /// Sends the file, or every file under the directory, at `rel`.
+    fn send_within(&self, rel: &RelPath, out: &mut Vec<Entry>) {
+        let ready = self.send_ready();
+        for p in scan::local_files_within(&self.root, rel, &self.filter) {
+            out.push(Entry::new(Action::Send(p), ready));
+        }
+    }
+
+    fn delete(&self, rel: RelPath, out: &mut Vec<Entry>) {
+        if self.opts.complete_sync && !self.filter.excluded(&rel) {
+            out.push(Entry::new(Action::Delete(rel), 0));
+        }
+    }
+
+    fn moved(&self, from: RelPath, to: RelPath, out: &mut Vec<Entry>) {
+        match (self.filter.excluded(&from), self.filter.excluded(&to)) {
+            (false, false) => out.push(Entry::new(Action::Move { from, to }, 0)),
+            (true, false) => self.send_within(&to, out),
+            (false, true) => self.delete(from, out),
+            (true, true) => {}
+        }
+    }
+
+    fn map(&mut self, ev: notify::Result<Event>, out: &mut Vec<Entry>) {
+        let ev = match ev {
+            Ok(ev) => ev,
+            Err(e) => {
+                tracing::warn!(error = %e, "watch error; will rescan");
+                self.rescan = true;
+                return;
+            }
+        };
+        if ev.need_rescan() {
+            self.rescan = true;
+            return;
+        }
+        let tracker = ev.attrs.tracker();
+        let first = ev.paths.first().and_then(|p| self.rel(p));
+        match ev.kind {
+            EventKind::Create(_) => {
+                if let Some(rel) = first {
+                    // A new directory may already hold files created before its watch existed.
+                    self.send_within(&rel, out);
+                }
+            }
+            EventKind::Modify(ModifyKind::Data(_))
+            | EventKind::Modify(ModifyKind::Any)
+            | EventKind::Modify(ModifyKind::Other)
+            | EventKind::Access(AccessKind::Close(AccessMode::Write)) => {
+                if let Some(rel) = first {
+                    self.send(rel, out);
+                }
+            }
+            EventKind::Modify(ModifyKind::Metadata(_)) | EventKind::Access(_) => {}
+            EventKind::Modify(ModifyKind::Name(RenameMode::From)) => match (first, tracker) {
+                (Some(rel), Some(t)) => {
+                    self.moved_from.insert(t, (rel, Instant::now()));
+                }
+                (Some(rel), None) => self.delete(rel, out),
+                _ => {}
+            },
+            EventKind::Modify(ModifyKind::Name(RenameMode::To)) => {
+                let Some(to) = first else { return };
+                match tracker {
+                    Some(t) if self.paired.contains_key(&t) => {}
+                    Some(t) if self.moved_from.contains_key(&t) => {
+                        if let Some((from, _)) = self.moved_from.remove(&t) {
+                            self.paired.insert(t, Instant::now());
+                            self.moved(from, to, out);
+                        }
+                    }
+                    // Moved in from outside the source.
+                    _ => self.send_within(&to, out),
+                }
+            }
+            EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => {
+                if let Some(t) = tracker {
+                    if self.paired.contains_key(&t) {
+                        return;
+                    }
+                    self.moved_from.remove(&t);
+                    self.paired.insert(t, Instant::now());
+                }
+                let from = ev.paths.first().and_then(|p| self.rel(p));
+                let to = ev.paths.get(1).and_then(|p| self.rel(p));
+                match (from, to) {
+                    (Some(from), Some(to)) => self.moved(from, to, out),
+                    (None, Some(to)) => self.send_within(&to, out),
+                    (Some(from), None) => self.delete(from, out),
+                    (None, None) => {}
+                }
+            }
+            EventKind::Modify(ModifyKind::Name(_)) => {
+                // Unpaired rename report (e.g. polling): look at what is there now.
+                for p in &ev.paths {
+                    let Some(rel) = self.rel(p) else { continue };
+                    if p.exists() {
+                        self.send_within(&rel, out);
+                    } else {
+                        self.delete(rel, out);
+                    }
+                }
+            }
+            EventKind::Remove(_) => {
+                if let Some(rel) = first {
+                    // Removed and re-created within one batch: the send below wins in the merge.
+                    self.delete(rel, out);
+                }
+            }
+            EventKind::Any | EventKind::Other => {
+                for p in &ev.paths {
+                    let Some(rel) = self.rel(p) else { continue };
+                    if p.exists() {
+                        self.send_within(&rel, out);
+                    } else {
+                        self.delete(rel, out);
+                    }
+                }
+            }
+        }
+    }
+
+    /// "From" halves that never met their "to" were moves out of the tree.
+    fn expire_renames(&mut self, out: &mut Vec<Entry>) {
+        let now = Instant::now();
+        let expired: Vec<usize> = self
+            .moved_from
+            .iter()
+            .filter(|(_, (_, at))| now.duration_since(*at) >= RENAME_PAIRING)
+            .map(|(t, _)| *t)
+            .collect();
+        for t in expired {
+            if let Some((rel, _)) = self.moved_from.remove(&t) {
+                self.delete(rel, out);
+            }
+        }
+        self.paired.retain(|_, at| now.duration_since(*at) < Duration::from_secs(10));
+    }
+}
