@@ -1,0 +1,154 @@
+//! The command line, as in the design's command-line contract.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "skynet",
+    version,
+    about = "Keeps a remote copy of local folders up to date, live."
+)]
+pub struct Cli {
+    /// More logging (-v debug, -vv trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only warnings and errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Watch SRC and mirror it to DEST until SIGINT/SIGTERM (or every mapping of --config).
+    Run {
+        /// Source folder.
+        src: Option<PathBuf>,
+        /// Destination: a folder, file:///path, sftp://[user@]host[:port]/path or s3://bucket/prefix.
+        dest: Option<String>,
+        /// A TOML file with one or more [[mapping]] tables.
+        #[arg(long, conflicts_with_all = ["src", "dest"])]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        opts: MappingArgs,
+    },
+    /// Catch-up scan, send everything that differs, exit (1 if some actions failed).
+    Sync {
+        src: PathBuf,
+        dest: String,
+        #[command(flatten)]
+        opts: MappingArgs,
+    },
+    /// Show each mapping's queue, failures and connection.
+    Status {
+        #[arg(long, env = "SKYNET_STATE_DIR")]
+        state_dir: Option<PathBuf>,
+        /// One JSON object with a `mappings` array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Inspect and edit pending and failed actions.
+    Queue {
+        #[command(subcommand)]
+        command: QueueCommand,
+        #[arg(long, env = "SKYNET_STATE_DIR", global = true)]
+        state_dir: Option<PathBuf>,
+        /// The mapping (its name in `status`), when there are several.
+        #[arg(long, global = true)]
+        mapping: Option<String>,
+    },
+    /// Record the files now in SRC as already sent to DEST (send nothing).
+    Baseline {
+        src: PathBuf,
+        dest: String,
+        #[command(flatten)]
+        opts: MappingArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// List queued and failed actions.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Retry an action now (ID from `queue list`), or every failed one with `all`.
+    Retry { id: String },
+    /// Remove an action without doing it.
+    Drop { id: i64 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HostKeyPolicy {
+    /// Refuse unknown and changed host keys.
+    Strict,
+    /// Record unknown host keys (trust on first use); refuse changed ones.
+    AcceptNew,
+}
+
+/// Options shared by `run`, `sync` and `baseline`. Unset values fall back to the config file
+/// (for `run --config`) and then to the defaults.
+#[derive(Debug, Clone, Default, Args)]
+pub struct MappingArgs {
+    /// Propagate deletions (and moves out of the source) to the destination.
+    #[arg(long)]
+    pub complete_sync: bool,
+    /// Where queues and ledgers are kept (default: the user's state directory).
+    #[arg(long, env = "SKYNET_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Actions executing at once [default: 4].
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// How long a file must be unchanged before it is sent, e.g. 1s, 500ms, 0 [default: 1s].
+    #[arg(long, value_parser = parse_duration)]
+    pub settle: Option<Duration>,
+    /// Ignore paths matching this glob (repeatable). `*.tmp` matches names at any depth.
+    #[arg(long = "exclude")]
+    pub excludes: Vec<String>,
+    /// Poll for changes instead of using inotify.
+    #[arg(long)]
+    pub poll: bool,
+    /// Failed attempts before an action is parked [default: 5].
+    #[arg(long)]
+    pub max_attempts: Option<u32>,
+    /// First retry delay, doubled each time [default: 1s].
+    #[arg(long, value_parser = parse_duration)]
+    pub retry_delay: Option<Duration>,
+    /// Longest wait between reconnection attempts [default: 30s].
+    #[arg(long, value_parser = parse_duration)]
+    pub reconnect_max: Option<Duration>,
+    /// SFTP: private key file (passphrase from SKYNET_SFTP_PASSPHRASE).
+    #[arg(long)]
+    pub identity: Option<PathBuf>,
+    /// SFTP: known_hosts file [default: ~/.ssh/known_hosts].
+    #[arg(long)]
+    pub known_hosts: Option<PathBuf>,
+    /// SFTP: what to do with an unknown host key.
+    #[arg(long, value_enum)]
+    pub host_key_policy: Option<HostKeyPolicy>,
+    /// SFTP/S3: network timeout [default: 30s].
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// S3: endpoint URL of an S3-compatible server.
+    #[arg(long)]
+    pub s3_endpoint: Option<String>,
+    /// S3: path-style addressing (most S3-compatible servers need it).
+    #[arg(long)]
+    pub s3_path_style: bool,
+}
+
+/// Parses `1s`, `500ms`, `2m`, or a bare number of seconds (`0`, `1.5`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    if let Ok(secs) = s.parse::<f64>() {
+        if secs >= 0.0 && secs.is_finite() {
+            return Ok(Duration::from_secs_f64(secs));
+        }
+    }
+    humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))
+}

@@ -1,0 +1,36 @@
+//! `skynet baseline SRC DEST`: record the files now in SRC as delivered, sending nothing.
+
+use std::path::Path;
+
+use anyhow::Result;
+use skynet_core::queue::mtime_ns;
+use skynet_core::scan::{local_files_within, Filter};
+use skynet_core::RelPath;
+
+use crate::cli::MappingArgs;
+use crate::exit::Exit;
+
+pub fn baseline(src: &Path, dest: &str, args: &MappingArgs) -> Result<Exit> {
+    let prepared = super::prepare(src, dest, args, "baseline")?;
+    let root = prepared.mapping.source().to_path_buf();
+    let filter = Filter::new(&args.excludes)?;
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(&root)? {
+        let entry = entry?;
+        let Ok(rel) = RelPath::from_abs(&root, &entry.path()) else {
+            continue;
+        };
+        for p in local_files_within(&root, &rel, &filter) {
+            if let Ok(meta) = std::fs::metadata(p.under(&root)) {
+                files.push((p, meta.len(), meta.modified().map(mtime_ns).unwrap_or(0)));
+            }
+        }
+    }
+    prepared.mapping.queue().record_delivered(&files)?;
+    println!(
+        "recorded {} file(s) as already at {}",
+        files.len(),
+        prepared.destination
+    );
+    Ok(Exit::Ok)
+}

@@ -1,0 +1,100 @@
+//! `skynet queue list | retry ID | drop ID`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+use skynet_core::queue::Queue;
+
+use crate::cli::QueueCommand;
+use crate::exit::Exit;
+use crate::state;
+
+/// The mappings a queue command applies to: the one named, or all of them for `list`.
+fn select(state_dir: Option<&Path>, mapping: Option<&str>, need_one: bool) -> Result<Vec<PathBuf>> {
+    let root = state::state_root(state_dir)?;
+    let dirs = state::mapping_dirs(&root)?;
+    let chosen: Vec<PathBuf> = match mapping {
+        Some(name) => dirs
+            .into_iter()
+            .filter(|d| d.file_name().is_some_and(|n| n == name))
+            .collect(),
+        None => dirs,
+    };
+    if chosen.is_empty() {
+        bail!(
+            "no mapping {}in {}",
+            mapping.map(|m| format!("{m:?} ")).unwrap_or_default(),
+            root.display()
+        );
+    }
+    if need_one && chosen.len() > 1 {
+        bail!(
+            "several mappings in {}; name one with --mapping (see `skynet status`)",
+            root.display()
+        );
+    }
+    Ok(chosen)
+}
+
+pub fn queue(
+    command: &QueueCommand,
+    state_dir: Option<&Path>,
+    mapping: Option<&str>,
+) -> Result<Exit> {
+    match command {
+        QueueCommand::List { json } => {
+            let mut out = Vec::new();
+            for dir in select(state_dir, mapping, false)? {
+                let queue = Queue::open(&skynet_core::queue::database_path(&dir))?;
+                let name = dir
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let rows = queue.rows()?;
+                if !*json {
+                    println!("{name}: {} action(s)", rows.len());
+                    for r in &rows {
+                        let what = match &r.from {
+                            Some(from) => format!("{from} -> {}", r.path),
+                            None => r.path.clone(),
+                        };
+                        let err = r
+                            .last_error
+                            .as_deref()
+                            .map(|e| format!("  ({e})"))
+                            .unwrap_or_default();
+                        println!(
+                            "  #{:<6} {:<9} {:<6} {what}{err}",
+                            r.id,
+                            r.state,
+                            r.kind.as_str()
+                        );
+                    }
+                }
+                out.push(serde_json::json!({ "mapping": name, "actions": rows }));
+            }
+            if *json {
+                println!("{}", serde_json::json!({ "mappings": out }));
+            }
+        }
+        QueueCommand::Retry { id } => {
+            let dir = &select(state_dir, mapping, true)?[0];
+            let queue = Queue::open(&skynet_core::queue::database_path(dir))?;
+            if id == "all" {
+                println!("{} failed action(s) will be retried", queue.retry_failed()?);
+            } else {
+                let Ok(n) = id.parse::<i64>() else {
+                    bail!("not an action id: {id:?} (a number, or `all`)")
+                };
+                queue.retry(n)?;
+                println!("action #{n} will be retried");
+            }
+        }
+        QueueCommand::Drop { id } => {
+            let dir = &select(state_dir, mapping, true)?[0];
+            Queue::open(&skynet_core::queue::database_path(dir))?.drop_action(*id)?;
+            println!("action #{id} dropped");
+        }
+    }
+    Ok(Exit::Ok)
+}

@@ -1,0 +1,28 @@
+//! `skynet sync SRC DEST`: catch up once and exit.
+
+use std::path::Path;
+
+use anyhow::Result;
+
+use crate::cli::MappingArgs;
+use crate::exit::Exit;
+
+pub async fn sync(src: &Path, dest: &str, args: &MappingArgs) -> Result<Exit> {
+    let prepared = super::prepare(src, dest, args, "sync")?;
+    let started = std::time::Instant::now();
+    let summary = prepared.mapping.sync(prepared.conn.clone()).await?;
+    tracing::info!(
+        done = summary.done,
+        failed = summary.parked,
+        seconds = started.elapsed().as_secs_f64(),
+        "sync finished"
+    );
+    if summary.parked > 0 {
+        eprintln!(
+            "skynet: {} action(s) failed; see `skynet status` or `skynet queue list`",
+            summary.parked
+        );
+        return Ok(Exit::SomeFailed);
+    }
+    Ok(Exit::Ok)
+}
