@@ -28,7 +28,9 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { non_utf8_names: true }
+        Options {
+            non_utf8_names: true,
+        }
     }
 }
 
@@ -47,20 +49,41 @@ async fn files(conn: &dyn Connection) -> BTreeMap<RelPath, Vec<u8>> {
     let mut out = BTreeMap::new();
     for entry in conn.list().await.expect("list") {
         let content = conn.read(&entry.path).await.expect("read listed file");
-        assert_eq!(content.len() as u64, entry.size, "list size of {}", entry.path);
+        assert_eq!(
+            content.len() as u64,
+            entry.size,
+            "list size of {}",
+            entry.path
+        );
         out.insert(entry.path, content);
     }
     out
 }
 
 async fn expect_content(conn: &dyn Connection, path: &RelPath, content: &[u8], case: &str) {
-    let got = conn.read(path).await.unwrap_or_else(|e| panic!("{case}: read {path}: {e}"));
-    assert!(got == content, "{case}: {path} holds {} bytes, expected {}", got.len(), content.len());
-    assert_eq!(conn.stat(path).await.expect("stat"), Some(content.len() as u64), "{case}: stat");
+    let got = conn
+        .read(path)
+        .await
+        .unwrap_or_else(|e| panic!("{case}: read {path}: {e}"));
+    assert!(
+        got == content,
+        "{case}: {path} holds {} bytes, expected {}",
+        got.len(),
+        content.len()
+    );
+    assert_eq!(
+        conn.stat(path).await.expect("stat"),
+        Some(content.len() as u64),
+        "{case}: stat"
+    );
 }
 
 async fn expect_absent(conn: &dyn Connection, path: &RelPath, case: &str) {
-    assert_eq!(conn.stat(path).await.expect("stat"), None, "{case}: {path} should be absent");
+    assert_eq!(
+        conn.stat(path).await.expect("stat"),
+        None,
+        "{case}: {path} should be absent"
+    );
 }
 
 /// Runs every case against `conn`, which must point at an empty destination.
@@ -68,7 +91,10 @@ pub async fn run(conn: &dyn Connection, opts: &Options) {
     let scratch = tempfile::tempdir().expect("scratch dir");
     let dir = scratch.path();
     conn.connect().await.expect("connect");
-    assert!(conn.list().await.expect("list").is_empty(), "destination must start empty");
+    assert!(
+        conn.list().await.expect("list").is_empty(),
+        "destination must start empty"
+    );
 
     // Send creates parents; replaying it is harmless; sending again replaces.
     let v1 = local_file(dir, "v1", b"first version");
@@ -78,27 +104,43 @@ pub async fn run(conn: &dyn Connection, opts: &Options) {
     conn.send(&v1, &deep).await.expect("send replayed");
     expect_content(conn, &deep, b"first version", "send").await;
     conn.send(&v2, &deep).await.expect("send replacing");
-    expect_content(conn, &deep, b"second, longer version of the file", "replace").await;
+    expect_content(
+        conn,
+        &deep,
+        b"second, longer version of the file",
+        "replace",
+    )
+    .await;
 
     // Empty and larger files.
     let empty = local_file(dir, "empty", b"");
     conn.send(&empty, &rel("empty")).await.expect("send empty");
     expect_content(conn, &rel("empty"), b"", "empty file").await;
-    let big: Vec<u8> = (0..3 * 1024 * 1024 + 17).map(|i| (i * 7 % 251) as u8).collect();
+    let big: Vec<u8> = (0..3 * 1024 * 1024 + 17)
+        .map(|i| (i * 7 % 251) as u8)
+        .collect();
     let big_src = local_file(dir, "big", &big);
-    conn.send(&big_src, &rel("big.bin")).await.expect("send 3 MiB");
+    conn.send(&big_src, &rel("big.bin"))
+        .await
+        .expect("send 3 MiB");
     expect_content(conn, &rel("big.bin"), &big, "3 MiB file").await;
 
     // Delete: files, missing paths, whole directories, and nothing that merely shares a prefix.
     let one = local_file(dir, "one", b"1");
     for p in ["p/a.jpg", "p/a.jpg.bak", "d/x", "d/sub/y", "dd/z", "d.txt"] {
-        conn.send(&one, &rel(p)).await.unwrap_or_else(|e| panic!("send {p}: {e}"));
+        conn.send(&one, &rel(p))
+            .await
+            .unwrap_or_else(|e| panic!("send {p}: {e}"));
     }
     conn.delete(&rel("p/a.jpg")).await.expect("delete file");
     expect_absent(conn, &rel("p/a.jpg"), "delete file").await;
     expect_content(conn, &rel("p/a.jpg.bak"), b"1", "delete is exact").await;
-    conn.delete(&rel("p/a.jpg")).await.expect("delete of a missing file succeeds");
-    conn.delete(&rel("never/was")).await.expect("delete of a missing path succeeds");
+    conn.delete(&rel("p/a.jpg"))
+        .await
+        .expect("delete of a missing file succeeds");
+    conn.delete(&rel("never/was"))
+        .await
+        .expect("delete of a missing path succeeds");
     conn.delete(&rel("d")).await.expect("delete directory");
     expect_absent(conn, &rel("d/x"), "delete dir").await;
     expect_absent(conn, &rel("d/sub/y"), "delete dir").await;
@@ -106,7 +148,9 @@ pub async fn run(conn: &dyn Connection, opts: &Options) {
     expect_content(conn, &rel("d.txt"), b"1", "delete dir is prefix-exact").await;
 
     // Rename: file to a new place (parents created), onto an existing file, missing source.
-    conn.rename(&rel("p/a.jpg.bak"), &rel("q/r/moved.jpg")).await.expect("rename file");
+    conn.rename(&rel("p/a.jpg.bak"), &rel("q/r/moved.jpg"))
+        .await
+        .expect("rename file");
     expect_absent(conn, &rel("p/a.jpg.bak"), "rename source gone").await;
     expect_content(conn, &rel("q/r/moved.jpg"), b"1", "rename target").await;
     match conn.rename(&rel("not/there"), &rel("x")).await {
@@ -115,16 +159,25 @@ pub async fn run(conn: &dyn Connection, opts: &Options) {
     }
     conn.send(&v1, &rel("over/target")).await.expect("send");
     conn.send(&v2, &rel("over/source")).await.expect("send");
-    conn.rename(&rel("over/source"), &rel("over/target")).await.expect("rename onto a file");
-    expect_content(conn, &rel("over/target"), b"second, longer version of the file", "rename replaces")
-        .await;
+    conn.rename(&rel("over/source"), &rel("over/target"))
+        .await
+        .expect("rename onto a file");
+    expect_content(
+        conn,
+        &rel("over/target"),
+        b"second, longer version of the file",
+        "rename replaces",
+    )
+    .await;
     expect_absent(conn, &rel("over/source"), "rename replaces").await;
 
     // Rename a directory with its contents, onto a new place.
     for p in ["tree/one", "tree/sub/two", "treex/keep"] {
         conn.send(&one, &rel(p)).await.expect("send tree");
     }
-    conn.rename(&rel("tree"), &rel("moved/tree2")).await.expect("rename directory");
+    conn.rename(&rel("tree"), &rel("moved/tree2"))
+        .await
+        .expect("rename directory");
     expect_absent(conn, &rel("tree/one"), "dir rename").await;
     expect_content(conn, &rel("moved/tree2/one"), b"1", "dir rename").await;
     expect_content(conn, &rel("moved/tree2/sub/two"), b"1", "dir rename").await;
@@ -154,10 +207,24 @@ pub async fn run(conn: &dyn Connection, opts: &Options) {
             .unwrap_or_else(|e| panic!("send hostile name {name:?}: {e}"));
     }
     for name in &hostile {
-        expect_content(conn, &rel(&format!("hostile/{name}")), name.as_bytes(), "hostile name").await;
+        expect_content(
+            conn,
+            &rel(&format!("hostile/{name}")),
+            name.as_bytes(),
+            "hostile name",
+        )
+        .await;
     }
-    conn.rename(&rel("hostile/-rf"), &rel("hostile/$(touch renamed)")).await.expect("rename hostile");
-    expect_content(conn, &rel("hostile/$(touch renamed)"), b"-rf", "rename hostile").await;
+    conn.rename(&rel("hostile/-rf"), &rel("hostile/$(touch renamed)"))
+        .await
+        .expect("rename hostile");
+    expect_content(
+        conn,
+        &rel("hostile/$(touch renamed)"),
+        b"-rf",
+        "rename hostile",
+    )
+    .await;
     if opts.non_utf8_names {
         let raw = RelPath::from_bytes(b"raw/bad\xff\xfename").expect("raw path");
         conn.send(&one, &raw).await.expect("send non-UTF-8 name");
@@ -165,7 +232,9 @@ pub async fn run(conn: &dyn Connection, opts: &Options) {
         conn.delete(&raw).await.expect("delete non-UTF-8 name");
         expect_absent(conn, &raw, "non-UTF-8 delete").await;
     }
-    conn.delete(&rel("hostile")).await.expect("delete hostile dir");
+    conn.delete(&rel("hostile"))
+        .await
+        .expect("delete hostile dir");
     expect_absent(conn, &rel(&format!("hostile/{long}")), "delete hostile").await;
     assert!(
         !std::path::Path::new("pwned").exists(),
@@ -176,7 +245,10 @@ pub async fn run(conn: &dyn Connection, opts: &Options) {
     conn.flush().await.expect("flush");
     let all = files(conn).await;
     for path in all.keys() {
-        assert!(!is_temp_name(path.file_name()), "temporary file left behind: {path}");
+        assert!(
+            !is_temp_name(path.file_name()),
+            "temporary file left behind: {path}"
+        );
     }
     let expected: Vec<&str> = vec![
         "a/b/c/file.txt",

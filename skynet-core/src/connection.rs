@@ -134,6 +134,14 @@ pub trait Connection: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Called once after a restart with the targets of the actions that were in flight when
+    /// the previous run died: remove temporary files they may have left beside those paths.
+    /// A backend that resumes interrupted uploads may keep the temporaries it will resume.
+    async fn cleanup(&self, near: &[RelPath]) -> Result<(), ConnError> {
+        let _ = near;
+        Ok(())
+    }
+
     /// The size of the file at `path`, or `None` when there is none (directories are `None`).
     async fn stat(&self, path: &RelPath) -> Result<Option<u64>, ConnError>;
 
@@ -152,6 +160,10 @@ pub trait BlockingConnection: Send + Sync + 'static {
     fn delete(&self, path: &RelPath) -> Result<(), ConnError>;
     fn rename(&self, from: &RelPath, to: &RelPath) -> Result<(), ConnError>;
     fn flush(&self) -> Result<(), ConnError> {
+        Ok(())
+    }
+    fn cleanup(&self, near: &[RelPath]) -> Result<(), ConnError> {
+        let _ = near;
         Ok(())
     }
     fn stat(&self, path: &RelPath) -> Result<Option<u64>, ConnError>;
@@ -212,6 +224,10 @@ impl<C: BlockingConnection> Connection for Blocking<C> {
     async fn flush(&self) -> Result<(), ConnError> {
         self.run(|c| c.flush()).await
     }
+    async fn cleanup(&self, near: &[RelPath]) -> Result<(), ConnError> {
+        let near = near.to_vec();
+        self.run(move |c| c.cleanup(&near)).await
+    }
     async fn stat(&self, path: &RelPath) -> Result<Option<u64>, ConnError> {
         let path = path.clone();
         self.run(move |c| c.stat(&path)).await
@@ -244,6 +260,9 @@ impl<T: Connection + ?Sized> Connection for Arc<T> {
     }
     async fn flush(&self) -> Result<(), ConnError> {
         (**self).flush().await
+    }
+    async fn cleanup(&self, near: &[RelPath]) -> Result<(), ConnError> {
+        (**self).cleanup(near).await
     }
     async fn stat(&self, path: &RelPath) -> Result<Option<u64>, ConnError> {
         (**self).stat(path).await

@@ -86,10 +86,16 @@ pub struct Mapping {
 
 impl Mapping {
     /// Checks the source and opens (or creates) the state database in `state_dir`.
-    pub fn open(source: &Path, state_dir: &Path, opts: MappingOptions) -> Result<Mapping, EngineError> {
+    pub fn open(
+        source: &Path,
+        state_dir: &Path,
+        opts: MappingOptions,
+    ) -> Result<Mapping, EngineError> {
         let source = canonical_source(source)?;
-        std::fs::create_dir_all(state_dir)
-            .map_err(|source| StateError::Dir { path: state_dir.display().to_string(), source })?;
+        std::fs::create_dir_all(state_dir).map_err(|source| StateError::Dir {
+            path: state_dir.display().to_string(),
+            source,
+        })?;
         let queue = Arc::new(Queue::open(&crate::queue::database_path(state_dir))?);
         let mut excludes = opts.excludes.clone();
         // Never mirror our own state when it lives inside the source.
@@ -101,7 +107,12 @@ impl Mapping {
             }
         }
         let filter = Arc::new(Filter::new(&excludes)?);
-        Ok(Mapping { source, queue, filter, opts })
+        Ok(Mapping {
+            source,
+            queue,
+            filter,
+            opts,
+        })
     }
 
     pub fn source(&self) -> &Path {
@@ -113,30 +124,46 @@ impl Mapping {
     }
 
     fn scan_options(&self, settle: Duration) -> ScanOptions {
-        ScanOptions { complete_sync: self.opts.complete_sync, settle, progress: self.opts.progress }
+        ScanOptions {
+            complete_sync: self.opts.complete_sync,
+            settle,
+            progress: self.opts.progress,
+        }
     }
 
     async fn scan(&self, settle: Duration) -> Result<scan::ScanReport, EngineError> {
-        let (root, queue, filter) = (self.source.clone(), Arc::clone(&self.queue), Arc::clone(&self.filter));
+        let (root, queue, filter) = (
+            self.source.clone(),
+            Arc::clone(&self.queue),
+            Arc::clone(&self.filter),
+        );
         let opts = self.scan_options(settle);
-        let report = tokio::task::spawn_blocking(move || scan::catch_up(&root, &queue, &filter, &opts))
-            .await
-            .map_err(|e| EngineError::Source(format!("scan task failed: {e}")))??;
+        let report =
+            tokio::task::spawn_blocking(move || scan::catch_up(&root, &queue, &filter, &opts))
+                .await
+                .map_err(|e| EngineError::Source(format!("scan task failed: {e}")))??;
         Ok(report)
     }
 
     fn handler(&self, conn: Arc<dyn Connection>, cfg: HandlerConfig) -> Handler {
-        Handler::new(Arc::clone(&self.queue), conn, self.source.clone(), cfg, Arc::clone(&self.filter))
+        Handler::new(
+            Arc::clone(&self.queue),
+            conn,
+            self.source.clone(),
+            cfg,
+            Arc::clone(&self.filter),
+        )
     }
 
     /// Catch-up scan, then drain the queue, then return.
     pub async fn sync(&self, conn: Arc<dyn Connection>) -> Result<Summary, EngineError> {
-        self.queue.recover()?;
+        let recovered = self.queue.recover()?;
         self.scan(Duration::ZERO).await?;
         let mut cfg = self.opts.handler.clone();
         cfg.exit_when_drained = true;
         cfg.fail_on_setup_error = true;
         let handler = self.handler(conn, cfg);
+        handler.set_recovered(recovered);
         let (_tx, rx) = watch::channel(false);
         Ok(handler.run(Arc::new(Notify::new()), rx).await?)
     }
@@ -147,7 +174,7 @@ impl Mapping {
         conn: Arc<dyn Connection>,
         stop: watch::Receiver<bool>,
     ) -> Result<Summary, EngineError> {
-        self.queue.recover()?;
+        let recovered = self.queue.recover()?;
         let wake = Arc::new(Notify::new());
         let watch_opts = WatchOptions {
             complete_sync: self.opts.complete_sync,
@@ -166,12 +193,21 @@ impl Mapping {
             tracing::warn!(source = %self.source.display(), "watching by polling");
         }
         let handler = self.handler(conn, self.opts.handler.clone());
+        handler.set_recovered(recovered);
         let status = handler.status();
-        let heartbeat = tokio::spawn(heartbeat(Arc::clone(&self.queue), Arc::clone(&status), stop.clone()));
+        let heartbeat = tokio::spawn(heartbeat(
+            Arc::clone(&self.queue),
+            Arc::clone(&status),
+            stop.clone(),
+        ));
         let scan = {
             let wake = Arc::clone(&wake);
             let settle = self.opts.settle;
-            let (root, queue, filter) = (self.source.clone(), Arc::clone(&self.queue), Arc::clone(&self.filter));
+            let (root, queue, filter) = (
+                self.source.clone(),
+                Arc::clone(&self.queue),
+                Arc::clone(&self.filter),
+            );
             let opts = self.scan_options(settle);
             tokio::task::spawn_blocking(move || {
                 let result = scan::catch_up(&root, &queue, &filter, &opts);
@@ -198,7 +234,10 @@ fn canonical_source(source: &Path) -> Result<PathBuf, EngineError> {
         .canonicalize()
         .map_err(|e| EngineError::Source(format!("{}: {e}", source.display())))?;
     if !canon.is_dir() {
-        return Err(EngineError::Source(format!("{}: not a directory", source.display())));
+        return Err(EngineError::Source(format!(
+            "{}: not a directory",
+            source.display()
+        )));
     }
     Ok(canon)
 }
@@ -210,9 +249,18 @@ async fn heartbeat(queue: Arc<Queue>, status: Arc<HandlerStatus>, mut stop: watc
         let connected = status.connected.load(Ordering::Relaxed);
         let facts = [
             (meta::HEARTBEAT, now_ms().to_string()),
-            (meta::CONNECTED, if connected { "1" } else { "0" }.to_string()),
-            (meta::BYTES_SENT, status.bytes_sent.load(Ordering::Relaxed).to_string()),
-            (meta::DONE, status.actions_done.load(Ordering::Relaxed).to_string()),
+            (
+                meta::CONNECTED,
+                if connected { "1" } else { "0" }.to_string(),
+            ),
+            (
+                meta::BYTES_SENT,
+                status.bytes_sent.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                meta::DONE,
+                status.actions_done.load(Ordering::Relaxed).to_string(),
+            ),
             (meta::LAST_ERROR, status.last_error().unwrap_or_default()),
         ];
         for (k, v) in facts {

@@ -37,7 +37,10 @@ pub struct ConnError {
 
 impl ConnError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        ConnError { kind, message: message.into() }
+        ConnError {
+            kind,
+            message: message.into(),
+        }
     }
     pub fn connection_lost(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::ConnectionLost, message)

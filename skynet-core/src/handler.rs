@@ -119,6 +119,8 @@ pub struct Handler {
     status: Arc<HandlerStatus>,
     /// Excludes applied when a move falls back to sending a whole local directory.
     filter: Arc<scan::Filter>,
+    /// Targets of actions in flight when the previous run died, cleaned up after connecting.
+    recovered: Mutex<Vec<RelPath>>,
 }
 
 impl Handler {
@@ -129,7 +131,23 @@ impl Handler {
         cfg: HandlerConfig,
         filter: Arc<scan::Filter>,
     ) -> Self {
-        Handler { queue, conn, source_root, cfg, status: Arc::default(), filter }
+        Handler {
+            queue,
+            conn,
+            source_root,
+            cfg,
+            status: Arc::default(),
+            filter,
+            recovered: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Paths whose actions were in flight when the previous run died (see
+    /// [`Connection::cleanup`]).
+    pub fn set_recovered(&self, paths: Vec<RelPath>) {
+        if let Ok(mut r) = self.recovered.lock() {
+            *r = paths;
+        }
     }
 
     pub fn status(&self) -> Arc<HandlerStatus> {
@@ -170,6 +188,16 @@ impl Handler {
                         reconnect_attempt = 0;
                         self.status.connected.store(true, Ordering::Relaxed);
                         tracing::info!(destination = %self.conn.describe(), "connected");
+                        let recovered = self
+                            .recovered
+                            .lock()
+                            .map(|mut r| std::mem::take(&mut *r))
+                            .unwrap_or_default();
+                        if !recovered.is_empty() {
+                            if let Err(e) = self.conn.cleanup(&recovered).await {
+                                tracing::warn!(error = %e.message, "cleanup after a crash failed");
+                            }
+                        }
                     }
                     Err(e) => {
                         self.status.connected.store(false, Ordering::Relaxed);
@@ -200,7 +228,9 @@ impl Handler {
                     ready.extend(self.queue.claim(want, now_ms())?);
                 }
                 while executing.len() < self.cfg.workers {
-                    let Some(claimed) = ready.pop_front() else { break };
+                    let Some(claimed) = ready.pop_front() else {
+                        break;
+                    };
                     let conn = Arc::clone(&self.conn);
                     let root = self.source_root.clone();
                     executing.spawn(async move { execute(conn, root, claimed).await });
@@ -267,14 +297,23 @@ impl Handler {
         }
         let back: Vec<Outcome> = ready
             .drain(..)
-            .map(|c| Outcome::Retry { id: c.id, error: String::new(), ready_at: 0, failed: false })
+            .map(|c| Outcome::Retry {
+                id: c.id,
+                error: String::new(),
+                ready_at: 0,
+                failed: false,
+            })
             .collect();
         self.queue.finish(&back)?;
         Ok(summary)
     }
 
     /// How long to sleep when nothing else wakes us.
-    fn next_wake(&self, oldest_unacked: Option<Instant>, connected: bool) -> Result<Duration, StateError> {
+    fn next_wake(
+        &self,
+        oldest_unacked: Option<Instant>,
+        connected: bool,
+    ) -> Result<Duration, StateError> {
         let mut wait = Duration::from_secs(1);
         if let Some(t) = oldest_unacked {
             wait = wait.min(self.cfg.ack_delay.saturating_sub(t.elapsed()));
@@ -289,7 +328,11 @@ impl Handler {
 
     /// Flushes the destination, then records the outcomes. A failed flush turns the
     /// successes back into retries: they were not proven durable.
-    async fn acknowledge(&self, unacked: &mut Vec<Outcome>, connected: &mut bool) -> Result<(), StateError> {
+    async fn acknowledge(
+        &self,
+        unacked: &mut Vec<Outcome>,
+        connected: &mut bool,
+    ) -> Result<(), StateError> {
         let batch = std::mem::take(unacked);
         let any_done = batch.iter().any(|o| matches!(o, Outcome::Done { .. }));
         if any_done {
@@ -325,7 +368,11 @@ impl Handler {
         connected: &mut bool,
         summary: &mut Summary,
     ) -> Result<Option<Outcome>, HandlerError> {
-        let Executed { claimed, result, bytes } = executed;
+        let Executed {
+            claimed,
+            result,
+            bytes,
+        } = executed;
         let id = claimed.id;
         let error = match result {
             Ok(ledger) => {
@@ -345,7 +392,12 @@ impl Handler {
                 }
                 *connected = false;
                 self.status.connected.store(false, Ordering::Relaxed);
-                Outcome::Retry { id, error: error.message, ready_at: 0, failed: false }
+                Outcome::Retry {
+                    id,
+                    error: error.message,
+                    ready_at: 0,
+                    failed: false,
+                }
             }
             ErrorKind::Setup => {
                 if self.cfg.fail_on_setup_error {
@@ -354,27 +406,46 @@ impl Handler {
                 *connected = false;
                 self.status.connected.store(false, Ordering::Relaxed);
                 tracing::error!(error = %error.message, "destination refused us; will retry");
-                Outcome::Retry { id, error: error.message, ready_at: 0, failed: false }
+                Outcome::Retry {
+                    id,
+                    error: error.message,
+                    ready_at: 0,
+                    failed: false,
+                }
             }
             ErrorKind::SourceMissing => match &claimed.action {
                 // The move's remote source is gone (never sent, or removed by someone):
                 // send the local target instead. The sends wait for this row's acknowledgement.
                 Action::Move { from, to } => {
                     self.queue_fallback_sends(to)?;
-                    Outcome::Done { id, ledger: LedgerUpdate::Deleted(from.clone()) }
+                    Outcome::Done {
+                        id,
+                        ledger: LedgerUpdate::Deleted(from.clone()),
+                    }
                 }
-                _ => Outcome::Done { id, ledger: LedgerUpdate::Unchanged },
+                _ => Outcome::Done {
+                    id,
+                    ledger: LedgerUpdate::Unchanged,
+                },
             },
             ErrorKind::Transient if claimed.attempts + 1 < self.cfg.max_attempts => {
                 let delay = backoff(self.cfg.retry_base, self.cfg.retry_cap, claimed.attempts);
                 tracing::warn!(action = %claimed.action, error = %error.message, retry_in = ?delay, "will retry");
                 let ready_at = now_ms() + delay.as_millis() as u64;
-                Outcome::Retry { id, error: error.message, ready_at, failed: true }
+                Outcome::Retry {
+                    id,
+                    error: error.message,
+                    ready_at,
+                    failed: true,
+                }
             }
             ErrorKind::Transient | ErrorKind::Permanent => {
                 tracing::error!(action = %claimed.action, error = %error.message, "parked as failed");
                 self.status.actions_failed.fetch_add(1, Ordering::Relaxed);
-                Outcome::Park { id, error: error.message }
+                Outcome::Park {
+                    id,
+                    error: error.message,
+                }
             }
         };
         Ok(Some(outcome))
@@ -406,16 +477,35 @@ pub fn backoff(base: Duration, cap: Duration, attempt: u32) -> Duration {
 async fn execute(conn: Arc<dyn Connection>, root: PathBuf, claimed: Claimed) -> Executed {
     let (result, bytes) = match &claimed.action {
         Action::Send(p) => send(&*conn, &root, p).await,
-        Action::Delete(p) => (conn.delete(p).await.map(|_| LedgerUpdate::Deleted(p.clone())), 0),
+        Action::Delete(p) => (
+            conn.delete(p)
+                .await
+                .map(|_| LedgerUpdate::Deleted(p.clone())),
+            0,
+        ),
         Action::Move { from, to } => match conn.rename(from, to).await {
-            Ok(()) => (Ok(LedgerUpdate::Moved { from: from.clone(), to: to.clone() }), 0),
+            Ok(()) => (
+                Ok(LedgerUpdate::Moved {
+                    from: from.clone(),
+                    to: to.clone(),
+                }),
+                0,
+            ),
             Err(e) => (Err(e), 0),
         },
     };
-    Executed { claimed, result, bytes }
+    Executed {
+        claimed,
+        result,
+        bytes,
+    }
 }
 
-async fn send(conn: &dyn Connection, root: &Path, p: &RelPath) -> (Result<LedgerUpdate, ConnError>, u64) {
+async fn send(
+    conn: &dyn Connection,
+    root: &Path,
+    p: &RelPath,
+) -> (Result<LedgerUpdate, ConnError>, u64) {
     let file = match SourceFile::stat(&p.under(root)) {
         Ok(f) => f,
         // Gone (or no longer a file) before we got to it: its delete or move event covers it.
@@ -424,7 +514,11 @@ async fn send(conn: &dyn Connection, root: &Path, p: &RelPath) -> (Result<Ledger
     };
     match conn.send(&file, p).await {
         Ok(bytes) => (
-            Ok(LedgerUpdate::Sent { path: p.clone(), size: file.size, mtime_ns: mtime_ns(file.mtime) }),
+            Ok(LedgerUpdate::Sent {
+                path: p.clone(),
+                size: file.size,
+                mtime_ns: mtime_ns(file.mtime),
+            }),
             bytes,
         ),
         Err(e) if e.kind == ErrorKind::SourceMissing => (Ok(LedgerUpdate::Unchanged), 0),

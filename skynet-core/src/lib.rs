@@ -31,8 +31,8 @@ pub mod conformance;
 
 pub use action::{Action, ActionKind};
 pub use connection::{Blocking, BlockingConnection, Connection, RemoteEntry, SourceFile};
+pub use engine::{EngineError, Mapping, MappingOptions};
 pub use error::{ConnError, ErrorKind};
+pub use handler::{HandlerConfig, Summary};
 pub use local::LocalConnection;
 pub use relpath::{RelPath, RelPathError};
-pub use engine::{EngineError, Mapping, MappingOptions};
-pub use handler::{HandlerConfig, Summary};

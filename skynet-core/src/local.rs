@@ -29,7 +29,10 @@ pub struct LocalConnection {
 
 impl LocalConnection {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        LocalConnection { root: root.into(), known_dirs: Mutex::new(HashSet::new()) }
+        LocalConnection {
+            root: root.into(),
+            known_dirs: Mutex::new(HashSet::new()),
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -44,8 +47,15 @@ impl LocalConnection {
 
     /// Creates the parents of `path` as real directories, refusing symbolic links on the way.
     fn ensure_parents(&self, path: &RelPath) -> Result<(), ConnError> {
-        let Some(parent) = path.parent() else { return Ok(()) };
-        if self.known_dirs.lock().map(|k| k.contains(&parent)).unwrap_or(false) {
+        let Some(parent) = path.parent() else {
+            return Ok(());
+        };
+        if self
+            .known_dirs
+            .lock()
+            .map(|k| k.contains(&parent))
+            .unwrap_or(false)
+        {
             return Ok(());
         }
         for dir in path.ancestors() {
@@ -95,7 +105,8 @@ impl LocalConnection {
             .open(temp)
             .map_err(|e| remote_io(temp, &e))?;
         let copied = io::copy(&mut input, &mut out).map_err(|e| remote_io(temp, &e))?;
-        out.set_permissions(fs::Permissions::from_mode(file.mode)).map_err(|e| remote_io(temp, &e))?;
+        out.set_permissions(fs::Permissions::from_mode(file.mode))
+            .map_err(|e| remote_io(temp, &e))?;
         filetime::set_file_handle_times(
             &out,
             None,
@@ -131,9 +142,8 @@ impl BlockingConnection for LocalConnection {
     }
 
     fn connect(&self) -> Result<(), ConnError> {
-        fs::create_dir_all(&self.root).map_err(|e| {
-            ConnError::setup(format!("destination {}: {e}", self.root.display()))
-        })?;
+        fs::create_dir_all(&self.root)
+            .map_err(|e| ConnError::setup(format!("destination {}: {e}", self.root.display())))?;
         let meta = fs::metadata(&self.root)
             .map_err(|e| ConnError::setup(format!("destination {}: {e}", self.root.display())))?;
         if !meta.is_dir() {
@@ -205,6 +215,30 @@ impl BlockingConnection for LocalConnection {
         rustix::fs::syncfs(&dir).map_err(|e| remote_io(&self.root, &io::Error::from(e)))
     }
 
+    fn cleanup(&self, near: &[RelPath]) -> Result<(), ConnError> {
+        let dirs: HashSet<PathBuf> = near
+            .iter()
+            .map(|p| {
+                p.under(&self.root)
+                    .parent()
+                    .unwrap_or(&self.root)
+                    .to_path_buf()
+            })
+            .collect();
+        for dir in dirs {
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                if is_temp_path(&entry.path()) {
+                    tracing::debug!(path = %entry.path().display(), "removing a temporary file left by a crash");
+                    let _ = fs::remove_file(entry.path());
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn stat(&self, path: &RelPath) -> Result<Option<u64>, ConnError> {
         match fs::symlink_metadata(path.under(&self.root)) {
             Ok(meta) if meta.is_file() => Ok(Some(meta.len())),
@@ -240,5 +274,7 @@ impl BlockingConnection for LocalConnection {
 /// True when `path`'s file name marks a temporary file of ours.
 pub fn is_temp_path(path: &Path) -> bool {
     use std::os::unix::ffi::OsStrExt;
-    path.file_name().map(|n| is_temp_name(n.as_bytes())).unwrap_or(false)
+    path.file_name()
+        .map(|n| is_temp_name(n.as_bytes()))
+        .unwrap_or(false)
 }

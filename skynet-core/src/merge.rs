@@ -77,8 +77,14 @@ fn orphan_delete(view: &dyn PendingView, a: &RelPath, ready: u64, out: &mut Vec<
 fn merge_send(view: &dyn PendingView, p: RelPath, ready: u64) -> Vec<Change> {
     let mut out = Vec::new();
     let ready_at = match view.pending(&p) {
-        Some(Entry { action: Action::Send(_), ready_at }) => ready_at.max(ready),
-        Some(Entry { action: Action::Move { from, .. }, .. }) => {
+        Some(Entry {
+            action: Action::Send(_),
+            ready_at,
+        }) => ready_at.max(ready),
+        Some(Entry {
+            action: Action::Move { from, .. },
+            ..
+        }) => {
             orphan_delete(view, &from, ready, &mut out);
             ready
         }
@@ -91,10 +97,14 @@ fn merge_send(view: &dyn PendingView, p: RelPath, ready: u64) -> Vec<Change> {
 fn merge_delete(view: &dyn PendingView, p: RelPath, ready: u64) -> Vec<Change> {
     let mut out = Vec::new();
     match view.pending(&p) {
-        Some(Entry { action: Action::Delete(_), .. }) => return out,
-        Some(Entry { action: Action::Move { from, .. }, .. }) => {
-            orphan_delete(view, &from, ready, &mut out)
-        }
+        Some(Entry {
+            action: Action::Delete(_),
+            ..
+        }) => return out,
+        Some(Entry {
+            action: Action::Move { from, .. },
+            ..
+        }) => orphan_delete(view, &from, ready, &mut out),
         _ => {}
     }
     for entry in view.pending_under(&p) {
@@ -115,13 +125,20 @@ fn merge_move(view: &dyn PendingView, a: RelPath, b: RelPath, ready: u64) -> Vec
         return out;
     }
     // Whatever was pending at b is overwritten; a pending move into b leaves its source behind.
-    if let Some(Entry { action: Action::Move { from, .. }, .. }) = view.pending(&b) {
+    if let Some(Entry {
+        action: Action::Move { from, .. },
+        ..
+    }) = view.pending(&b)
+    {
         if from != a {
             orphan_delete(view, &from, ready, &mut out);
         }
     }
     match view.pending(&a) {
-        Some(Entry { action: Action::Send(_), ready_at }) => {
+        Some(Entry {
+            action: Action::Send(_),
+            ready_at,
+        }) => {
             if view.may_exist_remotely(&a) {
                 out.push(Change::Put(Entry::new(Action::Delete(a.clone()), ready)));
             } else {
@@ -129,21 +146,37 @@ fn merge_move(view: &dyn PendingView, a: RelPath, b: RelPath, ready: u64) -> Vec
             }
             out.push(Change::Put(Entry::new(Action::Send(b.clone()), ready_at)));
         }
-        Some(Entry { action: Action::Move { from: x, .. }, .. }) => {
+        Some(Entry {
+            action: Action::Move { from: x, .. },
+            ..
+        }) => {
             out.push(Change::Remove(a.clone()));
             if x == b {
                 // Moved back where it was: the destination already has it there.
                 out.push(Change::Remove(b.clone()));
             } else {
-                out.push(Change::Put(Entry::new(Action::Move { from: x, to: b.clone() }, ready)));
+                out.push(Change::Put(Entry::new(
+                    Action::Move {
+                        from: x,
+                        to: b.clone(),
+                    },
+                    ready,
+                )));
             }
         }
-        Some(Entry { action: Action::Delete(_), .. }) => {
+        Some(Entry {
+            action: Action::Delete(_),
+            ..
+        }) => {
             out.push(Change::Put(Entry::new(Action::Send(b.clone()), ready)));
         }
-        None => {
-            out.push(Change::Put(Entry::new(Action::Move { from: a.clone(), to: b.clone() }, ready)))
-        }
+        None => out.push(Change::Put(Entry::new(
+            Action::Move {
+                from: a.clone(),
+                to: b.clone(),
+            },
+            ready,
+        ))),
     }
     // A directory move: sends under it now read their files at the new path.
     for entry in view.pending_under(&a) {
@@ -189,7 +222,11 @@ mod tests {
                 .collect()
         }
         fn committed_sends_within(&self, path: &RelPath) -> Vec<RelPath> {
-            self.committed.iter().filter(|p| p.is_within(path)).cloned().collect()
+            self.committed
+                .iter()
+                .filter(|p| p.is_within(path))
+                .cloned()
+                .collect()
         }
         fn may_exist_remotely(&self, path: &RelPath) -> bool {
             self.ledger.contains(path) || self.committed.contains(path)
@@ -221,7 +258,10 @@ mod tests {
         match w.as_slice() {
             ["send", a] => Action::Send(p(a)),
             ["delete", a] => Action::Delete(p(a)),
-            ["move", a, b] => Action::Move { from: p(a), to: p(b) },
+            ["move", a, b] => Action::Move {
+                from: p(a),
+                to: p(b),
+            },
             _ => panic!("bad action {s}"),
         }
     }
@@ -277,7 +317,11 @@ mod tests {
                 let changes = merge(&model, Entry::new(act(s), 0));
                 model.apply(changes);
             }
-            let mut got: Vec<String> = model.pending.values().map(|e| e.action.to_string()).collect();
+            let mut got: Vec<String> = model
+                .pending
+                .values()
+                .map(|e| e.action.to_string())
+                .collect();
             got.sort();
             let mut want: Vec<String> = case.expect.iter().map(|s| act(s).to_string()).collect();
             want.sort();

@@ -37,20 +37,35 @@ const RETRY: i64 = 3;
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("state database {path}: {source}")]
-    Db { path: String, source: rusqlite::Error },
+    Db {
+        path: String,
+        source: rusqlite::Error,
+    },
     #[error("state database {path}: corrupt row: {detail}")]
     Corrupt { path: String, detail: String },
-    #[error("state database {path}: made by a newer skynet (schema {found}, this one knows {known})")]
-    TooNew { path: String, found: i64, known: i64 },
+    #[error(
+        "state database {path}: made by a newer skynet (schema {found}, this one knows {known})"
+    )]
+    TooNew {
+        path: String,
+        found: i64,
+        known: i64,
+    },
     #[error("state directory {path}: {source}")]
-    Dir { path: String, source: std::io::Error },
+    Dir {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("no queued action with id {0}")]
     NoSuchId(i64),
 }
 
 /// Milliseconds since the Unix epoch, the unit of every time in the database.
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Nanoseconds since the epoch of a file's mtime, as stored in the ledger.
@@ -73,9 +88,16 @@ pub struct Claimed {
 /// How the ledger changes when an action is acknowledged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LedgerUpdate {
-    Sent { path: RelPath, size: u64, mtime_ns: i64 },
+    Sent {
+        path: RelPath,
+        size: u64,
+        mtime_ns: i64,
+    },
     Deleted(RelPath),
-    Moved { from: RelPath, to: RelPath },
+    Moved {
+        from: RelPath,
+        to: RelPath,
+    },
     Unchanged,
 }
 
@@ -86,7 +108,12 @@ pub enum Outcome {
     Done { id: i64, ledger: LedgerUpdate },
     /// Try again at `ready_at`; `failed` counts it as a failed attempt (a lost connection
     /// is not the action's fault and does not).
-    Retry { id: i64, error: String, ready_at: u64, failed: bool },
+    Retry {
+        id: i64,
+        error: String,
+        ready_at: u64,
+        failed: bool,
+    },
     /// Give up: keep the row as parked, visible in `status`, until retried or dropped.
     Park { id: i64, error: String },
 }
@@ -130,35 +157,54 @@ impl Queue {
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Queue, StateError> {
         let shown = path.display().to_string();
-        let conn = rusqlite::Connection::open(path)
-            .map_err(|source| StateError::Db { path: shown.clone(), source })?;
+        let conn = rusqlite::Connection::open(path).map_err(|source| StateError::Db {
+            path: shown.clone(),
+            source,
+        })?;
         Self::setup(conn, shown)
     }
 
     /// A private in-memory database, for tests.
     pub fn open_in_memory() -> Result<Queue, StateError> {
-        let conn = rusqlite::Connection::open_in_memory()
-            .map_err(|source| StateError::Db { path: ":memory:".into(), source })?;
+        let conn = rusqlite::Connection::open_in_memory().map_err(|source| StateError::Db {
+            path: ":memory:".into(),
+            source,
+        })?;
         Self::setup(conn, ":memory:".into())
     }
 
     fn setup(mut conn: rusqlite::Connection, path: String) -> Result<Queue, StateError> {
-        let err = |source| StateError::Db { path: path.clone(), source };
+        let err = |source| StateError::Db {
+            path: path.clone(),
+            source,
+        };
         conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
-        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(err)?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(err)?;
         let known = MIGRATIONS.len() as i64;
         if version > known {
-            return Err(StateError::TooNew { path, found: version, known });
+            return Err(StateError::TooNew {
+                path,
+                found: version,
+                known,
+            });
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
             let tx = conn.transaction().map_err(err)?;
             tx.execute_batch(sql).map_err(err)?;
-            tx.pragma_update(None, "user_version", (i + 1) as i64).map_err(err)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)
+                .map_err(err)?;
             tx.commit().map_err(err)?;
         }
-        Ok(Queue { conn: Mutex::new(conn), path })
+        Ok(Queue {
+            conn: Mutex::new(conn),
+            path,
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, rusqlite::Connection> {
@@ -168,7 +214,10 @@ impl Queue {
     }
 
     fn err(&self, source: rusqlite::Error) -> StateError {
-        StateError::Db { path: self.path.clone(), source }
+        StateError::Db {
+            path: self.path.clone(),
+            source,
+        }
     }
 
     /// Files a batch of incoming actions in one transaction. Returns the pending row count.
@@ -202,14 +251,20 @@ impl Queue {
             }
         }
         let pending = tx
-            .query_row("SELECT COUNT(*) FROM queue WHERE state = 0", [], |r| r.get::<_, i64>(0))
+            .query_row("SELECT COUNT(*) FROM queue WHERE state = 0", [], |r| {
+                r.get::<_, i64>(0)
+            })
             .map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))?;
         Ok(pending as u64)
     }
 
     fn merge_one(&self, tx: &Transaction<'_>, entry: Entry) -> Result<(), StateError> {
-        let view = SqlView { tx, error: RefCell::new(None), path: &self.path };
+        let view = SqlView {
+            tx,
+            error: RefCell::new(None),
+            path: &self.path,
+        };
         let changes = merge::merge(&view, entry);
         if let Some(e) = view.error.into_inner() {
             return Err(e);
@@ -218,8 +273,11 @@ impl Queue {
         for change in changes {
             match change {
                 Change::Remove(key) => {
-                    tx.execute("DELETE FROM queue WHERE path = ?1 AND state = 0", [key.as_bytes()])
-                        .map_err(|e| self.err(e))?;
+                    tx.execute(
+                        "DELETE FROM queue WHERE path = ?1 AND state = 0",
+                        [key.as_bytes()],
+                    )
+                    .map_err(|e| self.err(e))?;
                 }
                 Change::Put(e) => {
                     let key = e.action.key().as_bytes();
@@ -249,13 +307,34 @@ impl Queue {
         Ok(())
     }
 
-    /// After a crash or stop: every in-flight row becomes a retry, ready now. Returns how many.
-    pub fn recover(&self) -> Result<u64, StateError> {
-        let conn = self.lock();
-        let n = conn
-            .execute("UPDATE queue SET state = 3, ready_at = 0 WHERE state = 1", [])
-            .map_err(|e| self.err(e))?;
-        Ok(n as u64)
+    /// After a crash or stop: every in-flight row becomes a retry, ready now. Returns the
+    /// paths those actions touch, so the destination can clean up beside them.
+    pub fn recover(&self) -> Result<Vec<RelPath>, StateError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let mut paths = Vec::new();
+        {
+            let mut stmt = tx
+                .prepare("SELECT path, from_path FROM queue WHERE state = 1")
+                .map_err(|e| self.err(e))?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Option<Vec<u8>>>(1)?))
+                })
+                .map_err(|e| self.err(e))?;
+            for row in rows {
+                let (path, from) = row.map_err(|e| self.err(e))?;
+                paths.extend(RelPath::from_bytes(&path).ok());
+                paths.extend(from.and_then(|f| RelPath::from_bytes(&f).ok()));
+            }
+        }
+        tx.execute(
+            "UPDATE queue SET state = 3, ready_at = 0 WHERE state = 1",
+            [],
+        )
+        .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(paths)
     }
 
     /// Claims up to `limit` actions that are ready at `now` and not ordered behind an older
@@ -284,7 +363,9 @@ impl Queue {
                 .map_err(|e| self.err(e))?;
             let mut rows = stmt.query([]).map_err(|e| self.err(e))?;
             while claimed.len() < limit {
-                let Some(row) = rows.next().map_err(|e| self.err(e))? else { break };
+                let Some(row) = rows.next().map_err(|e| self.err(e))? else {
+                    break;
+                };
                 let id: i64 = row.get(0).map_err(|e| self.err(e))?;
                 let ready_at: i64 = row.get(4).map_err(|e| self.err(e))?;
                 let action = self.row_action(row)?;
@@ -294,7 +375,11 @@ impl Queue {
                 }
                 if free && ready_at as u64 <= now {
                     let attempts: i64 = row.get(5).map_err(|e| self.err(e))?;
-                    claimed.push(Claimed { id, action, attempts: attempts as u32 });
+                    claimed.push(Claimed {
+                        id,
+                        action,
+                        attempts: attempts as u32,
+                    });
                 }
             }
         }
@@ -314,16 +399,20 @@ impl Queue {
         let path: Vec<u8> = row.get(1).map_err(|e| self.err(e))?;
         let kind: String = row.get(2).map_err(|e| self.err(e))?;
         let from: Option<Vec<u8>> = row.get(3).map_err(|e| self.err(e))?;
-        decode_action(&path, &kind, from.as_deref())
-            .map_err(|detail| StateError::Corrupt { path: self.path.clone(), detail })
+        decode_action(&path, &kind, from.as_deref()).map_err(|detail| StateError::Corrupt {
+            path: self.path.clone(),
+            detail,
+        })
     }
 
     /// The earliest time a pending or retrying action becomes ready, if any is queued.
     pub fn next_ready_at(&self) -> Result<Option<u64>, StateError> {
         let conn = self.lock();
-        conn.query_row("SELECT MIN(ready_at) FROM queue WHERE state IN (0, 3)", [], |r| {
-            r.get::<_, Option<i64>>(0)
-        })
+        conn.query_row(
+            "SELECT MIN(ready_at) FROM queue WHERE state IN (0, 3)",
+            [],
+            |r| r.get::<_, Option<i64>>(0),
+        )
         .map(|v| v.map(|v| v.max(0) as u64))
         .map_err(|e| self.err(e))
     }
@@ -336,10 +425,16 @@ impl Queue {
         for outcome in outcomes {
             match outcome {
                 Outcome::Done { id, ledger } => {
-                    tx.execute("DELETE FROM queue WHERE seq = ?1", [id]).map_err(|e| self.err(e))?;
+                    tx.execute("DELETE FROM queue WHERE seq = ?1", [id])
+                        .map_err(|e| self.err(e))?;
                     apply_ledger(&tx, ledger, now).map_err(|e| self.err(e))?;
                 }
-                Outcome::Retry { id, error, ready_at, failed } => {
+                Outcome::Retry {
+                    id,
+                    error,
+                    ready_at,
+                    failed,
+                } => {
                     // A failed send with a newer pending send of the same path is redundant.
                     let superseded = tx
                         .execute(
@@ -379,7 +474,9 @@ impl Queue {
             .map_err(|e| self.err(e))?;
         let mut counts = Counts::default();
         let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64)))
+            .query_map([], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64))
+            })
             .map_err(|e| self.err(e))?;
         for row in rows {
             let (state, n) = row.map_err(|e| self.err(e))?;
@@ -458,15 +555,20 @@ impl Queue {
     /// Retries every parked action. Returns how many.
     pub fn retry_failed(&self) -> Result<u64, StateError> {
         let conn = self.lock();
-        conn.execute("UPDATE queue SET state = 3, ready_at = 0, attempts = 0 WHERE state = 2", [])
-            .map(|n| n as u64)
-            .map_err(|e| self.err(e))
+        conn.execute(
+            "UPDATE queue SET state = 3, ready_at = 0, attempts = 0 WHERE state = 2",
+            [],
+        )
+        .map(|n| n as u64)
+        .map_err(|e| self.err(e))
     }
 
     /// Removes an action from the queue without doing it.
     pub fn drop_action(&self, id: i64) -> Result<(), StateError> {
         let conn = self.lock();
-        let n = conn.execute("DELETE FROM queue WHERE seq = ?1", [id]).map_err(|e| self.err(e))?;
+        let n = conn
+            .execute("DELETE FROM queue WHERE seq = ?1", [id])
+            .map_err(|e| self.err(e))?;
         if n == 0 {
             return Err(StateError::NoSuchId(id));
         }
@@ -489,10 +591,13 @@ impl Queue {
     /// catch-up scan leaves these to the queue.
     pub fn queued_paths(&self) -> Result<HashSet<RelPath>, StateError> {
         let conn = self.lock();
-        let mut stmt =
-            conn.prepare("SELECT path, from_path FROM queue").map_err(|e| self.err(e))?;
+        let mut stmt = conn
+            .prepare("SELECT path, from_path FROM queue")
+            .map_err(|e| self.err(e))?;
         let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Option<Vec<u8>>>(1)?)))
+            .query_map([], |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Option<Vec<u8>>>(1)?))
+            })
             .map_err(|e| self.err(e))?;
         let mut out = HashSet::new();
         for row in rows {
@@ -508,18 +613,29 @@ impl Queue {
     /// The whole ledger.
     pub fn ledger(&self) -> Result<HashMap<RelPath, LedgerEntry>, StateError> {
         let conn = self.lock();
-        let mut stmt =
-            conn.prepare("SELECT path, size, mtime_ns FROM ledger").map_err(|e| self.err(e))?;
+        let mut stmt = conn
+            .prepare("SELECT path, size, mtime_ns FROM ledger")
+            .map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map([], |r| {
-                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
             })
             .map_err(|e| self.err(e))?;
         let mut out = HashMap::new();
         for row in rows {
             let (path, size, mtime_ns) = row.map_err(|e| self.err(e))?;
             if let Ok(p) = RelPath::from_bytes(&path) {
-                out.insert(p, LedgerEntry { size: size as u64, mtime_ns });
+                out.insert(
+                    p,
+                    LedgerEntry {
+                        size: size as u64,
+                        mtime_ns,
+                    },
+                );
             }
         }
         Ok(out)
@@ -531,7 +647,11 @@ impl Queue {
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         let now = now_ms() as i64;
         for (path, size, mtime_ns) in files {
-            let update = LedgerUpdate::Sent { path: path.clone(), size: *size, mtime_ns: *mtime_ns };
+            let update = LedgerUpdate::Sent {
+                path: path.clone(),
+                size: *size,
+                mtime_ns: *mtime_ns,
+            };
             apply_ledger(&tx, &update, now).map_err(|e| self.err(e))?;
         }
         tx.commit().map_err(|e| self.err(e))
@@ -562,9 +682,10 @@ fn decode_action(path: &[u8], kind: &str, from: Option<&[u8]>) -> Result<Action,
     match (ActionKind::parse(kind), from) {
         (Some(ActionKind::Send), _) => Ok(Action::Send(key)),
         (Some(ActionKind::Delete), _) => Ok(Action::Delete(key)),
-        (Some(ActionKind::Move), Some(f)) => {
-            Ok(Action::Move { from: RelPath::from_bytes(f).map_err(|e| e.to_string())?, to: key })
-        }
+        (Some(ActionKind::Move), Some(f)) => Ok(Action::Move {
+            from: RelPath::from_bytes(f).map_err(|e| e.to_string())?,
+            to: key,
+        }),
         _ => Err(format!("unknown action kind {kind:?}")),
     }
 }
@@ -580,7 +701,11 @@ fn within_bounds(p: &RelPath) -> (Vec<u8>, Vec<u8>) {
 
 fn apply_ledger(tx: &Transaction<'_>, update: &LedgerUpdate, now: i64) -> rusqlite::Result<()> {
     match update {
-        LedgerUpdate::Sent { path, size, mtime_ns } => {
+        LedgerUpdate::Sent {
+            path,
+            size,
+            mtime_ns,
+        } => {
             tx.prepare_cached(
                 "INSERT INTO ledger (path, size, mtime_ns, sent_at) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT(path) DO UPDATE SET size = excluded.size,
@@ -594,10 +719,8 @@ fn apply_ledger(tx: &Transaction<'_>, update: &LedgerUpdate, now: i64) -> rusqli
         }
         LedgerUpdate::Deleted(path) => {
             let (lo, hi) = within_bounds(path);
-            tx.prepare_cached(
-                "DELETE FROM ledger WHERE path = ?1 OR (path > ?2 AND path < ?3)",
-            )?
-            .execute(params![path.as_bytes(), lo, hi])?;
+            tx.prepare_cached("DELETE FROM ledger WHERE path = ?1 OR (path > ?2 AND path < ?3)")?
+                .execute(params![path.as_bytes(), lo, hi])?;
         }
         LedgerUpdate::Moved { from, to } => {
             let (lo, hi) = within_bounds(to);
@@ -617,7 +740,9 @@ fn apply_ledger(tx: &Transaction<'_>, update: &LedgerUpdate, now: i64) -> rusqli
                 .collect::<rusqlite::Result<_>>()?;
             for (old, size, mtime) in moved {
                 tx.execute("DELETE FROM ledger WHERE path = ?1", [&old])?;
-                let Ok(old) = RelPath::from_bytes(&old) else { continue };
+                let Ok(old) = RelPath::from_bytes(&old) else {
+                    continue;
+                };
                 if let Some(new) = old.rebase(from, to) {
                     tx.execute(
                         "INSERT OR REPLACE INTO ledger (path, size, mtime_ns, sent_at)
@@ -700,7 +825,10 @@ impl PendingView for SqlView<'_, '_> {
              WHERE (path = ?1 OR (path > ?2 AND path < ?3)) AND state IN (1, 3) AND kind = 'send'",
             &[&path.as_bytes(), &lo, &hi],
         );
-        self.keep(found).into_iter().map(|e| e.action.key().clone()).collect()
+        self.keep(found)
+            .into_iter()
+            .map(|e| e.action.key().clone())
+            .collect()
     }
 
     fn may_exist_remotely(&self, path: &RelPath) -> bool {
@@ -763,7 +891,9 @@ mod tests {
     #[test]
     fn burst_of_writes_keeps_one_row_per_path() {
         let q = Queue::open_in_memory().unwrap();
-        let batch: Vec<Entry> = (0..100_000).map(|i| send(&format!("f{}", i % 100))).collect();
+        let batch: Vec<Entry> = (0..100_000)
+            .map(|i| send(&format!("f{}", i % 100)))
+            .collect();
         assert_eq!(q.push(&batch).unwrap(), 100);
         assert_eq!(q.push(&batch).unwrap(), 100);
         assert_eq!(q.counts().unwrap().pending, 100);
@@ -777,8 +907,15 @@ mod tests {
         assert_eq!(first.len(), 1);
         // The file changes while its send is in flight: a new pending row, not merged.
         q.push(&[send("a")]).unwrap();
-        assert!(q.claim(10, now_ms()).unwrap().is_empty(), "same path must wait");
-        q.finish(&[Outcome::Done { id: first[0].id, ledger: LedgerUpdate::Unchanged }]).unwrap();
+        assert!(
+            q.claim(10, now_ms()).unwrap().is_empty(),
+            "same path must wait"
+        );
+        q.finish(&[Outcome::Done {
+            id: first[0].id,
+            ledger: LedgerUpdate::Unchanged,
+        }])
+        .unwrap();
         let second = q.claim(10, now_ms()).unwrap();
         assert_eq!(second.len(), 1);
         assert_eq!(second[0].action, Action::Send(p("a")));
@@ -790,19 +927,65 @@ mod tests {
         q.push(&[send("d/x"), send("e/y")]).unwrap();
         q.push(&[Entry::new(Action::Delete(p("d")), 0)]).unwrap();
         q.push(&[send("f")]).unwrap();
-        let got: Vec<Action> = q.claim(10, now_ms()).unwrap().into_iter().map(|c| c.action).collect();
+        let got: Vec<Action> = q
+            .claim(10, now_ms())
+            .unwrap()
+            .into_iter()
+            .map(|c| c.action)
+            .collect();
         // delete(d) dropped the pending send under it; e/y and f are free.
-        assert_eq!(got, vec![Action::Send(p("e/y")), Action::Delete(p("d")), Action::Send(p("f"))]);
+        assert_eq!(
+            got,
+            vec![
+                Action::Send(p("e/y")),
+                Action::Delete(p("d")),
+                Action::Send(p("f"))
+            ]
+        );
 
         let q = Queue::open_in_memory().unwrap();
         q.push(&[send("a/x")]).unwrap();
         let c = q.claim(1, now_ms()).unwrap();
-        q.push(&[Entry::new(Action::Move { from: p("a"), to: p("b") }, 0), send("c")]).unwrap();
-        let got: Vec<Action> = q.claim(10, now_ms()).unwrap().into_iter().map(|c| c.action).collect();
-        assert_eq!(got, vec![Action::Send(p("c"))], "the dir move waits for the send under it");
-        q.finish(&[Outcome::Done { id: c[0].id, ledger: LedgerUpdate::Unchanged }]).unwrap();
-        let got: Vec<Action> = q.claim(10, now_ms()).unwrap().into_iter().map(|c| c.action).collect();
-        assert_eq!(got, vec![Action::Move { from: p("a"), to: p("b") }]);
+        q.push(&[
+            Entry::new(
+                Action::Move {
+                    from: p("a"),
+                    to: p("b"),
+                },
+                0,
+            ),
+            send("c"),
+        ])
+        .unwrap();
+        let got: Vec<Action> = q
+            .claim(10, now_ms())
+            .unwrap()
+            .into_iter()
+            .map(|c| c.action)
+            .collect();
+        assert_eq!(
+            got,
+            vec![Action::Send(p("c"))],
+            "the dir move waits for the send under it"
+        );
+        q.finish(&[Outcome::Done {
+            id: c[0].id,
+            ledger: LedgerUpdate::Unchanged,
+        }])
+        .unwrap();
+        let got: Vec<Action> = q
+            .claim(10, now_ms())
+            .unwrap()
+            .into_iter()
+            .map(|c| c.action)
+            .collect();
+        assert_eq!(
+            got,
+            vec![Action::Move {
+                from: p("a"),
+                to: p("b")
+            }]
+        );
     }
 
     #[test]
@@ -824,32 +1007,59 @@ mod tests {
             let c = q.claim(10, now_ms()).unwrap();
             q.finish(&[Outcome::Done {
                 id: c[0].id,
-                ledger: LedgerUpdate::Sent { path: p("a"), size: 3, mtime_ns: 7 },
+                ledger: LedgerUpdate::Sent {
+                    path: p("a"),
+                    size: 3,
+                    mtime_ns: 7,
+                },
             }])
             .unwrap();
             // b stays in flight: the process "dies" here.
         }
         let q = Queue::open(&db).unwrap();
-        assert_eq!(q.recover().unwrap(), 1);
+        assert_eq!(q.recover().unwrap(), vec![p("b")]);
         let c = q.claim(10, now_ms()).unwrap();
         assert_eq!(c[0].action, Action::Send(p("b")));
-        q.finish(&[Outcome::Retry { id: c[0].id, error: "boom".into(), ready_at: 0, failed: true }])
-            .unwrap();
+        q.finish(&[Outcome::Retry {
+            id: c[0].id,
+            error: "boom".into(),
+            ready_at: 0,
+            failed: true,
+        }])
+        .unwrap();
         let c = q.claim(10, now_ms()).unwrap();
         assert_eq!(c[0].attempts, 1);
-        q.finish(&[Outcome::Park { id: c[0].id, error: "gave up".into() }]).unwrap();
+        q.finish(&[Outcome::Park {
+            id: c[0].id,
+            error: "gave up".into(),
+        }])
+        .unwrap();
         assert_eq!(q.counts().unwrap().failed, 1);
         assert_eq!(q.last_error().unwrap().as_deref(), Some("gave up"));
         q.record_delivered(&[(p("d/x"), 1, 1)]).unwrap();
         q.finish(&[]).unwrap();
         let mut conn = q.lock();
         let tx = conn.transaction().unwrap();
-        apply_ledger(&tx, &LedgerUpdate::Moved { from: p("d"), to: p("e") }, 0).unwrap();
+        apply_ledger(
+            &tx,
+            &LedgerUpdate::Moved {
+                from: p("d"),
+                to: p("e"),
+            },
+            0,
+        )
+        .unwrap();
         tx.commit().unwrap();
         drop(conn);
         let ledger = q.ledger().unwrap();
         assert!(ledger.contains_key(&p("e/x")) && !ledger.contains_key(&p("d/x")));
-        assert_eq!(ledger[&p("a")], LedgerEntry { size: 3, mtime_ns: 7 });
+        assert_eq!(
+            ledger[&p("a")],
+            LedgerEntry {
+                size: 3,
+                mtime_ns: 7
+            }
+        );
     }
 
     #[test]

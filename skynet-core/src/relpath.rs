@@ -191,8 +191,21 @@ mod tests {
 
     #[test]
     fn refuses_escapes() {
-        for bad in ["", "/etc/passwd", "../x", "a/../../x", "a//b", "a/", "./a", "a/./b", "a\0b"] {
-            assert!(RelPath::from_bytes(bad.as_bytes()).is_err(), "{bad:?} accepted");
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a//b",
+            "a/",
+            "./a",
+            "a/./b",
+            "a\0b",
+        ] {
+            assert!(
+                RelPath::from_bytes(bad.as_bytes()).is_err(),
+                "{bad:?} accepted"
+            );
         }
         assert!(RelPath::from_path(Path::new("/abs")).is_err());
         assert!(RelPath::from_path(Path::new("a/../b")).is_err());
@@ -212,7 +225,10 @@ mod tests {
     #[test]
     fn from_abs_must_be_inside_root() {
         let root = Path::new("/src");
-        assert_eq!(RelPath::from_abs(root, Path::new("/src/a/b")).unwrap(), p("a/b"));
+        assert_eq!(
+            RelPath::from_abs(root, Path::new("/src/a/b")).unwrap(),
+            p("a/b")
+        );
         assert!(RelPath::from_abs(root, Path::new("/src")).is_err());
         assert!(RelPath::from_abs(root, Path::new("/srcx/a")).is_err());
         assert!(RelPath::from_abs(root, Path::new("/other/a")).is_err());

@@ -42,7 +42,10 @@ pub struct FilterError {
 
 impl Default for Filter {
     fn default() -> Self {
-        Filter { by_name: GlobSet::empty(), by_path: GlobSet::empty() }
+        Filter {
+            by_name: GlobSet::empty(),
+            by_path: GlobSet::empty(),
+        }
     }
 }
 
@@ -52,8 +55,10 @@ impl Filter {
         let mut by_path = GlobSetBuilder::new();
         for pattern in patterns {
             let trimmed = pattern.trim_end_matches('/').trim_start_matches('/');
-            let glob = Glob::new(trimmed)
-                .map_err(|source| FilterError { pattern: pattern.clone(), source })?;
+            let glob = Glob::new(trimmed).map_err(|source| FilterError {
+                pattern: pattern.clone(),
+                source,
+            })?;
             if trimmed.contains('/') {
                 by_path.add(glob);
             } else {
@@ -61,14 +66,22 @@ impl Filter {
             }
         }
         let build = |b: GlobSetBuilder| {
-            b.build().map_err(|source| FilterError { pattern: patterns.join(" "), source })
+            b.build().map_err(|source| FilterError {
+                pattern: patterns.join(" "),
+                source,
+            })
         };
-        Ok(Filter { by_name: build(by_name)?, by_path: build(by_path)? })
+        Ok(Filter {
+            by_name: build(by_name)?,
+            by_path: build(by_path)?,
+        })
     }
 
     /// True when `rel` or one of its parents is excluded.
     pub fn excluded(&self, rel: &RelPath) -> bool {
-        rel.ancestors().chain(std::iter::once(rel.clone())).any(|p| self.excluded_itself(&p))
+        rel.ancestors()
+            .chain(std::iter::once(rel.clone()))
+            .any(|p| self.excluded_itself(&p))
     }
 
     fn excluded_itself(&self, rel: &RelPath) -> bool {
@@ -76,7 +89,8 @@ impl Filter {
         if is_temp_name(name) {
             return true;
         }
-        let name_path = Path::new(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name));
+        let name_path =
+            Path::new(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name));
         (!self.by_name.is_empty() && self.by_name.is_match(name_path))
             || (!self.by_path.is_empty() && self.by_path.is_match(rel.as_path()))
     }
@@ -130,9 +144,14 @@ pub fn catch_up(
     let settle_ms = opts.settle.as_millis() as u64;
     let bar = progress_bar(opts.progress);
 
-    let walker = walkdir::WalkDir::new(root).min_depth(1).into_iter().filter_entry(|e| {
-        RelPath::from_abs(root, e.path()).map(|r| !filter.excluded(&r)).unwrap_or(false)
-    });
+    let walker = walkdir::WalkDir::new(root)
+        .min_depth(1)
+        .into_iter()
+        .filter_entry(|e| {
+            RelPath::from_abs(root, e.path())
+                .map(|r| !filter.excluded(&r))
+                .unwrap_or(false)
+        });
     for entry in walker {
         let entry = match entry {
             Ok(e) => e,
@@ -148,7 +167,9 @@ pub fn catch_up(
         if !entry.file_type().is_file() {
             continue;
         }
-        let Ok(rel) = RelPath::from_abs(root, entry.path()) else { continue };
+        let Ok(rel) = RelPath::from_abs(root, entry.path()) else {
+            continue;
+        };
         report.files += 1;
         if let Some(bar) = &bar {
             if report.files % 1000 == 0 {
@@ -171,7 +192,11 @@ pub fn catch_up(
             continue;
         }
         let modified_ms = (mtime.max(0) / 1_000_000) as u64;
-        let ready_at = if modified_ms + settle_ms > now { modified_ms + settle_ms } else { 0 };
+        let ready_at = if modified_ms + settle_ms > now {
+            modified_ms + settle_ms
+        } else {
+            0
+        };
         batch.push(Entry::new(Action::Send(rel), ready_at));
         report.sends += 1;
         if batch.len() >= 10_000 {
@@ -233,7 +258,11 @@ pub fn local_files_within(root: &Path, rel: &RelPath, filter: &Filter) -> Vec<Re
     walkdir::WalkDir::new(&abs)
         .min_depth(1)
         .into_iter()
-        .filter_entry(|e| RelPath::from_abs(root, e.path()).map(|r| !filter.excluded(&r)).unwrap_or(false))
+        .filter_entry(|e| {
+            RelPath::from_abs(root, e.path())
+                .map(|r| !filter.excluded(&r))
+                .unwrap_or(false)
+        })
         .filter_map(Result::ok)
         .filter(|e| e.file_type().is_file())
         .filter_map(|e| RelPath::from_abs(root, e.path()).ok())
@@ -275,10 +304,19 @@ mod tests {
             (p("gone"), 1, 1),
         ])
         .unwrap();
-        let opts = ScanOptions { complete_sync: true, settle: Duration::ZERO, progress: false };
+        let opts = ScanOptions {
+            complete_sync: true,
+            settle: Duration::ZERO,
+            progress: false,
+        };
         let report = catch_up(src.path(), &q, &Filter::default(), &opts).unwrap();
         assert_eq!((report.files, report.sends, report.deletes), (2, 1, 1));
-        let rows: Vec<String> = q.rows().unwrap().into_iter().map(|r| format!("{:?} {}", r.kind, r.path)).collect();
+        let rows: Vec<String> = q
+            .rows()
+            .unwrap()
+            .into_iter()
+            .map(|r| format!("{:?} {}", r.kind, r.path))
+            .collect();
         assert_eq!(rows, vec!["Send d/new", "Delete gone"]);
         assert!(catch_up(&src.path().join("missing"), &q, &Filter::default(), &opts).is_err());
     }

@@ -77,8 +77,16 @@ impl Watcher {
         let thread = std::thread::Builder::new()
             .name("skynet-watcher".into())
             .spawn(move || mapper.run(rx, stop_rx, &queue, &wake))
-            .map_err(|e| WatchError { path: "watcher thread".into(), source: notify::Error::io(e) })?;
-        Ok(Watcher { _backend: backend, stop: stop_tx, thread: Some(thread), polling })
+            .map_err(|e| WatchError {
+                path: "watcher thread".into(),
+                source: notify::Error::io(e),
+            })?;
+        Ok(Watcher {
+            _backend: backend,
+            stop: stop_tx,
+            thread: Some(thread),
+            polling,
+        })
     }
 
     /// True when running on the polling fallback.
@@ -111,7 +119,10 @@ fn start_backend(
     tx: crossbeam_channel::Sender<notify::Result<Event>>,
     opts: &WatchOptions,
 ) -> Result<Backend, WatchError> {
-    let err = |source| WatchError { path: root.display().to_string(), source };
+    let err = |source| WatchError {
+        path: root.display().to_string(),
+        source,
+    };
     if !opts.poll {
         let native_tx = tx.clone();
         let native = notify::recommended_watcher(move |res| {
@@ -377,6 +388,7 @@ impl EventMapper {
                 self.delete(rel, out);
             }
         }
-        self.paired.retain(|_, at| now.duration_since(*at) < Duration::from_secs(10));
+        self.paired
+            .retain(|_, at| now.duration_since(*at) < Duration::from_secs(10));
     }
 }

@@ -1,0 +1,129 @@
+//! Bad input exits 2 with one line naming the problem, and never touches the destination.
+
+mod common;
+use common::*;
+
+fn expect_usage_error(out: std::process::Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "exit code; stderr: {stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("error")).collect();
+    assert_eq!(errors.len(), 1, "exactly one error line expected: {stderr}");
+    assert!(
+        errors[0].contains(needle),
+        "error line should name {needle:?}: {stderr}"
+    );
+}
+
+#[test]
+fn missing_source() {
+    let s = Scratch::new();
+    let missing = s.dir.path().join("nope");
+    let out = s
+        .cmd(&["sync", missing.to_str().unwrap(), s.dst_str()])
+        .output()
+        .unwrap();
+    expect_usage_error(out, "nope");
+    assert!(!s.dst.exists());
+}
+
+#[test]
+fn source_is_a_file() {
+    let s = Scratch::new();
+    let file = s.dir.path().join("plain.txt");
+    std::fs::write(&file, b"x").unwrap();
+    let out = s
+        .cmd(&["sync", file.to_str().unwrap(), s.dst_str()])
+        .output()
+        .unwrap();
+    expect_usage_error(out, "not a directory");
+}
+
+#[test]
+fn unwritable_state_dir() {
+    let s = Scratch::new();
+    // A regular file where the state directory should be: unwritable even for root.
+    let blocker = s.dir.path().join("blocker");
+    std::fs::write(&blocker, b"").unwrap();
+    let state = blocker.join("state");
+    let out = s
+        .cmd(&[
+            "sync",
+            s.src_str(),
+            s.dst_str(),
+            "--state-dir",
+            state.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    expect_usage_error(out, "state");
+}
+
+#[test]
+fn malformed_toml() {
+    let s = Scratch::new();
+    let cfg = s.dir.path().join("bad.toml");
+    std::fs::write(&cfg, "[[mapping]\nsource = \"x\"\n").unwrap();
+    let out = s
+        .cmd(&["run", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    expect_usage_error(out, "bad.toml");
+}
+
+#[test]
+fn unknown_config_key() {
+    let s = Scratch::new();
+    let cfg = s.dir.path().join("typo.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[mapping]]\nsource = {:?}\ndestination = {:?}\ncomplete_synk = true\n",
+            s.src_str(),
+            s.dst_str()
+        ),
+    )
+    .unwrap();
+    let out = s
+        .cmd(&["run", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    expect_usage_error(out, "complete_synk");
+}
+
+#[test]
+fn unknown_url_scheme() {
+    let s = Scratch::new();
+    let out = s
+        .cmd(&["sync", s.src_str(), "gopher://host/x"])
+        .output()
+        .unwrap();
+    expect_usage_error(out, "gopher");
+}
+
+#[test]
+fn destination_inside_source_is_refused() {
+    let s = Scratch::new();
+    let inside = s.src.join("mirror");
+    let out = s
+        .cmd(&["sync", s.src_str(), inside.to_str().unwrap()])
+        .output()
+        .unwrap();
+    expect_usage_error(out, "overlap");
+}
+
+#[test]
+fn second_run_on_same_mapping_exits_2() {
+    let s = Scratch::new();
+    let mut first = s.run(&[]);
+    assert!(wait_until(std::time::Duration::from_secs(10), || s
+        .status()["mappings"][0]["running"]
+        == true));
+    let out = s.cmd(&["run", s.src_str(), s.dst_str()]).output().unwrap();
+    expect_usage_error(out, "already running");
+    assert_eq!(
+        first.signal("TERM"),
+        Some(0),
+        "clean stop on SIGTERM: {}",
+        first.log_text()
+    );
+}

@@ -1,0 +1,228 @@
+//! Shared helpers for the end-to-end tests of the `skynet` binary: scratch folders, running
+//! the real program, comparing trees byte for byte, waiting for convergence.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A scratch source, destination and state directory.
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+    pub src: PathBuf,
+    pub dst: PathBuf,
+    pub state: PathBuf,
+}
+
+impl Scratch {
+    pub fn new() -> Scratch {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = dir.path().join("src");
+        let dst = dir.path().join("dst");
+        let state = dir.path().join("state");
+        std::fs::create_dir_all(&src).expect("mkdir src");
+        Scratch {
+            dir,
+            src,
+            dst,
+            state,
+        }
+    }
+
+    /// `skynet ARGS` with this scratch's state directory.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_skynet"));
+        c.args(args)
+            .env("SKYNET_STATE_DIR", &self.state)
+            .env("RUST_LOG", "info");
+        c
+    }
+
+    pub fn src_str(&self) -> &str {
+        self.src.to_str().expect("utf-8 temp path")
+    }
+
+    pub fn dst_str(&self) -> &str {
+        self.dst.to_str().expect("utf-8 temp path")
+    }
+
+    /// Runs `skynet sync src dst EXTRA` to completion.
+    pub fn sync(&self, extra: &[&str]) -> Output {
+        let mut args = vec!["sync", self.src_str(), self.dst_str()];
+        args.extend_from_slice(extra);
+        self.cmd(&args).output().expect("run skynet sync")
+    }
+
+    /// Starts `skynet run src dst EXTRA` in the background.
+    pub fn run(&self, extra: &[&str]) -> Daemon {
+        let mut args = vec!["run", self.src_str(), self.dst_str()];
+        args.extend_from_slice(extra);
+        let log = self.dir.path().join(format!("run-{}.log", rand_suffix()));
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = self
+            .cmd(&args)
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("spawn skynet run");
+        Daemon {
+            child: Some(child),
+            log,
+        }
+    }
+
+    /// `skynet status --json` as a value.
+    pub fn status(&self) -> serde_json::Value {
+        let out = self.cmd(&["status", "--json"]).output().expect("status");
+        assert!(
+            out.status.success(),
+            "status failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("status json")
+    }
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// A running `skynet run`, killed when dropped.
+pub struct Daemon {
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Sends a signal and waits for the exit code.
+    pub fn signal(&mut self, sig: &str) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .args([&format!("-{sig}"), &child.id().to_string()])
+            .status();
+        let status = child.wait().ok()?;
+        status.code()
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Every regular file under `root` with its content, keyed by raw relative path.
+pub fn tree(root: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    if !root.exists() {
+        return out;
+    }
+    for entry in walkdir::WalkDir::new(root).min_depth(1) {
+        let Ok(entry) = entry else { continue };
+        if entry.file_type().is_file() {
+            let rel = entry.path().strip_prefix(root).expect("under root");
+            if let Ok(content) = std::fs::read(entry.path()) {
+                out.insert(rel.as_os_str().as_bytes().to_vec(), content);
+            }
+        }
+    }
+    out
+}
+
+/// A short description of how two trees differ.
+pub fn diff(want: &BTreeMap<Vec<u8>, Vec<u8>>, got: &BTreeMap<Vec<u8>, Vec<u8>>) -> String {
+    let mut lines = Vec::new();
+    for (k, v) in want {
+        match got.get(k) {
+            None => lines.push(format!("missing {}", String::from_utf8_lossy(k))),
+            Some(g) if g != v => lines.push(format!("differs {}", String::from_utf8_lossy(k))),
+            _ => {}
+        }
+    }
+    for k in got.keys() {
+        if !want.contains_key(k) {
+            lines.push(format!("extra {}", String::from_utf8_lossy(k)));
+        }
+    }
+    lines.truncate(20);
+    lines.join("; ")
+}
+
+/// Polls `check` until it returns true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if check() {
+            return true;
+        }
+        if start.elapsed() > timeout {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until dst holds exactly src's files (or a superset when `exact` is false).
+pub fn wait_converged(
+    src: &Path,
+    dst: &Path,
+    exact: bool,
+    timeout: Duration,
+) -> Result<(), String> {
+    let mut last = String::new();
+    let ok = wait_until(timeout, || {
+        let want = tree(src);
+        let got = tree(dst);
+        let good = if exact {
+            want == got
+        } else {
+            want.iter().all(|(k, v)| got.get(k) == Some(v))
+        };
+        if !good {
+            last = diff(&want, &got);
+        }
+        good
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(last)
+    }
+}
+
+/// True when no temporary upload file is left anywhere under `root`.
+pub fn no_temp_files(root: &Path) -> bool {
+    tree(root).keys().all(|k| {
+        let name = k.rsplit(|b| *b == b'/').next().unwrap_or(k);
+        !name.starts_with(b".skynet-tmp.")
+    })
+}
+
+/// Writes a file, creating parents.
+pub fn write(root: &Path, rel: &str, content: &[u8]) {
+    let path = root.join(rel);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).expect("mkdir");
+    }
+    std::fs::write(&path, content).expect("write");
+}
