@@ -1,0 +1,657 @@
+//! `S3Connection`: the [`Connection`] trait over aws-sdk-s3.
+//!
+//! One SDK client (and so one connection pool) serves every call; it runs on the caller's
+//! tokio runtime, never on a runtime of its own. Sends of small files are one PutObject from
+//! memory (read first, checked unchanged, then sent, so a half-rewritten file is never
+//! published); big files go through [`crate::multipart`], which resumes after interruptions.
+//! "Directories" are key prefixes: deleting or renaming one acts on every key under
+//! `prefix/dir/`, never on keys that merely start with the same characters.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use aws_config::meta::region::RegionProviderChain;
+use aws_config::BehaviorVersion;
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{
+    Credentials, Region, RequestChecksumCalculation, SharedCredentialsProvider,
+};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{ChecksumAlgorithm, Delete, ObjectIdentifier};
+use aws_sdk_s3::Client;
+use aws_smithy_http_client::tls;
+use skynet_core::{ConnError, Connection, ErrorKind, RelPath, RemoteEntry, SourceFile};
+use tokio::task::JoinSet;
+
+use crate::config::{redact_endpoint, S3Config, S3ConfigError};
+use crate::errors::{classify, one_line, S3Failure};
+use crate::keys::{encode_copy_source, KeyMap};
+use crate::resume_store::ResumeStore;
+
+/// S3 allows at most this many keys in one DeleteObjects request.
+const DELETE_BATCH: usize = 1000;
+
+/// Name of the user metadata entry holding the local mtime (`x-amz-meta-mtime`), as
+/// `seconds.nanoseconds` since the Unix epoch, the format rclone uses too.
+pub const MTIME_METADATA: &str = "mtime";
+
+/// A destination in an S3 bucket (or an S3-compatible server).
+#[derive(Clone)]
+pub struct S3Connection {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) cfg: S3Config,
+    pub(crate) client: Client,
+    pub(crate) keys: KeyMap,
+    pub(crate) store: ResumeStore,
+    describe: String,
+    /// Where requests go, for Setup messages ("AWS S3 (us-east-1)" or the endpoint URL).
+    target: String,
+    credentials: Option<SharedCredentialsProvider>,
+    /// Multipart uploads started by this process and still running: connect() must not abort
+    /// them even when they are not (yet) in the resume table.
+    pub(crate) live_uploads: Mutex<HashSet<String>>,
+}
+
+impl S3Connection {
+    /// Builds the client from `cfg` and the AWS chain (environment, profile files, web
+    /// identity, instance metadata) and opens the multipart table in `cfg.state_db`.
+    /// Async because the AWS chain may read files; it sends no request: [`Connection::connect`]
+    /// checks the bucket and credentials.
+    pub async fn new(cfg: S3Config) -> Result<Self, S3ConfigError> {
+        cfg.validate()?;
+        let http_client = aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(
+                tls::rustls_provider::CryptoMode::Ring,
+            ))
+            .build_https();
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(cfg.connect_timeout)
+            .read_timeout(cfg.read_timeout)
+            .operation_attempt_timeout(cfg.attempt_timeout)
+            .build();
+        // Region from the variables and profile only: the instance-metadata lookup of the
+        // default chain costs seconds of timeouts off EC2, and S3 works from any region.
+        let region = match &cfg.region {
+            Some(r) => RegionProviderChain::first_try(Region::new(r.clone())),
+            None => RegionProviderChain::first_try(
+                aws_config::environment::EnvironmentVariableRegionProvider::new(),
+            )
+            .or_else(aws_config::profile::ProfileFileRegionProvider::new())
+            .or_else(Region::from_static("us-east-1")),
+        };
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(http_client)
+            .timeout_config(timeouts)
+            .retry_config(RetryConfig::standard().with_max_attempts(cfg.max_attempts))
+            .region(region);
+        if let Some(c) = &cfg.credentials {
+            loader = loader.credentials_provider(Credentials::new(
+                c.access_key_id.clone(),
+                c.secret_access_key.clone(),
+                c.session_token.clone(),
+                None,
+                "skynet-explicit",
+            ));
+        }
+        if let Some(ep) = &cfg.endpoint {
+            loader = loader.endpoint_url(ep.clone());
+        }
+        let sdk = loader.load().await;
+        let s3_config = aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(cfg.path_style)
+            // Checksums are requested explicitly (CRC32C) where skynet wants them.
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .build();
+        let client = Client::from_conf(s3_config);
+
+        let endpoint = cfg
+            .endpoint
+            .clone()
+            .or_else(|| sdk.endpoint_url().map(str::to_string))
+            .map(|e| redact_endpoint(&e));
+        let region_name = sdk
+            .region()
+            .map_or("us-east-1".to_string(), |r| r.to_string());
+        let (describe, target) = match &endpoint {
+            Some(ep) => (format!("{} (endpoint {ep})", cfg.url()), ep.clone()),
+            None => (cfg.url(), format!("AWS S3 ({region_name})")),
+        };
+        let store = ResumeStore::open(cfg.state_db.as_deref())?;
+        Ok(S3Connection {
+            inner: Arc::new(Inner {
+                keys: KeyMap::new(&cfg.prefix),
+                credentials: sdk.credentials_provider(),
+                cfg,
+                client,
+                store,
+                describe,
+                target,
+                live_uploads: Mutex::new(HashSet::new()),
+            }),
+        })
+    }
+
+    /// Shorthand for [`S3Config::from_url`] then [`S3Connection::new`].
+    pub async fn from_url(url: &str) -> Result<Self, S3ConfigError> {
+        Self::new(S3Config::from_url(url)?).await
+    }
+
+    pub fn config(&self) -> &S3Config {
+        &self.inner.cfg
+    }
+
+    /// The SDK client, for callers (tests) that need a request this type does not offer.
+    pub fn client(&self) -> &Client {
+        &self.inner.client
+    }
+}
+
+impl Inner {
+    /// The start of every message: which destination, which operation, which key.
+    pub(crate) fn what(&self, op: &str, key: &str) -> String {
+        format!("{}: {op} {key:?}", self.describe)
+    }
+
+    pub(crate) fn bucket(&self) -> &str {
+        &self.cfg.bucket
+    }
+
+    /// Every key (with its size) starting with `prefix`, paging through ListObjectsV2.
+    pub(crate) async fn list_prefix(&self, prefix: &str) -> Result<Vec<(String, u64)>, ConnError> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(self.bucket())
+                .prefix(prefix)
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| classify(e, &self.what("list", prefix)))?;
+            for obj in page.contents() {
+                if let Some(key) = obj.key() {
+                    out.push((key.to_string(), obj.size().unwrap_or(0).max(0) as u64));
+                }
+            }
+            match page.next_continuation_token() {
+                Some(next) if page.is_truncated() == Some(true) => token = Some(next.to_string()),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// The size of the object named exactly `key`, found by listing: the exact key is the
+    /// first one in lexical order with that prefix. Unlike HEAD, this answers 'absent' for a
+    /// "directory" on every server (s3s-fs answers HEAD on one with 500).
+    pub(crate) async fn exact_size(&self, key: &str) -> Result<Option<u64>, ConnError> {
+        let page = self
+            .client
+            .list_objects_v2()
+            .bucket(self.bucket())
+            .prefix(key)
+            .max_keys(1)
+            .send()
+            .await
+            .map_err(|e| classify(e, &self.what("list", key)))?;
+        Ok(page
+            .contents()
+            .iter()
+            .find(|o| o.key() == Some(key))
+            .map(|o| o.size().unwrap_or(0).max(0) as u64))
+    }
+
+    /// Deletes `keys` in batches of at most 1,000 (DeleteObjects), failing on any key the
+    /// server reports as not deleted.
+    pub(crate) async fn delete_keys(&self, keys: &[String]) -> Result<(), ConnError> {
+        for batch in keys.chunks(DELETE_BATCH) {
+            let objects = batch
+                .iter()
+                .map(|k| ObjectIdentifier::builder().key(k).build())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| ConnError::permanent(format!("{}: {e}", self.describe)))?;
+            let delete = Delete::builder()
+                .set_objects(Some(objects))
+                .quiet(true)
+                .build()
+                .map_err(|e| ConnError::permanent(format!("{}: {e}", self.describe)))?;
+            let first = batch.first().map(String::as_str).unwrap_or("");
+            let out = self
+                .client
+                .delete_objects()
+                .bucket(self.bucket())
+                .delete(delete)
+                .send()
+                .await
+                .map_err(|e| classify(e, &self.what("delete", first)))?;
+            if let Some(err) = out.errors().first() {
+                let code = err.code().unwrap_or("error");
+                let kind = crate::errors::kind_for(500, Some(code));
+                let kind = if kind == ErrorKind::SourceMissing {
+                    ErrorKind::Transient
+                } else {
+                    kind
+                };
+                return Err(ConnError::new(
+                    kind,
+                    one_line(&format!(
+                        "{}: {code}: {}",
+                        self.what("delete", err.key().unwrap_or(first)),
+                        err.message().unwrap_or("")
+                    )),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn delete_key(&self, key: &str) -> Result<(), ConnError> {
+        match self
+            .client
+            .delete_object()
+            .bucket(self.bucket())
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let f = classify(e, &self.what("delete", key));
+                if f.is_not_found() && f.code.as_deref() != Some("NoSuchBucket") {
+                    Ok(())
+                } else {
+                    Err(f.into())
+                }
+            }
+        }
+    }
+
+    /// Server-side copy of `from` (of `size` bytes) onto `to`, keeping its metadata.
+    pub(crate) async fn copy_key(&self, from: &str, to: &str, size: u64) -> Result<(), ConnError> {
+        if size > self.cfg.copy_threshold {
+            return crate::multipart::copy_multipart(self, from, to, size).await;
+        }
+        self.client
+            .copy_object()
+            .bucket(self.bucket())
+            .copy_source(encode_copy_source(self.bucket(), from))
+            .key(to)
+            .send()
+            .await
+            .map_err(|e| copy_error(classify(e, &self.what("copy", from))))?;
+        Ok(())
+    }
+
+    /// Aborts the recorded multipart uploads of `key` and of every key under `dir_prefix`:
+    /// the file they were for is being deleted or moved, so their parts are garbage.
+    async fn forget_uploads(&self, key: &str, dir_prefix: &str) -> Result<(), ConnError> {
+        let (bucket, key_s, dir_s) = (
+            self.bucket().to_string(),
+            key.to_string(),
+            dir_prefix.to_string(),
+        );
+        let records = self
+            .store
+            .run(move |s| {
+                let mut all = s.list(&bucket, &dir_s)?;
+                all.extend(s.get(&bucket, &key_s)?);
+                Ok(all)
+            })
+            .await?;
+        for rec in records {
+            crate::multipart::abort_upload(self, &rec.key, &rec.upload_id).await?;
+        }
+        Ok(())
+    }
+
+    /// Drops multipart uploads left by earlier runs that can no longer be resumed: recorded
+    /// ones whose local file changed or vanished, and (where the server can list them)
+    /// unrecorded ones under the prefix, left by a crash between creating and recording.
+    async fn clean_stale_uploads(&self) -> Result<(), ConnError> {
+        let (bucket, root) = (self.bucket().to_string(), self.keys.root().to_string());
+        let records = self.store.run(move |s| s.list(&bucket, &root)).await?;
+        let live: HashSet<String> = self
+            .live_uploads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut known: HashSet<String> = HashSet::new();
+        for rec in records {
+            known.insert(rec.upload_id.clone());
+            if live.contains(&rec.upload_id) {
+                continue;
+            }
+            let path = rec.local_path.clone();
+            let current = tokio::task::spawn_blocking(move || SourceFile::stat(&path).ok())
+                .await
+                .ok()
+                .flatten();
+            let still_matches =
+                current.is_some_and(|f| f.size == rec.size && mtime_ns(f.mtime) == rec.mtime_ns);
+            if !still_matches {
+                tracing::info!(key = %rec.key, "aborting a multipart upload whose file changed");
+                crate::multipart::abort_upload(self, &rec.key, &rec.upload_id).await?;
+            }
+        }
+        let listed = self
+            .client
+            .list_multipart_uploads()
+            .bucket(self.bucket())
+            .prefix(self.keys.root())
+            .send()
+            .await;
+        match listed {
+            Ok(out) => {
+                for up in out.uploads() {
+                    let (Some(key), Some(id)) = (up.key(), up.upload_id()) else {
+                        continue;
+                    };
+                    if !known.contains(id) && !live.contains(id) {
+                        tracing::info!(key, "aborting an unrecorded multipart upload");
+                        crate::multipart::abort_upload(self, key, id).await?;
+                    }
+                }
+            }
+            Err(e) => {
+                let f = classify(e, &self.what("list uploads", self.keys.root()));
+                if f.kind == ErrorKind::ConnectionLost {
+                    return Err(f.into());
+                }
+                // Some servers (s3s-fs) do not implement ListMultipartUploads: the table
+                // above is then the only record, which is enough for uploads skynet made.
+                tracing::debug!("{}", f.message);
+            }
+        }
+        Ok(())
+    }
+
+    async fn send_small(&self, file: &SourceFile, key: &str) -> Result<u64, ConnError> {
+        let src = file.clone();
+        let data = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, ConnError> {
+            use std::io::Read;
+            let mut buf = Vec::with_capacity(src.size as usize);
+            src.open()?
+                .read_to_end(&mut buf)
+                .map_err(|e| ConnError::from_io(src.path.display(), &e))?;
+            // The bytes are in memory: if the file did not change while they were read, they
+            // are one consistent version of it, whatever happens to the file next.
+            src.check_unchanged()?;
+            Ok(buf)
+        })
+        .await
+        .map_err(|e| ConnError::transient(format!("{}: read task failed: {e}", self.describe)))??;
+        let len = data.len() as u64;
+        self.client
+            .put_object()
+            .bucket(self.bucket())
+            .key(key)
+            .content_length(len as i64)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+            .metadata(MTIME_METADATA, mtime_text(file.mtime))
+            .body(ByteStream::from(data))
+            .send()
+            .await
+            .map_err(|e| classify(e, &self.what("put", key)))?;
+        Ok(len)
+    }
+}
+
+/// A copy whose source vanished is the rename's missing source.
+fn copy_error(f: S3Failure) -> ConnError {
+    if f.is_not_found() && f.code.as_deref() != Some("NoSuchBucket") {
+        ConnError::source_missing(f.message)
+    } else {
+        f.into()
+    }
+}
+
+/// Nanoseconds since the Unix epoch (negative before it), the resume table's mtime.
+pub(crate) fn mtime_ns(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_nanos().min(i64::MAX as u128) as i64,
+        Err(e) => -(e.duration().as_nanos().min(i64::MAX as u128) as i64),
+    }
+}
+
+/// `seconds.nanoseconds` for the mtime metadata.
+pub(crate) fn mtime_text(t: SystemTime) -> String {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => format!("{}.{:09}", d.as_secs(), d.subsec_nanos()),
+        Err(e) => {
+            let d: Duration = e.duration();
+            format!("-{}.{:09}", d.as_secs(), d.subsec_nanos())
+        }
+    }
+}
+
+#[async_trait]
+impl Connection for S3Connection {
+    fn describe(&self) -> String {
+        self.inner.describe.clone()
+    }
+
+    async fn connect(&self) -> Result<(), ConnError> {
+        let inner = &self.inner;
+        let bucket = inner.bucket();
+        let setup = |why: String| {
+            ConnError::setup(one_line(&format!(
+                "{}: cannot use bucket {bucket:?} at {}: {why}",
+                inner.describe, inner.target
+            )))
+        };
+        let Some(provider) = &inner.credentials else {
+            return Err(setup("no AWS credentials found (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a profile)".into()));
+        };
+        {
+            use aws_sdk_s3::config::ProvideCredentials;
+            if let Err(e) = provider.provide_credentials().await {
+                return Err(setup(format!("no usable AWS credentials: {e}")));
+            }
+        }
+        // A one-key listing checks the bucket, the credentials and the list permission that
+        // delete and rename need, and unlike HeadBucket its errors carry a code.
+        let probe = inner
+            .client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(inner.keys.root())
+            .max_keys(1)
+            .send()
+            .await;
+        if let Err(e) = probe {
+            let f = classify(e, &inner.what("list", inner.keys.root()));
+            return Err(match f.kind {
+                ErrorKind::ConnectionLost | ErrorKind::Transient => f.into(),
+                _ => {
+                    let code = f
+                        .code
+                        .clone()
+                        .unwrap_or_else(|| format!("HTTP {}", f.status.unwrap_or(0)));
+                    let hint = match code.as_str() {
+                        "NoSuchBucket" => "the bucket does not exist",
+                        "InvalidAccessKeyId" => "the access key id is not known to the server",
+                        "SignatureDoesNotMatch" => "the secret access key is wrong",
+                        "AccessDenied" => "access denied to these credentials",
+                        _ => "refused",
+                    };
+                    setup(format!("{hint} ({code})"))
+                }
+            });
+        }
+        inner.clean_stale_uploads().await
+    }
+
+    async fn send(&self, file: &SourceFile, to: &RelPath) -> Result<u64, ConnError> {
+        let inner = &self.inner;
+        let key = inner.keys.key(to)?;
+        if file.size > 0 && file.size >= inner.cfg.multipart_threshold {
+            return crate::multipart::send_multipart(inner, file, &key).await;
+        }
+        // A small version replaces a big one that was being uploaded: drop its parts.
+        let (bucket, key_s) = (inner.bucket().to_string(), key.clone());
+        if let Some(rec) = inner.store.run(move |s| s.get(&bucket, &key_s)).await? {
+            crate::multipart::abort_upload(inner, &rec.key, &rec.upload_id).await?;
+        }
+        inner.send_small(file, &key).await
+    }
+
+    async fn delete(&self, path: &RelPath) -> Result<(), ConnError> {
+        let inner = &self.inner;
+        let key = inner.keys.key(path)?;
+        let dir = inner.keys.dir_prefix(path)?;
+        inner.forget_uploads(&key, &dir).await?;
+        let under: Vec<String> = inner
+            .list_prefix(&dir)
+            .await?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        inner.delete_keys(&under).await?;
+        if inner.exact_size(&key).await?.is_some() {
+            inner.delete_key(&key).await?;
+        }
+        Ok(())
+    }
+
+    async fn rename(&self, from: &RelPath, to: &RelPath) -> Result<(), ConnError> {
+        let inner = &self.inner;
+        if from == to {
+            return Ok(());
+        }
+        let from_key = inner.keys.key(from)?;
+        let to_key = inner.keys.key(to)?;
+        let from_dir = inner.keys.dir_prefix(from)?;
+        let to_dir = inner.keys.dir_prefix(to)?;
+
+        let exact = inner.exact_size(&from_key).await?;
+        let under = inner.list_prefix(&from_dir).await?;
+        if exact.is_none() && under.is_empty() {
+            return Err(ConnError::source_missing(format!(
+                "{}: nothing to rename at {from_key:?}",
+                inner.describe
+            )));
+        }
+        // Copy everything first, then delete the sources: if this is interrupted, replaying it
+        // copies again whatever source is left and converges, and no source is lost before its
+        // copy exists.
+        let mut moves: Vec<(String, String, u64)> = Vec::with_capacity(under.len() + 1);
+        if let Some(size) = exact {
+            moves.push((from_key.clone(), to_key.clone(), size));
+        }
+        for (k, size) in under {
+            let target = format!("{to_dir}{}", &k[from_dir.len()..]);
+            if target.len() > crate::config::MAX_KEY_LEN {
+                return Err(ConnError::permanent(format!(
+                    "{}: renaming {k:?} would make a key over 1024 bytes",
+                    inner.describe
+                )));
+            }
+            moves.push((k, target, size));
+        }
+        let mut set: JoinSet<Result<(), ConnError>> = JoinSet::new();
+        let mut pending = moves.iter().cloned();
+        loop {
+            while set.len() < inner.cfg.concurrency {
+                let Some((src, dst, size)) = pending.next() else {
+                    break;
+                };
+                let conn = self.clone();
+                set.spawn(async move { conn.inner.copy_key(&src, &dst, size).await });
+            }
+            match set.join_next().await {
+                None => break,
+                Some(Ok(Ok(()))) => {}
+                Some(Ok(Err(e))) => return Err(e),
+                Some(Err(e)) => {
+                    return Err(ConnError::transient(format!(
+                        "{}: copy task failed: {e}",
+                        inner.describe
+                    )))
+                }
+            }
+        }
+        inner.forget_uploads(&from_key, &from_dir).await?;
+        let sources: Vec<String> = moves
+            .iter()
+            .filter(|m| m.0 != from_key)
+            .map(|m| m.0.clone())
+            .collect();
+        inner.delete_keys(&sources).await?;
+        if exact.is_some() {
+            inner.delete_key(&from_key).await?;
+        }
+        Ok(())
+    }
+
+    async fn stat(&self, path: &RelPath) -> Result<Option<u64>, ConnError> {
+        let inner = &self.inner;
+        let key = inner.keys.key(path)?;
+        match inner
+            .client
+            .head_object()
+            .bucket(inner.bucket())
+            .key(&key)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(out.content_length().unwrap_or(0).max(0) as u64)),
+            Err(e) => {
+                let f = classify(e, &inner.what("stat", &key));
+                if f.is_not_found() && f.code.as_deref() != Some("NoSuchBucket") {
+                    Ok(None)
+                } else if f.is_plain_server_error() {
+                    // s3s-fs answers 500 for a "directory" key: settle it with a listing,
+                    // which fails too if the server really is in trouble.
+                    inner.exact_size(&key).await
+                } else {
+                    Err(f.into())
+                }
+            }
+        }
+    }
+
+    async fn read(&self, path: &RelPath) -> Result<Vec<u8>, ConnError> {
+        let inner = &self.inner;
+        let key = inner.keys.key(path)?;
+        let out = inner
+            .client
+            .get_object()
+            .bucket(inner.bucket())
+            .key(&key)
+            .send()
+            .await
+            .map_err(|e| {
+                let f = classify(e, &inner.what("get", &key));
+                if f.is_plain_server_error() {
+                    // A "directory" on s3s-fs: there is no file to read.
+                    ConnError::source_missing(f.message)
+                } else {
+                    f.into()
+                }
+            })?;
+        let body = out.body.collect().await.map_err(|e| {
+            ConnError::connection_lost(one_line(&format!("{}: {e}", inner.what("get", &key))))
+        })?;
+        Ok(body.into_bytes().to_vec())
+    }
+
+    async fn list(&self) -> Result<Vec<RemoteEntry>, ConnError> {
+        let inner = &self.inner;
+        let mut out = Vec::new();
+        for (key, size) in inner.list_prefix(inner.keys.root()).await? {
+            match inner.keys.rel(&key) {
+                Some(path) => out.push(RemoteEntry { path, size }),
+                None => tracing::debug!(key, "key is not a file path; not listed"),
+            }
+        }
+        Ok(out)
+    }
+}

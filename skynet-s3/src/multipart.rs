@@ -1,0 +1,645 @@
+//! Multipart uploads (big sends) and multipart copies (renames of objects over 5 GiB).
+//!
+//! An upload is recorded in the resume table as soon as it is created and each part as soon
+//! as the server acknowledges it, so a send interrupted by a lost link, a crash or a restart
+//! continues with the parts still missing: the server's ListParts confirms what it holds,
+//! and only an unchanged local file (same size and mtime) may continue an upload. Uploads that
+//! can no longer complete (file changed, replaced by a small PUT, path deleted) are aborted so
+//! that no orphaned parts pile up on the server.
+
+use std::collections::HashMap;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::Client;
+use skynet_core::{ConnError, ErrorKind, SourceFile};
+use tokio::task::JoinSet;
+
+use crate::config::{MAX_PARTS, MAX_SINGLE_OBJECT, MIB, MIN_PART_SIZE};
+use crate::connection::{mtime_ns, mtime_text, Inner, MTIME_METADATA};
+use crate::errors::classify;
+use crate::keys::encode_copy_source;
+use crate::resume_store::{PartRecord, UploadRecord};
+
+/// The part size for a file of `size` bytes: the preferred size, raised (to whole MiB) when
+/// 10,000 parts of it would not hold the file, and never under S3's 5 MiB minimum. With the
+/// 5 GiB part maximum this covers every object up to S3's 5 TiB limit.
+pub fn part_size_for(size: u64, preferred: u64) -> u64 {
+    let needed = size.div_ceil(MAX_PARTS).div_ceil(MIB) * MIB;
+    preferred
+        .max(needed)
+        .clamp(MIN_PART_SIZE, MAX_SINGLE_OBJECT)
+}
+
+/// How many parts of `part_size` make `size` bytes.
+fn part_count(size: u64, part_size: u64) -> u64 {
+    size.div_ceil(part_size).max(1)
+}
+
+/// Offset and length of part `n` (1-based).
+fn part_range(n: u64, size: u64, part_size: u64) -> (u64, u64) {
+    let offset = (n - 1) * part_size;
+    (offset, part_size.min(size - offset))
+}
+
+/// Removes an upload id from the live set when the send ends, however it ends (the future
+/// may be dropped half-way).
+struct LiveGuard {
+    inner: Arc<Inner>,
+    upload_id: String,
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.inner
+            .live_uploads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.upload_id);
+    }
+}
+
+/// Aborts an upload and forgets it; an upload the server no longer knows is already gone.
+pub(crate) async fn abort_upload(
+    inner: &Inner,
+    key: &str,
+    upload_id: &str,
+) -> Result<(), ConnError> {
+    let res = inner
+        .client
+        .abort_multipart_upload()
+        .bucket(inner.bucket())
+        .key(key)
+        .upload_id(upload_id)
+        .send()
+        .await;
+    if let Err(e) = res {
+        let f = classify(e, &inner.what("abort upload of", key));
+        if !(f.is_no_such_upload() && f.code.as_deref() != Some("NoSuchBucket")) {
+            return Err(f.into());
+        }
+    }
+    let id = upload_id.to_string();
+    inner.store.run(move |s| s.remove(&id)).await
+}
+
+/// Aborts without reporting failure: used when another error is already being returned.
+async fn abort_quietly(inner: &Inner, key: &str, upload_id: &str) {
+    if let Err(e) = abort_upload(inner, key, upload_id).await {
+        tracing::warn!("{e}");
+    }
+}
+
+/// What the server holds of an upload: part number to (size, ETag, CRC32C).
+type ServerParts = HashMap<i32, (u64, Option<String>, Option<String>)>;
+
+async fn server_parts(
+    inner: &Inner,
+    key: &str,
+    upload_id: &str,
+) -> Result<Option<ServerParts>, ConnError> {
+    let mut out = ServerParts::new();
+    let mut marker: Option<String> = None;
+    loop {
+        let res = inner
+            .client
+            .list_parts()
+            .bucket(inner.bucket())
+            .key(key)
+            .upload_id(upload_id)
+            .set_part_number_marker(marker.take())
+            .send()
+            .await;
+        let page = match res {
+            Ok(p) => p,
+            Err(e) => {
+                let f = classify(e, &inner.what("list parts of", key));
+                if f.is_no_such_upload() && f.code.as_deref() != Some("NoSuchBucket") {
+                    return Ok(None);
+                }
+                return Err(f.into());
+            }
+        };
+        for p in page.parts() {
+            if let Some(n) = p.part_number() {
+                let size = p.size().unwrap_or(0).max(0) as u64;
+                out.insert(
+                    n,
+                    (
+                        size,
+                        p.e_tag().map(str::to_string),
+                        p.checksum_crc32_c().map(str::to_string),
+                    ),
+                );
+            }
+        }
+        match page.next_part_number_marker() {
+            Some(next) if page.is_truncated() == Some(true) => marker = Some(next.to_string()),
+            _ => break,
+        }
+    }
+    Ok(Some(out))
+}
+
+/// An upload ready to receive parts: its id, part size and the parts already on the server.
+struct Upload {
+    id: String,
+    part_size: u64,
+    done: Vec<PartRecord>,
+}
+
+/// Finds the recorded upload of `key` and keeps it if the local file is the same version and
+/// the server still has it; aborts it otherwise.
+async fn resumable(
+    inner: &Inner,
+    file: &SourceFile,
+    key: &str,
+) -> Result<Option<Upload>, ConnError> {
+    let (bucket, key_s) = (inner.bucket().to_string(), key.to_string());
+    let Some(rec) = inner.store.run(move |s| s.get(&bucket, &key_s)).await? else {
+        return Ok(None);
+    };
+    let same_file = rec.size == file.size
+        && rec.mtime_ns == mtime_ns(file.mtime)
+        && rec.local_path == file.path
+        && rec.part_size >= MIN_PART_SIZE
+        && part_count(file.size, rec.part_size) <= MAX_PARTS;
+    if !same_file {
+        tracing::info!(
+            key,
+            "local file changed since its upload started; starting over"
+        );
+        abort_upload(inner, key, &rec.upload_id).await?;
+        return Ok(None);
+    }
+    let Some(on_server) = server_parts(inner, key, &rec.upload_id).await? else {
+        let id = rec.upload_id.clone();
+        inner.store.run(move |s| s.remove(&id)).await?;
+        return Ok(None);
+    };
+    let id = rec.upload_id.clone();
+    let stored: HashMap<i32, PartRecord> = inner
+        .store
+        .run(move |s| s.parts(&id))
+        .await?
+        .into_iter()
+        .map(|p| (p.part_number, p))
+        .collect();
+    let mut done = Vec::new();
+    for n in 1..=part_count(file.size, rec.part_size) {
+        let (_, len) = part_range(n, file.size, rec.part_size);
+        let number = n as i32;
+        let Some((size, etag, crc)) = on_server.get(&number) else {
+            continue;
+        };
+        if *size != len {
+            continue;
+        }
+        match stored.get(&number) {
+            Some(p) if p.size == len => done.push(p.clone()),
+            _ => {
+                // Acknowledged by the server but not recorded (interrupted in between):
+                // usable when the server reports its ETag.
+                if let Some(etag) = etag {
+                    done.push(PartRecord {
+                        part_number: number,
+                        size: len,
+                        etag: etag.clone(),
+                        checksum_crc32c: crc.clone(),
+                    });
+                }
+            }
+        }
+    }
+    tracing::info!(key, parts = done.len(), "resuming multipart upload");
+    Ok(Some(Upload {
+        id: rec.upload_id,
+        part_size: rec.part_size,
+        done,
+    }))
+}
+
+async fn create_upload(
+    inner: &Arc<Inner>,
+    file: &SourceFile,
+    key: &str,
+) -> Result<Upload, ConnError> {
+    let part_size = part_size_for(file.size, inner.cfg.part_size);
+    let out = inner
+        .client
+        .create_multipart_upload()
+        .bucket(inner.bucket())
+        .key(key)
+        .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+        .metadata(MTIME_METADATA, mtime_text(file.mtime))
+        .send()
+        .await
+        .map_err(|e| classify(e, &inner.what("create upload of", key)))?;
+    let Some(id) = out.upload_id().map(str::to_string) else {
+        return Err(ConnError::transient(format!(
+            "{}: the server returned no upload id",
+            inner.what("create upload of", key)
+        )));
+    };
+    inner
+        .live_uploads
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(id.clone());
+    let rec = UploadRecord {
+        bucket: inner.bucket().to_string(),
+        key: key.to_string(),
+        upload_id: id.clone(),
+        local_path: file.path.clone(),
+        size: file.size,
+        mtime_ns: mtime_ns(file.mtime),
+        part_size,
+    };
+    inner.store.run(move |s| s.insert(&rec)).await?;
+    Ok(Upload {
+        id,
+        part_size,
+        done: Vec::new(),
+    })
+}
+
+/// The failure of one part, and whether it showed that the upload is gone on the server.
+struct PartError {
+    err: ConnError,
+    upload_gone: bool,
+}
+
+/// Everything one part task needs, owned, so it can run as its own task.
+#[derive(Clone)]
+struct PartJob {
+    inner: Arc<Inner>,
+    key: String,
+    upload_id: String,
+    path: PathBuf,
+}
+
+impl PartJob {
+    async fn upload(self, number: i32, offset: u64, len: u64) -> Result<PartRecord, PartError> {
+        let plain = |err| PartError {
+            err,
+            upload_gone: false,
+        };
+        let path = self.path.clone();
+        let data = tokio::task::spawn_blocking(move || read_range(&path, offset, len))
+            .await
+            .map_err(|e| plain(ConnError::transient(format!("read task failed: {e}"))))?
+            .map_err(plain)?;
+        let what = self
+            .inner
+            .what(&format!("upload part {number} of"), &self.key);
+        let out = self
+            .inner
+            .client
+            .upload_part()
+            .bucket(self.inner.bucket())
+            .key(&self.key)
+            .upload_id(&self.upload_id)
+            .part_number(number)
+            .content_length(len as i64)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+            .body(ByteStream::from(data))
+            .send()
+            .await
+            .map_err(|e| {
+                let f = classify(e, &what);
+                let upload_gone = f.code.as_deref() == Some("NoSuchUpload");
+                PartError {
+                    err: f.into(),
+                    upload_gone,
+                }
+            })?;
+        let Some(etag) = out.e_tag() else {
+            return Err(plain(ConnError::transient(format!(
+                "{what}: no ETag in the answer"
+            ))));
+        };
+        let part = PartRecord {
+            part_number: number,
+            size: len,
+            etag: etag.to_string(),
+            checksum_crc32c: out.checksum_crc32_c().map(str::to_string),
+        };
+        let (id, rec) = (self.upload_id.clone(), part.clone());
+        self.inner
+            .store
+            .run(move |s| s.record_part(&id, &rec))
+            .await
+            .map_err(plain)?;
+        Ok(part)
+    }
+}
+
+/// Reads `len` bytes at `offset`; a short read means the file shrank while being sent.
+fn read_range(path: &std::path::Path, offset: u64, len: u64) -> Result<Vec<u8>, ConnError> {
+    let file = std::fs::File::open(path).map_err(|e| ConnError::from_io(path.display(), &e))?;
+    let mut buf = vec![0u8; len as usize];
+    file.read_exact_at(&mut buf, offset).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            ConnError::transient(format!(
+                "{}: changed while being sent; will send again",
+                path.display()
+            ))
+        } else {
+            ConnError::from_io(path.display(), &e)
+        }
+    })?;
+    Ok(buf)
+}
+
+/// Sends `file` to `key` as a multipart upload, resuming a recorded one when possible.
+/// Returns the bytes uploaded by this call (less than the size when parts were already there).
+pub(crate) async fn send_multipart(
+    inner: &Arc<Inner>,
+    file: &SourceFile,
+    key: &str,
+) -> Result<u64, ConnError> {
+    let upload = match resumable(inner, file, key).await? {
+        Some(u) => {
+            inner
+                .live_uploads
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(u.id.clone());
+            u
+        }
+        None => create_upload(inner, file, key).await?,
+    };
+    let _live = LiveGuard {
+        inner: Arc::clone(inner),
+        upload_id: upload.id.clone(),
+    };
+    let Upload {
+        id,
+        part_size,
+        mut done,
+    } = upload;
+
+    let have: std::collections::HashSet<i32> = done.iter().map(|p| p.part_number).collect();
+    let todo: Vec<u64> = (1..=part_count(file.size, part_size))
+        .filter(|n| !have.contains(&(*n as i32)))
+        .collect();
+    let job = PartJob {
+        inner: Arc::clone(inner),
+        key: key.to_string(),
+        upload_id: id.clone(),
+        path: file.path.clone(),
+    };
+    let mut sent = 0u64;
+    let mut set: JoinSet<Result<PartRecord, PartError>> = JoinSet::new();
+    let mut pending = todo.into_iter();
+    loop {
+        while set.len() < inner.cfg.concurrency {
+            let Some(n) = pending.next() else { break };
+            let (offset, len) = part_range(n, file.size, part_size);
+            set.spawn(job.clone().upload(n as i32, offset, len));
+        }
+        let Some(joined) = set.join_next().await else {
+            break;
+        };
+        match joined {
+            Ok(Ok(part)) => {
+                sent += part.size;
+                done.push(part);
+            }
+            Ok(Err(PartError { err, upload_gone })) => {
+                set.abort_all();
+                if upload_gone {
+                    let id = id.clone();
+                    inner.store.run(move |s| s.remove(&id)).await?;
+                } else if matches!(err.kind, ErrorKind::Permanent | ErrorKind::SourceMissing) {
+                    abort_quietly(inner, key, &id).await;
+                }
+                // Otherwise the upload stays recorded and the retry resumes it.
+                return Err(err);
+            }
+            Err(e) => {
+                return Err(ConnError::transient(format!(
+                    "{}: part task failed: {e}",
+                    inner.what("upload", key)
+                )))
+            }
+        }
+    }
+
+    // The parts hold one version of the file only if it did not change while they were read.
+    let src = file.clone();
+    let unchanged = tokio::task::spawn_blocking(move || src.check_unchanged())
+        .await
+        .map_err(|e| ConnError::transient(format!("stat task failed: {e}")))?;
+    if let Err(e) = unchanged {
+        abort_quietly(inner, key, &id).await;
+        return Err(e);
+    }
+
+    done.sort_by_key(|p| p.part_number);
+    let parts: Vec<CompletedPart> = done
+        .iter()
+        .map(|p| {
+            CompletedPart::builder()
+                .part_number(p.part_number)
+                .e_tag(&p.etag)
+                .set_checksum_crc32_c(p.checksum_crc32c.clone())
+                .build()
+        })
+        .collect();
+    let res = inner
+        .client
+        .complete_multipart_upload()
+        .bucket(inner.bucket())
+        .key(key)
+        .upload_id(&id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        )
+        .send()
+        .await;
+    if let Err(e) = res {
+        let f = classify(e, &inner.what("complete upload of", key));
+        let hopeless = f.is_no_such_upload()
+            || matches!(
+                f.code.as_deref(),
+                Some("InvalidPart" | "InvalidPartOrder" | "EntityTooSmall" | "InvalidRequest")
+            );
+        if hopeless && f.code.as_deref() != Some("NoSuchBucket") {
+            // Start over on the next try rather than fail the same way forever.
+            abort_quietly(inner, key, &id).await;
+            return Err(ConnError::transient(f.message));
+        }
+        return Err(f.into());
+    }
+    let done_id = id.clone();
+    inner.store.run(move |s| s.remove(&done_id)).await?;
+    Ok(sent)
+}
+
+/// Server-side copy of an object too big for CopyObject, by UploadPartCopy ranges.
+pub(crate) async fn copy_multipart(
+    inner: &Inner,
+    from: &str,
+    to: &str,
+    size: u64,
+) -> Result<(), ConnError> {
+    let head = inner
+        .client
+        .head_object()
+        .bucket(inner.bucket())
+        .key(from)
+        .send()
+        .await
+        .map_err(|e| {
+            let f = classify(e, &inner.what("copy", from));
+            if f.is_not_found() {
+                ConnError::source_missing(f.message)
+            } else {
+                f.into()
+            }
+        })?;
+    let out = inner
+        .client
+        .create_multipart_upload()
+        .bucket(inner.bucket())
+        .key(to)
+        .set_metadata(head.metadata().cloned())
+        .set_content_type(head.content_type().map(str::to_string))
+        .send()
+        .await
+        .map_err(|e| classify(e, &inner.what("create copy upload of", to)))?;
+    let Some(id) = out.upload_id().map(str::to_string) else {
+        return Err(ConnError::transient(format!(
+            "{}: the server returned no upload id",
+            inner.what("copy", to)
+        )));
+    };
+    // Recorded with no local file, so that a crash mid-copy leaves nothing behind:
+    // the next connect() finds the file "changed" and aborts the upload.
+    let rec = UploadRecord {
+        bucket: inner.bucket().to_string(),
+        key: to.to_string(),
+        upload_id: id.clone(),
+        local_path: PathBuf::new(),
+        size,
+        mtime_ns: i64::MIN,
+        part_size: 0,
+    };
+    inner.store.run(move |s| s.insert(&rec)).await?;
+    match copy_parts(inner, from, to, &id, size).await {
+        Ok(()) => {
+            let done_id = id.clone();
+            inner.store.run(move |s| s.remove(&done_id)).await
+        }
+        Err(e) => {
+            abort_quietly(inner, to, &id).await;
+            Err(e)
+        }
+    }
+}
+
+async fn copy_parts(
+    inner: &Inner,
+    from: &str,
+    to: &str,
+    id: &str,
+    size: u64,
+) -> Result<(), ConnError> {
+    let part_size = part_size_for(size, inner.cfg.copy_part_size);
+    let source = encode_copy_source(inner.bucket(), from);
+    let mut set: JoinSet<Result<CompletedPart, ConnError>> = JoinSet::new();
+    let mut pending = 1..=part_count(size, part_size);
+    let mut parts = Vec::new();
+    loop {
+        while set.len() < inner.cfg.concurrency {
+            let Some(n) = pending.next() else { break };
+            let (offset, len) = part_range(n, size, part_size);
+            let client: Client = inner.client.clone();
+            let (bucket, key, id, source) = (
+                inner.bucket().to_string(),
+                to.to_string(),
+                id.to_string(),
+                source.clone(),
+            );
+            let what = inner.what(&format!("copy part {n} to"), to);
+            set.spawn(async move {
+                let out = client
+                    .upload_part_copy()
+                    .bucket(bucket)
+                    .key(key)
+                    .upload_id(id)
+                    .part_number(n as i32)
+                    .copy_source(source)
+                    .copy_source_range(format!("bytes={offset}-{}", offset + len - 1))
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        let f = classify(e, &what);
+                        if f.code.as_deref() == Some("NoSuchKey") {
+                            ConnError::source_missing(f.message)
+                        } else {
+                            f.into()
+                        }
+                    })?;
+                let result = out.copy_part_result();
+                let etag = result.and_then(|r| r.e_tag()).ok_or_else(|| {
+                    ConnError::transient(format!("{what}: no ETag in the answer"))
+                })?;
+                Ok(CompletedPart::builder()
+                    .part_number(n as i32)
+                    .e_tag(etag)
+                    .set_checksum_crc32_c(
+                        result
+                            .and_then(|r| r.checksum_crc32_c())
+                            .map(str::to_string),
+                    )
+                    .build())
+            });
+        }
+        match set.join_next().await {
+            None => break,
+            Some(Ok(Ok(part))) => parts.push(part),
+            Some(Ok(Err(e))) => return Err(e),
+            Some(Err(e)) => return Err(ConnError::transient(format!("copy task failed: {e}"))),
+        }
+    }
+    parts.sort_by_key(|p| p.part_number());
+    inner
+        .client
+        .complete_multipart_upload()
+        .bucket(inner.bucket())
+        .key(to)
+        .upload_id(id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| classify(e, &inner.what("complete copy to", to)))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn part_sizes_fit_s3_limits() {
+        assert_eq!(part_size_for(64 * MIB, 8 * MIB), 8 * MIB);
+        assert_eq!(part_size_for(64 * MIB, MIB), MIN_PART_SIZE);
+        let five_tib = 5 * 1024 * 1024 * MIB;
+        let ps = part_size_for(five_tib, 8 * MIB);
+        assert!(part_count(five_tib, ps) <= MAX_PARTS, "{ps}");
+        assert!(ps <= MAX_SINGLE_OBJECT && ps.is_multiple_of(MIB));
+        assert_eq!(part_range(3, 20, 8), (16, 4));
+        assert_eq!(part_count(16, 8), 2);
+    }
+}
