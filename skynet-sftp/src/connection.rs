@@ -1,0 +1,587 @@
+//! `SftpConnection`: the `BlockingConnection` over SFTP.
+//!
+//! Only SFTP protocol requests are used — never a remote command — so it works on chrooted
+//! `internal-sftp` servers and no file name can be interpreted by a shell.
+//!
+//! # Replacing a file
+//! Content is written to a temporary name beside the target (prefix `TEMP_PREFIX`) and renamed
+//! into place. OpenSSH speaks SFTP v3, whose RENAME fails when the target exists, and libssh2
+//! (through the ssh2 crate) offers no way to send the `posix-rename@openssh.com` extension.
+//! So when the first rename fails because the target exists, the target is removed and the
+//! rename repeated. **Window:** between those two requests the target is briefly absent
+//! (never partial). A crash inside the window leaves the complete temp file, which the next
+//! send of the same version finishes without re-uploading (see resume).
+//!
+//! # Resume
+//! Files of at least [`RESUME_MIN`] bytes are written to a temp name derived from (target,
+//! size, mtime). If an earlier attempt was cut off, the next send of the same version finds
+//! that temp file, checks that its last bytes match the local file, and appends from there;
+//! `send` returns only the bytes actually transferred. A temp left by a failed attempt is
+//! remembered and removed when the same target is sent again with another version.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::UNIX_EPOCH;
+
+use sha2::{Digest, Sha256};
+use skynet_core::connection::{
+    temp_name, BlockingConnection, RemoteEntry, SourceFile, TEMP_PREFIX,
+};
+use skynet_core::error::ConnError;
+use skynet_core::relpath::RelPath;
+use ssh2::{FileStat, OpenFlags, OpenType};
+
+use crate::config::SftpConfig;
+use crate::errors::{classify, classify_io, is_lost, is_missing, local_io, Op};
+use crate::pool::{Link, Pool};
+
+/// Files at least this large get a deterministic temp name, so an interrupted upload resumes.
+/// Smaller ones are cheaper to resend than to check.
+pub const RESUME_MIN: u64 = 1024 * 1024;
+
+/// Bytes handed to libssh2 per write call. libssh2 splits a write into ~30 KB SFTP packets and
+/// keeps them all in flight, so a large buffer is what makes uploads pipeline instead of
+/// waiting one round trip per packet.
+const CHUNK: usize = 1024 * 1024;
+
+/// Bytes at the end of a partial temp file compared with the local file before resuming.
+const TAIL_CHECK: u64 = 64 * 1024;
+
+/// An SFTP destination. Cheap to construct: sessions are opened on first use.
+pub struct SftpConnection {
+    pool: Pool,
+    server: String,
+    /// Directories known to exist under the root, to skip mkdir round trips.
+    known_dirs: Mutex<HashSet<RelPath>>,
+    /// Temp files left by sends cut off by a lost connection, by target.
+    leftovers: Mutex<HashMap<RelPath, PathBuf>>,
+}
+
+fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl SftpConnection {
+    pub fn new(config: SftpConfig) -> SftpConnection {
+        SftpConnection {
+            server: config.server(),
+            pool: Pool::new(config),
+            known_dirs: Mutex::new(HashSet::new()),
+            leftovers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn config(&self) -> &SftpConfig {
+        self.pool.config()
+    }
+
+    fn root(&self) -> &Path {
+        &self.pool.config().root
+    }
+
+    fn remote(&self, path: &RelPath) -> PathBuf {
+        path.under(self.root())
+    }
+
+    fn err(&self, e: &ssh2::Error, op: Op, path: &Path) -> ConnError {
+        classify(e, op, &self.server, Some(path))
+    }
+
+    /// Runs `f` on a pooled session. A lost connection drops that session; if it had been
+    /// idle in the pool (it may have died there, e.g. the server restarted), `f` is retried
+    /// once on a fresh session — every operation is idempotent, so this is safe.
+    fn with_link<T>(&self, f: impl Fn(&Link) -> Result<T, ConnError>) -> Result<T, ConnError> {
+        let lease = self.pool.checkout()?;
+        match f(lease.link()) {
+            Err(e) if is_lost(&e) => {
+                let reused = lease.reused;
+                lease.discard();
+                if !reused {
+                    return Err(e);
+                }
+                tracing::debug!(server = %self.server, error = %e, "pooled session was dead; retrying on a new one");
+                self.pool.reset();
+                let lease = self.pool.checkout()?;
+                let result = f(lease.link());
+                if matches!(&result, Err(e) if is_lost(e)) {
+                    lease.discard();
+                }
+                result
+            }
+            other => other,
+        }
+    }
+
+    fn forget_dirs_within(&self, path: &RelPath) {
+        locked(&self.known_dirs).retain(|d| !d.is_within(path));
+    }
+
+    /// Creates the parents of `path` under the root (one `lstat` when they already exist).
+    fn ensure_parents(&self, link: &Link, path: &RelPath) -> Result<(), ConnError> {
+        let Some(parent) = path.parent() else {
+            return Ok(());
+        };
+        if locked(&self.known_dirs).contains(&parent) {
+            return Ok(());
+        }
+        let abs = self.remote(&parent);
+        if matches!(link.sftp.lstat(&abs), Ok(st) if st.is_dir()) {
+            locked(&self.known_dirs).extend(path.ancestors());
+            return Ok(());
+        }
+        for dir in path.ancestors() {
+            if locked(&self.known_dirs).contains(&dir) {
+                continue;
+            }
+            self.mkdir(link, &self.remote(&dir))?;
+            locked(&self.known_dirs).insert(dir);
+        }
+        Ok(())
+    }
+
+    /// Makes `abs` a directory: creates it, accepts an existing one, replaces a file.
+    fn mkdir(&self, link: &Link, abs: &Path) -> Result<(), ConnError> {
+        let mkdir_err = match link.sftp.mkdir(abs, 0o755) {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        match link.sftp.lstat(abs) {
+            Ok(st) if st.is_dir() => Ok(()),
+            Ok(st) if st.file_type().is_symlink() => Err(ConnError::permanent(format!(
+                "{}: {}: is a symbolic link in the destination; refusing to write through it",
+                self.server,
+                abs.display()
+            ))),
+            Ok(_) => {
+                // A file stands where a directory is needed: the source replaced it.
+                link.sftp
+                    .unlink(abs)
+                    .map_err(|e| self.err(&e, Op::Other, abs))?;
+                link.sftp
+                    .mkdir(abs, 0o755)
+                    .map_err(|e| self.err(&e, Op::Other, abs))
+            }
+            Err(_) => Err(self.err(&mkdir_err, Op::Other, abs)),
+        }
+    }
+
+    /// Removes a file, link or whole directory tree; missing is fine.
+    fn remove_any(&self, link: &Link, abs: &Path) -> Result<(), ConnError> {
+        match link.sftp.lstat(abs) {
+            Ok(st) if st.is_dir() => self.remove_tree(link, abs),
+            Ok(_) => self.unlink(link, abs),
+            Err(e) if is_missing(&e) => Ok(()),
+            Err(e) => Err(self.err(&e, Op::Other, abs)),
+        }
+    }
+
+    fn unlink(&self, link: &Link, abs: &Path) -> Result<(), ConnError> {
+        match link.sftp.unlink(abs) {
+            Ok(()) => Ok(()),
+            Err(e) if is_missing(&e) => Ok(()),
+            Err(e) => Err(self.err(&e, Op::Other, abs)),
+        }
+    }
+
+    fn remove_tree(&self, link: &Link, dir: &Path) -> Result<(), ConnError> {
+        let entries = match link.sftp.readdir(dir) {
+            Ok(entries) => entries,
+            Err(e) if is_missing(&e) => return Ok(()),
+            Err(e) => return Err(self.err(&e, Op::Other, dir)),
+        };
+        // OpenSSH's readdir attributes come from lstat: links are removed, never followed.
+        for (path, st) in entries {
+            if st.is_dir() {
+                self.remove_tree(link, &path)?;
+            } else {
+                self.unlink(link, &path)?;
+            }
+        }
+        match link.sftp.rmdir(dir) {
+            Ok(()) => Ok(()),
+            Err(e) if is_missing(&e) => Ok(()),
+            Err(e) => Err(self.err(&e, Op::Other, dir)),
+        }
+    }
+
+    /// Renames `from` onto `to`, replacing whatever is at `to` (see the module docs for the
+    /// window this leaves, forced by SFTP v3).
+    fn rename_replacing(
+        &self,
+        link: &Link,
+        from: &Path,
+        to: &Path,
+        op: Op,
+    ) -> Result<(), ConnError> {
+        let first = match link.sftp.rename(from, to, None) {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        match link.sftp.lstat(to) {
+            Ok(_) => {
+                self.remove_any(link, to)?;
+                link.sftp
+                    .rename(from, to, None)
+                    .map_err(|e| self.err(&e, op, from))
+            }
+            Err(e) if is_missing(&e) => Err(self.err(&first, op, from)),
+            Err(e) => Err(self.err(&e, Op::Other, to)),
+        }
+    }
+
+    /// The temp name for a resumable upload of this version of the file to `to`.
+    fn resume_name(to: &RelPath, file: &SourceFile) -> String {
+        let mtime = file
+            .mtime
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let mut h = Sha256::new();
+        h.update(to.as_bytes());
+        h.update(file.size.to_le_bytes());
+        h.update(mtime.to_le_bytes());
+        let digest = h.finalize();
+        let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        format!("{TEMP_PREFIX}{hex}")
+    }
+
+    /// Opens the temp file for writing and decides where to start: 0, or the length of a
+    /// previous attempt whose tail matches the local file.
+    fn open_temp(
+        &self,
+        link: &Link,
+        temp: &Path,
+        file: &SourceFile,
+        local: &std::fs::File,
+        resumable: bool,
+    ) -> Result<(ssh2::File, u64), ssh2::Error> {
+        if !resumable {
+            let f = link.sftp.open_mode(
+                temp,
+                OpenFlags::WRITE | OpenFlags::TRUNCATE,
+                0o600,
+                OpenType::File,
+            )?;
+            return Ok((f, 0));
+        }
+        let mut f = link.sftp.open_mode(
+            temp,
+            OpenFlags::READ | OpenFlags::WRITE | OpenFlags::CREATE,
+            0o600,
+            OpenType::File,
+        )?;
+        let have = f.stat()?.size.unwrap_or(0);
+        if have == 0 {
+            return Ok((f, 0));
+        }
+        if have <= file.size && tail_matches(&mut f, local, have) {
+            tracing::info!(server = %self.server, temp = %temp.display(), offset = have, "resuming upload");
+            return Ok((f, have));
+        }
+        f.setstat(FileStat {
+            size: Some(0),
+            uid: None,
+            gid: None,
+            perm: None,
+            atime: None,
+            mtime: None,
+        })?;
+        Ok((f, 0))
+    }
+
+    /// Writes the temp file: content from the start offset, then mode and mtime.
+    fn upload(
+        &self,
+        link: &Link,
+        file: &SourceFile,
+        to: &RelPath,
+        temp: &Path,
+    ) -> Result<u64, ConnError> {
+        let local = file.open()?;
+        let resumable = file.size >= RESUME_MIN;
+        let (mut remote, offset) = match self.open_temp(link, temp, file, &local, resumable) {
+            Ok(r) => r,
+            Err(e) if is_missing(&e) => {
+                // A parent vanished (deleted by someone else) since we cached it: recreate.
+                self.forget_dirs_within(&to.parent().unwrap_or_else(|| to.clone()));
+                self.ensure_parents(link, to)?;
+                self.open_temp(link, temp, file, &local, resumable)
+                    .map_err(|e| self.err(&e, Op::Write, temp))?
+            }
+            Err(e) => return Err(self.err(&e, Op::Write, temp)),
+        };
+        let mut local = local;
+        if offset > 0 {
+            local
+                .seek(SeekFrom::Start(offset))
+                .map_err(|e| local_io(&file.path, &e))?;
+            remote
+                .seek(SeekFrom::Start(offset))
+                .map_err(|e| classify_io(&e, Op::Write, &self.server, temp))?;
+        }
+        let mut buf = vec![0u8; CHUNK];
+        let mut sent: u64 = 0;
+        loop {
+            let n = match local.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(local_io(&file.path, &e)),
+            };
+            remote
+                .write_all(&buf[..n])
+                .map_err(|e| classify_io(&e, Op::Write, &self.server, temp))?;
+            sent += n as u64;
+        }
+        let mtime = file
+            .mtime
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        remote
+            .setstat(FileStat {
+                size: None,
+                uid: None,
+                gid: None,
+                perm: Some(file.mode & 0o7777),
+                atime: Some(mtime),
+                mtime: Some(mtime),
+            })
+            .map_err(|e| self.err(&e, Op::Other, temp))?;
+        remote.close().map_err(|e| self.err(&e, Op::Write, temp))?;
+        Ok(sent)
+    }
+
+    fn send_on(&self, link: &Link, file: &SourceFile, to: &RelPath) -> Result<u64, ConnError> {
+        let target = self.remote(to);
+        let dir = target.parent().unwrap_or(self.root()).to_path_buf();
+        self.ensure_parents(link, to)?;
+        let name = if file.size >= RESUME_MIN {
+            Self::resume_name(to, file)
+        } else {
+            temp_name()
+        };
+        let temp = dir.join(name);
+        let leftover = locked(&self.leftovers).remove(to);
+        if let Some(old) = leftover.filter(|old| *old != temp) {
+            // A cut-off attempt at an older version: its temp can never be resumed.
+            let _ = link.sftp.unlink(&old);
+        }
+        let result = self.upload(link, file, to, &temp).and_then(|n| {
+            file.check_unchanged()?;
+            self.rename_replacing(link, &temp, &target, Op::Other)?;
+            Ok(n)
+        });
+        match &result {
+            Ok(_) => {}
+            Err(e) if is_lost(e) => {
+                locked(&self.leftovers).insert(to.clone(), temp);
+            }
+            Err(_) => {
+                let _ = link.sftp.unlink(&temp);
+            }
+        }
+        result
+    }
+
+    fn list_dir(
+        &self,
+        link: &Link,
+        dir: &Path,
+        out: &mut Vec<RemoteEntry>,
+    ) -> Result<(), ConnError> {
+        let entries = match link.sftp.readdir(dir) {
+            Ok(entries) => entries,
+            Err(e) if is_missing(&e) => return Ok(()),
+            Err(e) => return Err(self.err(&e, Op::Other, dir)),
+        };
+        for (path, st) in entries {
+            if st.is_dir() {
+                self.list_dir(link, &path, out)?;
+            } else if st.is_file() {
+                let rel = path
+                    .strip_prefix(self.root())
+                    .ok()
+                    .and_then(|p| RelPath::from_path(p).ok())
+                    .ok_or_else(|| {
+                        ConnError::permanent(format!(
+                            "{}: {}: listed outside the root",
+                            self.server,
+                            path.display()
+                        ))
+                    })?;
+                out.push(RemoteEntry {
+                    path: rel,
+                    size: st.size.unwrap_or(0),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the root (like `mkdir -p`) and checks it is a directory.
+    fn ensure_root(&self, link: &Link) -> Result<(), ConnError> {
+        let root = self.root().to_path_buf();
+        if matches!(link.sftp.stat(&root), Ok(st) if st.is_dir()) {
+            return Ok(());
+        }
+        let mut partial = PathBuf::new();
+        for comp in root.components() {
+            partial.push(comp);
+            if matches!(
+                comp,
+                std::path::Component::RootDir | std::path::Component::CurDir
+            ) {
+                continue;
+            }
+            if link.sftp.stat(&partial).is_err() {
+                if let Err(e) = link.sftp.mkdir(&partial, 0o755) {
+                    let err = self.err(&e, Op::Other, &partial);
+                    return Err(if is_lost(&err) {
+                        err
+                    } else {
+                        ConnError::setup(format!("cannot create the destination root: {err}"))
+                    });
+                }
+            }
+        }
+        match link.sftp.stat(&root) {
+            Ok(st) if st.is_dir() => Ok(()),
+            Ok(_) => Err(ConnError::setup(format!(
+                "{}: destination {} is not a directory",
+                self.server,
+                root.display()
+            ))),
+            Err(e) => {
+                let err = self.err(&e, Op::Other, &root);
+                Err(if is_lost(&err) {
+                    err
+                } else {
+                    ConnError::setup(err.message)
+                })
+            }
+        }
+    }
+}
+
+/// True when the last bytes of the remote partial file equal the local file's bytes there.
+fn tail_matches(remote: &mut ssh2::File, local: &std::fs::File, have: u64) -> bool {
+    let n = have.min(TAIL_CHECK);
+    let start = have - n;
+    let mut theirs = vec![0u8; n as usize];
+    let mut ours = vec![0u8; n as usize];
+    remote.seek(SeekFrom::Start(start)).is_ok()
+        && remote.read_exact(&mut theirs).is_ok()
+        && local.read_exact_at(&mut ours, start).is_ok()
+        && theirs == ours
+}
+
+impl BlockingConnection for SftpConnection {
+    fn describe(&self) -> String {
+        self.pool.config().describe()
+    }
+
+    /// Drops every pooled session (after a lost connection they are presumed dead), opens a
+    /// fresh one, and creates the root directory if needed.
+    fn connect(&self) -> Result<(), ConnError> {
+        self.pool.reset();
+        let lease = self.pool.checkout()?;
+        let result = self.ensure_root(lease.link());
+        if matches!(&result, Err(e) if is_lost(e)) {
+            lease.discard();
+        }
+        result
+    }
+
+    fn send(&self, file: &SourceFile, to: &RelPath) -> Result<u64, ConnError> {
+        self.with_link(|link| self.send_on(link, file, to))
+    }
+
+    fn delete(&self, path: &RelPath) -> Result<(), ConnError> {
+        self.forget_dirs_within(path);
+        let abs = self.remote(path);
+        self.with_link(|link| self.remove_any(link, &abs))
+    }
+
+    fn rename(&self, from: &RelPath, to: &RelPath) -> Result<(), ConnError> {
+        if from == to {
+            return Ok(());
+        }
+        if to.is_strictly_within(from) {
+            return Err(ConnError::permanent(format!(
+                "{}: cannot move {from} into itself ({to})",
+                self.server
+            )));
+        }
+        let (src, dst) = (self.remote(from), self.remote(to));
+        self.forget_dirs_within(from);
+        self.forget_dirs_within(to);
+        self.with_link(|link| {
+            match link.sftp.lstat(&src) {
+                Ok(_) => {}
+                Err(e) if is_missing(&e) => {
+                    return Err(ConnError::source_missing(format!(
+                        "{}: {}: not in the destination",
+                        self.server,
+                        src.display()
+                    )))
+                }
+                Err(e) => return Err(self.err(&e, Op::Other, &src)),
+            }
+            self.ensure_parents(link, to)?;
+            if from.is_strictly_within(to) {
+                // Replacing `to` would delete `from` with it: move `from` out of the way first.
+                let dir = dst.parent().unwrap_or(self.root()).to_path_buf();
+                let aside = dir.join(temp_name());
+                link.sftp
+                    .rename(&src, &aside, None)
+                    .map_err(|e| self.err(&e, Op::Rename, &src))?;
+                return self.rename_replacing(link, &aside, &dst, Op::Other);
+            }
+            self.rename_replacing(link, &src, &dst, Op::Rename)
+        })
+    }
+
+    fn stat(&self, path: &RelPath) -> Result<Option<u64>, ConnError> {
+        let abs = self.remote(path);
+        self.with_link(|link| match link.sftp.lstat(&abs) {
+            Ok(st) if st.is_file() => Ok(Some(st.size.unwrap_or(0))),
+            Ok(_) => Ok(None),
+            Err(e) if is_missing(&e) => Ok(None),
+            Err(e) => Err(self.err(&e, Op::Other, &abs)),
+        })
+    }
+
+    fn read(&self, path: &RelPath) -> Result<Vec<u8>, ConnError> {
+        let abs = self.remote(path);
+        self.with_link(|link| {
+            let mut f = match link.sftp.open(&abs) {
+                Ok(f) => f,
+                Err(e) if is_missing(&e) => {
+                    return Err(ConnError::source_missing(format!(
+                        "{}: {}: no such file",
+                        self.server,
+                        abs.display()
+                    )))
+                }
+                Err(e) => return Err(self.err(&e, Op::Read, &abs)),
+            };
+            let mut out = Vec::new();
+            f.read_to_end(&mut out)
+                .map_err(|e| classify_io(&e, Op::Read, &self.server, &abs))?;
+            Ok(out)
+        })
+    }
+
+    fn list(&self) -> Result<Vec<RemoteEntry>, ConnError> {
+        let root = self.root().to_path_buf();
+        self.with_link(|link| {
+            let mut out = Vec::new();
+            self.list_dir(link, &root, &mut out)?;
+            Ok(out)
+        })
+    }
+}

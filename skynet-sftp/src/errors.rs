@@ -1,0 +1,267 @@
+//! Every error this crate produces, and the one place where libssh2's errors are classified
+//! into the engine's [`ErrorKind`]s.
+//!
+//! The handler's whole retry policy depends on this mapping, so it lives in one module:
+//! - socket, timeout and disconnect errors (and any session-level failure on an established
+//!   link, which leaves libssh2's session unusable) → `ConnectionLost`;
+//! - authentication and host key problems → `Setup`;
+//! - SFTP `PERMISSION_DENIED` / `WRITE_PROTECT` → `Permanent`, naming the remote path;
+//! - SFTP `NO_SPACE` / `QUOTA_EXCEEDED`, and the generic `FAILURE` OpenSSH answers for ENOSPC
+//!   and most other errnos → `Transient`;
+//! - SFTP `NO_SUCH_FILE` on a rename source → `SourceMissing` (callers decide that case).
+//!
+//! Messages are one line: `sftp://user@host:port: <path>: <what> failed: <reason>`.
+
+use std::fmt;
+use std::io;
+use std::path::Path;
+
+use skynet_core::error::{ConnError, ErrorKind};
+use ssh2::ErrorCode;
+
+/// Errors from building a configuration (before any connection is attempted).
+#[derive(Debug, thiserror::Error)]
+pub enum SftpError {
+    #[error("invalid SFTP destination {url:?}: {reason}")]
+    InvalidUrl { url: String, reason: String },
+    #[error("no user name in {url:?} and $USER is not set; write sftp://USER@host/path")]
+    NoUser { url: String },
+    #[error(
+        "cannot find the home directory for the default known_hosts file; pass one explicitly"
+    )]
+    NoHome,
+}
+
+impl From<SftpError> for ConnError {
+    fn from(e: SftpError) -> ConnError {
+        ConnError::setup(e.to_string())
+    }
+}
+
+// SFTP status codes (draft-ietf-secsh-filexfer); OpenSSH speaks version 3 and uses 1-8.
+pub(crate) const FX_NO_SUCH_FILE: i32 = 2;
+pub(crate) const FX_PERMISSION_DENIED: i32 = 3;
+pub(crate) const FX_FAILURE: i32 = 4;
+const FX_NO_CONNECTION: i32 = 6;
+const FX_CONNECTION_LOST: i32 = 7;
+const FX_OP_UNSUPPORTED: i32 = 8;
+const FX_NO_SUCH_PATH: i32 = 10;
+const FX_WRITE_PROTECT: i32 = 12;
+const FX_NO_SPACE_ON_FILESYSTEM: i32 = 14;
+const FX_QUOTA_EXCEEDED: i32 = 15;
+const FX_INVALID_FILENAME: i32 = 20;
+
+// libssh2 session error codes that mean "the handshake or the peer refused us" rather than
+// "the link broke".
+const LIBSSH2_ERROR_KEX_FAILURE: i32 = -5;
+const LIBSSH2_ERROR_FILE: i32 = -16;
+const LIBSSH2_ERROR_AUTHENTICATION_FAILED: i32 = -18;
+const LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED: i32 = -19;
+const LIBSSH2_ERROR_METHOD_NOT_SUPPORTED: i32 = -33;
+const LIBSSH2_ERROR_KEYFILE_AUTH_FAILED: i32 = -48;
+const LIBSSH2_ERROR_ALGO_UNSUPPORTED: i32 = -51;
+
+/// What was being done when an error happened; it decides what an ambiguous code means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Op {
+    Handshake,
+    Auth,
+    Write,
+    Read,
+    Rename,
+    Other,
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Op::Handshake => "handshake",
+            Op::Auth => "authentication",
+            Op::Write => "write",
+            Op::Read => "read",
+            Op::Rename => "rename",
+            Op::Other => "operation",
+        })
+    }
+}
+
+/// The SFTP status code of an error, if it is one.
+pub(crate) fn sftp_code(err: &ssh2::Error) -> Option<i32> {
+    match err.code() {
+        ErrorCode::SFTP(c) => Some(c),
+        ErrorCode::Session(_) => None,
+    }
+}
+
+/// True for SFTP "no such file" answers.
+pub(crate) fn is_missing(err: &ssh2::Error) -> bool {
+    matches!(sftp_code(err), Some(FX_NO_SUCH_FILE | FX_NO_SUCH_PATH))
+}
+
+/// Classifies a libssh2 error from `op` on `path` (if any) of `server`.
+pub(crate) fn classify(err: &ssh2::Error, op: Op, server: &str, path: Option<&Path>) -> ConnError {
+    let what = match path {
+        Some(p) => format!("{server}: {}", p.display()),
+        None => server.to_string(),
+    };
+    match err.code() {
+        ErrorCode::SFTP(code) => classify_sftp(code, err.message(), op, &what),
+        ErrorCode::Session(code) => {
+            let message = format!("{what}: {op} failed: {}", one_line(err.message()));
+            match code {
+                LIBSSH2_ERROR_AUTHENTICATION_FAILED
+                | LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED
+                | LIBSSH2_ERROR_KEYFILE_AUTH_FAILED
+                | LIBSSH2_ERROR_FILE
+                    if op == Op::Auth =>
+                {
+                    ConnError::setup(message)
+                }
+                LIBSSH2_ERROR_KEX_FAILURE
+                | LIBSSH2_ERROR_METHOD_NOT_SUPPORTED
+                | LIBSSH2_ERROR_ALGO_UNSUPPORTED
+                    if op == Op::Handshake =>
+                {
+                    ConnError::setup(format!(
+                        "{message} (no algorithm in common with the server)"
+                    ))
+                }
+                // Socket errors, timeouts, disconnects, channel closed, protocol breakage:
+                // the session cannot be used any more either way.
+                _ => ConnError::connection_lost(message),
+            }
+        }
+    }
+}
+
+fn classify_sftp(code: i32, text: &str, op: Op, what: &str) -> ConnError {
+    let message = |reason: &str| format!("{what}: {op} failed: {reason}");
+    match code {
+        FX_PERMISSION_DENIED | FX_WRITE_PROTECT => {
+            ConnError::permanent(message("permission denied on the server"))
+        }
+        FX_INVALID_FILENAME => ConnError::permanent(message("the server refuses this file name")),
+        FX_NO_SPACE_ON_FILESYSTEM | FX_QUOTA_EXCEEDED => {
+            ConnError::transient(message(&format!("{text} (disk full on server?)")))
+        }
+        FX_FAILURE if op == Op::Write => ConnError::transient(message(
+            "the server reported a failure while writing (disk full on server?)",
+        )),
+        FX_NO_CONNECTION | FX_CONNECTION_LOST => ConnError::connection_lost(message(text)),
+        FX_NO_SUCH_FILE | FX_NO_SUCH_PATH if op == Op::Rename => {
+            ConnError::source_missing(message("no such file on the server"))
+        }
+        FX_OP_UNSUPPORTED => ConnError::permanent(message("operation not supported by the server")),
+        _ => ConnError::transient(message(text)),
+    }
+}
+
+/// Classifies an I/O error from reading or writing a remote file handle. The ssh2 crate turns
+/// its errors into `io::Error`s carrying only the message, so the SFTP status is recovered
+/// from ssh2's fixed texts; anything else is a session failure, i.e. a lost connection.
+pub(crate) fn classify_io(err: &io::Error, op: Op, server: &str, path: &Path) -> ConnError {
+    let text = err.to_string();
+    let code = match text.as_str() {
+        "no such file" => Some(FX_NO_SUCH_FILE),
+        "permission denied" => Some(FX_PERMISSION_DENIED),
+        "failure" => Some(FX_FAILURE),
+        "no connection" => Some(FX_NO_CONNECTION),
+        "connection lost" => Some(FX_CONNECTION_LOST),
+        "operation unsupported" => Some(FX_OP_UNSUPPORTED),
+        "no such path" => Some(FX_NO_SUCH_PATH),
+        "file is write protected" => Some(FX_WRITE_PROTECT),
+        "no space on filesystem" => Some(FX_NO_SPACE_ON_FILESYSTEM),
+        "quota exceeded" => Some(FX_QUOTA_EXCEEDED),
+        "invalid filename" => Some(FX_INVALID_FILENAME),
+        _ => None,
+    };
+    let what = format!("{server}: {}", path.display());
+    match code {
+        Some(code) => classify_sftp(code, &text, op, &what),
+        None => ConnError::connection_lost(format!("{what}: {op} failed: {}", one_line(&text))),
+    }
+}
+
+/// Classifies an error from the local side of a transfer (reading the source file).
+pub(crate) fn local_io(path: &Path, err: &io::Error) -> ConnError {
+    ConnError::from_io(path.display(), err)
+}
+
+/// Keeps messages on one line whatever the server or library put in them.
+pub(crate) fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// True when an error means the link is gone and the session must be dropped.
+pub(crate) fn is_lost(e: &ConnError) -> bool {
+    e.kind == ErrorKind::ConnectionLost
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sftp(code: i32) -> ssh2::Error {
+        ssh2::Error::from_errno(ErrorCode::SFTP(code))
+    }
+
+    #[test]
+    fn sftp_codes() {
+        let p = Path::new("/srv/x");
+        let s = "sftp://u@h:22";
+        let c = |code, op| classify(&sftp(code), op, s, Some(p));
+        assert_eq!(
+            c(FX_PERMISSION_DENIED, Op::Write).kind,
+            ErrorKind::Permanent
+        );
+        assert!(c(FX_PERMISSION_DENIED, Op::Write)
+            .message
+            .contains("/srv/x"));
+        assert_eq!(c(FX_FAILURE, Op::Write).kind, ErrorKind::Transient);
+        assert!(c(FX_FAILURE, Op::Write).message.contains("disk full"));
+        assert_eq!(
+            c(FX_NO_SPACE_ON_FILESYSTEM, Op::Other).kind,
+            ErrorKind::Transient
+        );
+        assert_eq!(
+            c(FX_NO_SUCH_FILE, Op::Rename).kind,
+            ErrorKind::SourceMissing
+        );
+        assert_eq!(
+            c(FX_CONNECTION_LOST, Op::Other).kind,
+            ErrorKind::ConnectionLost
+        );
+    }
+
+    #[test]
+    fn session_codes() {
+        let s = "sftp://u@h:22";
+        let timeout = ssh2::Error::from_errno(ErrorCode::Session(-9));
+        assert_eq!(
+            classify(&timeout, Op::Write, s, None).kind,
+            ErrorKind::ConnectionLost
+        );
+        let auth = ssh2::Error::from_errno(ErrorCode::Session(-18));
+        assert_eq!(classify(&auth, Op::Auth, s, None).kind, ErrorKind::Setup);
+    }
+
+    #[test]
+    fn io_errors_recover_the_sftp_status() {
+        let p = Path::new("/srv/x");
+        let io: io::Error = sftp(FX_PERMISSION_DENIED).into();
+        assert_eq!(
+            classify_io(&io, Op::Write, "s", p).kind,
+            ErrorKind::Permanent
+        );
+        let io: io::Error = sftp(FX_FAILURE).into();
+        assert_eq!(
+            classify_io(&io, Op::Write, "s", p).kind,
+            ErrorKind::Transient
+        );
+        let io: io::Error = ssh2::Error::from_errno(ErrorCode::Session(-43)).into();
+        assert_eq!(
+            classify_io(&io, Op::Write, "s", p).kind,
+            ErrorKind::ConnectionLost
+        );
+    }
+}
