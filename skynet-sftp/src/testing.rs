@@ -342,6 +342,31 @@ impl SshServer {
         }
     }
 
+    /// Freezes (SIGSTOP) sshd and its session processes: connections stay open but nothing
+    /// answers, like a peer behind a dead link. `thaw` resumes them.
+    pub fn freeze(&self) {
+        self.signal_all(libc::SIGSTOP);
+    }
+
+    pub fn thaw(&self) {
+        self.signal_all(libc::SIGCONT);
+    }
+
+    fn signal_all(&self, sig: libc::c_int) {
+        let Some(child) = self.child.as_ref() else {
+            return;
+        };
+        let pid = child.id();
+        let mut all = descendants(pid);
+        all.push(pid);
+        for p in all {
+            // SAFETY: plain signal sends to processes this server started.
+            unsafe {
+                libc::kill(p as libc::pid_t, sig);
+            }
+        }
+    }
+
     /// Stops and starts sshd on the same port with the same host key.
     pub fn restart(&mut self) {
         self.stop();
