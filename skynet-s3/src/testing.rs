@@ -163,8 +163,9 @@ impl S3Server {
     }
 
     /// A config for `bucket`/`prefix` on this server: endpoint, path style, region and the
-    /// keys set explicitly (no process environment involved), short timeouts, and a small
-    /// multipart threshold (8 MiB) and part size (5 MiB) so tests stay quick.
+    /// keys set explicitly (no process environment involved), short timeouts, one attempt per
+    /// request (so a dead server shows at once); sizes stay at the defaults (multipart from
+    /// 16 MiB, 8 MiB parts).
     pub fn config(&self, bucket: &str, prefix: &str) -> S3Config {
         let mut cfg = S3Config::new(bucket, prefix).expect("valid test bucket and prefix");
         cfg.endpoint = Some(self.endpoint());
