@@ -145,12 +145,22 @@ impl Lease<'_> {
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
         let mut st = self.pool.lock();
-        match self.link.take() {
-            Some(link) if st.generation == self.generation => st.idle.push(link),
-            _ => st.total = st.total.saturating_sub(1),
-        }
+        let stale = match self.link.take() {
+            Some(link) if st.generation == self.generation => {
+                st.idle.push(link);
+                None
+            }
+            other => {
+                st.total = st.total.saturating_sub(1);
+                other
+            }
+        };
         drop(st);
         self.pool.freed.notify_one();
+        // Opened before a reset: presumed dead, cut without waiting on the peer.
+        if let Some(link) = stale {
+            link.kill();
+        }
     }
 }
 

@@ -60,7 +60,7 @@ impl SftpUrl {
                     .into_owned(),
             ),
         };
-        let (host, port) = split_host_port(hostport).map_err(|why| bad(why))?;
+        let (host, port) = split_host_port(hostport).map_err(&bad)?;
         if host.is_empty() {
             return Err(bad("missing host"));
         }

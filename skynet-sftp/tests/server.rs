@@ -305,6 +305,7 @@ fn interrupted_large_send_resumes_after_restart() {
         "sent {sent}, server held {partial}"
     );
     let got = fs::read(root.join("dir/big.bin")).expect("read result");
+    eprintln!("resume: server held {partial}, resend sent {sent}");
     assert!(got == content, "resumed file differs");
     let leftovers: Vec<_> = fs::read_dir(root.join("dir"))
         .expect("ls")
