@@ -373,6 +373,50 @@ impl Inner {
         Ok(())
     }
 
+    /// Deletes `keys`, all under `dir` (ending in `/`), then the folder markers `dir` and
+    /// every sub-folder of it, deepest first. On real S3 the markers are usually absent and
+    /// deleting them is a no-op; servers that store keys as paths (s3s-fs) remove their empty
+    /// directories that way, which would otherwise block a file of the same name later.
+    pub(crate) async fn delete_tree(&self, dir: &str, keys: &[String]) -> Result<(), ConnError> {
+        self.delete_keys(keys).await?;
+        let mut markers: HashSet<String> = HashSet::new();
+        markers.insert(dir.to_string());
+        for key in keys {
+            let Some(rest) = key.strip_prefix(dir) else {
+                continue;
+            };
+            for (i, b) in rest.bytes().enumerate() {
+                if b == b'/' {
+                    markers.insert(format!("{dir}{}", &rest[..=i]));
+                }
+            }
+        }
+        let mut markers: Vec<String> = markers.into_iter().collect();
+        markers.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        self.delete_keys(&markers).await
+    }
+
+    /// Deletes every key under `key/` (a "directory" where a file is to go). Returns whether
+    /// there was any.
+    pub(crate) async fn clear_dir_in_the_way(&self, key: &str) -> Result<bool, ConnError> {
+        let under: Vec<String> = self
+            .list_prefix(&format!("{key}/"))
+            .await?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        if under.is_empty() {
+            return Ok(false);
+        }
+        tracing::info!(
+            key,
+            count = under.len(),
+            "deleting a directory replaced by a file"
+        );
+        self.delete_tree(&format!("{key}/"), &under).await?;
+        Ok(true)
+    }
+
     async fn send_small(&self, file: &SourceFile, key: &str) -> Result<u64, ConnError> {
         let src = file.clone();
         let data = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, ConnError> {
@@ -389,17 +433,34 @@ impl Inner {
         .await
         .map_err(|e| ConnError::transient(format!("{}: read task failed: {e}", self.describe)))??;
         let len = data.len() as u64;
-        self.client
-            .put_object()
-            .bucket(self.bucket())
-            .key(key)
-            .content_length(len as i64)
-            .checksum_algorithm(ChecksumAlgorithm::Crc32C)
-            .metadata(MTIME_METADATA, mtime_text(file.mtime))
-            .body(ByteStream::from(data))
-            .send()
-            .await
-            .map_err(|e| classify(e, &self.what("put", key)))?;
+        let data = aws_sdk_s3::primitives::SdkBody::from(data);
+        let put = |body: ByteStream| {
+            self.client
+                .put_object()
+                .bucket(self.bucket())
+                .key(key)
+                .content_length(len as i64)
+                .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+                .metadata(MTIME_METADATA, mtime_text(file.mtime))
+                .body(body)
+                .send()
+        };
+        // In-memory bodies clone cheaply (shared bytes).
+        let first = data.try_clone().ok_or_else(|| {
+            ConnError::transient(format!("{}: body not replayable", self.what("put", key)))
+        })?;
+        if let Err(e) = put(ByteStream::new(first)).await {
+            let f = classify(e, &self.what("put", key));
+            // A "directory" in the way makes servers that store keys as paths (s3s-fs) fail
+            // with a bare 500: clear it and try once more, as the contract says a send
+            // replaces a directory. Real S3 never needs this (keys are independent).
+            if !f.is_plain_server_error() || !self.clear_dir_in_the_way(key).await? {
+                return Err(f.into());
+            }
+            put(ByteStream::new(data))
+                .await
+                .map_err(|e| classify(e, &self.what("put", key)))?;
+        }
         Ok(len)
     }
 }
@@ -514,7 +575,9 @@ impl Connection for S3Connection {
             .into_iter()
             .map(|(k, _)| k)
             .collect();
-        inner.delete_keys(&under).await?;
+        if !under.is_empty() {
+            inner.delete_tree(&dir, &under).await?;
+        }
         if inner.exact_size(&key).await?.is_some() {
             inner.delete_key(&key).await?;
         }
@@ -533,6 +596,7 @@ impl Connection for S3Connection {
 
         let exact = inner.exact_size(&from_key).await?;
         let under = inner.list_prefix(&from_dir).await?;
+        let is_dir = !under.is_empty();
         if exact.is_none() && under.is_empty() {
             return Err(ConnError::source_missing(format!(
                 "{}: nothing to rename at {from_key:?}",
@@ -555,6 +619,15 @@ impl Connection for S3Connection {
                 )));
             }
             moves.push((k, target, size));
+        }
+        // Clear the way, as a local rename would: a file replaces a directory at `to` and a
+        // directory replaces a file. Both are replay-safe (nothing here is a source). Keys
+        // already under `to/` that the source lacks are kept: after an interrupted move they
+        // may be files whose source was already deleted.
+        if !is_dir {
+            inner.clear_dir_in_the_way(&to_key).await?;
+        } else if exact.is_none() && inner.exact_size(&to_key).await?.is_some() {
+            inner.delete_key(&to_key).await?;
         }
         let mut set: JoinSet<Result<(), ConnError>> = JoinSet::new();
         let mut pending = moves.iter().cloned();
@@ -584,7 +657,9 @@ impl Connection for S3Connection {
             .filter(|m| m.0 != from_key)
             .map(|m| m.0.clone())
             .collect();
-        inner.delete_keys(&sources).await?;
+        if is_dir {
+            inner.delete_tree(&from_dir, &sources).await?;
+        }
         if exact.is_some() {
             inner.delete_key(&from_key).await?;
         }

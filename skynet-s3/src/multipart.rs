@@ -361,6 +361,9 @@ pub(crate) async fn send_multipart(
     file: &SourceFile,
     key: &str,
 ) -> Result<u64, ConnError> {
+    // A "directory" in the way: for a big file one listing is cheap, and some servers
+    // (s3s-fs) could not complete the upload over it.
+    inner.clear_dir_in_the_way(key).await?;
     let upload = match resumable(inner, file, key).await? {
         Some(u) => {
             inner

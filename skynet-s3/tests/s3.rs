@@ -454,3 +454,85 @@ async fn dead_server_is_connection_lost() {
     }
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_and_rename_replace_what_is_in_the_way() {
+    let server = S3Server::start();
+    server.create_bucket("way").await;
+    let conn = connect(server.config("way", "")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let one = local(dir.path(), "one", b"1");
+    let two = local(dir.path(), "two", b"22");
+    // A file replaces a directory.
+    conn.send(&one, &rel("d/x")).await.unwrap();
+    conn.send(&one, &rel("d/y/z")).await.unwrap();
+    conn.send(&two, &rel("d"))
+        .await
+        .expect("file over a directory");
+    assert_eq!(conn.read(&rel("d")).await.unwrap(), b"22");
+    assert_eq!(conn.stat(&rel("d/x")).await.unwrap(), None);
+    // A renamed file replaces a directory, a renamed directory replaces a file.
+    conn.send(&one, &rel("t/inner")).await.unwrap();
+    conn.rename(&rel("d"), &rel("t"))
+        .await
+        .expect("file onto a directory");
+    assert_eq!(conn.read(&rel("t")).await.unwrap(), b"22");
+    conn.send(&one, &rel("s/a")).await.unwrap();
+    conn.rename(&rel("s"), &rel("t"))
+        .await
+        .expect("directory onto a file");
+    let names: Vec<String> = conn
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.path.display())
+        .collect();
+    assert_eq!(names, ["t/a"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_uploads_are_aborted() {
+    let server = S3Server::start();
+    server.create_bucket("abandon").await;
+    let mut cfg = server.config("abandon", "");
+    cfg.part_size = 5 * MIB;
+    cfg.concurrency = 1;
+    let conn = connect(cfg).await;
+    let dir = tempfile::tempdir().unwrap();
+    let big = local(dir.path(), "big", &content(40 * MIB as usize, 8));
+    let small = local(dir.path(), "small", b"small now");
+    for finish in ["delete", "small send", "rename"] {
+        let task = {
+            let (conn, big) = (conn.clone(), big.clone());
+            tokio::spawn(async move { conn.send(&big, &rel("x/f")).await })
+        };
+        wait_for_parts(&server, 1).await;
+        task.abort();
+        let _ = task.await;
+        assert_eq!(server.in_progress_uploads().len(), 1);
+        match finish {
+            "delete" => conn.delete(&rel("x")).await.unwrap(),
+            "small send" => {
+                conn.send(&small, &rel("x/f")).await.unwrap();
+            }
+            _ => {
+                conn.send(&small, &rel("x/f")).await.unwrap();
+                // The aborted big send left a record only in the table; renaming the path
+                // (here the object written by the small send) forgets it as well.
+                let task = {
+                    let (conn, big) = (conn.clone(), big.clone());
+                    tokio::spawn(async move { conn.send(&big, &rel("x/f")).await })
+                };
+                wait_for_parts(&server, 1).await;
+                task.abort();
+                let _ = task.await;
+                conn.rename(&rel("x"), &rel("y")).await.unwrap();
+            }
+        }
+        assert!(
+            server.in_progress_uploads().is_empty(),
+            "{finish} left an upload behind"
+        );
+    }
+}
