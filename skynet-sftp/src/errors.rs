@@ -54,12 +54,11 @@ const FX_INVALID_FILENAME: i32 = 20;
 // libssh2 session error codes that mean "the handshake or the peer refused us" rather than
 // "the link broke".
 const LIBSSH2_ERROR_KEX_FAILURE: i32 = -5;
-const LIBSSH2_ERROR_FILE: i32 = -16;
-const LIBSSH2_ERROR_AUTHENTICATION_FAILED: i32 = -18;
-const LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED: i32 = -19;
 const LIBSSH2_ERROR_METHOD_NOT_SUPPORTED: i32 = -33;
-const LIBSSH2_ERROR_KEYFILE_AUTH_FAILED: i32 = -48;
 const LIBSSH2_ERROR_ALGO_UNSUPPORTED: i32 = -51;
+
+/// libssh2 codes for a broken link: socket none/send/recv/bad, banner, timeouts, disconnect.
+const LINK_ERRORS: [i32; 8] = [-1, -2, -7, -9, -13, -30, -43, -45];
 
 /// What was being done when an error happened; it decides what an ambiguous code means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,14 +108,9 @@ pub(crate) fn classify(err: &ssh2::Error, op: Op, server: &str, path: Option<&Pa
         ErrorCode::Session(code) => {
             let message = format!("{what}: {op} failed: {}", one_line(err.message()));
             match code {
-                LIBSSH2_ERROR_AUTHENTICATION_FAILED
-                | LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED
-                | LIBSSH2_ERROR_KEYFILE_AUTH_FAILED
-                | LIBSSH2_ERROR_FILE
-                    if op == Op::Auth =>
-                {
-                    ConnError::setup(message)
-                }
+                // During authentication only socket-level codes mean the link broke; the rest
+                // (refused key, unreadable key file, agent trouble) is about our credentials.
+                _ if op == Op::Auth && !LINK_ERRORS.contains(&code) => ConnError::setup(message),
                 LIBSSH2_ERROR_KEX_FAILURE
                 | LIBSSH2_ERROR_METHOD_NOT_SUPPORTED
                 | LIBSSH2_ERROR_ALGO_UNSUPPORTED
@@ -243,6 +237,12 @@ mod tests {
         );
         let auth = ssh2::Error::from_errno(ErrorCode::Session(-18));
         assert_eq!(classify(&auth, Op::Auth, s, None).kind, ErrorKind::Setup);
+        let agent = ssh2::Error::from_errno(ErrorCode::Session(-39));
+        assert_eq!(classify(&agent, Op::Auth, s, None).kind, ErrorKind::Setup);
+        assert_eq!(
+            classify(&timeout, Op::Auth, s, None).kind,
+            ErrorKind::ConnectionLost
+        );
     }
 
     #[test]

@@ -414,3 +414,35 @@ fn sends_during_a_server_outage_are_connection_lost_and_succeed_after_reconnect(
         assert!(&got == content, "{to} differs");
     }
 }
+
+#[test]
+fn home_relative_root() {
+    let server = SshServer::start();
+    let out = Command::new("getent")
+        .args(["passwd", server.user()])
+        .output()
+        .expect("getent");
+    let line = String::from_utf8_lossy(&out.stdout).to_string();
+    let home = line.split(':').nth(5).expect("home field").to_string();
+    let name = format!(".skynet-sftp-test-{}", std::process::id());
+    let url = format!(
+        "sftp://{}@127.0.0.1:{}/~/{name}/sub",
+        server.user(),
+        server.port()
+    );
+    let base = server.config(Path::new("/unused"));
+    let mut cfg = SftpConfig::from_url(&url).expect("url");
+    cfg.identity = base.identity.clone();
+    cfg.known_hosts = base.known_hosts.clone();
+    cfg.use_agent = false;
+    let conn = SftpConnection::new(cfg);
+    assert!(conn.describe().ends_with(&format!("/~/{name}/sub")));
+    let scratch = tempfile::tempdir().expect("tmp");
+    let result = conn
+        .connect()
+        .and_then(|()| conn.send(&source(scratch.path(), "f", b"home"), &rel("x/y")));
+    let landed = fs::read(Path::new(&home).join(&name).join("sub/x/y"));
+    let _ = fs::remove_dir_all(Path::new(&home).join(&name));
+    result.expect("send under the home directory");
+    assert_eq!(landed.expect("file in home"), b"home");
+}
