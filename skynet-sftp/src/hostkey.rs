@@ -39,6 +39,57 @@ pub(crate) fn known_hosts_name(host: &str, port: u16) -> String {
     }
 }
 
+/// Before the handshake: when known_hosts already holds keys for this server, ask for those
+/// key types first, as OpenSSH does. Otherwise a server known by its RSA key that also has an
+/// ed25519 key would present the ed25519 one and be refused as "changed". Best effort.
+pub(crate) fn prefer_known_types(session: &Session, cfg: &SftpConfig) {
+    if !cfg.known_hosts.exists() {
+        return;
+    }
+    let Ok(mut known) = session.known_hosts() else {
+        return;
+    };
+    if known
+        .read_file(&cfg.known_hosts, KnownHostFileKind::OpenSSH)
+        .is_err()
+    {
+        return;
+    }
+    let Ok(hosts) = known.hosts() else {
+        return;
+    };
+    let mut methods: Vec<&str> = Vec::new();
+    for host in &hosts {
+        let Ok(blob) = STANDARD.decode(host.key()) else {
+            continue;
+        };
+        // Matching the entry's own key against this host tells whether the entry is for this
+        // host, hashed (`|1|`) names included.
+        if !matches!(
+            known.check_port(&cfg.host, cfg.port, &blob),
+            CheckResult::Match
+        ) {
+            continue;
+        }
+        let names: &[&str] = match key_type(&blob) {
+            Some("ssh-ed25519") => &["ssh-ed25519"],
+            Some("ecdsa-sha2-nistp256") => &["ecdsa-sha2-nistp256"],
+            Some("ecdsa-sha2-nistp384") => &["ecdsa-sha2-nistp384"],
+            Some("ecdsa-sha2-nistp521") => &["ecdsa-sha2-nistp521"],
+            Some("ssh-rsa") => &["rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"],
+            _ => &[],
+        };
+        for n in names {
+            if !methods.contains(n) {
+                methods.push(n);
+            }
+        }
+    }
+    if !methods.is_empty() {
+        let _ = session.method_pref(ssh2::MethodType::HostKey, &methods.join(","));
+    }
+}
+
 /// Checks the session's host key; records it under `AcceptNew` when unknown.
 pub(crate) fn verify(session: &Session, cfg: &SftpConfig) -> Result<(), ConnError> {
     let server = cfg.server();

@@ -41,6 +41,7 @@ impl Link {
         // Bounds every blocking libssh2 call, so a silent peer surfaces as a timeout
         // (→ ConnectionLost) instead of a hang.
         session.set_timeout(timeout_ms(cfg.timeout));
+        crate::hostkey::prefer_known_types(&session, cfg);
         session
             .handshake()
             .map_err(|e| classify(&e, Op::Handshake, &server, None))?;

@@ -29,6 +29,7 @@ pub struct SshServer {
     port: u16,
     user: String,
     child: Option<Child>,
+    extra_host_keys: Vec<PathBuf>,
 }
 
 fn run(cmd: &mut Command) {
@@ -172,6 +173,7 @@ impl SshServer {
             port: 0,
             user,
             child: None,
+            extra_host_keys: Vec::new(),
         };
         let p = |n: &str| server.dir.path().join(n);
         keygen(&p("host_key"));
@@ -215,7 +217,12 @@ impl SshServer {
             auth = p("authorized_keys"),
             user = self.user,
         );
-        fs::write(self.config_path(), config).expect("write sshd_config");
+        let extra: String = self
+            .extra_host_keys
+            .iter()
+            .map(|k| format!("HostKey {}\n", k.display()))
+            .collect();
+        fs::write(self.config_path(), config + &extra).expect("write sshd_config");
         run(Command::new(SSHD)
             .arg("-t")
             .arg("-f")
@@ -389,6 +396,20 @@ impl SshServer {
         self.stop();
         keygen(&self.dir.path().join("host_key"));
         self.restart();
+    }
+
+    /// Gives the server a second host key, RSA, and restarts it; returns that key's public
+    /// line (`ssh-rsa AAAA... comment`). The ed25519 key stays and stays preferred.
+    pub fn add_rsa_host_key(&mut self) -> String {
+        let path = self.dir.path().join("host_key_rsa");
+        run(Command::new("ssh-keygen")
+            .args(["-q", "-t", "rsa", "-b", "2048", "-N", "", "-f"])
+            .arg(&path));
+        self.extra_host_keys.push(path.clone());
+        self.stop();
+        self.write_config();
+        self.restart();
+        fs::read_to_string(path.with_extension("pub")).expect("rsa host key")
     }
 
     /// sshd's log so far.

@@ -446,3 +446,22 @@ fn home_relative_root() {
     result.expect("send under the home directory");
     assert_eq!(landed.expect("file in home"), b"home");
 }
+
+#[test]
+fn a_server_known_by_another_key_type_is_not_taken_for_changed() {
+    let mut server = SshServer::start();
+    let root = server.remote_dir("d");
+    let rsa = server.add_rsa_host_key();
+    let mut parts = rsa.split_whitespace();
+    let (algo, key) = (parts.next().expect("algo"), parts.next().expect("key"));
+    let kh = server.scratch_dir().join("rsa_known_hosts");
+    fs::write(&kh, format!("[127.0.0.1]:{} {algo} {key}\n", server.port())).expect("write");
+    // The server prefers ed25519, but known_hosts only knows its RSA key.
+    SftpConnection::new(server.config(&root).with_known_hosts(&kh))
+        .connect()
+        .expect("connect with the RSA key known");
+    // And the default file (ed25519) still works.
+    SftpConnection::new(server.config(&root))
+        .connect()
+        .expect("connect with the ed25519 key known");
+}
