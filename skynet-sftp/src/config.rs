@@ -82,6 +82,7 @@ pub struct SftpConfig {
     pub password: Option<Secret>,
     /// Whether to try ssh-agent (when `SSH_AUTH_SOCK` is set).
     pub use_agent: bool,
+    /// OpenSSH known_hosts file; empty when `$HOME` was unset and none was given.
     pub known_hosts: PathBuf,
     pub host_key_policy: HostKeyPolicy,
     /// Limit for TCP connect and for every blocking SSH call: a silent peer is reported as a
@@ -111,9 +112,12 @@ impl SftpConfig {
                     url: url.to_string(),
                 })?,
         };
-        let home = std::env::var_os("HOME")
+        // Without $HOME the default is empty and connect() asks for an explicit file, so
+        // that a caller passing one (`with_known_hosts`) does not fail here.
+        let known_hosts = std::env::var_os("HOME")
             .filter(|h| !h.is_empty())
-            .ok_or(SftpError::NoHome)?;
+            .map(|home| Path::new(&home).join(".ssh").join("known_hosts"))
+            .unwrap_or_default();
         Ok(SftpConfig {
             host: parsed.host,
             port: parsed.port.unwrap_or(Self::DEFAULT_PORT),
@@ -123,7 +127,7 @@ impl SftpConfig {
             identity_passphrase: Secret::from_env(PASSPHRASE_ENV),
             password: Secret::from_env(PASSWORD_ENV),
             use_agent: true,
-            known_hosts: Path::new(&home).join(".ssh").join("known_hosts"),
+            known_hosts,
             host_key_policy: HostKeyPolicy::Strict,
             timeout: Self::DEFAULT_TIMEOUT,
             pool_size: Self::DEFAULT_POOL_SIZE,

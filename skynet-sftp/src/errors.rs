@@ -26,10 +26,6 @@ pub enum SftpError {
     InvalidUrl { url: String, reason: String },
     #[error("no user name in {url:?} and $USER is not set; write sftp://USER@host/path")]
     NoUser { url: String },
-    #[error(
-        "cannot find the home directory for the default known_hosts file; pass one explicitly"
-    )]
-    NoHome,
 }
 
 impl From<SftpError> for ConnError {

@@ -102,6 +102,11 @@ pub(crate) fn verify(session: &Session, cfg: &SftpConfig) -> Result<(), ConnErro
         .known_hosts()
         .map_err(|e| ConnError::setup(format!("{server}: known_hosts: {}", e.message())))?;
     let path = &cfg.known_hosts;
+    if path.as_os_str().is_empty() {
+        return Err(ConnError::setup(format!(
+            "{server}: no known_hosts file: $HOME is not set; pass --known-hosts FILE"
+        )));
+    }
     if path.exists() {
         known
             .read_file(path, KnownHostFileKind::OpenSSH)
