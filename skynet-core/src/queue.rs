@@ -273,33 +273,34 @@ impl Queue {
         for change in changes {
             match change {
                 Change::Remove(key) => {
-                    tx.execute(
-                        "DELETE FROM queue WHERE path = ?1 AND state = 0",
-                        [key.as_bytes()],
-                    )
-                    .map_err(|e| self.err(e))?;
+                    tx.prepare_cached("DELETE FROM queue WHERE path = ?1 AND state = 0")
+                        .and_then(|mut st| st.execute([key.as_bytes()]))
+                        .map_err(|e| self.err(e))?;
                 }
                 Change::Put(e) => {
                     let key = e.action.key().as_bytes();
-                    tx.execute("DELETE FROM queue WHERE path = ?1 AND state = 0", [key])
+                    tx.prepare_cached("DELETE FROM queue WHERE path = ?1 AND state = 0")
+                        .and_then(|mut st| st.execute([key]))
                         .map_err(|e| self.err(e))?;
                     // A parked send or delete is superseded by any newer intent for its path.
-                    tx.execute(
+                    tx.prepare_cached(
                         "DELETE FROM queue WHERE path = ?1 AND state = 2 AND kind != 'move'",
-                        [key],
                     )
+                    .and_then(|mut st| st.execute([key]))
                     .map_err(|e| self.err(e))?;
-                    tx.execute(
+                    tx.prepare_cached(
                         "INSERT INTO queue (path, kind, from_path, state, ready_at, created_at)
                          VALUES (?1, ?2, ?3, 0, ?4, ?5)",
-                        params![
+                    )
+                    .and_then(|mut st| {
+                        st.execute(params![
                             key,
                             e.action.kind().as_str(),
                             e.action.from().map(|f| f.as_bytes()),
                             e.ready_at as i64,
                             now
-                        ],
-                    )
+                        ])
+                    })
                     .map_err(|e| self.err(e))?;
                 }
             }
@@ -355,9 +356,12 @@ impl Queue {
                     blocked.insert(f);
                 }
             }
+            // NOT INDEXED: walk the table in seq (rowid) order and stop after `limit` claims.
+            // Through the (state, seq) index SQLite read and sorted every queued row on each
+            // call, making a drain of N rows O(N^2 log N) (100,000 files: 44 s vs rsync's 6).
             let mut stmt = tx
                 .prepare_cached(
-                    "SELECT seq, path, kind, from_path, ready_at, attempts FROM queue
+                    "SELECT seq, path, kind, from_path, ready_at, attempts FROM queue NOT INDEXED
                      WHERE state IN (0, 3) ORDER BY seq",
                 )
                 .map_err(|e| self.err(e))?;
@@ -425,7 +429,8 @@ impl Queue {
         for outcome in outcomes {
             match outcome {
                 Outcome::Done { id, ledger } => {
-                    tx.execute("DELETE FROM queue WHERE seq = ?1", [id])
+                    tx.prepare_cached("DELETE FROM queue WHERE seq = ?1")
+                        .and_then(|mut st| st.execute([id]))
                         .map_err(|e| self.err(e))?;
                     apply_ledger(&tx, ledger, now).map_err(|e| self.err(e))?;
                 }
