@@ -51,13 +51,17 @@ impl Destination {
     }
 
     /// Builds the connection. `state_dir` is the mapping's own state directory.
-    pub fn connect(&self, args: &MappingArgs, state_dir: &Path) -> Result<Arc<dyn Connection>> {
+    pub async fn connect(
+        &self,
+        args: &MappingArgs,
+        state_dir: &Path,
+    ) -> Result<Arc<dyn Connection>> {
         match self {
             Destination::Local(root) => {
                 Ok(Arc::new(Blocking::new(LocalConnection::new(root.clone()))))
             }
             Destination::Sftp(url) => crate::remote::sftp(url, args),
-            Destination::S3(url) => crate::remote::s3(url, args, state_dir),
+            Destination::S3(url) => crate::remote::s3(url, args, state_dir).await,
         }
     }
 }

@@ -52,7 +52,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             state_dir,
             mapping,
         } => commands::queue::queue(&command, state_dir.as_deref(), mapping.as_deref()),
-        Command::Baseline { src, dest, opts } => commands::baseline::baseline(&src, &dest, &opts),
+        Command::Baseline { src, dest, opts } => {
+            commands::baseline::baseline(&src, &dest, &opts).await
+        }
     }
 }
 

@@ -44,9 +44,36 @@ pub trait PendingView {
     fn pending_under(&self, dir: &RelPath) -> Vec<Entry>;
     /// Paths of in-flight or retrying sends at `path` or below it.
     fn committed_sends_within(&self, path: &RelPath) -> Vec<RelPath>;
-    /// Whether the destination may hold `path`: it is in the ledger, or an in-flight or
-    /// retrying action is about to put it there.
-    fn may_exist_remotely(&self, path: &RelPath) -> bool;
+    /// Whether the destination holds `path` or is about to: it is in the ledger, or an
+    /// in-flight or retrying action touches it.
+    fn known_remotely(&self, path: &RelPath) -> bool;
+}
+
+/// Whether the destination may hold `path` once the queue has run: known there directly, or
+/// known at the source of a pending move that will carry it to `path` (a file sent into a
+/// directory whose rename is still pending is at the old name now, at `path` later).
+pub fn may_exist_remotely(view: &dyn PendingView, path: &RelPath) -> bool {
+    fn go(view: &dyn PendingView, path: &RelPath, depth: u8) -> bool {
+        if view.known_remotely(path) {
+            return true;
+        }
+        if depth == 0 {
+            return true; // a long chain of pending moves: assume it may, a delete is harmless
+        }
+        for carrier in path.ancestors().chain(std::iter::once(path.clone())) {
+            if let Some(Entry {
+                action: Action::Move { from, .. },
+                ..
+            }) = view.pending(&carrier)
+            {
+                if let Some(before) = path.rebase(&carrier, &from) {
+                    return go(view, &before, depth - 1);
+                }
+            }
+        }
+        false
+    }
+    go(view, path, 16)
 }
 
 /// One change to the pending set. Changes are applied in order; every `Put` replaces what is
@@ -69,7 +96,7 @@ pub fn merge(view: &dyn PendingView, incoming: Entry) -> Vec<Change> {
 
 /// `delete(a)` when the destination may still hold `a` and nothing else is pending there.
 fn orphan_delete(view: &dyn PendingView, a: &RelPath, ready: u64, out: &mut Vec<Change>) {
-    if view.pending(a).is_none() && view.may_exist_remotely(a) {
+    if view.pending(a).is_none() && may_exist_remotely(view, a) {
         out.push(Change::Put(Entry::new(Action::Delete(a.clone()), ready)));
     }
 }
@@ -139,7 +166,7 @@ fn merge_move(view: &dyn PendingView, a: RelPath, b: RelPath, ready: u64) -> Vec
             action: Action::Send(_),
             ready_at,
         }) => {
-            if view.may_exist_remotely(&a) {
+            if may_exist_remotely(view, &a) {
                 out.push(Change::Put(Entry::new(Action::Delete(a.clone()), ready)));
             } else {
                 out.push(Change::Remove(a.clone()));
@@ -228,7 +255,7 @@ mod tests {
                 .cloned()
                 .collect()
         }
-        fn may_exist_remotely(&self, path: &RelPath) -> bool {
+        fn known_remotely(&self, path: &RelPath) -> bool {
             self.ledger.contains(path) || self.committed.contains(path)
         }
     }
@@ -300,6 +327,8 @@ mod tests {
         Case { name: "move of a new file then edit", ledger: &[], committed: &[], pending: &["send a"], incoming: &["move a b", "send b"], expect: &["send b"] },
         Case { name: "camera: write tmp then rename", ledger: &[], committed: &[], pending: &[], incoming: &["send IMG.tmp", "send IMG.tmp", "move IMG.tmp IMG.jpg"], expect: &["send IMG.jpg"] },
         Case { name: "rename chain", ledger: &["a"], committed: &[], pending: &[], incoming: &["move a b", "move b c", "move c d"], expect: &["move a d"] },
+        Case { name: "file sent during a dir move, then moved out of it", ledger: &[], committed: &["pre/f"], pending: &[], incoming: &["move pre D", "move D/f a/r"], expect: &["move pre D", "delete D/f", "send a/r"] },
+        Case { name: "moved out of a dir whose move is pending", ledger: &["pre/f"], committed: &[], pending: &[], incoming: &["move pre D", "send D/f", "move D/f a/r"], expect: &["move pre D", "delete D/f", "send a/r"] },
         Case { name: "move to self", ledger: &["a"], committed: &[], pending: &[], incoming: &["move a a"], expect: &[] },
     ];
 

@@ -836,7 +836,7 @@ impl PendingView for SqlView<'_, '_> {
             .collect()
     }
 
-    fn may_exist_remotely(&self, path: &RelPath) -> bool {
+    fn known_remotely(&self, path: &RelPath) -> bool {
         let found = self.tx.query_row(
             "SELECT EXISTS(SELECT 1 FROM ledger WHERE path = ?1)
                  OR EXISTS(SELECT 1 FROM queue WHERE path = ?1 AND state IN (1, 3))",

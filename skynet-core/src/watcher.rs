@@ -266,7 +266,15 @@ impl EventMapper {
         }
     }
 
-    fn moved(&self, from: RelPath, to: RelPath, out: &mut Vec<Entry>) {
+    fn moved(&mut self, from: RelPath, to: RelPath, out: &mut Vec<Entry>) {
+        // A "from" half still waiting for its "to" lies at the new place now: when it expires
+        // as a move out of the tree, its delete must name the path the destination will have
+        // after this move runs.
+        for (path, _) in self.moved_from.values_mut() {
+            if let Some(rebased) = path.rebase(&from, &to) {
+                *path = rebased;
+            }
+        }
         match (self.filter.excluded(&from), self.filter.excluded(&to)) {
             (false, false) => out.push(Entry::new(Action::Move { from, to }, 0)),
             (true, false) => self.send_within(&to, out),
@@ -390,5 +398,149 @@ impl EventMapper {
         }
         self.paired
             .retain(|_, at| now.duration_since(*at) < Duration::from_secs(10));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{CreateKind, RemoveKind};
+
+    fn mapper(root: &Path) -> EventMapper {
+        let opts = WatchOptions {
+            complete_sync: true,
+            settle: Duration::ZERO,
+            poll: false,
+            poll_interval: Duration::from_secs(1),
+        };
+        EventMapper::new(root.to_path_buf(), Arc::new(Filter::default()), opts)
+    }
+
+    fn ev(kind: EventKind, paths: &[&Path], tracker: Option<usize>) -> notify::Result<Event> {
+        let mut e = Event::new(kind);
+        for p in paths {
+            e = e.add_path(p.to_path_buf());
+        }
+        if let Some(t) = tracker {
+            e = e.set_tracker(t);
+        }
+        Ok(e)
+    }
+
+    fn actions(out: &[Entry]) -> Vec<String> {
+        out.iter().map(|e| e.action.to_string()).collect()
+    }
+
+    #[test]
+    fn rename_halves_pair_into_one_move() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let mut m = mapper(root);
+        let mut out = Vec::new();
+        let (a, b) = (root.join("a"), root.join("b"));
+        m.map(
+            ev(
+                EventKind::Modify(ModifyKind::Name(RenameMode::From)),
+                &[&a],
+                Some(7),
+            ),
+            &mut out,
+        );
+        m.map(
+            ev(
+                EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+                &[&b],
+                Some(7),
+            ),
+            &mut out,
+        );
+        m.map(
+            ev(
+                EventKind::Modify(ModifyKind::Name(RenameMode::Both)),
+                &[&a, &b],
+                Some(7),
+            ),
+            &mut out,
+        );
+        assert_eq!(actions(&out), vec!["move a -> b"]);
+    }
+
+    #[test]
+    fn unpaired_from_is_a_delete_at_the_path_after_later_dir_moves() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let mut m = mapper(root);
+        let mut out = Vec::new();
+        // a/b/deep moved out of sight (its "to" half never arrives), then a renamed to D3.
+        let deep = root.join("a/b/deep");
+        m.map(
+            ev(
+                EventKind::Modify(ModifyKind::Name(RenameMode::From)),
+                &[&deep],
+                Some(1),
+            ),
+            &mut out,
+        );
+        let (a, d3) = (root.join("a"), root.join("D3"));
+        m.map(
+            ev(
+                EventKind::Modify(ModifyKind::Name(RenameMode::Both)),
+                &[&a, &d3],
+                Some(2),
+            ),
+            &mut out,
+        );
+        if let Some((_, at)) = m.moved_from.get_mut(&1) {
+            *at -= RENAME_PAIRING;
+        }
+        m.expire_renames(&mut out);
+        assert_eq!(actions(&out), vec!["move a -> D3", "delete D3/b/deep"]);
+    }
+
+    #[test]
+    fn creates_removes_and_moves_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("in/sub")).unwrap();
+        std::fs::write(root.join("in/sub/x"), b"x").unwrap();
+        let mut m = mapper(root);
+        let mut out = Vec::new();
+        m.map(
+            ev(
+                EventKind::Create(CreateKind::File),
+                &[&root.join("in/sub/x")],
+                None,
+            ),
+            &mut out,
+        );
+        m.map(
+            ev(
+                EventKind::Remove(RemoveKind::File),
+                &[&root.join("gone")],
+                None,
+            ),
+            &mut out,
+        );
+        // A directory moved in from outside: every file under it is sent.
+        m.map(
+            ev(
+                EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+                &[&root.join("in")],
+                Some(9),
+            ),
+            &mut out,
+        );
+        m.map(
+            ev(
+                EventKind::Modify(ModifyKind::Metadata(notify::event::MetadataKind::Any)),
+                &[&root.join("in/sub/x")],
+                None,
+            ),
+            &mut out,
+        );
+        assert_eq!(
+            actions(&out),
+            vec!["send in/sub/x", "delete gone", "send in/sub/x"]
+        );
     }
 }

@@ -10,8 +10,8 @@ use skynet_core::RelPath;
 use crate::cli::MappingArgs;
 use crate::exit::Exit;
 
-pub fn baseline(src: &Path, dest: &str, args: &MappingArgs) -> Result<Exit> {
-    let prepared = super::prepare(src, dest, args, "baseline")?;
+pub async fn baseline(src: &Path, dest: &str, args: &MappingArgs) -> Result<Exit> {
+    let prepared = super::prepare(src, dest, args, "baseline").await?;
     let root = prepared.mapping.source().to_path_buf();
     let filter = Filter::new(&args.excludes)?;
     let mut files = Vec::new();

@@ -26,7 +26,7 @@ pub struct Prepared {
 }
 
 /// Checks the source, resolves the destination and state, takes the lock.
-pub fn prepare(src: &Path, dest: &str, args: &MappingArgs, what: &str) -> Result<Prepared> {
+pub async fn prepare(src: &Path, dest: &str, args: &MappingArgs, what: &str) -> Result<Prepared> {
     let source = src
         .canonicalize()
         .with_context(|| format!("source {}", src.display()))?;
@@ -59,7 +59,7 @@ pub fn prepare(src: &Path, dest: &str, args: &MappingArgs, what: &str) -> Result
     mapping
         .queue()
         .set_meta(skynet_core::engine::meta::DESTINATION, &identity)?;
-    let conn = destination.connect(args, &state_dir)?;
+    let conn = destination.connect(args, &state_dir).await?;
     Ok(Prepared {
         mapping,
         conn,

@@ -26,7 +26,7 @@ pub async fn run(
     // Prepare every mapping before starting any, so a bad one is reported at once.
     let mut prepared = Vec::new();
     for (src, dest, args) in &mappings {
-        prepared.push(super::prepare(src, dest, args, "run")?);
+        prepared.push(super::prepare(src, dest, args, "run").await?);
     }
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {

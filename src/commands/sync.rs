@@ -8,7 +8,7 @@ use crate::cli::MappingArgs;
 use crate::exit::Exit;
 
 pub async fn sync(src: &Path, dest: &str, args: &MappingArgs) -> Result<Exit> {
-    let prepared = super::prepare(src, dest, args, "sync")?;
+    let prepared = super::prepare(src, dest, args, "sync").await?;
     let started = std::time::Instant::now();
     let summary = prepared.mapping.sync(prepared.conn.clone()).await?;
     tracing::info!(

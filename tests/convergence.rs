@@ -1,0 +1,195 @@
+//! Invariant 1 (convergence): random sequences of local changes, applied while the real
+//! `skynet run` mirrors the folder, end with the destination equal to the source (with
+//! complete-sync) or a superset of it (without).
+
+mod common;
+use common::*;
+
+use proptest::prelude::*;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Create { dir: u8, name: u8, len: u16 },
+    Write { pick: u8, len: u16 },
+    Append { pick: u8, len: u8 },
+    Truncate { pick: u8 },
+    RenameFile { pick: u8, dir: u8, name: u8 },
+    RenameDir { pick: u8, name: u8 },
+    Delete { pick: u8 },
+    DeleteDir { pick: u8 },
+    Pause { ms: u8 },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0..4u8, 0..6u8, 0..3000u16).prop_map(|(dir, name, len)| Op::Create { dir, name, len }),
+        2 => (any::<u8>(), 0..3000u16).prop_map(|(pick, len)| Op::Write { pick, len }),
+        2 => (any::<u8>(), any::<u8>()).prop_map(|(pick, len)| Op::Append { pick, len }),
+        1 => any::<u8>().prop_map(|pick| Op::Truncate { pick }),
+        3 => (any::<u8>(), 0..4u8, 0..6u8).prop_map(|(pick, dir, name)| Op::RenameFile { pick, dir, name }),
+        2 => (any::<u8>(), 0..6u8).prop_map(|(pick, name)| Op::RenameDir { pick, name }),
+        2 => any::<u8>().prop_map(|pick| Op::Delete { pick }),
+        1 => any::<u8>().prop_map(|pick| Op::DeleteDir { pick }),
+        1 => (0..120u8).prop_map(|ms| Op::Pause { ms }),
+    ]
+}
+
+/// Directory names: the root and three nested levels.
+fn dir_path(root: &Path, dir: u8) -> PathBuf {
+    match dir {
+        0 => root.to_path_buf(),
+        1 => root.join("a"),
+        2 => root.join("a/b"),
+        _ => root.join("c d"),
+    }
+}
+
+fn files(root: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = walkdir::WalkDir::new(root)
+        .min_depth(1)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.into_path())
+        .collect();
+    v.sort();
+    v
+}
+
+fn dirs(root: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = walkdir::WalkDir::new(root)
+        .min_depth(1)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_dir())
+        .map(|e| e.into_path())
+        .collect();
+    v.sort();
+    v
+}
+
+fn content(len: usize, seed: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| ((i * 31 + seed * 7) % 251) as u8)
+        .collect()
+}
+
+/// Applies one operation; operations that do not apply (nothing to pick) do nothing.
+fn apply(root: &Path, op: &Op, step: usize) {
+    let pick = |v: Vec<PathBuf>, i: u8| {
+        if v.is_empty() {
+            None
+        } else {
+            Some(v[i as usize % v.len()].clone())
+        }
+    };
+    match *op {
+        Op::Create { dir, name, len } => {
+            let d = dir_path(root, dir);
+            let _ = std::fs::create_dir_all(&d);
+            let _ = std::fs::write(d.join(format!("f{name}")), content(len as usize, step));
+        }
+        Op::Write { pick: i, len } => {
+            if let Some(f) = pick(files(root), i) {
+                let _ = std::fs::write(f, content(len as usize, step));
+            }
+        }
+        Op::Append { pick: i, len } => {
+            if let Some(f) = pick(files(root), i) {
+                use std::io::Write;
+                if let Ok(mut h) = std::fs::OpenOptions::new().append(true).open(f) {
+                    let _ = h.write_all(&content(len as usize, step));
+                }
+            }
+        }
+        Op::Truncate { pick: i } => {
+            if let Some(f) = pick(files(root), i) {
+                let _ = std::fs::OpenOptions::new()
+                    .write(true)
+                    .truncate(true)
+                    .open(f);
+            }
+        }
+        Op::RenameFile { pick: i, dir, name } => {
+            if let Some(f) = pick(files(root), i) {
+                let d = dir_path(root, dir);
+                let _ = std::fs::create_dir_all(&d);
+                let target = d.join(format!("r{name}"));
+                if !target.is_dir() {
+                    let _ = std::fs::rename(f, target);
+                }
+            }
+        }
+        Op::RenameDir { pick: i, name } => {
+            if let Some(d) = pick(dirs(root), i) {
+                let target = root.join(format!("D{name}"));
+                if !target.exists() && !target.starts_with(&d) {
+                    let _ = std::fs::rename(d, target);
+                }
+            }
+        }
+        Op::Delete { pick: i } => {
+            if let Some(f) = pick(files(root), i) {
+                let _ = std::fs::remove_file(f);
+            }
+        }
+        Op::DeleteDir { pick: i } => {
+            if let Some(d) = pick(dirs(root), i) {
+                let _ = std::fs::remove_dir_all(d);
+            }
+        }
+        Op::Pause { ms } => std::thread::sleep(Duration::from_millis(ms as u64)),
+    }
+}
+
+fn check(ops: &[Op], complete_sync: bool) -> Result<(), TestCaseError> {
+    let s = Scratch::new();
+    // Some files exist before skynet starts: the catch-up scan sends them.
+    write(&s.src, "pre/existing", b"before start");
+    write(&s.src, "a/b/deep", b"deep before start");
+    let mut args = vec!["--settle", "50ms", "--retry-delay", "100ms"];
+    if complete_sync {
+        args.push("--complete-sync");
+    }
+    let mut daemon = s.run(&args);
+    std::thread::sleep(Duration::from_millis(200));
+    for (step, op) in ops.iter().enumerate() {
+        apply(&s.src, op, step);
+    }
+    let converged = wait_converged(&s.src, &s.dst, complete_sync, Duration::from_secs(20));
+    let code = daemon.signal("INT");
+    prop_assert!(
+        converged.is_ok(),
+        "not converged ({}): {:?}\nops: {:?}\nlog:\n{}",
+        if complete_sync {
+            "complete-sync"
+        } else {
+            "superset"
+        },
+        converged,
+        ops,
+        daemon.log_text()
+    );
+    prop_assert_eq!(code, Some(0), "clean exit on SIGINT");
+    prop_assert!(
+        no_temp_files(&s.dst),
+        "temporary files left in the destination"
+    );
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 8, max_shrink_iters: 20, ..ProptestConfig::default() })]
+
+    #[test]
+    fn converges_with_complete_sync(ops in proptest::collection::vec(op(), 1..40)) {
+        check(&ops, true)?;
+    }
+
+    #[test]
+    fn converges_to_a_superset_without_complete_sync(ops in proptest::collection::vec(op(), 1..40)) {
+        check(&ops, false)?;
+    }
+}
