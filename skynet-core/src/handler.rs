@@ -180,6 +180,16 @@ impl Handler {
                 }
             }
 
+            // Paused: claimed work that has not started goes back to the queue, so status
+            // shows it as waiting rather than in flight during the outage.
+            if !connected && !ready.is_empty() {
+                let back: Vec<Outcome> = ready
+                    .drain(..)
+                    .map(|c| Outcome::Retry { id: c.id, error: String::new(), ready_at: 0, failed: false })
+                    .collect();
+                self.queue.finish(&back)?;
+            }
+
             // (Re)connect before handing out work.
             if !connected && stopping_since.is_none() && executing.is_empty() {
                 match self.conn.connect().await {

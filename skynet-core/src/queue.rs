@@ -451,7 +451,7 @@ impl Queue {
                         .map_err(|e| self.err(e))?;
                     if superseded == 0 {
                         tx.execute(
-                            "UPDATE queue SET state = 3, ready_at = ?2, last_error = ?3,
+                            "UPDATE queue SET state = 3, ready_at = ?2, last_error = COALESCE(NULLIF(?3, ''), last_error),
                              attempts = attempts + ?4 WHERE seq = ?1",
                             params![id, *ready_at as i64, error, *failed as i64],
                         )
