@@ -95,7 +95,11 @@ async fn converged(src: &Path, dst: &Path, timeout: Duration) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pauses_while_down_keeps_queueing_and_resumes() {
     let tmp = tempfile::tempdir().unwrap();
-    let (src, dst, state) = (tmp.path().join("src"), tmp.path().join("dst"), tmp.path().join("state"));
+    let (src, dst, state) = (
+        tmp.path().join("src"),
+        tmp.path().join("dst"),
+        tmp.path().join("state"),
+    );
     std::fs::create_dir_all(src.join("d")).unwrap();
     for i in 0..20 {
         std::fs::write(src.join(format!("d/f{i}")), format!("v1 {i}")).unwrap();
@@ -121,7 +125,10 @@ async fn pauses_while_down_keeps_queueing_and_resumes() {
         let (mapping, conn) = (Arc::clone(&mapping), Arc::clone(&conn));
         tokio::spawn(async move { mapping.run(conn, stop_rx).await })
     };
-    assert!(converged(&src, &dst, Duration::from_secs(10)).await, "initial copy");
+    assert!(
+        converged(&src, &dst, Duration::from_secs(10)).await,
+        "initial copy"
+    );
 
     // Cut the link, then change the source: edits, a new file, a rename, a delete.
     conn.down.store(true, Ordering::SeqCst);
@@ -138,15 +145,29 @@ async fn pauses_while_down_keeps_queueing_and_resumes() {
         counts.pending + counts.retrying >= 12,
         "the watcher keeps queueing while the link is down: {counts:?}"
     );
-    assert!(conn.refused.load(Ordering::SeqCst) > 0, "the handler tried and was refused");
-    assert!(!dst.join("new").exists(), "nothing can arrive while the link is down");
+    assert!(
+        conn.refused.load(Ordering::SeqCst) > 0,
+        "the handler tried and was refused"
+    );
+    assert!(
+        !dst.join("new").exists(),
+        "nothing can arrive while the link is down"
+    );
     assert_eq!(std::fs::read(dst.join("d/f0")).unwrap(), b"v1 0");
 
     // Plug it back: draining resumes and everything converges.
     conn.down.store(false, Ordering::SeqCst);
-    assert!(converged(&src, &dst, Duration::from_secs(10)).await, "after reconnect:\n{:?}\n{:?}", files(&src), files(&dst));
+    assert!(
+        converged(&src, &dst, Duration::from_secs(10)).await,
+        "after reconnect:\n{:?}\n{:?}",
+        files(&src),
+        files(&dst)
+    );
     let counts = mapping.queue().counts().unwrap();
-    assert_eq!(counts.failed, 0, "a lost connection never parks an action: {counts:?}");
+    assert_eq!(
+        counts.failed, 0,
+        "a lost connection never parks an action: {counts:?}"
+    );
     stop_tx.send(true).unwrap();
     runner.await.unwrap().unwrap();
 }
