@@ -226,3 +226,65 @@ pub fn write(root: &Path, rel: &str, content: &[u8]) {
     }
     std::fs::write(&path, content).expect("write");
 }
+
+/// Helpers for destinations other than the scratch folder (SFTP, S3).
+impl Scratch {
+    /// Runs `skynet sync src DEST EXTRA` to completion.
+    pub fn sync_to(&self, dest: &str, extra: &[&str]) -> Output {
+        let mut args = vec!["sync", self.src_str(), dest];
+        args.extend_from_slice(extra);
+        self.cmd(&args).output().expect("run skynet sync")
+    }
+
+    /// Starts `skynet ARGS` in the background (stderr to a log file), e.g. a `run` or a
+    /// long `sync`.
+    pub fn spawn(&self, args: &[&str]) -> Daemon {
+        self.spawn_with_env(args, &[])
+    }
+
+    /// As [`Scratch::spawn`], with extra environment variables.
+    pub fn spawn_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let log = self.dir.path().join(format!("spawn-{}.log", rand_suffix()));
+        let file = std::fs::File::create(&log).expect("log file");
+        let mut cmd = self.cmd(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("spawn skynet");
+        Daemon {
+            child: Some(child),
+            log,
+        }
+    }
+}
+
+impl Daemon {
+    /// True while the process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// Waits for the process to exit (at most `timeout`, then kills it) and returns its code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            if start.elapsed() > timeout {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
