@@ -90,6 +90,7 @@ pub struct MappingToml {
 }
 
 /// One mapping from the file, resolved: source, destination and options.
+#[derive(Debug)]
 pub struct ResolvedMapping {
     pub source: PathBuf,
     pub destination: String,
