@@ -82,6 +82,13 @@ pub fn may_exist_remotely(view: &dyn PendingView, path: &RelPath) -> bool {
 pub enum Change {
     Put(Entry),
     Remove(RelPath),
+    /// Turns the entry pending under `key` into `with`, keeping its place in the order. Used
+    /// when a superseded move still has to remove its source: the delete must run where the
+    /// move would have run, before any later directory move carries the file elsewhere.
+    Replace {
+        key: RelPath,
+        with: Entry,
+    },
 }
 
 /// The changes that file `incoming` into the pending set seen through `view`.
@@ -94,10 +101,32 @@ pub fn merge(view: &dyn PendingView, incoming: Entry) -> Vec<Change> {
     }
 }
 
-/// `delete(a)` when the destination may still hold `a` and nothing else is pending there.
-fn orphan_delete(view: &dyn PendingView, a: &RelPath, ready: u64, out: &mut Vec<Change>) {
-    if view.pending(a).is_none() && may_exist_remotely(view, a) {
-        out.push(Change::Put(Entry::new(Action::Delete(a.clone()), ready)));
+/// The entry pending under `key` is superseded; if it was a move whose source `from` the
+/// destination may still hold, it becomes `delete(from)` in place, else it is removed.
+fn supersede(view: &dyn PendingView, key: &RelPath, from: Option<&RelPath>, out: &mut Vec<Change>) {
+    match from {
+        Some(from) if view.pending(from).is_none() && may_exist_remotely(view, from) => {
+            let with = Entry::new(Action::Delete(from.clone()), 0);
+            out.push(Change::Replace {
+                key: key.clone(),
+                with,
+            });
+        }
+        _ => out.push(Change::Remove(key.clone())),
+    }
+}
+
+/// A pending send of `a` whose file moved away: if the destination may hold an older `a`,
+/// delete it in the send's place in the order, else just drop the send.
+fn supersede_send(view: &dyn PendingView, a: &RelPath, out: &mut Vec<Change>) {
+    if may_exist_remotely(view, a) {
+        let with = Entry::new(Action::Delete(a.clone()), 0);
+        out.push(Change::Replace {
+            key: a.clone(),
+            with,
+        });
+    } else {
+        out.push(Change::Remove(a.clone()));
     }
 }
 
@@ -112,7 +141,7 @@ fn merge_send(view: &dyn PendingView, p: RelPath, ready: u64) -> Vec<Change> {
             action: Action::Move { from, .. },
             ..
         }) => {
-            orphan_delete(view, &from, ready, &mut out);
+            supersede(view, &p, Some(&from), &mut out);
             ready
         }
         _ => ready,
@@ -131,16 +160,13 @@ fn merge_delete(view: &dyn PendingView, p: RelPath, ready: u64) -> Vec<Change> {
         Some(Entry {
             action: Action::Move { from, .. },
             ..
-        }) => orphan_delete(view, &from, ready, &mut out),
+        }) => supersede(view, &p, Some(&from), &mut out),
         _ => {}
     }
     for entry in view.pending_under(&p) {
-        out.push(Change::Remove(entry.action.key().clone()));
-        if let Action::Move { from, .. } = &entry.action {
-            if !from.is_within(&p) {
-                orphan_delete(view, from, ready, &mut out);
-            }
-        }
+        // A move into the deleted directory from outside it still has to remove its source.
+        let from = entry.action.from().filter(|f| !f.is_within(&p));
+        supersede(view, entry.action.key(), from, &mut out);
     }
     out.push(Change::Put(Entry::new(Action::Delete(p), ready)));
     out
@@ -152,43 +178,42 @@ fn merge_move(view: &dyn PendingView, a: RelPath, b: RelPath, ready: u64) -> Vec
         return out;
     }
     // Whatever was pending at b is overwritten; a pending move into b leaves its source behind.
-    if let Some(Entry {
-        action: Action::Move { from, .. },
-        ..
-    }) = view.pending(&b)
-    {
-        if from != a {
-            orphan_delete(view, &from, ready, &mut out);
-        }
+    match view.pending(&b) {
+        Some(Entry {
+            action: Action::Move { from, .. },
+            ..
+        }) if from != a => supersede(view, &b, Some(&from), &mut out),
+        Some(_) => out.push(Change::Remove(b.clone())),
+        None => {}
     }
     match view.pending(&a) {
         Some(Entry {
             action: Action::Send(_),
             ready_at,
         }) => {
-            if may_exist_remotely(view, &a) {
-                out.push(Change::Put(Entry::new(Action::Delete(a.clone()), ready)));
-            } else {
-                out.push(Change::Remove(a.clone()));
-            }
+            supersede_send(view, &a, &mut out);
             out.push(Change::Put(Entry::new(Action::Send(b.clone()), ready_at)));
         }
         Some(Entry {
             action: Action::Move { from: x, .. },
             ..
         }) => {
-            out.push(Change::Remove(a.clone()));
             if x == b {
                 // Moved back where it was: the destination already has it there.
-                out.push(Change::Remove(b.clone()));
+                out.push(Change::Remove(a.clone()));
             } else {
-                out.push(Change::Put(Entry::new(
+                // Still one rename, at the place in the order where x is known to be.
+                let with = Entry::new(
                     Action::Move {
                         from: x,
                         to: b.clone(),
                     },
                     ready,
-                )));
+                );
+                out.push(Change::Replace {
+                    key: a.clone(),
+                    with,
+                });
             }
         }
         Some(Entry {
@@ -270,6 +295,10 @@ mod tests {
                     Change::Remove(k) => {
                         self.pending.remove(&k);
                     }
+                    Change::Replace { key, with } => {
+                        self.pending.remove(&key);
+                        self.pending.insert(with.action.key().clone(), with);
+                    }
                 }
             }
         }
@@ -335,9 +364,11 @@ mod tests {
     #[test]
     fn table_of_cases() {
         for case in CASES {
-            let mut model = Model::default();
-            model.ledger = case.ledger.iter().map(|s| p(s)).collect();
-            model.committed = case.committed.iter().map(|s| p(s)).collect();
+            let mut model = Model {
+                ledger: case.ledger.iter().map(|s| p(s)).collect(),
+                committed: case.committed.iter().map(|s| p(s)).collect(),
+                ..Model::default()
+            };
             for s in case.pending {
                 let a = act(s);
                 model.pending.insert(a.key().clone(), Entry::new(a, 0));

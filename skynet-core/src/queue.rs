@@ -272,6 +272,22 @@ impl Queue {
         let now = now_ms() as i64;
         for change in changes {
             match change {
+                Change::Replace { key, with } => {
+                    tx.prepare_cached(
+                        "UPDATE queue SET path = ?2, kind = ?3, from_path = ?4, ready_at = ?5
+                         WHERE path = ?1 AND state = 0",
+                    )
+                    .and_then(|mut stmt| {
+                        stmt.execute(params![
+                            key.as_bytes(),
+                            with.action.key().as_bytes(),
+                            with.action.kind().as_str(),
+                            with.action.from().map(|f| f.as_bytes()),
+                            with.ready_at as i64
+                        ])
+                    })
+                    .map_err(|e| self.err(e))?;
+                }
                 Change::Remove(key) => {
                     tx.prepare_cached("DELETE FROM queue WHERE path = ?1 AND state = 0")
                         .and_then(|mut st| st.execute([key.as_bytes()]))
@@ -1064,6 +1080,44 @@ mod tests {
                 size: 3,
                 mtime_ns: 7
             }
+        );
+    }
+
+    #[test]
+    fn superseded_move_deletes_its_source_in_its_own_place_in_the_order() {
+        // Found by the convergence property test: a/b/deep moved to a/r2, then a/b renamed to
+        // D3, then another file moved onto a/r2. The old source must be deleted before the
+        // directory move carries it to D3/deep.
+        let q = Queue::open_in_memory().unwrap();
+        q.record_delivered(&[(p("a/b/deep"), 1, 1), (p("a/b/f2"), 1, 1)])
+            .unwrap();
+        let mv = |f: &str, t: &str| {
+            Entry::new(
+                Action::Move {
+                    from: p(f),
+                    to: p(t),
+                },
+                0,
+            )
+        };
+        q.push(&[mv("a/b/deep", "a/r2"), mv("a/b", "D3"), mv("D3/f2", "a/r2")])
+            .unwrap();
+        let order: Vec<String> = q
+            .rows()
+            .unwrap()
+            .into_iter()
+            .map(|r| {
+                format!(
+                    "{} {}{}",
+                    r.kind.as_str(),
+                    r.from.map(|f| f + " -> ").unwrap_or_default(),
+                    r.path
+                )
+            })
+            .collect();
+        assert_eq!(
+            order,
+            vec!["delete a/b/deep", "move a/b -> D3", "move D3/f2 -> a/r2"]
         );
     }
 
