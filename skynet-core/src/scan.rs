@@ -144,15 +144,7 @@ pub fn catch_up(
     let settle_ms = opts.settle.as_millis() as u64;
     let bar = progress_bar(opts.progress);
 
-    let walker = walkdir::WalkDir::new(root)
-        .min_depth(1)
-        .into_iter()
-        .filter_entry(|e| {
-            RelPath::from_abs(root, e.path())
-                .map(|r| !filter.excluded(&r))
-                .unwrap_or(false)
-        });
-    for entry in walker {
+    for entry in walk(root, root, filter) {
         let entry = match entry {
             Ok(e) => e,
             Err(e) => {
@@ -243,6 +235,22 @@ fn progress_bar(wanted: bool) -> Option<indicatif::ProgressBar> {
     Some(bar)
 }
 
+/// Walks `dir` (inside the source `root`) without descending into excluded directories.
+fn walk<'a>(
+    root: &'a Path,
+    dir: &Path,
+    filter: &'a Filter,
+) -> impl Iterator<Item = walkdir::Result<walkdir::DirEntry>> + 'a {
+    walkdir::WalkDir::new(dir)
+        .min_depth(1)
+        .into_iter()
+        .filter_entry(move |e| {
+            RelPath::from_abs(root, e.path())
+                .map(|r| !filter.excluded(&r))
+                .unwrap_or(false)
+        })
+}
+
 /// The files at or below `rel` in the source, not excluded: for a directory moved in from
 /// outside, a directory created with files already in it, or a move's fallback.
 pub fn local_files_within(root: &Path, rel: &RelPath, filter: &Filter) -> Vec<RelPath> {
@@ -255,14 +263,7 @@ pub fn local_files_within(root: &Path, rel: &RelPath, filter: &Filter) -> Vec<Re
         Ok(m) if m.is_dir() => {}
         _ => return Vec::new(),
     }
-    walkdir::WalkDir::new(&abs)
-        .min_depth(1)
-        .into_iter()
-        .filter_entry(|e| {
-            RelPath::from_abs(root, e.path())
-                .map(|r| !filter.excluded(&r))
-                .unwrap_or(false)
-        })
+    walk(root, &abs, filter)
         .filter_map(Result::ok)
         .filter(|e| e.file_type().is_file())
         .filter_map(|e| RelPath::from_abs(root, e.path()).ok())
