@@ -44,8 +44,9 @@ pub trait PendingView {
     fn pending_under(&self, dir: &RelPath) -> Vec<Entry>;
     /// Paths of in-flight or retrying sends at `path` or below it.
     fn committed_sends_within(&self, path: &RelPath) -> Vec<RelPath>;
-    /// Whether the destination holds `path` or is about to: it is in the ledger, or an
-    /// in-flight or retrying action touches it.
+    /// Whether the destination holds `path` (a file, or a directory with files) or is about
+    /// to: it or something below it is in the ledger, or an in-flight or retrying action
+    /// touches it.
     fn known_remotely(&self, path: &RelPath) -> bool;
 }
 
@@ -281,7 +282,10 @@ mod tests {
                 .collect()
         }
         fn known_remotely(&self, path: &RelPath) -> bool {
-            self.ledger.contains(path) || self.committed.contains(path)
+            self.ledger
+                .iter()
+                .chain(&self.committed)
+                .any(|p| p.is_within(path))
         }
     }
 
@@ -358,6 +362,7 @@ mod tests {
         Case { name: "rename chain", ledger: &["a"], committed: &[], pending: &[], incoming: &["move a b", "move b c", "move c d"], expect: &["move a d"] },
         Case { name: "file sent during a dir move, then moved out of it", ledger: &[], committed: &["pre/f"], pending: &[], incoming: &["move pre D", "move D/f a/r"], expect: &["move pre D", "delete D/f", "send a/r"] },
         Case { name: "moved out of a dir whose move is pending", ledger: &["pre/f"], committed: &[], pending: &[], incoming: &["move pre D", "send D/f", "move D/f a/r"], expect: &["move pre D", "delete D/f", "send a/r"] },
+        Case { name: "dir moved then deleted: its old name is deleted", ledger: &["a/b/deep"], committed: &[], pending: &[], incoming: &["move a D1", "delete D1"], expect: &["delete a", "delete D1"] },
         Case { name: "move to self", ledger: &["a"], committed: &[], pending: &[], incoming: &["move a a"], expect: &[] },
     ];
 

@@ -853,10 +853,13 @@ impl PendingView for SqlView<'_, '_> {
     }
 
     fn known_remotely(&self, path: &RelPath) -> bool {
+        // A directory is known remotely when any file under it is.
+        let (lo, hi) = within_bounds(path);
         let found = self.tx.query_row(
-            "SELECT EXISTS(SELECT 1 FROM ledger WHERE path = ?1)
-                 OR EXISTS(SELECT 1 FROM queue WHERE path = ?1 AND state IN (1, 3))",
-            [path.as_bytes()],
+            "SELECT EXISTS(SELECT 1 FROM ledger WHERE path = ?1 OR (path > ?2 AND path < ?3))
+                 OR EXISTS(SELECT 1 FROM queue WHERE (path = ?1 OR (path > ?2 AND path < ?3))
+                           AND state IN (1, 3))",
+            params![path.as_bytes(), lo, hi],
             |r| r.get::<_, bool>(0),
         );
         self.keep(found)
