@@ -189,6 +189,12 @@ impl Handler {
                     .collect();
                 self.queue.finish(&back)?;
             }
+            // Results that came back before the pause are recorded now (a success whose flush
+            // fails is retried), not left in flight while reconnecting.
+            if !connected && executing.is_empty() && !unacked.is_empty() {
+                self.acknowledge(&mut unacked, &mut connected).await?;
+                oldest_unacked = None;
+            }
 
             // (Re)connect before handing out work.
             if !connected && stopping_since.is_none() && executing.is_empty() {
