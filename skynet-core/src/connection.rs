@@ -122,6 +122,29 @@ pub trait Connection: Send + Sync + 'static {
     /// the file's size when an interrupted upload was resumed).
     async fn send(&self, file: &SourceFile, to: &RelPath) -> Result<u64, ConnError>;
 
+    /// How many sends the handler may hand to one [`Connection::send_batch`] call. The
+    /// default, 1, keeps one call per send; a backend whose sends are cheap next to the cost of
+    /// dispatching them (the local folder) raises it.
+    fn send_batch_size(&self) -> usize {
+        1
+    }
+
+    /// Performs several independent sends (unrelated paths) in order, one result per item. The
+    /// same contract as [`Connection::send`] for each item. The default calls `send` for each
+    /// and, after a [`ErrorKind::ConnectionLost`], fails the rest with the same error without
+    /// trying them.
+    async fn send_batch(&self, items: &[(SourceFile, RelPath)]) -> Vec<Result<u64, ConnError>> {
+        let mut out = Vec::with_capacity(items.len());
+        for (file, to) in items {
+            if let Some(lost) = lost_connection(&out) {
+                out.push(Err(lost));
+                continue;
+            }
+            out.push(self.send(file, to).await);
+        }
+        out
+    }
+
     /// Removes a file or a whole directory; a missing path is success.
     async fn delete(&self, path: &RelPath) -> Result<(), ConnError>;
 
@@ -157,6 +180,22 @@ pub trait BlockingConnection: Send + Sync + 'static {
     fn describe(&self) -> String;
     fn connect(&self) -> Result<(), ConnError>;
     fn send(&self, file: &SourceFile, to: &RelPath) -> Result<u64, ConnError>;
+    /// See [`Connection::send_batch_size`].
+    fn send_batch_size(&self) -> usize {
+        1
+    }
+    /// See [`Connection::send_batch`]; [`Blocking`] runs a whole batch in one blocking task.
+    fn send_batch(&self, items: &[(SourceFile, RelPath)]) -> Vec<Result<u64, ConnError>> {
+        let mut out = Vec::with_capacity(items.len());
+        for (file, to) in items {
+            if let Some(lost) = lost_connection(&out) {
+                out.push(Err(lost));
+                continue;
+            }
+            out.push(self.send(file, to));
+        }
+        out
+    }
     fn delete(&self, path: &RelPath) -> Result<(), ConnError>;
     fn rename(&self, from: &RelPath, to: &RelPath) -> Result<(), ConnError>;
     fn flush(&self) -> Result<(), ConnError> {
@@ -169,6 +208,17 @@ pub trait BlockingConnection: Send + Sync + 'static {
     fn stat(&self, path: &RelPath) -> Result<Option<u64>, ConnError>;
     fn read(&self, path: &RelPath) -> Result<Vec<u8>, ConnError>;
     fn list(&self) -> Result<Vec<RemoteEntry>, ConnError>;
+}
+
+/// The error of the last result when it was a lost connection: the rest of a batch is not
+/// worth trying.
+fn lost_connection(done: &[Result<u64, ConnError>]) -> Option<ConnError> {
+    match done.last() {
+        Some(Err(e)) if e.kind == ErrorKind::ConnectionLost => {
+            Some(ConnError::new(e.kind, e.message.clone()))
+        }
+        _ => None,
+    }
 }
 
 /// Adapts a [`BlockingConnection`] to the async [`Connection`] by running each call on
@@ -213,6 +263,21 @@ impl<C: BlockingConnection> Connection for Blocking<C> {
         let (file, to) = (file.clone(), to.clone());
         self.run(move |c| c.send(&file, &to)).await
     }
+    fn send_batch_size(&self) -> usize {
+        self.0.send_batch_size()
+    }
+    /// The whole batch in one blocking task: one hand-off to the pool and back per batch
+    /// instead of per file.
+    async fn send_batch(&self, items: &[(SourceFile, RelPath)]) -> Vec<Result<u64, ConnError>> {
+        let owned = items.to_vec();
+        let n = items.len();
+        match self.run(move |c| Ok(c.send_batch(&owned))).await {
+            Ok(results) => results,
+            Err(e) => (0..n)
+                .map(|_| Err(ConnError::new(e.kind, e.message.clone())))
+                .collect(),
+        }
+    }
     async fn delete(&self, path: &RelPath) -> Result<(), ConnError> {
         let path = path.clone();
         self.run(move |c| c.delete(&path)).await
@@ -251,6 +316,12 @@ impl<T: Connection + ?Sized> Connection for Arc<T> {
     }
     async fn send(&self, file: &SourceFile, to: &RelPath) -> Result<u64, ConnError> {
         (**self).send(file, to).await
+    }
+    fn send_batch_size(&self) -> usize {
+        (**self).send_batch_size()
+    }
+    async fn send_batch(&self, items: &[(SourceFile, RelPath)]) -> Vec<Result<u64, ConnError>> {
+        (**self).send_batch(items).await
     }
     async fn delete(&self, path: &RelPath) -> Result<(), ConnError> {
         (**self).delete(path).await

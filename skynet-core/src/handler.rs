@@ -10,6 +10,7 @@
 //!   error retries the action with backoff and parks it after `max_attempts`; a permanent one
 //!   parks it at once; others continue either way.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -162,8 +163,15 @@ impl Handler {
         mut stop: watch::Receiver<bool>,
     ) -> Result<Summary, HandlerError> {
         let mut summary = Summary::default();
-        let mut executing: JoinSet<Executed> = JoinSet::new();
-        let mut ready: std::collections::VecDeque<Claimed> = Default::default();
+        let mut executing: JoinSet<Vec<Executed>> = JoinSet::new();
+        let mut ready: VecDeque<Claimed> = Default::default();
+        // Sends per task (see `Connection::send_batch_size`), and the parent directories the
+        // executing send batches work in, so concurrent batches go to different directories.
+        let batch_max = self.conn.send_batch_size().max(1);
+        let window = (self.cfg.workers * 16)
+            .max(64)
+            .max(self.cfg.workers * batch_max * 2);
+        let mut busy_dirs: Vec<Vec<u8>> = Vec::new();
         let mut unacked: Vec<Outcome> = Vec::new();
         let mut oldest_unacked: Option<Instant> = None;
         let mut connected = false;
@@ -185,7 +193,12 @@ impl Handler {
             if !connected && !ready.is_empty() {
                 let back: Vec<Outcome> = ready
                     .drain(..)
-                    .map(|c| Outcome::Retry { id: c.id, error: String::new(), ready_at: 0, failed: false })
+                    .map(|c| Outcome::Retry {
+                        id: c.id,
+                        error: String::new(),
+                        ready_at: 0,
+                        failed: false,
+                    })
                     .collect();
                 self.queue.finish(&back)?;
             }
@@ -239,17 +252,28 @@ impl Handler {
 
             // Hand out work while there is room.
             if connected && stopping_since.is_none() {
-                if ready.len() < self.cfg.workers {
-                    let want = (self.cfg.workers * 16).max(64) - ready.len();
+                if ready.len() < self.cfg.workers.max(window / 2) {
+                    let want = window - ready.len();
                     ready.extend(self.queue.claim(want, now_ms())?);
                 }
                 while executing.len() < self.cfg.workers {
-                    let Some(claimed) = ready.pop_front() else {
+                    let free = self.cfg.workers - executing.len();
+                    let Some(batch) = next_batch(&mut ready, batch_max, free, &busy_dirs) else {
                         break;
                     };
                     let conn = Arc::clone(&self.conn);
                     let root = self.source_root.clone();
-                    executing.spawn(async move { execute(conn, root, claimed).await });
+                    match batch {
+                        Batch::One(claimed) => {
+                            executing
+                                .spawn(async move { vec![execute(conn, root, claimed).await] });
+                        }
+                        Batch::Sends(dir, claimed) => {
+                            busy_dirs.push(dir);
+                            executing
+                                .spawn(async move { execute_sends(conn, root, claimed).await });
+                        }
+                    }
                 }
             }
 
@@ -286,16 +310,25 @@ impl Handler {
             let timer = self.next_wake(oldest_unacked, idle)?;
             tokio::select! {
                 Some(joined) = executing.join_next(), if !executing.is_empty() => {
-                    let executed = match joined {
+                    let batch = match joined {
                         Ok(x) => x,
                         Err(e) => {
                             tracing::error!(error = %e, "worker task failed");
                             continue;
                         }
                     };
-                    if let Some(outcome) = self.outcome(executed, &mut connected, &mut summary)? {
-                        unacked.push(outcome);
-                        oldest_unacked.get_or_insert_with(Instant::now);
+                    if batch_max > 1 {
+                        if let Some(dir) = batch.first().and_then(|x| send_dir(&x.claimed.action)) {
+                            if let Some(i) = busy_dirs.iter().position(|d| *d == dir) {
+                                busy_dirs.swap_remove(i);
+                            }
+                        }
+                    }
+                    for executed in batch {
+                        if let Some(outcome) = self.outcome(executed, &mut connected, &mut summary)? {
+                            unacked.push(outcome);
+                            oldest_unacked.get_or_insert_with(Instant::now);
+                        }
                     }
                 }
                 _ = wake.notified() => {}
@@ -306,9 +339,11 @@ impl Handler {
 
         // Stopping: whatever was claimed but not started goes back as a retry, ready now.
         let mut rest: Vec<Outcome> = std::mem::take(&mut unacked);
-        while let Some(Ok(executed)) = executing.try_join_next() {
-            if let Some(outcome) = self.outcome(executed, &mut connected, &mut summary)? {
-                rest.push(outcome);
+        while let Some(Ok(batch)) = executing.try_join_next() {
+            for executed in batch {
+                if let Some(outcome) = self.outcome(executed, &mut connected, &mut summary)? {
+                    rest.push(outcome);
+                }
             }
         }
         executing.abort_all();
@@ -494,6 +529,113 @@ pub fn backoff(base: Duration, cap: Duration, attempt: u32) -> Duration {
     step.mul_f64(jitter)
 }
 
+/// What one worker task executes.
+enum Batch {
+    One(Claimed),
+    /// Sends of files in one parent directory (its bytes; empty for the root).
+    Sends(Vec<u8>, Vec<Claimed>),
+}
+
+/// The parent directory of a send's target (empty for the root); `None` for other actions.
+fn send_dir(action: &Action) -> Option<Vec<u8>> {
+    match action {
+        Action::Send(p) => Some(
+            p.parent()
+                .map(|d| d.as_bytes().to_vec())
+                .unwrap_or_default(),
+        ),
+        _ => None,
+    }
+}
+
+/// The next task's work. With `batch_max` 1, or when the oldest claimed action is not a send,
+/// one action. Otherwise up to `batch_max` sends (a fair share of `ready` for `free` workers)
+/// of files in one directory, preferring a directory no executing batch is working in:
+/// creating and renaming files takes the directory's lock, so concurrent batches in the same
+/// directory wait on each other. Claimed actions never touch related paths, so any order
+/// among them is fine.
+fn next_batch(
+    ready: &mut VecDeque<Claimed>,
+    batch_max: usize,
+    free: usize,
+    busy_dirs: &[Vec<u8>],
+) -> Option<Batch> {
+    let front = ready.front()?;
+    if batch_max <= 1 || !matches!(front.action, Action::Send(_)) {
+        return ready.pop_front().map(Batch::One);
+    }
+    let dir = ready
+        .iter()
+        .filter_map(|c| send_dir(&c.action))
+        .find(|d| !busy_dirs.contains(d))
+        .or_else(|| send_dir(&front.action))?;
+    let share = ready.len().div_ceil(free.max(1)).clamp(1, batch_max);
+    let mut batch = Vec::with_capacity(share);
+    let mut rest = VecDeque::with_capacity(ready.len());
+    for c in ready.drain(..) {
+        if batch.len() < share && send_dir(&c.action).as_deref() == Some(dir.as_slice()) {
+            batch.push(c);
+        } else {
+            rest.push_back(c);
+        }
+    }
+    *ready = rest;
+    Some(Batch::Sends(dir, batch))
+}
+
+/// Runs a batch of sends: stats each local file, then hands the files still there to the
+/// destination in one [`Connection::send_batch`] call.
+async fn execute_sends(
+    conn: Arc<dyn Connection>,
+    root: PathBuf,
+    batch: Vec<Claimed>,
+) -> Vec<Executed> {
+    let mut results: Vec<Option<(Result<LedgerUpdate, ConnError>, u64)>> =
+        Vec::with_capacity(batch.len());
+    let mut items: Vec<(SourceFile, RelPath)> = Vec::with_capacity(batch.len());
+    for claimed in &batch {
+        let Action::Send(p) = &claimed.action else {
+            unreachable!("a send batch holds sends only");
+        };
+        match SourceFile::stat(&p.under(&root)) {
+            Ok(f) => {
+                items.push((f, p.clone()));
+                results.push(None);
+            }
+            // Gone (or no longer a file) before we got to it: its delete or move event covers it.
+            Err(e) if e.kind == ErrorKind::SourceMissing => {
+                results.push(Some((Ok(LedgerUpdate::Unchanged), 0)))
+            }
+            Err(e) => results.push(Some((Err(e), 0))),
+        }
+    }
+    let mut sent = conn.send_batch(&items).await.into_iter();
+    let mut items = items.into_iter();
+    batch
+        .into_iter()
+        .zip(results)
+        .map(|(claimed, done)| {
+            let (result, bytes) = match done {
+                Some(done) => done,
+                None => {
+                    let (file, p) = items.next().expect("one item per unsent claim");
+                    let result = sent.next().unwrap_or_else(|| {
+                        Err(ConnError::transient(format!(
+                            "{p}: no result from send_batch"
+                        )))
+                    });
+                    send_result(&file, p, result)
+                }
+            };
+            Executed {
+                claimed,
+                result,
+                bytes,
+            }
+        })
+        .collect()
+}
+
 /// Runs one action against the destination.
 async fn execute(conn: Arc<dyn Connection>, root: PathBuf, claimed: Claimed) -> Executed {
     let (result, bytes) = match &claimed.action {
@@ -533,10 +675,20 @@ async fn send(
         Err(e) if e.kind == ErrorKind::SourceMissing => return (Ok(LedgerUpdate::Unchanged), 0),
         Err(e) => return (Err(e), 0),
     };
-    match conn.send(&file, p).await {
+    let result = conn.send(&file, p).await;
+    send_result(&file, p.clone(), result)
+}
+
+/// The ledger update of a send's result.
+fn send_result(
+    file: &SourceFile,
+    path: RelPath,
+    result: Result<u64, ConnError>,
+) -> (Result<LedgerUpdate, ConnError>, u64) {
+    match result {
         Ok(bytes) => (
             Ok(LedgerUpdate::Sent {
-                path: p.clone(),
+                path,
                 size: file.size,
                 mtime_ns: mtime_ns(file.mtime),
             }),
