@@ -12,8 +12,9 @@
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use crate::connection::{is_temp_name, temp_name, BlockingConnection, RemoteEntry, SourceFile};
@@ -25,6 +26,10 @@ pub struct LocalConnection {
     root: PathBuf,
     /// Directories already known to exist as real directories (not links) under the root.
     known_dirs: Mutex<HashSet<RelPath>>,
+    /// Something may have changed under the root since the last `flush` began: set after
+    /// every send, delete and rename returns (never before its writes are done), cleared by
+    /// `flush` before its `syncfs`, so a flush with nothing new to make durable costs nothing.
+    dirty: AtomicBool,
 }
 
 impl LocalConnection {
@@ -32,6 +37,7 @@ impl LocalConnection {
         LocalConnection {
             root: root.into(),
             known_dirs: Mutex::new(HashSet::new()),
+            dirty: AtomicBool::new(true),
         }
     }
 
@@ -102,9 +108,11 @@ impl LocalConnection {
         let mut out = OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(0o600)
             .open(temp)
             .map_err(|e| remote_io(temp, &e))?;
-        let copied = io::copy(&mut input, &mut out).map_err(|e| remote_io(temp, &e))?;
+        let copied =
+            copy_known(&mut input, &mut out, file.size).map_err(|e| remote_io(temp, &e))?;
         out.set_permissions(fs::Permissions::from_mode(file.mode))
             .map_err(|e| remote_io(temp, &e))?;
         filetime::set_file_handle_times(
@@ -115,6 +123,31 @@ impl LocalConnection {
         .map_err(|e| remote_io(temp, &e))?;
         Ok(copied)
     }
+}
+
+/// Copies `size` bytes (the size the send was dispatched with) from `input` to `out` with
+/// `copy_file_range`: one system call for a small file, where `io::copy` first probes both
+/// files with `fstat` and then calls it until it returns 0. A file that shrank or grew since
+/// its stat is caught by `check_unchanged`. Falls back to `io::copy` where the kernel cannot
+/// copy between these two files.
+fn copy_known(input: &mut File, out: &mut File, size: u64) -> io::Result<u64> {
+    use rustix::io::Errno;
+    let mut copied = 0u64;
+    while copied < size {
+        let want = (size - copied).min(1 << 30) as usize;
+        match rustix::fs::copy_file_range(&*input, None, &*out, None, want) {
+            Ok(0) => break,
+            Ok(n) => copied += n as u64,
+            Err(Errno::INTR) => {}
+            Err(Errno::XDEV | Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP | Errno::PERM)
+                if copied == 0 =>
+            {
+                return io::copy(input, out);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(copied)
 }
 
 fn mkdir(abs: &Path) -> Result<(), ConnError> {
@@ -156,6 +189,7 @@ impl BlockingConnection for LocalConnection {
     }
 
     fn send(&self, file: &SourceFile, to: &RelPath) -> Result<u64, ConnError> {
+        let _dirty = MarkDirty(&self.dirty);
         let target = to.under(&self.root);
         let parent = target.parent().unwrap_or(&self.root).to_path_buf();
         self.ensure_parents(to)?;
@@ -187,11 +221,13 @@ impl BlockingConnection for LocalConnection {
     }
 
     fn delete(&self, path: &RelPath) -> Result<(), ConnError> {
+        let _dirty = MarkDirty(&self.dirty);
         self.forget_dirs();
         Self::remove_any(&path.under(&self.root))
     }
 
     fn rename(&self, from: &RelPath, to: &RelPath) -> Result<(), ConnError> {
+        let _dirty = MarkDirty(&self.dirty);
         let src = from.under(&self.root);
         let dst = to.under(&self.root);
         let src_meta = match fs::symlink_metadata(&src) {
@@ -217,8 +253,19 @@ impl BlockingConnection for LocalConnection {
     }
 
     fn flush(&self) -> Result<(), ConnError> {
-        let dir = File::open(&self.root).map_err(|e| remote_io(&self.root, &e))?;
-        rustix::fs::syncfs(&dir).map_err(|e| remote_io(&self.root, &io::Error::from(e)))
+        // Cleared before the sync: whatever finishes during it marks the next flush dirty.
+        if !self.dirty.swap(false, Ordering::SeqCst) {
+            return Ok(());
+        }
+        let result = File::open(&self.root)
+            .map_err(|e| remote_io(&self.root, &e))
+            .and_then(|dir| {
+                rustix::fs::syncfs(&dir).map_err(|e| remote_io(&self.root, &io::Error::from(e)))
+            });
+        if result.is_err() {
+            self.dirty.store(true, Ordering::SeqCst);
+        }
+        result
     }
 
     fn cleanup(&self, near: &[RelPath]) -> Result<(), ConnError> {
@@ -274,6 +321,16 @@ impl BlockingConnection for LocalConnection {
             out.push(RemoteEntry { path, size });
         }
         Ok(out)
+    }
+}
+
+/// Marks the connection dirty when dropped, i.e. once an operation has returned, whatever
+/// it returned (a failed one may have changed things too).
+struct MarkDirty<'a>(&'a AtomicBool);
+
+impl Drop for MarkDirty<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
     }
 }
 
