@@ -159,6 +159,10 @@ struct EventMapper {
     moved_from: HashMap<usize, (RelPath, Instant)>,
     /// Trackers whose move was already filed (the later duplicate report is ignored).
     paired: HashMap<usize, Instant>,
+    /// Renames filed in the last moments, newest last: notify keeps naming events inside a
+    /// renamed directory by its old path until it has finished the batch in which it saw the
+    /// rename (it re-adds the watches only then), so such events are mapped to the new path.
+    recent_moves: Vec<(RelPath, RelPath, Instant)>,
     rescan: bool,
 }
 
@@ -170,6 +174,7 @@ impl EventMapper {
             opts,
             moved_from: HashMap::new(),
             paired: HashMap::new(),
+            recent_moves: Vec::new(),
             rescan: false,
         }
     }
@@ -266,7 +271,43 @@ impl EventMapper {
         }
     }
 
+    fn exists(&self, rel: &RelPath) -> bool {
+        std::fs::symlink_metadata(rel.under(&self.root)).is_ok()
+    }
+
+    /// Maps an event path that may be stale (see `recent_moves`) to the path it names now.
+    /// `present`: the event says the path exists (create, write, rename target); otherwise it
+    /// says the path is gone (remove, rename source).
+    fn resolve(&self, rel: RelPath, present: bool) -> RelPath {
+        let Some(now) = self
+            .recent_moves
+            .iter()
+            .rev()
+            .find_map(|(from, to, _)| rel.rebase(from, to).filter(|q| *q != rel))
+        else {
+            return rel;
+        };
+        let parent_exists = |p: &RelPath| p.parent().map(|d| self.exists(&d)).unwrap_or(true);
+        let use_now = if present {
+            !self.exists(&rel) && self.exists(&now)
+        } else {
+            self.exists(&rel) || !parent_exists(&rel)
+        };
+        if use_now {
+            now
+        } else {
+            rel
+        }
+    }
+
     fn moved(&mut self, from: RelPath, to: RelPath, out: &mut Vec<Entry>) {
+        let now = Instant::now();
+        self.recent_moves
+            .retain(|(_, _, at)| now.duration_since(*at) < Duration::from_secs(2));
+        if self.recent_moves.len() >= 64 {
+            self.recent_moves.remove(0);
+        }
+        self.recent_moves.push((from.clone(), to.clone(), now));
         // A "from" half still waiting for its "to" lies at the new place now: when it expires
         // as a move out of the tree, its delete must name the path the destination will have
         // after this move runs.
@@ -297,7 +338,15 @@ impl EventMapper {
             return;
         }
         let tracker = ev.attrs.tracker();
-        let first = ev.paths.first().and_then(|p| self.rel(p));
+        let gone = matches!(
+            ev.kind,
+            EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(RenameMode::From))
+        );
+        let first = ev
+            .paths
+            .first()
+            .and_then(|p| self.rel(p))
+            .map(|r| self.resolve(r, !gone));
         match ev.kind {
             EventKind::Create(_) => {
                 if let Some(rel) = first {
@@ -343,8 +392,16 @@ impl EventMapper {
                     self.moved_from.remove(&t);
                     self.paired.insert(t, Instant::now());
                 }
-                let from = ev.paths.first().and_then(|p| self.rel(p));
-                let to = ev.paths.get(1).and_then(|p| self.rel(p));
+                let from = ev
+                    .paths
+                    .first()
+                    .and_then(|p| self.rel(p))
+                    .map(|r| self.resolve(r, false));
+                let to = ev
+                    .paths
+                    .get(1)
+                    .and_then(|p| self.rel(p))
+                    .map(|r| self.resolve(r, true));
                 match (from, to) {
                     (Some(from), Some(to)) => self.moved(from, to, out),
                     (None, Some(to)) => self.send_within(&to, out),
@@ -365,8 +422,10 @@ impl EventMapper {
             }
             EventKind::Remove(_) => {
                 if let Some(rel) = first {
-                    // Removed and re-created within one batch: the send below wins in the merge.
-                    self.delete(rel, out);
+                    // Already there again (re-created): its create event sends it.
+                    if !self.exists(&rel) {
+                        self.delete(rel, out);
+                    }
                 }
             }
             EventKind::Any | EventKind::Other => {
@@ -495,6 +554,36 @@ mod tests {
         }
         m.expire_renames(&mut out);
         assert_eq!(actions(&out), vec!["move a -> D3", "delete D3/b/deep"]);
+    }
+
+    #[test]
+    fn events_under_their_old_path_after_a_dir_rename_are_mapped_to_the_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("D4/b")).unwrap();
+        std::fs::write(root.join("D4/b/deep"), b"appended").unwrap();
+        let mut m = mapper(root);
+        let mut out = Vec::new();
+        let (a, d4) = (root.join("a"), root.join("D4"));
+        m.map(
+            ev(
+                EventKind::Modify(ModifyKind::Name(RenameMode::Both)),
+                &[&a, &d4],
+                Some(3),
+            ),
+            &mut out,
+        );
+        // notify still names the file by its old directory.
+        let stale = root.join("a/b/deep");
+        m.map(
+            ev(
+                EventKind::Modify(ModifyKind::Data(notify::event::DataChange::Any)),
+                &[&stale],
+                None,
+            ),
+            &mut out,
+        );
+        assert_eq!(actions(&out), vec!["move a -> D4", "send D4/b/deep"]);
     }
 
     #[test]
