@@ -31,7 +31,7 @@ pub enum EngineError {
     Watch(#[from] WatchError),
     #[error(transparent)]
     Filter(#[from] FilterError),
-    #[error("destination: {0}")]
+    #[error(transparent)]
     Handler(#[from] HandlerError),
 }
 
