@@ -172,6 +172,10 @@ impl Handler {
             .max(64)
             .max(self.cfg.workers * batch_max * 2);
         let mut busy_dirs: Vec<Vec<u8>> = Vec::new();
+        // The flush running for the batch in `flushing` (at most one at a time), while
+        // workers go on: results that arrive meanwhile wait for the next flush.
+        let mut flush_task: JoinSet<Result<(), ConnError>> = JoinSet::new();
+        let mut flushing: Vec<Outcome> = Vec::new();
         let mut unacked: Vec<Outcome> = Vec::new();
         let mut oldest_unacked: Option<Instant> = None;
         let mut connected = false;
@@ -277,20 +281,30 @@ impl Handler {
                 }
             }
 
-            // Acknowledge in batches, after a durability barrier.
-            let ack_due = !unacked.is_empty()
+            // Acknowledge in batches, after a durability barrier. The flush runs as its own
+            // task and covers only results that came back before it started.
+            let ack_due = flush_task.is_empty()
+                && !unacked.is_empty()
                 && (unacked.len() >= self.cfg.ack_batch
                     || executing.is_empty()
                     || oldest_unacked.is_some_and(|t| t.elapsed() >= self.cfg.ack_delay)
                     || stopping_since.is_some());
             if ack_due {
-                self.acknowledge(&mut unacked, &mut connected).await?;
+                let batch = std::mem::take(&mut unacked);
                 oldest_unacked = None;
+                if batch.iter().any(|o| matches!(o, Outcome::Done { .. })) {
+                    let conn = Arc::clone(&self.conn);
+                    flush_task.spawn(async move { conn.flush().await });
+                    flushing = batch;
+                } else {
+                    self.queue.finish(&batch)?;
+                }
                 continue;
             }
 
             if self.cfg.exit_when_drained
                 && executing.is_empty()
+                && flush_task.is_empty()
                 && ready.is_empty()
                 && unacked.is_empty()
                 && connected
@@ -307,8 +321,19 @@ impl Handler {
             // to hand it: a busy handler is woken by the next result anyway. (Asking SQLite
             // after every result scanned the whole queue each time: 64% of a 10,000-file sync.)
             let idle = connected && ready.is_empty() && executing.len() < self.cfg.workers;
-            let timer = self.next_wake(oldest_unacked, idle)?;
+            let ack_timer = if flush_task.is_empty() {
+                oldest_unacked
+            } else {
+                None
+            };
+            let timer = self.next_wake(ack_timer, idle)?;
             tokio::select! {
+                Some(flushed) = flush_task.join_next(), if !flush_task.is_empty() => {
+                    let flushed = flushed.unwrap_or_else(|e| {
+                        Err(ConnError::transient(format!("flush task failed: {e}")))
+                    });
+                    self.record(std::mem::take(&mut flushing), flushed, &mut connected)?;
+                }
                 Some(joined) = executing.join_next(), if !executing.is_empty() => {
                     let batch = match joined {
                         Ok(x) => x,
@@ -337,7 +362,13 @@ impl Handler {
             }
         }
 
-        // Stopping: whatever was claimed but not started goes back as a retry, ready now.
+        // Stopping: the flush under way completes and its batch is recorded first.
+        if let Some(flushed) = flush_task.join_next().await {
+            let flushed = flushed
+                .unwrap_or_else(|e| Err(ConnError::transient(format!("flush task failed: {e}"))));
+            self.record(std::mem::take(&mut flushing), flushed, &mut connected)?;
+        }
+        // Whatever was claimed but not started goes back as a retry, ready now.
         let mut rest: Vec<Outcome> = std::mem::take(&mut unacked);
         while let Some(Ok(batch)) = executing.try_join_next() {
             for executed in batch {
@@ -391,28 +422,42 @@ impl Handler {
     ) -> Result<(), StateError> {
         let batch = std::mem::take(unacked);
         let any_done = batch.iter().any(|o| matches!(o, Outcome::Done { .. }));
-        if any_done {
-            if let Err(e) = self.conn.flush().await {
-                tracing::warn!(error = %e.message, "flush failed; actions will be replayed");
-                self.status.set_error(&e.message);
-                if e.kind == ErrorKind::ConnectionLost {
-                    *connected = false;
-                    self.status.connected.store(false, Ordering::Relaxed);
-                }
-                let retried: Vec<Outcome> = batch
-                    .into_iter()
-                    .map(|o| match o {
-                        Outcome::Done { id, .. } => Outcome::Retry {
-                            id,
-                            error: e.message.clone(),
-                            ready_at: 0,
-                            failed: false,
-                        },
-                        other => other,
-                    })
-                    .collect();
-                return self.queue.finish(&retried);
+        let flushed = if any_done {
+            self.conn.flush().await
+        } else {
+            Ok(())
+        };
+        self.record(batch, flushed, connected)
+    }
+
+    /// Records a batch of outcomes after its flush: a failed flush turns the successes back
+    /// into retries.
+    fn record(
+        &self,
+        batch: Vec<Outcome>,
+        flushed: Result<(), ConnError>,
+        connected: &mut bool,
+    ) -> Result<(), StateError> {
+        if let Err(e) = flushed {
+            tracing::warn!(error = %e.message, "flush failed; actions will be replayed");
+            self.status.set_error(&e.message);
+            if e.kind == ErrorKind::ConnectionLost {
+                *connected = false;
+                self.status.connected.store(false, Ordering::Relaxed);
             }
+            let retried: Vec<Outcome> = batch
+                .into_iter()
+                .map(|o| match o {
+                    Outcome::Done { id, .. } => Outcome::Retry {
+                        id,
+                        error: e.message.clone(),
+                        ready_at: 0,
+                        failed: false,
+                    },
+                    other => other,
+                })
+                .collect();
+            return self.queue.finish(&retried);
         }
         self.queue.finish(&batch)
     }
