@@ -524,7 +524,17 @@ impl Handler {
                         ledger: LedgerUpdate::Deleted(from.clone()),
                     }
                 }
-                _ => Outcome::Done {
+                // The local file is gone (its delete or move event covers it), or the path is
+                // now a directory (a directory moved in or carried by a parent's rename):
+                // send the files in it, if any.
+                Action::Send(p) => {
+                    self.queue_fallback_sends(p)?;
+                    Outcome::Done {
+                        id,
+                        ledger: LedgerUpdate::Unchanged,
+                    }
+                }
+                Action::Delete(_) => Outcome::Done {
                     id,
                     ledger: LedgerUpdate::Unchanged,
                 },
@@ -647,10 +657,7 @@ async fn execute_sends(
                 items.push((f, p.clone()));
                 results.push(None);
             }
-            // Gone (or no longer a file) before we got to it: its delete or move event covers it.
-            Err(e) if e.kind == ErrorKind::SourceMissing => {
-                results.push(Some((Ok(LedgerUpdate::Unchanged), 0)))
-            }
+            // Gone, or a directory: settled in `outcome`.
             Err(e) => results.push(Some((Err(e), 0))),
         }
     }
@@ -716,8 +723,7 @@ async fn send(
 ) -> (Result<LedgerUpdate, ConnError>, u64) {
     let file = match SourceFile::stat(&p.under(root)) {
         Ok(f) => f,
-        // Gone (or no longer a file) before we got to it: its delete or move event covers it.
-        Err(e) if e.kind == ErrorKind::SourceMissing => return (Ok(LedgerUpdate::Unchanged), 0),
+        // Gone, or a directory: settled in `outcome`.
         Err(e) => return (Err(e), 0),
     };
     let result = conn.send(&file, p).await;

@@ -260,6 +260,13 @@ impl EventMapper {
     /// Sends the file, or every file under the directory, at `rel`.
     fn send_within(&self, rel: &RelPath, out: &mut Vec<Entry>) {
         let ready = self.send_ready();
+        if !self.exists(rel) {
+            // Gone already, most likely carried away by a rename of a parent that is later in
+            // the event stream: a plain send is rewritten by that move's merge, and a send of
+            // what turns out to be a directory sends the files in it.
+            self.send(rel.clone(), out);
+            return;
+        }
         for p in scan::local_files_within(&self.root, rel, &self.filter) {
             out.push(Entry::new(Action::Send(p), ready));
         }
