@@ -115,10 +115,31 @@ fn destination_inside_source_is_refused() {
 fn second_run_on_same_mapping_exits_2() {
     let s = Scratch::new();
     let mut first = s.run(&[]);
-    assert!(wait_until(std::time::Duration::from_secs(10), || s
-        .status()["mappings"][0]["running"]
-        == true));
-    let out = s.cmd(&["run", s.src_str(), s.dst_str()]).output().unwrap();
+    assert!(
+        wait_until(std::time::Duration::from_secs(10), || s.status()
+            ["mappings"][0]["running"]
+            == true),
+        "first run never showed as running: {}",
+        first.log_text()
+    );
+    // Bounded: if the lock did not hold, the second run would mirror forever.
+    let mut second = s
+        .cmd(&["run", s.src_str(), s.dst_str()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let exited = wait_until(std::time::Duration::from_secs(15), || {
+        matches!(second.try_wait(), Ok(Some(_)))
+    });
+    if !exited {
+        let _ = second.kill();
+        let _ = second.wait();
+        panic!(
+            "a second run of the same mapping kept running; first: {}",
+            first.log_text()
+        );
+    }
+    let out = second.wait_with_output().unwrap();
     expect_usage_error(out, "already running");
     assert_eq!(
         first.signal("TERM"),

@@ -183,10 +183,15 @@ impl Queue {
             .map_err(err)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(err)?;
-        let version: i64 = conn
+        // Migrate under an immediate (write-locked) transaction and read the version inside
+        // it: `status` in another process may open the same database at the same moment.
+        let known = MIGRATIONS.len() as i64;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(err)?;
+        let version: i64 = tx
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(err)?;
-        let known = MIGRATIONS.len() as i64;
         if version > known {
             return Err(StateError::TooNew {
                 path,
@@ -194,13 +199,12 @@ impl Queue {
                 known,
             });
         }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            let tx = conn.transaction().map_err(err)?;
+        for sql in MIGRATIONS.iter().skip(version as usize) {
             tx.execute_batch(sql).map_err(err)?;
-            tx.pragma_update(None, "user_version", (i + 1) as i64)
-                .map_err(err)?;
-            tx.commit().map_err(err)?;
         }
+        tx.pragma_update(None, "user_version", known.max(version))
+            .map_err(err)?;
+        tx.commit().map_err(err)?;
         Ok(Queue {
             conn: Mutex::new(conn),
             path,
