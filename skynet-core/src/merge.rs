@@ -14,7 +14,7 @@
 //! - A directory move rewrites pending *sends* under it (they read local files, which now
 //!   live at the new path) and re-queues sends of files under it that are in flight. Pending
 //!   deletes and moves under it stay: they run first (they are older) at the old path.
-//! - A delete of a directory drops pending sends and deletes under it.
+//! - A delete of a directory drops pending sends under it (older deletes and moves stay).
 //!
 //! Only pending rows merge. In-flight and retrying rows are committed: a new event for their
 //! path becomes a new pending row that runs after them, so an edit made during a send is
@@ -164,10 +164,13 @@ fn merge_delete(view: &dyn PendingView, p: RelPath, ready: u64) -> Vec<Change> {
         }) => supersede(view, &p, Some(&from), &mut out),
         _ => {}
     }
+    // Sends under a deleted directory are moot. Older deletes and moves under it stay: they
+    // run first, at paths that may name something else by now (the directory may have been
+    // renamed away and re-created since), so dropping them could leave files behind.
     for entry in view.pending_under(&p) {
-        // A move into the deleted directory from outside it still has to remove its source.
-        let from = entry.action.from().filter(|f| !f.is_within(&p));
-        supersede(view, entry.action.key(), from, &mut out);
+        if let Action::Send(key) = &entry.action {
+            out.push(Change::Remove(key.clone()));
+        }
     }
     out.push(Change::Put(Entry::new(Action::Delete(p), ready)));
     out
@@ -356,7 +359,8 @@ mod tests {
         Case { name: "dir move re-sends in-flight files under it", ledger: &[], committed: &["d/x", "dd/y"], pending: &[], incoming: &["move d e"], expect: &["move d e", "send e/x"] },
         Case { name: "in-flight send is not merged: edit during send", ledger: &[], committed: &["a"], pending: &[], incoming: &["send a"], expect: &["send a"] },
         Case { name: "dir delete drops pending under it", ledger: &["d/x"], committed: &[], pending: &["send d/x", "send d/y/z", "send dx"], incoming: &["delete d"], expect: &["delete d", "send dx"] },
-        Case { name: "dir delete: moved-in file's source is orphaned", ledger: &["z"], committed: &[], pending: &["move z d/w"], incoming: &["delete d"], expect: &["delete d", "delete z"] },
+        Case { name: "dir delete keeps an older move into it (it runs first)", ledger: &["z"], committed: &[], pending: &["move z d/w"], incoming: &["delete d"], expect: &["move z d/w", "delete d"] },
+        Case { name: "dir renamed away, re-created and deleted: the older delete stays", ledger: &["a/b/deep"], committed: &[], pending: &["delete a/b/deep"], incoming: &["move a D4", "delete a"], expect: &["delete a/b/deep", "move a D4", "delete a"] },
         Case { name: "move of a new file then edit", ledger: &[], committed: &[], pending: &["send a"], incoming: &["move a b", "send b"], expect: &["send b"] },
         Case { name: "camera: write tmp then rename", ledger: &[], committed: &[], pending: &[], incoming: &["send IMG.tmp", "send IMG.tmp", "move IMG.tmp IMG.jpg"], expect: &["send IMG.jpg"] },
         Case { name: "rename chain", ledger: &["a"], committed: &[], pending: &[], incoming: &["move a b", "move b c", "move c d"], expect: &["move a d"] },
