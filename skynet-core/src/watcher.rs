@@ -30,6 +30,10 @@ use crate::scan::{self, Filter, ScanOptions};
 
 /// How long a rename's "from" half waits for its "to" half.
 pub const RENAME_PAIRING: Duration = Duration::from_millis(300);
+/// How long after a rename events may still carry the renamed directory's old path (notify
+/// fixes its paths at the end of the read batch that held the rename; a short window keeps
+/// the guess from touching later, unrelated events).
+const STALE_WINDOW: Duration = Duration::from_millis(100);
 /// How long events are gathered into one batch.
 const BATCH_WINDOW: Duration = Duration::from_millis(20);
 const BATCH_MAX: usize = 20_000;
@@ -290,6 +294,7 @@ impl EventMapper {
             .recent_moves
             .iter()
             .rev()
+            .filter(|(_, _, at)| at.elapsed() < STALE_WINDOW)
             .find_map(|(from, to, _)| rel.rebase(from, to).filter(|q| *q != rel))
         else {
             return rel;
@@ -310,7 +315,7 @@ impl EventMapper {
     fn moved(&mut self, from: RelPath, to: RelPath, out: &mut Vec<Entry>) {
         let now = Instant::now();
         self.recent_moves
-            .retain(|(_, _, at)| now.duration_since(*at) < Duration::from_secs(2));
+            .retain(|(_, _, at)| now.duration_since(*at) < STALE_WINDOW);
         if self.recent_moves.len() >= 64 {
             self.recent_moves.remove(0);
         }
@@ -459,7 +464,10 @@ impl EventMapper {
             .collect();
         for t in expired {
             if let Some((rel, _)) = self.moved_from.remove(&t) {
-                self.delete(rel, out);
+                // Something new stands there already: its own events send it.
+                if !self.exists(&rel) {
+                    self.delete(rel, out);
+                }
             }
         }
         self.paired
