@@ -34,6 +34,8 @@ pub const RENAME_PAIRING: Duration = Duration::from_millis(300);
 /// fixes its paths at the end of the read batch that held the rename; a short window keeps
 /// the guess from touching later, unrelated events).
 const STALE_WINDOW: Duration = Duration::from_millis(100);
+/// How long the source must be quiet before the reconciling scan after a directory rename.
+const RECONCILE_QUIET: Duration = Duration::from_secs(1);
 /// How long events are gathered into one batch.
 const BATCH_WINDOW: Duration = Duration::from_millis(20);
 const BATCH_MAX: usize = 20_000;
@@ -167,6 +169,10 @@ struct EventMapper {
     /// renamed directory by its old path until it has finished the batch in which it saw the
     /// rename (it re-adds the watches only then), so such events are mapped to the new path.
     recent_moves: Vec<(RelPath, RelPath, Instant)>,
+    /// A directory was renamed: notify may have misnamed events around it, so once the
+    /// source is quiet and the queue drained, a catch-up scan reconciles (see `run`).
+    reconcile_due: bool,
+    last_event: Instant,
     rescan: bool,
 }
 
@@ -179,6 +185,8 @@ impl EventMapper {
             moved_from: HashMap::new(),
             paired: HashMap::new(),
             recent_moves: Vec::new(),
+            reconcile_due: false,
+            last_event: Instant::now(),
             rescan: false,
         }
     }
@@ -198,6 +206,7 @@ impl EventMapper {
             let first = rx.recv_timeout(Duration::from_millis(100));
             match first {
                 Ok(ev) => {
+                    self.last_event = Instant::now();
                     self.map(ev, &mut out);
                     let deadline = Instant::now() + BATCH_WINDOW;
                     let mut n = 1;
@@ -227,22 +236,38 @@ impl EventMapper {
                     }
                 }
             }
+            if self.reconcile_due && self.last_event.elapsed() >= RECONCILE_QUIET {
+                let idle = queue
+                    .counts()
+                    .map(|c| c.pending + c.in_flight + c.retrying == 0)
+                    .unwrap_or(false);
+                if idle {
+                    self.reconcile_due = false;
+                    tracing::info!("reconciling after a directory rename");
+                    self.catch_up(queue, wake);
+                }
+            }
             if self.rescan {
                 self.rescan = false;
                 tracing::warn!("the watcher lost events; running a catch-up scan");
-                let opts = ScanOptions {
-                    complete_sync: self.opts.complete_sync,
-                    settle: self.opts.settle,
-                    progress: false,
-                };
-                match scan::catch_up(&self.root, queue, &self.filter, &opts) {
-                    Ok(_) => wake.notify_one(),
-                    Err(e) => {
-                        tracing::error!(error = %e, "catch-up scan failed; will retry");
-                        self.rescan = true;
-                        std::thread::sleep(Duration::from_secs(1));
-                    }
-                }
+                self.catch_up(queue, wake);
+            }
+        }
+    }
+
+    /// Runs a catch-up scan of the whole source; on failure, tries again later.
+    fn catch_up(&mut self, queue: &Queue, wake: &Notify) {
+        let opts = ScanOptions {
+            complete_sync: self.opts.complete_sync,
+            settle: self.opts.settle,
+            progress: false,
+        };
+        match scan::catch_up(&self.root, queue, &self.filter, &opts) {
+            Ok(_) => wake.notify_one(),
+            Err(e) => {
+                tracing::error!(error = %e, "catch-up scan failed; will retry");
+                self.rescan = true;
+                std::thread::sleep(Duration::from_secs(1));
             }
         }
     }
@@ -320,6 +345,9 @@ impl EventMapper {
             self.recent_moves.remove(0);
         }
         self.recent_moves.push((from.clone(), to.clone(), now));
+        if to.under(&self.root).is_dir() {
+            self.reconcile_due = true;
+        }
         // A "from" half still waiting for its "to" lies at the new place now: when it expires
         // as a move out of the tree, its delete must name the path the destination will have
         // after this move runs.
