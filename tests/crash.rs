@@ -41,18 +41,7 @@ fn sync_killed_mid_way_then_restarted_converges() {
         "no kill landed in the middle of a sync; the test proves nothing"
     );
     let out = s.sync(&[]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        tree(&s.src),
-        tree(&s.dst),
-        "{}",
-        diff(&tree(&s.src), &tree(&s.dst))
-    );
+    assert_synced(&s, &out);
     assert!(no_temp_files(&s.dst), "temporary files left after crashes");
     let status = s.status();
     assert_eq!(status["mappings"][0]["pending"], 0);

@@ -41,18 +41,7 @@ fn sync_and_live_changes_keep_hostile_names_intact() {
         std::fs::write(dir.join(OsStr::from_bytes(name)), format!("content {i}")).unwrap();
     }
     let out = s.sync(&[]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        tree(&s.src),
-        tree(&s.dst),
-        "{}",
-        diff(&tree(&s.src), &tree(&s.dst))
-    );
+    assert_synced(&s, &out);
 
     // Live: rename and delete hostile names.
     let mut daemon = s.run(&["--complete-sync", "--settle", "50ms"]);

@@ -195,16 +195,7 @@ impl Handler {
             // Paused: claimed work that has not started goes back to the queue, so status
             // shows it as waiting rather than in flight during the outage.
             if !connected && !ready.is_empty() {
-                let back: Vec<Outcome> = ready
-                    .drain(..)
-                    .map(|c| Outcome::Retry {
-                        id: c.id,
-                        error: String::new(),
-                        ready_at: 0,
-                        failed: false,
-                    })
-                    .collect();
-                self.queue.finish(&back)?;
+                self.unclaim(&mut ready)?;
             }
             // Results that came back before the pause are recorded now (a success whose flush
             // fails is retried), not left in flight while reconnecting.
@@ -381,6 +372,13 @@ impl Handler {
         if !rest.is_empty() {
             self.acknowledge(&mut rest, &mut connected).await?;
         }
+        self.unclaim(&mut ready)?;
+        Ok(summary)
+    }
+
+    /// Gives claimed actions that never started back to the queue, ready now, without
+    /// counting an attempt or touching their last error.
+    fn unclaim(&self, ready: &mut VecDeque<Claimed>) -> Result<(), StateError> {
         let back: Vec<Outcome> = ready
             .drain(..)
             .map(|c| Outcome::Retry {
@@ -390,8 +388,7 @@ impl Handler {
                 failed: false,
             })
             .collect();
-        self.queue.finish(&back)?;
-        Ok(summary)
+        self.queue.finish(&back)
     }
 
     /// How long to sleep when nothing else wakes us. `idle`: connected with a free worker and

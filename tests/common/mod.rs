@@ -288,3 +288,15 @@ impl Daemon {
         }
     }
 }
+
+/// Asserts that a `skynet sync` succeeded and left the destination equal to the source.
+pub fn assert_synced(s: &Scratch, out: &Output) {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (want, got) = (tree(&s.src), tree(&s.dst));
+    assert_eq!(want, got, "{}", diff(&want, &got));
+}
