@@ -44,8 +44,14 @@ pub async fn prepare(src: &Path, dest: &str, args: &MappingArgs, what: &str) -> 
         }
     }
     let identity = destination.identity();
+    // Two S3-compatible servers can hold the same bucket name: the endpoint is part of what
+    // the mapping is, so it names the state too.
+    let state_key = match (&destination, &args.s3_endpoint) {
+        (Destination::S3(url), Some(endpoint)) => format!("{url} {endpoint}"),
+        _ => identity.clone(),
+    };
     let root = state::state_root(args.state_dir.as_deref())?;
-    let state_dir = root.join(state::mapping_name(&source, &identity));
+    let state_dir = root.join(state::mapping_name(&source, &state_key));
     let lock = MappingLock::acquire(
         &state_dir,
         &format!("{} -> {identity} ({what})", source.display()),
