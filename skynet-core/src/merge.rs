@@ -11,6 +11,8 @@
 //! - move(a→b) + send(b) → send(b), plus delete(a) when `a` may exist remotely.
 //! - move(a→b) + delete(b) → delete(b), plus delete(a) likewise.
 //! - A move onto `b` drops what was pending at `b` (it is overwritten).
+//! - A move of a file whose send is in flight becomes delete(a) + send(b): if that send finds
+//!   the file gone, a rename would carry the previous version to `b`.
 //! - A directory move rewrites pending *sends* under it (they read local files, which now
 //!   live at the new path) and re-queues sends of files under it that are in flight. Pending
 //!   deletes and moves under it stay: they run first (they are older) at the old path.
@@ -226,6 +228,13 @@ fn merge_move(view: &dyn PendingView, a: RelPath, b: RelPath, ready: u64) -> Vec
         }) => {
             out.push(Change::Put(Entry::new(Action::Send(b.clone()), ready)));
         }
+        // The file is being sent right now: if that send finds it gone, the destination
+        // keeps the previous version, which a rename would carry to b. So: delete a once the
+        // send is done, and send b.
+        None if view.committed_sends_within(&a).contains(&a) => {
+            out.push(Change::Put(Entry::new(Action::Delete(a.clone()), ready)));
+            out.push(Change::Put(Entry::new(Action::Send(b.clone()), ready)));
+        }
         None => out.push(Change::Put(Entry::new(
             Action::Move {
                 from: a.clone(),
@@ -367,6 +376,7 @@ mod tests {
         Case { name: "file sent during a dir move, then moved out of it", ledger: &[], committed: &["pre/f"], pending: &[], incoming: &["move pre D", "move D/f a/r"], expect: &["move pre D", "delete D/f", "send a/r"] },
         Case { name: "moved out of a dir whose move is pending", ledger: &["pre/f"], committed: &[], pending: &[], incoming: &["move pre D", "send D/f", "move D/f a/r"], expect: &["move pre D", "delete D/f", "send a/r"] },
         Case { name: "dir moved then deleted: its old name is deleted", ledger: &["a/b/deep"], committed: &[], pending: &[], incoming: &["move a D1", "delete D1"], expect: &["delete a", "delete D1"] },
+        Case { name: "file moved while its send is in flight", ledger: &["a"], committed: &["a"], pending: &[], incoming: &["move a b"], expect: &["delete a", "send b"] },
         Case { name: "move to self", ledger: &["a"], committed: &[], pending: &[], incoming: &["move a a"], expect: &[] },
     ];
 
