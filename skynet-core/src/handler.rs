@@ -528,7 +528,7 @@ impl Handler {
                     self.queue_fallback_sends(p)?;
                     Outcome::Done {
                         id,
-                        ledger: LedgerUpdate::Unchanged,
+                        ledger: LedgerUpdate::Stale(p.clone()),
                     }
                 }
                 Action::Delete(_) => Outcome::Done {

@@ -50,6 +50,9 @@ pub trait PendingView {
     /// to: it or something below it is in the ledger, or an in-flight or retrying action
     /// touches it.
     fn known_remotely(&self, path: &RelPath) -> bool;
+    /// Whether the destination's copy of the file at `path` is known to be out of date (a send
+    /// of it found the local file already gone).
+    fn stale_remotely(&self, path: &RelPath) -> bool;
 }
 
 /// Whether the destination may hold `path` once the queue has run: known there directly, or
@@ -228,10 +231,10 @@ fn merge_move(view: &dyn PendingView, a: RelPath, b: RelPath, ready: u64) -> Vec
         }) => {
             out.push(Change::Put(Entry::new(Action::Send(b.clone()), ready)));
         }
-        // The file is being sent right now: if that send finds it gone, the destination
-        // keeps the previous version, which a rename would carry to b. So: delete a once the
-        // send is done, and send b.
-        None if view.committed_sends_within(&a).contains(&a) => {
+        // The file is being sent right now, or a send already found it gone: the destination
+        // may keep a previous version, which a rename would carry to b. So: delete a (after
+        // that send), and send b.
+        None if view.committed_sends_within(&a).contains(&a) || view.stale_remotely(&a) => {
             out.push(Change::Put(Entry::new(Action::Delete(a.clone()), ready)));
             out.push(Change::Put(Entry::new(Action::Send(b.clone()), ready)));
         }
@@ -273,6 +276,7 @@ mod tests {
         pending: BTreeMap<RelPath, Entry>,
         committed: BTreeSet<RelPath>,
         ledger: BTreeSet<RelPath>,
+        stale: BTreeSet<RelPath>,
     }
 
     impl PendingView for Model {
@@ -298,6 +302,9 @@ mod tests {
                 .iter()
                 .chain(&self.committed)
                 .any(|p| p.is_within(path))
+        }
+        fn stale_remotely(&self, path: &RelPath) -> bool {
+            self.stale.contains(path)
         }
     }
 
@@ -406,6 +413,22 @@ mod tests {
             want.sort();
             assert_eq!(got, want, "case {:?}", case.name);
         }
+    }
+
+    #[test]
+    fn moving_a_file_whose_remote_copy_is_stale_sends_it() {
+        let mut model = Model::default();
+        model.ledger.insert(p("a"));
+        model.stale.insert(p("a"));
+        let changes = merge(&model, Entry::new(act("move a b"), 0));
+        model.apply(changes);
+        let mut got: Vec<String> = model
+            .pending
+            .values()
+            .map(|e| e.action.to_string())
+            .collect();
+        got.sort();
+        assert_eq!(got, vec!["delete a", "send b"]);
     }
 
     #[test]

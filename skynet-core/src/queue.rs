@@ -98,6 +98,9 @@ pub enum LedgerUpdate {
         from: RelPath,
         to: RelPath,
     },
+    /// The send found the local file gone: whatever the destination holds at this path is
+    /// not known to be current (size -1 in the ledger), so a later move of it re-sends.
+    Stale(RelPath),
     Unchanged,
 }
 
@@ -777,6 +780,10 @@ fn apply_ledger(tx: &Transaction<'_>, update: &LedgerUpdate, now: i64) -> rusqli
                 }
             }
         }
+        LedgerUpdate::Stale(path) => {
+            tx.prepare_cached("UPDATE ledger SET size = -1 WHERE path = ?1")?
+                .execute([path.as_bytes()])?;
+        }
         LedgerUpdate::Unchanged => {}
     }
     Ok(())
@@ -854,6 +861,15 @@ impl PendingView for SqlView<'_, '_> {
             .into_iter()
             .map(|e| e.action.key().clone())
             .collect()
+    }
+
+    fn stale_remotely(&self, path: &RelPath) -> bool {
+        let found = self.tx.query_row(
+            "SELECT EXISTS(SELECT 1 FROM ledger WHERE path = ?1 AND size = -1)",
+            [path.as_bytes()],
+            |r| r.get::<_, bool>(0),
+        );
+        self.keep(found)
     }
 
     fn known_remotely(&self, path: &RelPath) -> bool {

@@ -226,6 +226,7 @@ impl EventMapper {
             }
             self.expire_renames(&mut out);
             if !out.is_empty() {
+                tracing::trace!(batch = ?out.iter().map(|e| e.action.to_string()).collect::<Vec<_>>(), "queueing");
                 match queue.push(&out) {
                     Ok(_) => wake.notify_one(),
                     Err(e) => {
