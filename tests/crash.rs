@@ -22,7 +22,7 @@ fn sync_killed_mid_way_then_restarted_converges() {
     let s = Scratch::new();
     populate(&s, 3000);
     let mut partial_seen = false;
-    for delay_ms in [60u64, 150, 300, 500, 800] {
+    for delay_ms in [60u64, 150, 300, 500, 800, 1300, 2000] {
         let mut child = s
             .cmd(&["sync", s.src_str(), s.dst_str()])
             .stderr(std::process::Stdio::null())
