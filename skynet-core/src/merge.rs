@@ -309,6 +309,17 @@ mod tests {
     }
 
     impl Model {
+        /// The pending actions, sorted, as text.
+        fn actions(&self) -> Vec<String> {
+            let mut got: Vec<String> = self
+                .pending
+                .values()
+                .map(|e| e.action.to_string())
+                .collect();
+            got.sort();
+            got
+        }
+
         fn apply(&mut self, changes: Vec<Change>) {
             for change in changes {
                 match change {
@@ -403,12 +414,7 @@ mod tests {
                 let changes = merge(&model, Entry::new(act(s), 0));
                 model.apply(changes);
             }
-            let mut got: Vec<String> = model
-                .pending
-                .values()
-                .map(|e| e.action.to_string())
-                .collect();
-            got.sort();
+            let got = model.actions();
             let mut want: Vec<String> = case.expect.iter().map(|s| act(s).to_string()).collect();
             want.sort();
             assert_eq!(got, want, "case {:?}", case.name);
@@ -422,13 +428,7 @@ mod tests {
         model.stale.insert(p("a"));
         let changes = merge(&model, Entry::new(act("move a b"), 0));
         model.apply(changes);
-        let mut got: Vec<String> = model
-            .pending
-            .values()
-            .map(|e| e.action.to_string())
-            .collect();
-        got.sort();
-        assert_eq!(got, vec!["delete a", "send b"]);
+        assert_eq!(model.actions(), vec!["delete a", "send b"]);
     }
 
     #[test]

@@ -928,6 +928,15 @@ mod tests {
         RelPath::from_bytes(s.as_bytes()).unwrap()
     }
 
+    /// Claims everything claimable now and returns the actions.
+    fn claim_actions(q: &Queue) -> Vec<Action> {
+        q.claim(10, now_ms())
+            .unwrap()
+            .into_iter()
+            .map(|c| c.action)
+            .collect()
+    }
+
     fn send(s: &str) -> Entry {
         Entry::new(Action::Send(p(s)), 0)
     }
@@ -971,12 +980,7 @@ mod tests {
         q.push(&[send("d/x"), send("e/y")]).unwrap();
         q.push(&[Entry::new(Action::Delete(p("d")), 0)]).unwrap();
         q.push(&[send("f")]).unwrap();
-        let got: Vec<Action> = q
-            .claim(10, now_ms())
-            .unwrap()
-            .into_iter()
-            .map(|c| c.action)
-            .collect();
+        let got = claim_actions(&q);
         // delete(d) dropped the pending send under it; e/y and f are free.
         assert_eq!(
             got,
@@ -1001,12 +1005,7 @@ mod tests {
             send("c"),
         ])
         .unwrap();
-        let got: Vec<Action> = q
-            .claim(10, now_ms())
-            .unwrap()
-            .into_iter()
-            .map(|c| c.action)
-            .collect();
+        let got = claim_actions(&q);
         assert_eq!(
             got,
             vec![Action::Send(p("c"))],
@@ -1017,12 +1016,7 @@ mod tests {
             ledger: LedgerUpdate::Unchanged,
         }])
         .unwrap();
-        let got: Vec<Action> = q
-            .claim(10, now_ms())
-            .unwrap()
-            .into_iter()
-            .map(|c| c.action)
-            .collect();
+        let got = claim_actions(&q);
         assert_eq!(
             got,
             vec![Action::Move {
