@@ -128,14 +128,6 @@ impl RelPath {
         }
     }
 
-    /// `self/name`, validated.
-    pub fn join(&self, name: &[u8]) -> Result<RelPath, RelPathError> {
-        let mut bytes = self.0.clone();
-        bytes.push(b'/');
-        bytes.extend_from_slice(name);
-        RelPath::from_bytes(&bytes)
-    }
-
     /// True when `self` is `other` or lies below it (`a/b` is within `a`, `ab` is not).
     pub fn is_within(&self, other: &RelPath) -> bool {
         self.0 == other.0 || self.is_strictly_within(other)

@@ -79,20 +79,27 @@ impl Filter {
 
     /// True when `rel` or one of its parents is excluded.
     pub fn excluded(&self, rel: &RelPath) -> bool {
-        rel.ancestors()
-            .chain(std::iter::once(rel.clone()))
-            .any(|p| self.excluded_itself(&p))
+        // Called for every event: test each leading part of the path in place, no allocation.
+        let bytes = rel.as_bytes();
+        bytes
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| **b == b'/')
+            .map(|(i, _)| &bytes[..i])
+            .chain(std::iter::once(bytes))
+            .any(|prefix| self.excluded_itself(prefix))
     }
 
-    fn excluded_itself(&self, rel: &RelPath) -> bool {
-        let name = rel.file_name();
+    /// Whether the path `prefix` (raw bytes of a relative path) matches by itself.
+    fn excluded_itself(&self, prefix: &[u8]) -> bool {
+        use std::os::unix::ffi::OsStrExt;
+        let name = prefix.rsplit(|b| *b == b'/').next().unwrap_or(prefix);
         if is_temp_name(name) {
             return true;
         }
-        let name_path =
-            Path::new(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name));
-        (!self.by_name.is_empty() && self.by_name.is_match(name_path))
-            || (!self.by_path.is_empty() && self.by_path.is_match(rel.as_path()))
+        let as_path = |b| Path::new(std::ffi::OsStr::from_bytes(b));
+        (!self.by_name.is_empty() && self.by_name.is_match(as_path(name)))
+            || (!self.by_path.is_empty() && self.by_path.is_match(as_path(prefix)))
     }
 }
 
