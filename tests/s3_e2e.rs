@@ -74,19 +74,7 @@ fn sha(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
 
-/// Deterministic pseudo-random content (xorshift), fast enough for tens of MiB.
-fn content(size: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut out = Vec::with_capacity(size + 8);
-    while out.len() < size {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(size);
-    out
-}
+use skynet_s3::testing::pseudo_random as content;
 
 /// A private s3s-fs with one bucket, and an SDK client (through the harness) to inspect it.
 struct S3 {

@@ -12,19 +12,7 @@ fn rel(s: &str) -> RelPath {
     RelPath::from_bytes(s.as_bytes()).expect("valid path")
 }
 
-/// Deterministic pseudo-random content (xorshift), fast enough for tens of MiB.
-fn content(size: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut out = Vec::with_capacity(size + 8);
-    while out.len() < size {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(size);
-    out
-}
+use skynet_s3::testing::pseudo_random as content;
 
 fn local(dir: &Path, name: &str, bytes: &[u8]) -> SourceFile {
     let path = dir.join(name);
