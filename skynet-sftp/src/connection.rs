@@ -188,12 +188,21 @@ impl SftpConnection {
         }
     }
 
+    /// The entries of a remote directory; a missing directory has none.
+    fn readdir(
+        &self,
+        link: &Link,
+        dir: &Path,
+    ) -> Result<Vec<(PathBuf, ssh2::FileStat)>, ConnError> {
+        match link.sftp.readdir(dir) {
+            Ok(entries) => Ok(entries),
+            Err(e) if is_missing(&e) => Ok(Vec::new()),
+            Err(e) => Err(self.err(&e, Op::Other, dir)),
+        }
+    }
+
     fn remove_tree(&self, link: &Link, dir: &Path) -> Result<(), ConnError> {
-        let entries = match link.sftp.readdir(dir) {
-            Ok(entries) => entries,
-            Err(e) if is_missing(&e) => return Ok(()),
-            Err(e) => return Err(self.err(&e, Op::Other, dir)),
-        };
+        let entries = self.readdir(link, dir)?;
         // OpenSSH's readdir attributes come from lstat: links are removed, never followed.
         for (path, st) in entries {
             if st.is_dir() {
@@ -397,11 +406,7 @@ impl SftpConnection {
         dir: &Path,
         out: &mut Vec<RemoteEntry>,
     ) -> Result<(), ConnError> {
-        let entries = match link.sftp.readdir(dir) {
-            Ok(entries) => entries,
-            Err(e) if is_missing(&e) => return Ok(()),
-            Err(e) => return Err(self.err(&e, Op::Other, dir)),
-        };
+        let entries = self.readdir(link, dir)?;
         for (path, st) in entries {
             if st.is_dir() {
                 self.list_dir(link, &path, out)?;
