@@ -101,6 +101,36 @@ impl SourceFile {
     }
 }
 
+/// What [`Connection::verify`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verification {
+    /// The size and a content hash match; `algorithm` names the hash (for logs).
+    Content { algorithm: &'static str },
+    /// The size matches; this destination (as configured) offers no content hash.
+    SizeOnly,
+    /// The destination does not hold these bytes: why, in one line.
+    Mismatch(String),
+}
+
+impl Verification {
+    /// True when the destination holds the bytes, as far as it can tell.
+    pub fn holds(&self) -> bool {
+        !matches!(self, Verification::Mismatch(_))
+    }
+}
+
+/// The default [`Connection::verify`]: compares sizes through `stat`.
+pub fn verify_size(file: &SourceFile, path: &RelPath, remote: Option<u64>) -> Verification {
+    match remote {
+        Some(size) if size == file.size => Verification::SizeOnly,
+        Some(size) => Verification::Mismatch(format!(
+            "{path}: destination holds {size} bytes, local file has {}",
+            file.size
+        )),
+        None => Verification::Mismatch(format!("{path}: not at the destination")),
+    }
+}
+
 /// A file held by the destination, as listed by [`Connection::list`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteEntry {
@@ -173,6 +203,14 @@ pub trait Connection: Send + Sync + 'static {
 
     /// Every file under the destination root, recursively, temporary files included.
     async fn list(&self) -> Result<Vec<RemoteEntry>, ConnError>;
+
+    /// Checks that the file at `path` holds exactly the bytes of the local `file`, before the
+    /// local copy is removed (`remove_source`). Compare the size, and a content hash where the
+    /// backend can get one without a full download (or with one, when configured to). The
+    /// default compares sizes only. Never modifies anything.
+    async fn verify(&self, file: &SourceFile, path: &RelPath) -> Result<Verification, ConnError> {
+        Ok(verify_size(file, path, self.stat(path).await?))
+    }
 }
 
 /// The same contract as [`Connection`], for backends written with blocking I/O.
@@ -208,6 +246,10 @@ pub trait BlockingConnection: Send + Sync + 'static {
     fn stat(&self, path: &RelPath) -> Result<Option<u64>, ConnError>;
     fn read(&self, path: &RelPath) -> Result<Vec<u8>, ConnError>;
     fn list(&self) -> Result<Vec<RemoteEntry>, ConnError>;
+    /// See [`Connection::verify`].
+    fn verify(&self, file: &SourceFile, path: &RelPath) -> Result<Verification, ConnError> {
+        Ok(verify_size(file, path, self.stat(path)?))
+    }
 }
 
 /// The error of the last result when it was a lost connection: the rest of a batch is not
@@ -304,6 +346,10 @@ impl<C: BlockingConnection> Connection for Blocking<C> {
     async fn list(&self) -> Result<Vec<RemoteEntry>, ConnError> {
         self.run(|c| c.list()).await
     }
+    async fn verify(&self, file: &SourceFile, path: &RelPath) -> Result<Verification, ConnError> {
+        let (file, path) = (file.clone(), path.clone());
+        self.run(move |c| c.verify(&file, &path)).await
+    }
 }
 
 #[async_trait]
@@ -343,5 +389,8 @@ impl<T: Connection + ?Sized> Connection for Arc<T> {
     }
     async fn list(&self) -> Result<Vec<RemoteEntry>, ConnError> {
         (**self).list().await
+    }
+    async fn verify(&self, file: &SourceFile, path: &RelPath) -> Result<Verification, ConnError> {
+        (**self).verify(file, path).await
     }
 }

@@ -16,6 +16,7 @@
 
 pub mod action;
 pub mod connection;
+pub mod digest;
 pub mod engine;
 pub mod error;
 pub mod handler;
@@ -30,7 +31,9 @@ pub mod watcher;
 pub mod conformance;
 
 pub use action::{Action, ActionKind};
-pub use connection::{Blocking, BlockingConnection, Connection, RemoteEntry, SourceFile};
+pub use connection::{
+    Blocking, BlockingConnection, Connection, RemoteEntry, SourceFile, Verification,
+};
 pub use engine::{EngineError, Mapping, MappingOptions};
 pub use error::{ConnError, ErrorKind};
 pub use handler::{HandlerConfig, Summary};
