@@ -13,6 +13,9 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 
 use crate::connection::Connection;
+use crate::gate::Gate;
+use crate::handoff::{Handoff, HandoffOptions};
+use crate::send_policy::SendPolicy;
 use crate::handler::{Handler, HandlerConfig, HandlerError, HandlerStatus, Summary};
 use crate::queue::{now_ms, Queue, StateError};
 use crate::scan::{self, Filter, FilterError, ScanError, ScanOptions};
@@ -48,6 +51,14 @@ pub struct MappingOptions {
     pub handler: HandlerConfig,
     /// Progress display for the catch-up scan when stderr is a terminal.
     pub progress: bool,
+    /// Send only files matching one of these globs (routing); empty: every file.
+    pub include: Vec<String>,
+    /// Never send a delivered file again unless its content changes (see `send_policy`).
+    pub send_once: bool,
+    /// When files may be sent (`min_age`, dated names).
+    pub gate: Gate,
+    /// What happens after delivery (`remove_source`, `on_delivered`).
+    pub handoff: HandoffOptions,
 }
 
 impl Default for MappingOptions {
@@ -60,6 +71,10 @@ impl Default for MappingOptions {
             poll_interval: Duration::from_secs(2),
             handler: HandlerConfig::default(),
             progress: false,
+            include: Vec::new(),
+            send_once: false,
+            gate: Gate::default(),
+            handoff: HandoffOptions::default(),
         }
     }
 }
@@ -74,6 +89,8 @@ pub mod meta {
     pub const BYTES_SENT: &str = "bytes_sent";
     pub const DONE: &str = "actions_done";
     pub const PID: &str = "pid";
+    /// Bytes per second sent over the last few seconds.
+    pub const RATE: &str = "bytes_per_sec";
 }
 
 /// One source folder with its state database.
@@ -106,7 +123,8 @@ impl Mapping {
                 }
             }
         }
-        let filter = Arc::new(Filter::new(&excludes)?);
+        let filter = Arc::new(Filter::new(&excludes)?.with_includes(&opts.include)?);
+        queue.set_handoff(opts.handoff.enabled().then_some(opts.handoff.delay));
         Ok(Mapping {
             source,
             queue,
@@ -123,9 +141,16 @@ impl Mapping {
         &self.queue
     }
 
+    /// Deletes are queued for complete-sync (to remove remotely) and for send-once (to
+    /// drop the ledger row).
+    fn queue_deletes(&self) -> bool {
+        self.opts.complete_sync || self.opts.send_once
+    }
+
     fn scan_options(&self, settle: Duration) -> ScanOptions {
         ScanOptions {
-            complete_sync: self.opts.complete_sync,
+            queue_deletes: self.queue_deletes(),
+            gate: self.opts.gate.clone(),
             settle,
             progress: self.opts.progress,
         }
@@ -146,13 +171,29 @@ impl Mapping {
     }
 
     fn handler(&self, conn: Arc<dyn Connection>, cfg: HandlerConfig) -> Handler {
+        let policy = SendPolicy {
+            filter: Arc::clone(&self.filter),
+            gate: self.opts.gate.clone(),
+            send_once: self.opts.send_once,
+            remote_deletes: self.opts.complete_sync,
+        };
         Handler::new(
             Arc::clone(&self.queue),
             conn,
             self.source.clone(),
             cfg,
-            Arc::clone(&self.filter),
+            Arc::new(policy),
         )
+    }
+
+    /// The hand-off worker, when deliveries need one.
+    fn handoff(&self, conn: Arc<dyn Connection>) -> Option<Handoff> {
+        self.opts.handoff.enabled().then(|| Handoff {
+            queue: Arc::clone(&self.queue),
+            conn,
+            root: self.source.clone(),
+            opts: self.opts.handoff.clone(),
+        })
     }
 
     /// Catch-up scan, then drain the queue, then return.
@@ -162,10 +203,14 @@ impl Mapping {
         let mut cfg = self.opts.handler.clone();
         cfg.exit_when_drained = true;
         cfg.fail_on_setup_error = true;
-        let handler = self.handler(conn, cfg);
+        let handler = self.handler(Arc::clone(&conn), cfg);
         handler.set_recovered(recovered);
         let (_tx, rx) = watch::channel(false);
-        Ok(handler.run(Arc::new(Notify::new()), rx).await?)
+        let mut summary = handler.run(Arc::new(Notify::new()), rx.clone()).await?;
+        if let Some(handoff) = self.handoff(conn) {
+            summary.handoff_parked = handoff.run(rx, true).await?;
+        }
+        Ok(summary)
     }
 
     /// Watches and mirrors until `stop` turns true.
@@ -177,7 +222,8 @@ impl Mapping {
         let recovered = self.queue.recover()?;
         let wake = Arc::new(Notify::new());
         let watch_opts = WatchOptions {
-            complete_sync: self.opts.complete_sync,
+            queue_deletes: self.queue_deletes(),
+            gate: self.opts.gate.clone(),
             settle: self.opts.settle,
             poll: self.opts.poll,
             poll_interval: self.opts.poll_interval,
@@ -192,9 +238,13 @@ impl Mapping {
         if watcher.is_polling() {
             tracing::warn!(source = %self.source.display(), "watching by polling");
         }
-        let handler = self.handler(conn, self.opts.handler.clone());
+        let handler = self.handler(Arc::clone(&conn), self.opts.handler.clone());
         handler.set_recovered(recovered);
         let status = handler.status();
+        let handoff = self.handoff(conn).map(|h| {
+            let stop = stop.clone();
+            tokio::spawn(async move { h.run(stop, false).await })
+        });
         let heartbeat = tokio::spawn(heartbeat(
             Arc::clone(&self.queue),
             Arc::clone(&status),
@@ -218,6 +268,13 @@ impl Mapping {
         let result = handler.run(Arc::clone(&wake), stop).await;
         watcher.stop();
         heartbeat.abort();
+        if let Some(task) = handoff {
+            match task.await {
+                Ok(Err(e)) => return Err(e.into()),
+                Err(e) => return Err(EngineError::Source(format!("hand-off task failed: {e}"))),
+                Ok(Ok(_)) => {}
+            }
+        }
         let _ = self.queue.set_meta(meta::CONNECTED, "0");
         let _ = self.queue.set_meta(meta::HEARTBEAT, "0");
         match scan.await {
@@ -245,18 +302,29 @@ fn canonical_source(source: &Path) -> Result<PathBuf, EngineError> {
 /// Publishes the daemon's live state to the database once a second.
 async fn heartbeat(queue: Arc<Queue>, status: Arc<HandlerStatus>, mut stop: watch::Receiver<bool>) {
     let _ = queue.set_meta(meta::PID, &std::process::id().to_string());
+    // (when, bytes sent by then) over the last few seconds, for the rate.
+    let mut window: std::collections::VecDeque<(std::time::Instant, u64)> = Default::default();
     loop {
         let connected = status.connected.load(Ordering::Relaxed);
+        let sent = status.bytes_sent.load(Ordering::Relaxed);
+        window.push_back((std::time::Instant::now(), sent));
+        while window.len() > 6 {
+            window.pop_front();
+        }
+        let rate = match (window.front(), window.back()) {
+            (Some((t0, b0)), Some((t1, b1))) if t1 > t0 => {
+                ((b1 - b0) as f64 / t1.duration_since(*t0).as_secs_f64()) as u64
+            }
+            _ => 0,
+        };
         let facts = [
             (meta::HEARTBEAT, now_ms().to_string()),
             (
                 meta::CONNECTED,
                 if connected { "1" } else { "0" }.to_string(),
             ),
-            (
-                meta::BYTES_SENT,
-                status.bytes_sent.load(Ordering::Relaxed).to_string(),
-            ),
+            (meta::BYTES_SENT, sent.to_string()),
+            (meta::RATE, rate.to_string()),
             (
                 meta::DONE,
                 status.actions_done.load(Ordering::Relaxed).to_string(),

@@ -11,7 +11,7 @@
 //!   parks it at once; others continue either way.
 
 use std::collections::VecDeque;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,11 +21,13 @@ use tokio::task::JoinSet;
 
 use crate::action::Action;
 use crate::connection::{Connection, SourceFile};
+use crate::digest::Sha256Digest;
 use crate::error::{ConnError, ErrorKind};
 use crate::merge::Entry;
 use crate::queue::{mtime_ns, now_ms, Claimed, LedgerUpdate, Outcome, Queue, StateError};
 use crate::relpath::RelPath;
 use crate::scan;
+use crate::send_policy::{SendPolicy, Verdict};
 
 /// Tuning of the handler. The defaults suit a daemon; tests shorten the delays.
 #[derive(Debug, Clone)]
@@ -102,13 +104,32 @@ pub enum HandlerError {
 pub struct Summary {
     pub done: u64,
     pub parked: u64,
+    /// Hand-offs (verify, on_delivered, remove the local copy) that gave up.
+    pub handoff_parked: u64,
 }
 
 /// The result of executing one action, before acknowledgement.
 struct Executed {
     claimed: Claimed,
-    result: Result<LedgerUpdate, ConnError>,
+    result: Result<Step, ConnError>,
     bytes: u64,
+}
+
+/// What an action that did not fail came to.
+enum Step {
+    /// Done (or nothing to do): the ledger changes so once acknowledged.
+    Did(LedgerUpdate),
+    /// A gate holds it until `until` (see [`crate::gate`]).
+    Held { until: u64, reason: String },
+}
+
+/// What every worker task needs.
+#[derive(Clone)]
+struct Context {
+    conn: Arc<dyn Connection>,
+    queue: Arc<Queue>,
+    root: PathBuf,
+    policy: Arc<SendPolicy>,
 }
 
 /// Drains one mapping's queue through one connection.
@@ -118,8 +139,8 @@ pub struct Handler {
     source_root: PathBuf,
     cfg: HandlerConfig,
     status: Arc<HandlerStatus>,
-    /// Excludes applied when a move falls back to sending a whole local directory.
-    filter: Arc<scan::Filter>,
+    /// Includes, gates, send-once, deletes; its filter also serves fallback sends.
+    policy: Arc<SendPolicy>,
     /// Targets of actions in flight when the previous run died, cleaned up after connecting.
     recovered: Mutex<Vec<RelPath>>,
 }
@@ -130,7 +151,7 @@ impl Handler {
         conn: Arc<dyn Connection>,
         source_root: PathBuf,
         cfg: HandlerConfig,
-        filter: Arc<scan::Filter>,
+        policy: Arc<SendPolicy>,
     ) -> Self {
         Handler {
             queue,
@@ -138,7 +159,7 @@ impl Handler {
             source_root,
             cfg,
             status: Arc::default(),
-            filter,
+            policy,
             recovered: Mutex::new(Vec::new()),
         }
     }
@@ -256,17 +277,14 @@ impl Handler {
                     let Some(batch) = next_batch(&mut ready, batch_max, free, &busy_dirs) else {
                         break;
                     };
-                    let conn = Arc::clone(&self.conn);
-                    let root = self.source_root.clone();
+                    let cx = self.context();
                     match batch {
                         Batch::One(claimed) => {
-                            executing
-                                .spawn(async move { vec![execute(conn, root, claimed).await] });
+                            executing.spawn(async move { vec![execute(cx, claimed).await] });
                         }
                         Batch::Sends(dir, claimed) => {
                             busy_dirs.push(dir);
-                            executing
-                                .spawn(async move { execute_sends(conn, root, claimed).await });
+                            executing.spawn(async move { execute_sends(cx, claimed).await });
                         }
                     }
                 }
@@ -376,6 +394,15 @@ impl Handler {
         Ok(summary)
     }
 
+    fn context(&self) -> Context {
+        Context {
+            conn: Arc::clone(&self.conn),
+            queue: Arc::clone(&self.queue),
+            root: self.source_root.clone(),
+            policy: Arc::clone(&self.policy),
+        }
+    }
+
     /// Gives claimed actions that never started back to the queue, ready now, without
     /// counting an attempt or touching their last error.
     fn unclaim(&self, ready: &mut VecDeque<Claimed>) -> Result<(), StateError> {
@@ -473,7 +500,15 @@ impl Handler {
         } = executed;
         let id = claimed.id;
         let error = match result {
-            Ok(ledger) => {
+            Ok(Step::Held { until, reason }) => {
+                tracing::debug!(action = %claimed.action, %reason, "held");
+                return Ok(Some(Outcome::Hold {
+                    id,
+                    reason,
+                    ready_at: until,
+                }));
+            }
+            Ok(Step::Did(ledger)) => {
                 self.status.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
                 self.status.actions_done.fetch_add(1, Ordering::Relaxed);
                 summary.done += 1;
@@ -562,7 +597,8 @@ impl Handler {
     /// Queues sends for the local files at `to` (a file or a directory), for a move whose
     /// remote source vanished.
     pub fn queue_fallback_sends(&self, to: &RelPath) -> Result<(), StateError> {
-        let entries: Vec<Entry> = scan::local_files_within(&self.source_root, to, &self.filter)
+        let entries: Vec<Entry> =
+            scan::local_files_within(&self.source_root, to, &self.policy.filter)
             .into_iter()
             .map(|p| Entry::new(Action::Send(p), 0))
             .collect();
@@ -635,31 +671,29 @@ fn next_batch(
     Some(Batch::Sends(dir, batch))
 }
 
-/// Runs a batch of sends: stats each local file, then hands the files still there to the
-/// destination in one [`Connection::send_batch`] call.
-async fn execute_sends(
-    conn: Arc<dyn Connection>,
-    root: PathBuf,
-    batch: Vec<Claimed>,
-) -> Vec<Executed> {
-    let mut results: Vec<Option<(Result<LedgerUpdate, ConnError>, u64)>> =
-        Vec::with_capacity(batch.len());
+/// Runs a batch of sends: stats and judges each local file, then hands the files to send
+/// to the destination in one [`Connection::send_batch`] call.
+async fn execute_sends(cx: Context, batch: Vec<Claimed>) -> Vec<Executed> {
+    type Settled = Option<(Result<Step, ConnError>, u64)>;
+    let mut results: Vec<Settled> = Vec::with_capacity(batch.len());
     let mut items: Vec<(SourceFile, RelPath)> = Vec::with_capacity(batch.len());
+    let mut hashes: Vec<Option<Sha256Digest>> = Vec::with_capacity(batch.len());
     for claimed in &batch {
         let Action::Send(p) = &claimed.action else {
             unreachable!("a send batch holds sends only");
         };
-        match SourceFile::stat(&p.under(&root)) {
-            Ok(f) => {
-                items.push((f, p.clone()));
+        match prepare_send(&cx, p).await {
+            Ok((file, hash)) => {
+                items.push((file, p.clone()));
+                hashes.push(hash);
                 results.push(None);
             }
-            // Gone, or a directory: settled in `outcome`.
-            Err(e) => results.push(Some((Err(e), 0))),
+            // Settled without sending (skipped, held, already delivered, gone…).
+            Err(done) => results.push(Some(done)),
         }
     }
-    let mut sent = conn.send_batch(&items).await.into_iter();
-    let mut items = items.into_iter();
+    let mut sent = cx.conn.send_batch(&items).await.into_iter();
+    let mut items = items.into_iter().zip(hashes);
     batch
         .into_iter()
         .zip(results)
@@ -667,13 +701,13 @@ async fn execute_sends(
             let (result, bytes) = match done {
                 Some(done) => done,
                 None => {
-                    let (file, p) = items.next().expect("one item per unsent claim");
+                    let ((file, p), hash) = items.next().expect("one item per unsent claim");
                     let result = sent.next().unwrap_or_else(|| {
                         Err(ConnError::transient(format!(
                             "{p}: no result from send_batch"
                         )))
                     });
-                    send_result(&file, p, result)
+                    send_result(&file, p, result, hash)
                 }
             };
             Executed {
@@ -686,21 +720,32 @@ async fn execute_sends(
 }
 
 /// Runs one action against the destination.
-async fn execute(conn: Arc<dyn Connection>, root: PathBuf, claimed: Claimed) -> Executed {
+async fn execute(cx: Context, claimed: Claimed) -> Executed {
+    let conn = &cx.conn;
     let (result, bytes) = match &claimed.action {
-        Action::Send(p) => send(&*conn, &root, p).await,
+        Action::Send(p) => match prepare_send(&cx, p).await {
+            Ok((file, hash)) => {
+                let result = conn.send(&file, p).await;
+                send_result(&file, p.clone(), result, hash)
+            }
+            Err(done) => done,
+        },
+        // Send-once without complete-sync: the delete only drops the ledger row.
+        Action::Delete(p) if !cx.policy.remote_deletes => {
+            (Ok(Step::Did(LedgerUpdate::Deleted(p.clone()))), 0)
+        }
         Action::Delete(p) => (
             conn.delete(p)
                 .await
-                .map(|_| LedgerUpdate::Deleted(p.clone())),
+                .map(|_| Step::Did(LedgerUpdate::Deleted(p.clone()))),
             0,
         ),
         Action::Move { from, to } => match conn.rename(from, to).await {
             Ok(()) => (
-                Ok(LedgerUpdate::Moved {
+                Ok(Step::Did(LedgerUpdate::Moved {
                     from: from.clone(),
                     to: to.clone(),
-                }),
+                })),
                 0,
             ),
             Err(e) => (Err(e), 0),
@@ -713,18 +758,31 @@ async fn execute(conn: Arc<dyn Connection>, root: PathBuf, claimed: Claimed) -> 
     }
 }
 
-async fn send(
-    conn: &dyn Connection,
-    root: &Path,
+/// Stats and judges the local file of a send (see [`SendPolicy`]). `Ok`: send this file (with
+/// its content hash, in send-once mode); `Err`: the send is settled without sending.
+async fn prepare_send(
+    cx: &Context,
     p: &RelPath,
-) -> (Result<LedgerUpdate, ConnError>, u64) {
-    let file = match SourceFile::stat(&p.under(root)) {
-        Ok(f) => f,
-        // Gone, or a directory: settled in `outcome`.
-        Err(e) => return (Err(e), 0),
+) -> Result<(SourceFile, Option<Sha256Digest>), (Result<Step, ConnError>, u64)> {
+    // Gone, or a directory: settled in `outcome`.
+    let file = SourceFile::stat(&p.under(&cx.root)).map_err(|e| (Err(e), 0))?;
+    let verdict = cx.policy.judge(&cx.queue, p, &file, now_ms()).await;
+    let step = match verdict {
+        Ok(Verdict::Send { hash }) => return Ok((file, hash)),
+        Ok(Verdict::Skip) => Step::Did(LedgerUpdate::Unchanged),
+        Ok(Verdict::AlreadyDelivered { hash }) => {
+            tracing::debug!(path = %p, "already delivered with the same content; not sent");
+            Step::Did(LedgerUpdate::Sent {
+                path: p.clone(),
+                size: file.size,
+                mtime_ns: mtime_ns(file.mtime),
+                hash: Some(hash),
+            })
+        }
+        Ok(Verdict::Hold { until, reason }) => Step::Held { until, reason },
+        Err(e) => return Err((Err(e), 0)),
     };
-    let result = conn.send(&file, p).await;
-    send_result(&file, p.clone(), result)
+    Err((Ok(step), 0))
 }
 
 /// The ledger update of a send's result.
@@ -732,17 +790,19 @@ fn send_result(
     file: &SourceFile,
     path: RelPath,
     result: Result<u64, ConnError>,
-) -> (Result<LedgerUpdate, ConnError>, u64) {
+    hash: Option<Sha256Digest>,
+) -> (Result<Step, ConnError>, u64) {
     match result {
         Ok(bytes) => (
-            Ok(LedgerUpdate::Sent {
+            Ok(Step::Did(LedgerUpdate::Sent {
                 path,
                 size: file.size,
                 mtime_ns: mtime_ns(file.mtime),
-            }),
+                hash,
+            })),
             bytes,
         ),
-        Err(e) if e.kind == ErrorKind::SourceMissing => (Ok(LedgerUpdate::Unchanged), 0),
+        Err(e) if e.kind == ErrorKind::SourceMissing => (Ok(Step::Did(LedgerUpdate::Unchanged)), 0),
         Err(e) => (Err(e), 0),
     }
 }

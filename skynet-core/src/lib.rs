@@ -18,13 +18,16 @@ pub mod action;
 pub mod connection;
 pub mod digest;
 pub mod engine;
+pub mod gate;
 pub mod error;
 pub mod handler;
+pub mod handoff;
 pub mod local;
 pub mod merge;
 pub mod queue;
 pub mod relpath;
 pub mod scan;
+pub mod send_policy;
 pub mod watcher;
 
 #[cfg(feature = "conformance")]

@@ -26,12 +26,25 @@ use crate::action::{Action, ActionKind};
 use crate::merge::{self, Change, Entry, PendingView};
 use crate::relpath::RelPath;
 
-const MIGRATIONS: &[&str] = &[include_str!("schema/001_init.sql")];
+mod handoff;
+mod ledger_rows;
+
+pub use ledger_rows::{today, Forget};
+
+pub use handoff::HandoffRow;
+pub use ledger_rows::LedgerRow;
+
+const MIGRATIONS: &[&str] = &[
+    include_str!("schema/001_init.sql"),
+    include_str!("schema/002_workflows.sql"),
+];
 
 const PENDING: i64 = 0;
 const IN_FLIGHT: i64 = 1;
 const PARKED: i64 = 2;
 const RETRY: i64 = 3;
+/// Held back by a gate (`min_age`, dated names) until `ready_at`; not a failure.
+const HELD: i64 = 4;
 
 /// A failure of the state database, naming the file.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +105,8 @@ pub enum LedgerUpdate {
         path: RelPath,
         size: u64,
         mtime_ns: i64,
+        /// SHA-256 of the content sent, where it was computed (send-once mode).
+        hash: Option<crate::digest::Sha256Digest>,
     },
     Deleted(RelPath),
     Moved {
@@ -119,6 +134,13 @@ pub enum Outcome {
     },
     /// Give up: keep the row as parked, visible in `status`, until retried or dropped.
     Park { id: i64, error: String },
+    /// Not yet: a gate holds the action until `ready_at`; `reason` is shown in `status`.
+    /// Counts no attempt.
+    Hold {
+        id: i64,
+        reason: String,
+        ready_at: u64,
+    },
 }
 
 /// Row counts by state.
@@ -128,6 +150,8 @@ pub struct Counts {
     pub in_flight: u64,
     pub retrying: u64,
     pub failed: u64,
+    /// Held back by a gate until their time comes.
+    pub held: u64,
 }
 
 /// One row, for `queue list` and `status`.
@@ -154,6 +178,10 @@ pub struct LedgerEntry {
 pub struct Queue {
     conn: Mutex<rusqlite::Connection>,
     path: String,
+    /// File a hand-off row for every acknowledged send (see [`Queue::set_handoff`]).
+    handoff: std::sync::atomic::AtomicBool,
+    /// How long a filed hand-off waits before it is tried, in milliseconds.
+    handoff_delay_ms: std::sync::atomic::AtomicU64,
 }
 
 impl Queue {
@@ -211,6 +239,8 @@ impl Queue {
         Ok(Queue {
             conn: Mutex::new(conn),
             path,
+            handoff: Default::default(),
+            handoff_delay_ms: Default::default(),
         })
     }
 
@@ -385,7 +415,7 @@ impl Queue {
             let mut stmt = tx
                 .prepare_cached(
                     "SELECT seq, path, kind, from_path, ready_at, attempts FROM queue NOT INDEXED
-                     WHERE state IN (0, 3) ORDER BY seq",
+                     WHERE state IN (0, 3, 4) ORDER BY seq",
                 )
                 .map_err(|e| self.err(e))?;
             let mut rows = stmt.query([]).map_err(|e| self.err(e))?;
@@ -436,7 +466,7 @@ impl Queue {
     pub fn next_ready_at(&self) -> Result<Option<u64>, StateError> {
         let conn = self.lock();
         conn.query_row(
-            "SELECT MIN(ready_at) FROM queue WHERE state IN (0, 3)",
+            "SELECT MIN(ready_at) FROM queue WHERE state IN (0, 3, 4)",
             [],
             |r| r.get::<_, Option<i64>>(0),
         )
@@ -449,6 +479,8 @@ impl Queue {
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         let now = now_ms() as i64;
+        let handoff = self.handoff.load(std::sync::atomic::Ordering::Relaxed);
+        let (mut files, mut bytes) = (0i64, 0i64);
         for outcome in outcomes {
             match outcome {
                 Outcome::Done { id, ledger } => {
@@ -456,6 +488,46 @@ impl Queue {
                         .and_then(|mut st| st.execute([id]))
                         .map_err(|e| self.err(e))?;
                     apply_ledger(&tx, ledger, now).map_err(|e| self.err(e))?;
+                    if let LedgerUpdate::Sent {
+                        path,
+                        size,
+                        mtime_ns,
+                        ..
+                    } = ledger
+                    {
+                        files += 1;
+                        bytes += *size as i64;
+                        if handoff {
+                            let delay = self
+                                .handoff_delay_ms
+                                .load(std::sync::atomic::Ordering::Relaxed);
+                            let ready_at = now.saturating_add(delay as i64);
+                            handoff::file(&tx, path, *size, *mtime_ns, ready_at)
+                                .map_err(|e| self.err(e))?;
+                        }
+                    }
+                }
+                Outcome::Hold {
+                    id,
+                    reason,
+                    ready_at,
+                } => {
+                    // A newer pending send of the same path will meet the same gate itself.
+                    let superseded = tx
+                        .execute(
+                            "DELETE FROM queue WHERE seq = ?1 AND kind = 'send' AND EXISTS
+                             (SELECT 1 FROM queue q WHERE q.path = queue.path AND q.state = 0
+                              AND q.kind = 'send')",
+                            [id],
+                        )
+                        .map_err(|e| self.err(e))?;
+                    if superseded == 0 {
+                        tx.execute(
+                            "UPDATE queue SET state = 4, ready_at = ?2, last_error = ?3 WHERE seq = ?1",
+                            params![id, *ready_at as i64, reason],
+                        )
+                        .map_err(|e| self.err(e))?;
+                    }
                 }
                 Outcome::Retry {
                     id,
@@ -491,6 +563,9 @@ impl Queue {
                 }
             }
         }
+        if files > 0 {
+            ledger_rows::count_delivered(&tx, files, bytes).map_err(|e| self.err(e))?;
+        }
         tx.commit().map_err(|e| self.err(e))
     }
 
@@ -513,6 +588,7 @@ impl Queue {
                 IN_FLIGHT => counts.in_flight = n,
                 PARKED => counts.failed = n,
                 RETRY => counts.retrying = n,
+                HELD => counts.held = n,
                 _ => {}
             }
         }
@@ -555,6 +631,7 @@ impl Queue {
                     PENDING => "pending",
                     IN_FLIGHT => "in_flight",
                     PARKED => "failed",
+                    HELD => "held",
                     _ => "retrying",
                 },
                 attempts: attempts as u32,
@@ -603,11 +680,12 @@ impl Queue {
         Ok(())
     }
 
-    /// The most recent error of any queued row, for `status`.
+    /// The most recent error of any queued row, for `status` (a gate's reason is no error).
     pub fn last_error(&self) -> Result<Option<String>, StateError> {
         let conn = self.lock();
         conn.query_row(
-            "SELECT last_error FROM queue WHERE last_error IS NOT NULL ORDER BY seq DESC LIMIT 1",
+            "SELECT last_error FROM queue WHERE last_error IS NOT NULL AND state != 4
+             ORDER BY seq DESC LIMIT 1",
             [],
             |r| r.get(0),
         )
@@ -679,6 +757,7 @@ impl Queue {
                 path: path.clone(),
                 size: *size,
                 mtime_ns: *mtime_ns,
+                hash: None,
             };
             apply_ledger(&tx, &update, now).map_err(|e| self.err(e))?;
         }
@@ -733,13 +812,20 @@ fn apply_ledger(tx: &Transaction<'_>, update: &LedgerUpdate, now: i64) -> rusqli
             path,
             size,
             mtime_ns,
+            hash,
         } => {
             tx.prepare_cached(
-                "INSERT INTO ledger (path, size, mtime_ns, sent_at) VALUES (?1, ?2, ?3, ?4)
+                "INSERT INTO ledger (path, size, mtime_ns, hash, sent_at) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT(path) DO UPDATE SET size = excluded.size,
-                 mtime_ns = excluded.mtime_ns, hash = NULL, sent_at = excluded.sent_at",
+                 mtime_ns = excluded.mtime_ns, hash = excluded.hash, sent_at = excluded.sent_at",
             )?
-            .execute(params![path.as_bytes(), *size as i64, mtime_ns, now])?;
+            .execute(params![
+                path.as_bytes(),
+                *size as i64,
+                mtime_ns,
+                hash.as_ref().map(|h| &h[..]),
+                now
+            ])?;
             // A file replaces whatever directory stood there.
             let (lo, hi) = within_bounds(path);
             tx.prepare_cached("DELETE FROM ledger WHERE path > ?1 AND path < ?2")?
@@ -757,25 +843,26 @@ fn apply_ledger(tx: &Transaction<'_>, update: &LedgerUpdate, now: i64) -> rusqli
                 params![to.as_bytes(), lo, hi],
             )?;
             let (lo, hi) = within_bounds(from);
-            let moved: Vec<(Vec<u8>, i64, i64)> = tx
+            type Row = (Vec<u8>, i64, i64, Option<Vec<u8>>);
+            let moved: Vec<Row> = tx
                 .prepare(
-                    "SELECT path, size, mtime_ns FROM ledger
+                    "SELECT path, size, mtime_ns, hash FROM ledger
                      WHERE path = ?1 OR (path > ?2 AND path < ?3)",
                 )?
                 .query_map(params![from.as_bytes(), lo, hi], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
                 })?
                 .collect::<rusqlite::Result<_>>()?;
-            for (old, size, mtime) in moved {
+            for (old, size, mtime, hash) in moved {
                 tx.execute("DELETE FROM ledger WHERE path = ?1", [&old])?;
                 let Ok(old) = RelPath::from_bytes(&old) else {
                     continue;
                 };
                 if let Some(new) = old.rebase(from, to) {
                     tx.execute(
-                        "INSERT OR REPLACE INTO ledger (path, size, mtime_ns, sent_at)
-                         VALUES (?1, ?2, ?3, ?4)",
-                        params![new.as_bytes(), size, mtime, now],
+                        "INSERT OR REPLACE INTO ledger (path, size, mtime_ns, hash, sent_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5)",
+                        params![new.as_bytes(), size, mtime, hash, now],
                     )?;
                 }
             }
@@ -854,7 +941,7 @@ impl PendingView for SqlView<'_, '_> {
         let (lo, hi) = within_bounds(path);
         let found = self.entries(
             "SELECT path, kind, from_path, ready_at FROM queue
-             WHERE (path = ?1 OR (path > ?2 AND path < ?3)) AND state IN (1, 3) AND kind = 'send'",
+             WHERE (path = ?1 OR (path > ?2 AND path < ?3)) AND state IN (1, 3, 4) AND kind = 'send'",
             &[&path.as_bytes(), &lo, &hi],
         );
         self.keep(found)
@@ -878,7 +965,7 @@ impl PendingView for SqlView<'_, '_> {
         let found = self.tx.query_row(
             "SELECT EXISTS(SELECT 1 FROM ledger WHERE path = ?1 OR (path > ?2 AND path < ?3))
                  OR EXISTS(SELECT 1 FROM queue WHERE (path = ?1 OR (path > ?2 AND path < ?3))
-                           AND state IN (1, 3))",
+                           AND state IN (1, 3, 4))",
             params![path.as_bytes(), lo, hi],
             |r| r.get::<_, bool>(0),
         );
@@ -1049,6 +1136,7 @@ mod tests {
                     path: p("a"),
                     size: 3,
                     mtime_ns: 7,
+                    hash: None,
                 },
             }])
             .unwrap();

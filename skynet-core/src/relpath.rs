@@ -242,3 +242,9 @@ mod tests {
         assert_eq!(anc, vec![p("a"), p("a/b")]);
     }
 }
+
+/// Serializes a path as text for `status --json` and listings; bytes that are not UTF-8 show
+/// as U+FFFD (the raw bytes stay in the database).
+pub fn serialize_lossy<S: serde::Serializer>(path: &RelPath, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&String::from_utf8_lossy(path.as_bytes()))
+}

@@ -18,18 +18,25 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 
 use crate::action::Action;
 use crate::connection::is_temp_name;
+use crate::gate::Admission;
 use crate::merge::Entry;
 use crate::queue::{mtime_ns, now_ms, Queue, StateError};
 use crate::relpath::RelPath;
 
-/// Which source paths skynet ignores: `--exclude` globs and its own temporary files.
+/// Which source paths skynet ignores: `--exclude` globs and its own temporary files; and,
+/// when `--include` globs are given (routing: one destination takes only some files), which
+/// files it sends.
 ///
 /// A pattern without `/` matches a name at any depth (`*.tmp`, `.git`); a pattern with `/`
 /// matches the whole relative path (`build/**`). A match on a directory excludes all below it.
+/// Includes select files only ([`Filter::admits_file`]): directories are always walked and
+/// renamed, so a directory rename still moves the included files inside it.
 #[derive(Debug, Clone)]
 pub struct Filter {
     by_name: GlobSet,
     by_path: GlobSet,
+    /// Include globs (by name, by path); `None`: every file.
+    include: Option<(GlobSet, GlobSet)>,
 }
 
 /// A glob that does not parse.
@@ -45,12 +52,33 @@ impl Default for Filter {
         Filter {
             by_name: GlobSet::empty(),
             by_path: GlobSet::empty(),
+            include: None,
         }
     }
 }
 
 impl Filter {
     pub fn new(patterns: &[String]) -> Result<Filter, FilterError> {
+        let (by_name, by_path) = Self::globs(patterns)?;
+        Ok(Filter {
+            by_name,
+            by_path,
+            include: None,
+        })
+    }
+
+    /// The same filter, sending only files that match one of `patterns` (none: every file).
+    pub fn with_includes(mut self, patterns: &[String]) -> Result<Filter, FilterError> {
+        self.include = if patterns.is_empty() {
+            None
+        } else {
+            Some(Self::globs(patterns)?)
+        };
+        Ok(self)
+    }
+
+    /// Splits patterns into name globs and path globs.
+    fn globs(patterns: &[String]) -> Result<(GlobSet, GlobSet), FilterError> {
         let mut by_name = GlobSetBuilder::new();
         let mut by_path = GlobSetBuilder::new();
         for pattern in patterns {
@@ -71,10 +99,23 @@ impl Filter {
                 source,
             })
         };
-        Ok(Filter {
-            by_name: build(by_name)?,
-            by_path: build(by_path)?,
-        })
+        Ok((build(by_name)?, build(by_path)?))
+    }
+
+    /// True when the file at `rel` is one this mapping sends: not excluded, and matching an
+    /// include glob when there are any.
+    pub fn admits_file(&self, rel: &RelPath) -> bool {
+        use std::os::unix::ffi::OsStrExt;
+        if self.excluded(rel) {
+            return false;
+        }
+        let Some((by_name, by_path)) = &self.include else {
+            return true;
+        };
+        let bytes = rel.as_bytes();
+        let name = bytes.rsplit(|b| *b == b'/').next().unwrap_or(bytes);
+        let as_path = |b| Path::new(std::ffi::OsStr::from_bytes(b));
+        by_name.is_match(as_path(name)) || by_path.is_match(as_path(bytes))
     }
 
     /// True when `rel` or one of its parents is excluded.
@@ -124,7 +165,11 @@ pub struct ScanReport {
 /// Options of one scan.
 #[derive(Debug, Clone)]
 pub struct ScanOptions {
-    pub complete_sync: bool,
+    /// Queue deletes for ledger entries whose file is gone: complete-sync (removed remotely)
+    /// and send-once (the handler only drops the ledger row).
+    pub queue_deletes: bool,
+    /// When a file may be sent (`min_age`, dated names).
+    pub gate: crate::gate::Gate,
     /// Files modified less than this long ago are queued to wait out the remainder.
     pub settle: Duration,
     /// Show a progress line on stderr (only when it is a terminal).
@@ -183,19 +228,25 @@ pub fn catch_up(
         if queued.contains(&rel) {
             continue;
         }
-        let mtime = meta.modified().map(mtime_ns).unwrap_or(0);
+        let modified = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
+        let mtime = mtime_ns(modified);
         let unchanged = ledger
             .get(&rel)
             .is_some_and(|l| l.size == meta.len() && l.mtime_ns == mtime);
-        if unchanged {
+        if unchanged || !filter.admits_file(&rel) {
             continue;
         }
         let modified_ms = (mtime.max(0) / 1_000_000) as u64;
-        let ready_at = if modified_ms + settle_ms > now {
+        let mut ready_at = if modified_ms + settle_ms > now {
             modified_ms + settle_ms
         } else {
             0
         };
+        match opts.gate.check(&rel, modified, now) {
+            Admission::Skip(_) => continue,
+            Admission::Hold { until, .. } => ready_at = ready_at.max(until),
+            Admission::Go => {}
+        }
         batch.push(Entry::new(Action::Send(rel), ready_at));
         report.sends += 1;
         if batch.len() >= 10_000 {
@@ -203,7 +254,7 @@ pub fn catch_up(
             batch.clear();
         }
     }
-    if opts.complete_sync {
+    if opts.queue_deletes {
         for path in ledger.keys() {
             let skip = seen.contains(path)
                 || queued.contains(path)
@@ -300,6 +351,22 @@ mod tests {
     }
 
     #[test]
+    fn includes_select_files_only() {
+        let f = Filter::new(&["*.tmp".into()])
+            .unwrap()
+            .with_includes(&["*.mp4".into(), "docs/**".into()])
+            .unwrap();
+        assert!(f.admits_file(&p("a.mp4")));
+        assert!(f.admits_file(&p("deep/er/b.mp4")));
+        assert!(f.admits_file(&p("docs/x/readme")));
+        assert!(!f.admits_file(&p("a.jpg")));
+        assert!(!f.admits_file(&p("x.mp4.tmp")));
+        // Directories are never excluded by includes: they are walked and renamed.
+        assert!(!f.excluded(&p("deep")));
+        assert!(Filter::default().admits_file(&p("anything")));
+    }
+
+    #[test]
     fn scan_queues_new_changed_and_deleted() {
         let src = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(src.path().join("d")).unwrap();
@@ -313,7 +380,8 @@ mod tests {
         ])
         .unwrap();
         let opts = ScanOptions {
-            complete_sync: true,
+            queue_deletes: true,
+            gate: Default::default(),
             settle: Duration::ZERO,
             progress: false,
         };

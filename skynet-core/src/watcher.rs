@@ -43,7 +43,10 @@ const BATCH_MAX: usize = 20_000;
 /// What the watcher needs to know.
 #[derive(Debug, Clone)]
 pub struct WatchOptions {
-    pub complete_sync: bool,
+    /// Queue deletes for files removed or moved out (see `ScanOptions::queue_deletes`).
+    pub queue_deletes: bool,
+    /// For the catch-up scans the watcher runs itself.
+    pub gate: crate::gate::Gate,
     pub settle: Duration,
     /// Poll instead of native events (also the automatic fallback).
     pub poll: bool,
@@ -259,7 +262,8 @@ impl EventMapper {
     /// Runs a catch-up scan of the whole source; on failure, tries again later.
     fn catch_up(&mut self, queue: &Queue, wake: &Notify) {
         let opts = ScanOptions {
-            complete_sync: self.opts.complete_sync,
+            queue_deletes: self.opts.queue_deletes,
+            gate: self.opts.gate.clone(),
             settle: self.opts.settle,
             progress: false,
         };
@@ -303,7 +307,7 @@ impl EventMapper {
     }
 
     fn delete(&self, rel: RelPath, out: &mut Vec<Entry>) {
-        if self.opts.complete_sync && !self.filter.excluded(&rel) {
+        if self.opts.queue_deletes && !self.filter.excluded(&rel) {
             out.push(Entry::new(Action::Delete(rel), 0));
         }
     }
@@ -511,7 +515,8 @@ mod tests {
 
     fn mapper(root: &Path) -> EventMapper {
         let opts = WatchOptions {
-            complete_sync: true,
+            queue_deletes: true,
+            gate: Default::default(),
             settle: Duration::ZERO,
             poll: false,
             poll_interval: Duration::from_secs(1),

@@ -1,0 +1,184 @@
+//! The ledger as people see it (`skynet ledger list|forget`), the content hashes send-once
+//! compares, and the per-day delivery counts `status` shows.
+
+use rusqlite::{params, OptionalExtension, Transaction};
+
+use super::{Queue, StateError};
+use crate::digest::{hex, Sha256Digest};
+use crate::relpath::RelPath;
+
+/// One ledger row: a file the destination is believed to hold.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LedgerRow {
+    pub id: i64,
+    #[serde(serialize_with = "crate::relpath::serialize_lossy")]
+    pub path: RelPath,
+    /// -1 when the destination's copy is known to be stale.
+    pub size: i64,
+    pub mtime_ns: i64,
+    /// SHA-256 in hex, where it was computed (send-once mode).
+    pub sha256: Option<String>,
+    /// When it was delivered (ms since the epoch).
+    pub sent_at: u64,
+}
+
+/// The local calendar day, `YYYY-MM-DD`: deliveries are counted per day as people read them.
+pub fn today() -> String {
+    chrono::Local::now().format("%Y-%m-%d").to_string()
+}
+
+/// Adds to today's delivery counts (inside `finish`'s transaction).
+pub(super) fn count_delivered(tx: &Transaction<'_>, files: i64, bytes: i64) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO daily (day, files, bytes) VALUES (?1, ?2, ?3)
+         ON CONFLICT(day) DO UPDATE SET files = files + excluded.files,
+         bytes = bytes + excluded.bytes",
+    )?
+    .execute(params![today(), files, bytes])?;
+    Ok(())
+}
+
+impl Queue {
+    /// Every ledger row, by path.
+    pub fn ledger_rows(&self) -> Result<Vec<LedgerRow>, StateError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare("SELECT id, path, size, mtime_ns, hash, sent_at FROM ledger ORDER BY path")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, Option<Vec<u8>>>(4)?,
+                    r.get::<_, i64>(5)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, path, size, mtime_ns, hash, sent_at) = row.map_err(|e| self.err(e))?;
+            if let Ok(path) = RelPath::from_bytes(&path) {
+                out.push(LedgerRow {
+                    id,
+                    path,
+                    size,
+                    mtime_ns,
+                    sha256: hash.map(|h| hex(&h)),
+                    sent_at: sent_at.max(0) as u64,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The size and content hash the ledger holds for `path`, if it holds the path.
+    pub fn ledger_digest(
+        &self,
+        path: &RelPath,
+    ) -> Result<Option<(i64, Option<Sha256Digest>)>, StateError> {
+        let conn = self.lock();
+        let row = conn
+            .prepare_cached("SELECT size, hash FROM ledger WHERE path = ?1")
+            .and_then(|mut st| {
+                st.query_row([path.as_bytes()], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, Option<Vec<u8>>>(1)?))
+                })
+                .optional()
+            })
+            .map_err(|e| self.err(e))?;
+        Ok(row.map(|(size, hash)| (size, hash.and_then(|h| h.try_into().ok()))))
+    }
+
+    /// Forgets the ledger row with this id, or the rows at and under this path: those files
+    /// count as never delivered. Returns the paths forgotten.
+    pub fn forget(&self, what: &Forget) -> Result<Vec<RelPath>, StateError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let paths: Vec<Vec<u8>> = match what {
+            Forget::Id(id) => tx
+                .query_row("SELECT path FROM ledger WHERE id = ?1", [id], |r| r.get(0))
+                .optional()
+                .map_err(|e| self.err(e))?
+                .into_iter()
+                .collect(),
+            Forget::Path(p) => {
+                let (lo, hi) = super::within_bounds(p);
+                let mut stmt = tx
+                    .prepare("SELECT path FROM ledger WHERE path = ?1 OR (path > ?2 AND path < ?3)")
+                    .map_err(|e| self.err(e))?;
+                let rows = stmt
+                    .query_map(params![p.as_bytes(), lo, hi], |r| r.get(0))
+                    .map_err(|e| self.err(e))?;
+                rows.collect::<rusqlite::Result<_>>()
+                    .map_err(|e| self.err(e))?
+            }
+        };
+        for p in &paths {
+            tx.execute("DELETE FROM ledger WHERE path = ?1", [p])
+                .map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(paths
+            .iter()
+            .filter_map(|p| RelPath::from_bytes(p).ok())
+            .collect())
+    }
+
+    /// Files and bytes delivered on `day` (`YYYY-MM-DD`, see [`today`]).
+    pub fn delivered_on(&self, day: &str) -> Result<(u64, u64), StateError> {
+        let conn = self.lock();
+        conn.query_row(
+            "SELECT files, bytes FROM daily WHERE day = ?1",
+            [day],
+            |r| Ok((r.get::<_, i64>(0)?.max(0) as u64, r.get::<_, i64>(1)?.max(0) as u64)),
+        )
+        .optional()
+        .map(|v| v.unwrap_or((0, 0)))
+        .map_err(|e| self.err(e))
+    }
+}
+
+/// What `skynet ledger forget` names: a row id or a path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Forget {
+    Id(i64),
+    Path(RelPath),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> RelPath {
+        RelPath::from_bytes(s.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn forget_by_id_and_by_directory() {
+        let q = Queue::open_in_memory().unwrap();
+        q.record_delivered(&[(p("a"), 1, 1), (p("d/x"), 2, 2), (p("d/y"), 3, 3), (p("dz"), 4, 4)])
+            .unwrap();
+        let rows = q.ledger_rows().unwrap();
+        assert_eq!(rows.len(), 4);
+        let a = rows.iter().find(|r| r.path == p("a")).unwrap().id;
+        assert_eq!(q.forget(&Forget::Id(a)).unwrap(), vec![p("a")]);
+        let mut gone = q.forget(&Forget::Path(p("d"))).unwrap();
+        gone.sort();
+        assert_eq!(gone, vec![p("d/x"), p("d/y")]);
+        let left: Vec<RelPath> = q.ledger_rows().unwrap().into_iter().map(|r| r.path).collect();
+        assert_eq!(left, vec![p("dz")]);
+        assert!(q.forget(&Forget::Id(9999)).unwrap().is_empty());
+    }
+
+    #[test]
+    fn migrated_ledger_keeps_rows_and_counts_deliveries_per_day() {
+        let q = Queue::open_in_memory().unwrap();
+        assert_eq!(q.delivered_on(&today()).unwrap(), (0, 0));
+        q.record_delivered(&[(p("a"), 5, 1)]).unwrap();
+        assert_eq!(q.ledger_digest(&p("a")).unwrap(), Some((5, None)));
+        assert_eq!(q.ledger_digest(&p("b")).unwrap(), None);
+    }
+}

@@ -1,0 +1,96 @@
+//! What happens to an action before the destination sees it, per mapping options:
+//!
+//! - a send must be of a file this mapping takes (include globs: routing), must pass the
+//!   gates (`min_age`, dated names), and in send-once mode must differ in content from what
+//!   was delivered (a touched or re-saved file with the same bytes is not sent again);
+//! - a delete reaches the destination only with complete-sync; in send-once mode without it,
+//!   a local delete only drops the file from the ledger (sent once: if it comes back, it is
+//!   new).
+//!
+//! The handler asks right before executing, so every action is judged whoever queued it
+//! (watcher, scan, fallback sends, `ledger forget`).
+
+use std::sync::Arc;
+
+use crate::connection::SourceFile;
+use crate::digest::{sha256_file, Sha256Digest};
+use crate::error::ConnError;
+use crate::gate::{Admission, Gate};
+use crate::queue::Queue;
+use crate::relpath::RelPath;
+use crate::scan::Filter;
+
+/// The per-mapping rules; the default sends everything and propagates deletes.
+#[derive(Clone)]
+pub struct SendPolicy {
+    pub filter: Arc<Filter>,
+    pub gate: Gate,
+    /// Compare content hashes with the ledger before sending (send-once mode).
+    pub send_once: bool,
+    /// Deletes go to the destination (complete-sync); otherwise they only update the ledger.
+    pub remote_deletes: bool,
+}
+
+impl Default for SendPolicy {
+    fn default() -> Self {
+        SendPolicy {
+            filter: Arc::default(),
+            gate: Gate::default(),
+            send_once: false,
+            remote_deletes: true,
+        }
+    }
+}
+
+/// The verdict on one send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Send it; `hash` is its content hash when one was computed (send-once).
+    Send { hash: Option<Sha256Digest> },
+    /// Not this mapping's file (include globs, no date in its name): nothing to do.
+    Skip,
+    /// Send-once: the destination already received exactly these bytes.
+    AlreadyDelivered { hash: Sha256Digest },
+    /// Not yet (a gate).
+    Hold { until: u64, reason: String },
+}
+
+impl SendPolicy {
+    /// Judges a send of `file` (stat'ed just now) to `rel` at `now` (ms).
+    pub async fn judge(
+        &self,
+        queue: &Queue,
+        rel: &RelPath,
+        file: &SourceFile,
+        now: u64,
+    ) -> Result<Verdict, ConnError> {
+        if !self.filter.admits_file(rel) {
+            return Ok(Verdict::Skip);
+        }
+        match self.gate.check(rel, file.mtime, now) {
+            Admission::Go => {}
+            Admission::Skip(why) => {
+                tracing::debug!(%why, "not sent");
+                return Ok(Verdict::Skip);
+            }
+            Admission::Hold { until, reason } => return Ok(Verdict::Hold { until, reason }),
+        }
+        if !self.send_once {
+            return Ok(Verdict::Send { hash: None });
+        }
+        let path = file.path.clone();
+        let hash = tokio::task::spawn_blocking(move || sha256_file(&path))
+            .await
+            .map_err(|e| ConnError::transient(format!("{rel}: hashing task failed: {e}")))?
+            .map_err(|e| ConnError::from_io(file.path.display(), &e))?;
+        let delivered = queue
+            .ledger_digest(rel)
+            .map_err(|e| ConnError::transient(e.to_string()))?;
+        Ok(match delivered {
+            Some((size, Some(h))) if h == hash && size == file.size as i64 => {
+                Verdict::AlreadyDelivered { hash }
+            }
+            _ => Verdict::Send { hash: Some(hash) },
+        })
+    }
+}
