@@ -28,7 +28,8 @@ pub enum Command {
     Run {
         /// Source folder.
         src: Option<PathBuf>,
-        /// Destination: a folder, file:///path, sftp://[user@]host[:port]/path or s3://bucket/prefix.
+        /// Destination: a folder, file:///path, sftp://[user@]host[:port]/path or s3://bucket/prefix
+        /// (or none, with --exec).
         dest: Option<String>,
         /// A TOML file with one or more [[mapping]] tables.
         #[arg(long, conflicts_with_all = ["src", "dest"])]
@@ -39,7 +40,8 @@ pub enum Command {
     /// Catch-up scan, send everything that differs, exit (1 if some actions failed).
     Sync {
         src: PathBuf,
-        dest: String,
+        #[arg(required_unless_present = "exec")]
+        dest: Option<String>,
         #[command(flatten)]
         opts: MappingArgs,
     },
@@ -50,6 +52,19 @@ pub enum Command {
         /// One JSON object with a `mappings` array.
         #[arg(long)]
         json: bool,
+        /// Refresh every SECONDS (default 2) until interrupted.
+        #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "2")]
+        watch: Option<f64>,
+    },
+    /// What each destination is believed to hold (send-once: what was delivered).
+    Ledger {
+        #[command(subcommand)]
+        command: LedgerCommand,
+        #[arg(long, env = "SKYNET_STATE_DIR", global = true)]
+        state_dir: Option<PathBuf>,
+        /// The mapping (its name in `status`), when there are several.
+        #[arg(long, global = true)]
+        mapping: Option<String>,
     },
     /// Inspect and edit pending and failed actions.
     Queue {
@@ -64,10 +79,23 @@ pub enum Command {
     /// Record the files now in SRC as already sent to DEST (send nothing).
     Baseline {
         src: PathBuf,
-        dest: String,
+        #[arg(required_unless_present = "exec")]
+        dest: Option<String>,
         #[command(flatten)]
         opts: MappingArgs,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LedgerCommand {
+    /// List delivered files: id, size, when, content hash (send-once).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget a delivered file (by PATH relative to the source, a folder, or ID from `list`)
+    /// and send it again.
+    Forget { what: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -141,6 +169,60 @@ pub struct MappingArgs {
     /// S3: path-style addressing (most S3-compatible servers need it).
     #[arg(long)]
     pub s3_path_style: bool,
+    /// Send only files matching this glob (repeatable; routing: one source, several
+    /// destinations, each with its own includes). Default: every file.
+    #[arg(long = "include")]
+    pub includes: Vec<String>,
+    /// Send each file once: never again unless its content changes (even if the destination
+    /// deletes it); deleting it locally forgets it. See `skynet ledger`.
+    #[arg(long)]
+    pub send_once: bool,
+    /// Send only files unchanged for at least this long, e.g. 10m.
+    #[arg(long, value_parser = parse_duration)]
+    pub min_age: Option<Duration>,
+    /// Send only files or folders whose name carries a date in this strftime pattern (e.g.
+    /// %Y%m%d), once that day has ended plus --dated-grace; a dated folder goes as a unit.
+    #[arg(long)]
+    pub dated: Option<String>,
+    /// Grace period after a dated day ends [default: 1h].
+    #[arg(long, value_parser = parse_duration)]
+    pub dated_grace: Option<Duration>,
+    /// Remove each local file once the destination verified it holds the same bytes.
+    #[arg(long)]
+    pub remove_source: bool,
+    /// Wait this long after delivery before the hand-off (verify, --on-delivered, remove).
+    #[arg(long, value_parser = parse_duration)]
+    pub handoff_delay: Option<Duration>,
+    /// SFTP: verify deliveries by reading them back and comparing SHA-256 (--remove-source).
+    #[arg(long)]
+    pub verify_read_back: bool,
+    /// Run this command for each delivered file, e.g. "logger delivered {remote}". Split
+    /// into words like a shell would, but no shell runs it; placeholders ({path}, {remote},
+    /// {action}, {from}, {to}) are replaced inside single arguments.
+    #[arg(long, value_parser = parse_argv)]
+    pub on_delivered: Option<Vec<String>>,
+    /// Command destination: run this command for every action instead of sending to DEST,
+    /// e.g. "rsync -a {path} backup:/dst/{remote}". Exit 0 is success.
+    #[arg(long, value_parser = parse_argv)]
+    pub exec: Option<Vec<String>>,
+    /// Command destination: the command for deletes [default: the --exec command].
+    #[arg(long, value_parser = parse_argv)]
+    pub exec_delete: Option<Vec<String>>,
+    /// Command destination: the command for renames [default: the --exec command].
+    #[arg(long, value_parser = parse_argv)]
+    pub exec_move: Option<Vec<String>>,
+    /// Longest a command (--exec, --on-delivered) may run before it is killed [default: 10m].
+    #[arg(long, value_parser = parse_duration)]
+    pub exec_timeout: Option<Duration>,
+}
+
+/// Splits a command line into words (quotes and backslashes as in a shell); no shell runs it.
+pub fn parse_argv(s: &str) -> Result<Vec<String>, String> {
+    let words = shell_words::split(s).map_err(|e| format!("invalid command {s:?}: {e}"))?;
+    if words.is_empty() {
+        return Err("empty command".to_string());
+    }
+    Ok(words)
 }
 
 /// Parses `1s`, `500ms`, `2m`, or a bare number of seconds (`0`, `1.5`).

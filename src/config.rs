@@ -23,7 +23,9 @@ pub struct ConfigFile {
 #[derive(Debug, Deserialize)]
 pub struct MappingEntry {
     pub source: PathBuf,
-    pub destination: String,
+    /// None for a command destination (`exec`).
+    #[serde(default)]
+    pub destination: Option<String>,
     #[serde(flatten)]
     pub options: MappingToml,
 }
@@ -45,6 +47,19 @@ const OPTION_KEYS: &[&str] = &[
     "timeout",
     "s3_endpoint",
     "s3_path_style",
+    "include",
+    "send_once",
+    "min_age",
+    "dated",
+    "dated_grace",
+    "remove_source",
+    "handoff_delay",
+    "verify_read_back",
+    "on_delivered",
+    "exec",
+    "exec_delete",
+    "exec_move",
+    "exec_timeout",
 ];
 
 /// Rejects any key that is not an option, naming it and where it stands.
@@ -87,13 +102,27 @@ pub struct MappingToml {
     pub timeout: Option<String>,
     pub s3_endpoint: Option<String>,
     pub s3_path_style: Option<bool>,
+    pub include: Option<Vec<String>>,
+    pub send_once: Option<bool>,
+    pub min_age: Option<String>,
+    pub dated: Option<String>,
+    pub dated_grace: Option<String>,
+    pub remove_source: Option<bool>,
+    pub handoff_delay: Option<String>,
+    pub verify_read_back: Option<bool>,
+    pub on_delivered: Option<Vec<String>>,
+    pub exec: Option<Vec<String>>,
+    pub exec_delete: Option<Vec<String>>,
+    pub exec_move: Option<Vec<String>>,
+    pub exec_timeout: Option<String>,
 }
 
 /// One mapping from the file, resolved: source, destination and options.
 #[derive(Debug)]
 pub struct ResolvedMapping {
     pub source: PathBuf,
-    pub destination: String,
+    /// None for a command destination (`exec`).
+    pub destination: Option<String>,
     pub args: MappingArgs,
 }
 
@@ -124,7 +153,20 @@ impl MappingToml {
             host_key_policy,
             timeout,
             s3_endpoint,
-            s3_path_style
+            s3_path_style,
+            include,
+            send_once,
+            min_age,
+            dated,
+            dated_grace,
+            remove_source,
+            handoff_delay,
+            verify_read_back,
+            on_delivered,
+            exec,
+            exec_delete,
+            exec_move,
+            exec_timeout
         )
     }
 
@@ -152,6 +194,29 @@ impl MappingToml {
             timeout: cli.timeout.or(duration("timeout", &self.timeout)?),
             s3_endpoint: cli.s3_endpoint.clone().or(self.s3_endpoint),
             s3_path_style: cli.s3_path_style || self.s3_path_style.unwrap_or(false),
+            includes: {
+                let mut v = self.include.unwrap_or_default();
+                v.extend(cli.includes.iter().cloned());
+                v
+            },
+            send_once: cli.send_once || self.send_once.unwrap_or(false),
+            min_age: cli.min_age.or(duration("min_age", &self.min_age)?),
+            dated: cli.dated.clone().or(self.dated),
+            dated_grace: cli
+                .dated_grace
+                .or(duration("dated_grace", &self.dated_grace)?),
+            remove_source: cli.remove_source || self.remove_source.unwrap_or(false),
+            handoff_delay: cli
+                .handoff_delay
+                .or(duration("handoff_delay", &self.handoff_delay)?),
+            verify_read_back: cli.verify_read_back || self.verify_read_back.unwrap_or(false),
+            on_delivered: cli.on_delivered.clone().or(self.on_delivered),
+            exec: cli.exec.clone().or(self.exec),
+            exec_delete: cli.exec_delete.clone().or(self.exec_delete),
+            exec_move: cli.exec_move.clone().or(self.exec_move),
+            exec_timeout: cli
+                .exec_timeout
+                .or(duration("exec_timeout", &self.exec_timeout)?),
         })
     }
 }
@@ -196,12 +261,20 @@ pub fn parse(text: &str, path: &Path, cli: &MappingArgs) -> Result<Vec<ResolvedM
         let args = merged
             .into_args(cli, state_dir.clone())
             .with_context(|| format!("config {}: mapping {}", path.display(), i + 1))?;
-        let destination =
-            if m.destination.contains("://") || Path::new(&m.destination).is_absolute() {
-                m.destination.clone()
+        let destination = m.destination.as_ref().map(|d| {
+            if d.contains("://") || Path::new(d).is_absolute() {
+                d.clone()
             } else {
-                resolve(Path::new(&m.destination)).display().to_string()
-            };
+                resolve(Path::new(d)).display().to_string()
+            }
+        });
+        if destination.is_none() && args.exec.is_none() {
+            bail!(
+                "config {}: mapping {} has no `destination` (or `exec` command)",
+                path.display(),
+                i + 1
+            );
+        }
         out.push(ResolvedMapping {
             source: resolve(&m.source),
             destination,
@@ -248,7 +321,7 @@ mod tests {
         assert_eq!(maps[0].args.excludes, vec!["*.tmp".to_string()]);
         assert_eq!(maps[1].args.workers, Some(8));
         assert!(maps[1].args.complete_sync);
-        assert_eq!(maps[1].destination, "sftp://u@h/x");
+        assert_eq!(maps[1].destination.as_deref(), Some("sftp://u@h/x"));
     }
 
     #[test]

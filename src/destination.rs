@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use skynet_core::{Blocking, Connection, LocalConnection};
+use skynet_core::argv::Template;
+use skynet_core::{Blocking, Connection, ExecConfig, ExecConnection, LocalConnection};
 
 use crate::cli::MappingArgs;
 
@@ -15,6 +16,8 @@ pub enum Destination {
     Local(PathBuf),
     Sftp(String),
     S3(String),
+    /// A command run for every action (`--exec`), its argv template as given.
+    Exec(Vec<String>),
 }
 
 impl Destination {
@@ -47,16 +50,36 @@ impl Destination {
         match self {
             Destination::Local(p) => p.display().to_string(),
             Destination::Sftp(u) | Destination::S3(u) => u.clone(),
+            Destination::Exec(argv) => format!("exec:{}", shell_words::join(argv)),
         }
     }
 
     /// Builds the connection. `state_dir` is the mapping's own state directory.
     pub async fn connect(
         &self,
+        source: &Path,
         args: &MappingArgs,
         state_dir: &Path,
     ) -> Result<Arc<dyn Connection>> {
         match self {
+            Destination::Exec(argv) => {
+                let parse = |what: &str, argv: &Option<Vec<String>>| {
+                    argv.clone()
+                        .map(Template::parse)
+                        .transpose()
+                        .with_context(|| what.to_string())
+                };
+                let mut cfg = ExecConfig::new(
+                    source,
+                    Template::parse(argv.clone()).context("--exec")?,
+                );
+                cfg.delete = parse("--exec-delete", &args.exec_delete)?;
+                cfg.rename = parse("--exec-move", &args.exec_move)?;
+                cfg.timeout = args
+                    .exec_timeout
+                    .unwrap_or(crate::commands::EXEC_TIMEOUT);
+                Ok(Arc::new(ExecConnection::new(cfg)))
+            }
             Destination::Local(root) => {
                 Ok(Arc::new(Blocking::new(LocalConnection::new(root.clone()))))
             }

@@ -45,16 +45,27 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             config,
             opts,
         } => commands::run::run(src.as_deref(), dest.as_deref(), config.as_deref(), &opts).await,
-        Command::Sync { src, dest, opts } => commands::sync::sync(&src, &dest, &opts).await,
-        Command::Status { state_dir, json } => commands::status::status(state_dir.as_deref(), json),
+        Command::Sync { src, dest, opts } => {
+            commands::sync::sync(&src, dest.as_deref(), &opts).await
+        }
+        Command::Status {
+            state_dir,
+            json,
+            watch,
+        } => commands::status::status(state_dir.as_deref(), json, watch).await,
         Command::Queue {
             command,
             state_dir,
             mapping,
         } => commands::queue::queue(&command, state_dir.as_deref(), mapping.as_deref()),
         Command::Baseline { src, dest, opts } => {
-            commands::baseline::baseline(&src, &dest, &opts).await
+            commands::baseline::baseline(&src, dest.as_deref(), &opts).await
         }
+        Command::Ledger {
+            command,
+            state_dir,
+            mapping,
+        } => commands::ledger::ledger(&command, state_dir.as_deref(), mapping.as_deref()),
     }
 }
 

@@ -167,6 +167,9 @@ pub struct QueueRow {
     pub ready_at: u64,
 }
 
+/// A file recorded as delivered: path, size, mtime (ns), content hash.
+pub type Delivered = (RelPath, u64, i64, Option<crate::digest::Sha256Digest>);
+
 /// A ledger row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LedgerEntry {
@@ -747,17 +750,18 @@ impl Queue {
         Ok(out)
     }
 
-    /// Records files as delivered without sending them (`skynet baseline`).
-    pub fn record_delivered(&self, files: &[(RelPath, u64, i64)]) -> Result<(), StateError> {
+    /// Records files as delivered without sending them (`skynet baseline`): path, size,
+    /// mtime and, where computed, content hash.
+    pub fn record_delivered(&self, files: &[Delivered]) -> Result<(), StateError> {
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         let now = now_ms() as i64;
-        for (path, size, mtime_ns) in files {
+        for (path, size, mtime_ns, hash) in files {
             let update = LedgerUpdate::Sent {
                 path: path.clone(),
                 size: *size,
                 mtime_ns: *mtime_ns,
-                hash: None,
+                hash: *hash,
             };
             apply_ledger(&tx, &update, now).map_err(|e| self.err(e))?;
         }
@@ -1162,7 +1166,7 @@ mod tests {
         .unwrap();
         assert_eq!(q.counts().unwrap().failed, 1);
         assert_eq!(q.last_error().unwrap().as_deref(), Some("gave up"));
-        q.record_delivered(&[(p("d/x"), 1, 1)]).unwrap();
+        q.record_delivered(&[(p("d/x"), 1, 1, None)]).unwrap();
         q.finish(&[]).unwrap();
         let mut conn = q.lock();
         let tx = conn.transaction().unwrap();
@@ -1194,7 +1198,7 @@ mod tests {
         // D3, then another file moved onto a/r2. The old source must be deleted before the
         // directory move carries it to D3/deep.
         let q = Queue::open_in_memory().unwrap();
-        q.record_delivered(&[(p("a/b/deep"), 1, 1), (p("a/b/f2"), 1, 1)])
+        q.record_delivered(&[(p("a/b/deep"), 1, 1, None), (p("a/b/f2"), 1, 1, None)])
             .unwrap();
         let mv = |f: &str, t: &str| {
             Entry::new(

@@ -375,8 +375,8 @@ mod tests {
         let q = Queue::open_in_memory().unwrap();
         let meta = std::fs::metadata(src.path().join("same")).unwrap();
         q.record_delivered(&[
-            (p("same"), 1, mtime_ns(meta.modified().unwrap())),
-            (p("gone"), 1, 1),
+            (p("same"), 1, mtime_ns(meta.modified().unwrap()), None),
+            (p("gone"), 1, 1, None),
         ])
         .unwrap();
         let opts = ScanOptions {

@@ -2,7 +2,8 @@
 
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use skynet_core::digest::sha256_file;
 use skynet_core::queue::mtime_ns;
 use skynet_core::scan::{local_files_within, Filter};
 use skynet_core::RelPath;
@@ -10,10 +11,10 @@ use skynet_core::RelPath;
 use crate::cli::MappingArgs;
 use crate::exit::Exit;
 
-pub async fn baseline(src: &Path, dest: &str, args: &MappingArgs) -> Result<Exit> {
+pub async fn baseline(src: &Path, dest: Option<&str>, args: &MappingArgs) -> Result<Exit> {
     let prepared = super::prepare(src, dest, args, "baseline").await?;
     let root = prepared.mapping.source().to_path_buf();
-    let filter = Filter::new(&args.excludes)?;
+    let filter = Filter::new(&args.excludes)?.with_includes(&args.includes)?;
     let mut files = Vec::new();
     for entry in std::fs::read_dir(&root)? {
         let entry = entry?;
@@ -21,8 +22,19 @@ pub async fn baseline(src: &Path, dest: &str, args: &MappingArgs) -> Result<Exit
             continue;
         };
         for p in local_files_within(&root, &rel, &filter) {
-            if let Ok(meta) = std::fs::metadata(p.under(&root)) {
-                files.push((p, meta.len(), meta.modified().map(mtime_ns).unwrap_or(0)));
+            if !filter.admits_file(&p) {
+                continue;
+            }
+            let abs = p.under(&root);
+            if let Ok(meta) = std::fs::metadata(&abs) {
+                // Send-once compares content: record it, so a touched file is not re-sent.
+                let hash = if args.send_once {
+                    Some(sha256_file(&abs).with_context(|| format!("cannot read {}", abs.display()))?)
+                } else {
+                    None
+                };
+                let mtime = meta.modified().map(mtime_ns).unwrap_or(0);
+                files.push((p, meta.len(), mtime, hash));
             }
         }
     }

@@ -1,6 +1,7 @@
 //! One module per subcommand; `prepare` is what `run`, `sync` and `baseline` share.
 
 pub mod baseline;
+pub mod ledger;
 pub mod queue;
 pub mod run;
 pub mod status;
@@ -11,6 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use skynet_core::argv::Template;
+use skynet_core::gate::{DatedNames, Gate};
+use skynet_core::handoff::{CommandHook, HandoffOptions};
 use skynet_core::{Connection, HandlerConfig, Mapping, MappingOptions};
 
 use crate::cli::MappingArgs;
@@ -25,15 +29,29 @@ pub struct Prepared {
     _lock: MappingLock,
 }
 
-/// Checks the source, resolves the destination and state, takes the lock.
-pub async fn prepare(src: &Path, dest: &str, args: &MappingArgs, what: &str) -> Result<Prepared> {
+/// Checks the source, resolves the destination (DEST, or the `--exec` command) and state,
+/// takes the lock.
+pub async fn prepare(
+    src: &Path,
+    dest: Option<&str>,
+    args: &MappingArgs,
+    what: &str,
+) -> Result<Prepared> {
     let source = src
         .canonicalize()
         .with_context(|| format!("source {}", src.display()))?;
     if !source.is_dir() {
         anyhow::bail!("source {}: not a directory", src.display());
     }
-    let destination = Destination::parse(dest)?;
+    let destination = match (dest, &args.exec) {
+        (Some(_), Some(_)) => {
+            anyhow::bail!("give a destination or --exec (a command destination), not both")
+        }
+        (Some(dest), None) => Destination::parse(dest)?,
+        (None, Some(argv)) => Destination::Exec(argv.clone()),
+        (None, None) => anyhow::bail!("no destination: give DEST or --exec"),
+    };
+    check_options(&destination, args)?;
     if let Destination::Local(root) = &destination {
         if root.starts_with(&source) || source.starts_with(root) {
             anyhow::bail!(
@@ -56,7 +74,7 @@ pub async fn prepare(src: &Path, dest: &str, args: &MappingArgs, what: &str) -> 
         &state_dir,
         &format!("{} -> {identity} ({what})", source.display()),
     )?;
-    let opts = mapping_options(args);
+    let opts = mapping_options(args)?;
     let mapping = Mapping::open(&source, &state_dir, opts)?;
     mapping.queue().set_meta(
         skynet_core::engine::meta::SOURCE,
@@ -65,7 +83,7 @@ pub async fn prepare(src: &Path, dest: &str, args: &MappingArgs, what: &str) -> 
     mapping
         .queue()
         .set_meta(skynet_core::engine::meta::DESTINATION, &identity)?;
-    let conn = destination.connect(args, &state_dir).await?;
+    let conn = destination.connect(&source, args, &state_dir).await?;
     Ok(Prepared {
         mapping,
         conn,
@@ -74,7 +92,33 @@ pub async fn prepare(src: &Path, dest: &str, args: &MappingArgs, what: &str) -> 
     })
 }
 
-pub fn mapping_options(args: &MappingArgs) -> MappingOptions {
+/// Options that cannot go together, refused before anything starts.
+fn check_options(destination: &Destination, args: &MappingArgs) -> Result<()> {
+    if args.remove_source && args.complete_sync {
+        anyhow::bail!(
+            "--remove-source and --complete-sync cannot go together: removing the local copy would delete the remote one"
+        );
+    }
+    if args.remove_source && matches!(destination, Destination::Exec(_)) {
+        anyhow::bail!(
+            "--remove-source needs a destination that can verify a delivery; a command destination cannot"
+        );
+    }
+    if args.verify_read_back && !matches!(destination, Destination::Sftp(_)) {
+        anyhow::bail!("--verify-read-back is for SFTP destinations");
+    }
+    if !matches!(destination, Destination::Exec(_))
+        && (args.exec_delete.is_some() || args.exec_move.is_some())
+    {
+        anyhow::bail!("--exec-delete and --exec-move go with --exec");
+    }
+    Ok(())
+}
+
+/// How long a command (`--exec`, `--on-delivered`) may run by default.
+pub const EXEC_TIMEOUT: Duration = Duration::from_secs(600);
+
+pub fn mapping_options(args: &MappingArgs) -> Result<MappingOptions> {
     let defaults = HandlerConfig::default();
     let handler = HandlerConfig {
         workers: args.workers.unwrap_or(defaults.workers).max(1),
@@ -87,13 +131,40 @@ pub fn mapping_options(args: &MappingArgs) -> MappingOptions {
             .unwrap_or(defaults.reconnect_base),
         ..defaults
     };
-    MappingOptions {
+    let dated = args
+        .dated
+        .as_deref()
+        .map(|p| DatedNames::new(p, args.dated_grace.unwrap_or(Duration::from_secs(3600))))
+        .transpose()?;
+    let on_delivered = match &args.on_delivered {
+        Some(argv) => {
+            let template = Template::parse(argv.clone()).context("--on-delivered")?;
+            let hook = CommandHook::new(template, args.exec_timeout.unwrap_or(EXEC_TIMEOUT));
+            Some(Arc::new(hook) as Arc<dyn skynet_core::handoff::DeliveredHook>)
+        }
+        None => None,
+    };
+    Ok(MappingOptions {
         complete_sync: args.complete_sync,
         settle: args.settle.unwrap_or(Duration::from_secs(1)),
         excludes: args.excludes.clone(),
         poll: args.poll,
         poll_interval: Duration::from_secs(1),
-        handler,
+        handler: handler.clone(),
         progress: true,
-    }
+        include: args.includes.clone(),
+        send_once: args.send_once,
+        gate: Gate {
+            min_age: args.min_age.unwrap_or_default(),
+            dated,
+        },
+        handoff: HandoffOptions {
+            remove_source: args.remove_source,
+            on_delivered,
+            delay: args.handoff_delay.unwrap_or_default(),
+            max_attempts: handler.max_attempts,
+            retry_base: handler.retry_base,
+            retry_cap: handler.retry_cap,
+        },
+    })
 }

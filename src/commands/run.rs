@@ -15,18 +15,21 @@ pub async fn run(
     config_file: Option<&Path>,
     args: &MappingArgs,
 ) -> Result<Exit> {
-    let mappings: Vec<(std::path::PathBuf, String, MappingArgs)> = match (config_file, src, dest) {
+    type Planned = (std::path::PathBuf, Option<String>, MappingArgs);
+    let mappings: Vec<Planned> = match (config_file, src, dest) {
         (Some(file), _, _) => config::load(file, args)?
             .into_iter()
             .map(|m| (m.source, m.destination, m.args))
             .collect(),
-        (None, Some(src), Some(dest)) => vec![(src.to_path_buf(), dest.to_string(), args.clone())],
-        _ => anyhow::bail!("run needs SRC and DEST, or --config FILE"),
+        (None, Some(src), dest) if dest.is_some() || args.exec.is_some() => {
+            vec![(src.to_path_buf(), dest.map(str::to_string), args.clone())]
+        }
+        _ => anyhow::bail!("run needs SRC and DEST (or --exec), or --config FILE"),
     };
     // Prepare every mapping before starting any, so a bad one is reported at once.
     let mut prepared = Vec::new();
     for (src, dest, args) in &mappings {
-        prepared.push(super::prepare(src, dest, args, "run").await?);
+        prepared.push(super::prepare(src, dest.as_deref(), args, "run").await?);
     }
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {

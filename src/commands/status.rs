@@ -1,11 +1,15 @@
-//! `skynet status`: per mapping, what is queued, what failed and whether it is connected.
+//! `skynet status`: per mapping (one source, one destination), what is queued, held, failed
+//! and handed off, what was delivered today and how fast, and whether it is connected.
+//! `--json` for scripts, `--watch` to keep it on screen.
 
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Result;
 use serde::Serialize;
 use skynet_core::engine::meta;
-use skynet_core::queue::{now_ms, Queue, QueueRow};
+use skynet_core::queue::{now_ms, today, HandoffRow, Queue, QueueRow};
 
 use crate::exit::Exit;
 use crate::state::{self, MappingLock};
@@ -20,10 +24,37 @@ pub struct MappingStatus {
     pub pending: u64,
     pub in_flight: u64,
     pub retrying: u64,
+    /// Held back by a gate (`min_age`, dated names) until their time.
+    pub held: u64,
     pub failed: u64,
     pub last_error: Option<String>,
     pub bytes_sent: u64,
+    /// Over the last few seconds, while running.
+    pub bytes_per_sec: u64,
+    pub delivered_today: u64,
+    pub delivered_today_bytes: u64,
+    /// Deliveries waiting for their hand-off (verify, on_delivered, remove the local copy).
+    pub handoff_waiting: u64,
     pub failures: Vec<QueueRow>,
+    pub handoff_failures: Vec<HandoffRow>,
+}
+
+/// The directory name that names a mapping in `status`, `queue` and `ledger`.
+pub fn mapping_name(dir: &Path) -> String {
+    dir.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Milliseconds since the epoch as local time, for people.
+pub fn local_time(ms: u64) -> String {
+    use chrono::TimeZone;
+    match chrono::Local.timestamp_millis_opt(ms.min(i64::MAX as u64) as i64) {
+        chrono::LocalResult::Single(t) | chrono::LocalResult::Ambiguous(t, _) => {
+            t.format("%Y-%m-%d %H:%M:%S").to_string()
+        }
+        chrono::LocalResult::None => "-".to_string(),
+    }
 }
 
 /// Reads one mapping's status from its state directory.
@@ -31,12 +62,12 @@ pub fn read(dir: &Path) -> Result<MappingStatus> {
     let queue = Queue::open(&skynet_core::queue::database_path(dir))?;
     let counts = queue.counts()?;
     let running = MappingLock::is_held(dir);
-    let heartbeat: u64 = queue
-        .meta(meta::HEARTBEAT)?
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let fresh = now_ms().saturating_sub(heartbeat) < 5_000;
-    let connected = running && fresh && queue.meta(meta::CONNECTED)?.as_deref() == Some("1");
+    let number = |key: &str| -> Result<u64> {
+        Ok(queue.meta(key)?.and_then(|v| v.parse().ok()).unwrap_or(0))
+    };
+    let fresh = now_ms().saturating_sub(number(meta::HEARTBEAT)?) < 5_000;
+    let live = running && fresh;
+    let connected = live && queue.meta(meta::CONNECTED)?.as_deref() == Some("1");
     let last_error = queue
         .meta(meta::LAST_ERROR)?
         .filter(|e| !e.is_empty())
@@ -46,11 +77,11 @@ pub fn read(dir: &Path) -> Result<MappingStatus> {
         .into_iter()
         .filter(|r| r.state == "failed")
         .collect();
+    let (handoff_failures, handoff_waiting): (Vec<HandoffRow>, Vec<HandoffRow>) =
+        queue.handoff_rows()?.into_iter().partition(|r| r.parked);
+    let (delivered_today, delivered_today_bytes) = queue.delivered_on(&today())?;
     Ok(MappingStatus {
-        name: dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
+        name: mapping_name(dir),
         source: queue.meta(meta::SOURCE)?.unwrap_or_default(),
         destination: queue.meta(meta::DESTINATION)?.unwrap_or_default(),
         running,
@@ -58,26 +89,51 @@ pub fn read(dir: &Path) -> Result<MappingStatus> {
         pending: counts.pending + counts.retrying,
         in_flight: counts.in_flight,
         retrying: counts.retrying,
+        held: counts.held,
         failed: counts.failed,
         last_error,
-        bytes_sent: queue
-            .meta(meta::BYTES_SENT)?
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0),
+        bytes_sent: number(meta::BYTES_SENT)?,
+        bytes_per_sec: if live { number(meta::RATE)? } else { 0 },
+        delivered_today,
+        delivered_today_bytes,
+        handoff_waiting: handoff_waiting.len() as u64,
         failures,
+        handoff_failures,
     })
 }
 
-pub fn status(state_dir: Option<&Path>, json: bool) -> Result<Exit> {
+fn read_all(root: &Path) -> Result<Vec<MappingStatus>> {
+    let dirs: Vec<PathBuf> = state::mapping_dirs(root)?;
+    dirs.iter().map(|d| read(d)).collect()
+}
+
+pub async fn status(state_dir: Option<&Path>, json: bool, watch: Option<f64>) -> Result<Exit> {
     let root = state::state_root(state_dir)?;
-    let dirs: Vec<PathBuf> = state::mapping_dirs(&root)?;
-    let mut all = Vec::new();
-    for dir in &dirs {
-        all.push(read(dir)?);
+    let Some(every) = watch else {
+        print(&root, json)?;
+        return Ok(Exit::Ok);
+    };
+    let every = Duration::from_secs_f64(every.clamp(0.1, 3600.0));
+    let terminal = std::io::stdout().is_terminal();
+    loop {
+        if terminal && !json {
+            // Clear the screen and go home, like `watch`.
+            print!("\x1b[2J\x1b[H");
+        }
+        print(&root, json)?;
+        std::io::stdout().flush()?;
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(Exit::Ok),
+        }
     }
+}
+
+fn print(root: &Path, json: bool) -> Result<()> {
+    let all = read_all(root)?;
     if json {
         println!("{}", serde_json::json!({ "mappings": all }));
-        return Ok(Exit::Ok);
+        return Ok(());
     }
     if all.is_empty() {
         println!("no mappings in {}", root.display());
@@ -85,7 +141,7 @@ pub fn status(state_dir: Option<&Path>, json: bool) -> Result<Exit> {
     for m in &all {
         println!("{}  {} -> {}", m.name, m.source, m.destination);
         println!(
-            "  {}, {}; pending {}, in flight {}, failed {}; {} bytes sent",
+            "  {}, {}; pending {}, in flight {}, held {}, failed {}",
             if m.running { "running" } else { "stopped" },
             if m.connected {
                 "connected"
@@ -94,9 +150,23 @@ pub fn status(state_dir: Option<&Path>, json: bool) -> Result<Exit> {
             },
             m.pending,
             m.in_flight,
+            m.held,
             m.failed,
-            m.bytes_sent
         );
+        println!(
+            "  delivered today {} file(s), {}; {}/s; {} sent since start",
+            m.delivered_today,
+            bytes(m.delivered_today_bytes),
+            bytes(m.bytes_per_sec),
+            bytes(m.bytes_sent)
+        );
+        if m.handoff_waiting > 0 || !m.handoff_failures.is_empty() {
+            println!(
+                "  hand-off: {} waiting, {} failed",
+                m.handoff_waiting,
+                m.handoff_failures.len()
+            );
+        }
         if let Some(e) = &m.last_error {
             println!("  last error: {e}");
         }
@@ -109,6 +179,29 @@ pub fn status(state_dir: Option<&Path>, json: bool) -> Result<Exit> {
                 f.last_error.as_deref().unwrap_or("")
             );
         }
+        for f in &m.handoff_failures {
+            println!(
+                "  hand-off failed {}: {}",
+                f.path,
+                f.last_error.as_deref().unwrap_or("")
+            );
+        }
     }
-    Ok(Exit::Ok)
+    Ok(())
+}
+
+/// A byte count for people: 1.5 MiB.
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
 }

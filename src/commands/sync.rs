@@ -7,7 +7,7 @@ use anyhow::Result;
 use crate::cli::MappingArgs;
 use crate::exit::Exit;
 
-pub async fn sync(src: &Path, dest: &str, args: &MappingArgs) -> Result<Exit> {
+pub async fn sync(src: &Path, dest: Option<&str>, args: &MappingArgs) -> Result<Exit> {
     let prepared = super::prepare(src, dest, args, "sync").await?;
     let started = std::time::Instant::now();
     let summary = prepared.mapping.sync(prepared.conn.clone()).await?;
@@ -21,6 +21,13 @@ pub async fn sync(src: &Path, dest: &str, args: &MappingArgs) -> Result<Exit> {
         eprintln!(
             "skynet: {} action(s) failed; see `skynet status` or `skynet queue list`",
             summary.parked
+        );
+        return Ok(Exit::SomeFailed);
+    }
+    if summary.handoff_parked > 0 {
+        eprintln!(
+            "skynet: {} hand-off(s) failed (local files kept); see `skynet status`",
+            summary.handoff_parked
         );
         return Ok(Exit::SomeFailed);
     }

@@ -159,7 +159,7 @@ mod tests {
     #[test]
     fn forget_by_id_and_by_directory() {
         let q = Queue::open_in_memory().unwrap();
-        q.record_delivered(&[(p("a"), 1, 1), (p("d/x"), 2, 2), (p("d/y"), 3, 3), (p("dz"), 4, 4)])
+        q.record_delivered(&[(p("a"), 1, 1, None), (p("d/x"), 2, 2, None), (p("d/y"), 3, 3, None), (p("dz"), 4, 4, None)])
             .unwrap();
         let rows = q.ledger_rows().unwrap();
         assert_eq!(rows.len(), 4);
@@ -177,7 +177,7 @@ mod tests {
     fn migrated_ledger_keeps_rows_and_counts_deliveries_per_day() {
         let q = Queue::open_in_memory().unwrap();
         assert_eq!(q.delivered_on(&today()).unwrap(), (0, 0));
-        q.record_delivered(&[(p("a"), 5, 1)]).unwrap();
+        q.record_delivered(&[(p("a"), 5, 1, None)]).unwrap();
         assert_eq!(q.ledger_digest(&p("a")).unwrap(), Some((5, None)));
         assert_eq!(q.ledger_digest(&p("b")).unwrap(), None);
     }

@@ -1,0 +1,93 @@
+//! `skynet ledger list | forget PATH|ID`: what each destination is believed to hold. In
+//! send-once mode this is the record of what was delivered; forgetting a file sends it again.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use skynet_core::engine::meta;
+use skynet_core::merge::Entry;
+use skynet_core::queue::{Forget, Queue};
+use skynet_core::{Action, RelPath};
+
+use super::queue::select;
+use crate::cli::LedgerCommand;
+use crate::exit::Exit;
+
+pub fn ledger(
+    command: &LedgerCommand,
+    state_dir: Option<&Path>,
+    mapping: Option<&str>,
+) -> Result<Exit> {
+    match command {
+        LedgerCommand::List { json } => {
+            let mut all = Vec::new();
+            for dir in select(state_dir, mapping, false)? {
+                let queue = Queue::open(&skynet_core::queue::database_path(&dir))?;
+                let name = super::status::mapping_name(&dir);
+                let rows = queue.ledger_rows()?;
+                if !*json {
+                    println!("{name}: {} file(s)", rows.len());
+                    for r in &rows {
+                        let hash = r.sha256.as_deref().map(|h| &h[..12]).unwrap_or("-");
+                        println!(
+                            "  #{:<6} {:>12} {}  {hash}  {}",
+                            r.id,
+                            r.size,
+                            super::status::local_time(r.sent_at),
+                            r.path
+                        );
+                    }
+                }
+                all.push(serde_json::json!({ "mapping": name, "files": rows }));
+            }
+            if *json {
+                println!("{}", serde_json::json!({ "mappings": all }));
+            }
+            Ok(Exit::Ok)
+        }
+        LedgerCommand::Forget { what } => {
+            let dirs = select(state_dir, mapping, true)?;
+            let dir = &dirs[0];
+            let queue = Queue::open(&skynet_core::queue::database_path(dir))?;
+            let forgotten = forget(&queue, what)?;
+            if forgotten.is_empty() {
+                anyhow::bail!("ledger: nothing recorded as {what:?} (see `skynet ledger list`)");
+            }
+            let requeued = requeue(&queue, &forgotten)?;
+            println!(
+                "forgot {} file(s); {requeued} queued to be sent again",
+                forgotten.len()
+            );
+            Ok(Exit::Ok)
+        }
+    }
+}
+
+/// An all-digits argument names a row id when such a row exists, else a path.
+fn forget(queue: &Queue, what: &str) -> Result<Vec<RelPath>> {
+    if let Ok(id) = what.parse::<i64>() {
+        let by_id = queue.forget(&Forget::Id(id))?;
+        if !by_id.is_empty() {
+            return Ok(by_id);
+        }
+    }
+    let rel = RelPath::from_bytes(what.trim_matches('/').as_bytes())
+        .with_context(|| format!("ledger: {what:?} is not a path inside the source"))?;
+    Ok(queue.forget(&Forget::Path(rel))?)
+}
+
+/// Queues a send for each forgotten file still in the source, so it goes again (a running
+/// daemon picks it up within a second; otherwise the next `run` or `sync` does).
+fn requeue(queue: &Queue, paths: &[RelPath]) -> Result<usize> {
+    let Some(source) = queue.meta(meta::SOURCE)? else {
+        return Ok(0);
+    };
+    let source = Path::new(&source);
+    let entries: Vec<Entry> = paths
+        .iter()
+        .filter(|p| p.under(source).is_file())
+        .map(|p| Entry::new(Action::Send(p.clone()), 0))
+        .collect();
+    queue.push(&entries)?;
+    Ok(entries.len())
+}
