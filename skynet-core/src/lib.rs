@@ -15,6 +15,7 @@
 //! [`conformance`] suite (feature `conformance`) checks any implementation against the contract.
 
 pub mod action;
+pub mod argv;
 pub mod connection;
 pub mod digest;
 pub mod engine;
