@@ -16,6 +16,7 @@
 
 pub mod action;
 pub mod argv;
+pub mod command;
 pub mod connection;
 pub mod digest;
 pub mod engine;
