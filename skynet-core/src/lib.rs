@@ -11,7 +11,8 @@
 //! 4. [`ledger`] records what the destination holds after each acknowledged action.
 //!
 //! [`engine`] wires these together for one mapping. Destinations implement [`Connection`]
-//! (or [`BlockingConnection`]); [`local`] is the embedded local-folder one, and the exported
+//! (or [`BlockingConnection`]); [`local`] is the embedded local-folder one, [`exec`] runs a
+//! user's program per action ([`argv`] templates, run by [`command`]), and the exported
 //! [`conformance`] suite (feature `conformance`) checks any implementation against the contract.
 
 pub mod action;
@@ -21,6 +22,7 @@ pub mod connection;
 pub mod digest;
 pub mod engine;
 pub mod error;
+pub mod exec;
 pub mod handler;
 pub mod local;
 pub mod merge;
@@ -38,6 +40,7 @@ pub use connection::{
 };
 pub use engine::{EngineError, Mapping, MappingOptions};
 pub use error::{ConnError, ErrorKind};
+pub use exec::{ExecConfig, ExecConnection};
 pub use handler::{HandlerConfig, Summary};
 pub use local::LocalConnection;
 pub use relpath::{RelPath, RelPathError};
