@@ -11,15 +11,19 @@
 //! 4. [`ledger`] records what the destination holds after each acknowledged action.
 //!
 //! [`engine`] wires these together for one mapping. Destinations implement [`Connection`]
-//! (or [`BlockingConnection`]); [`local`] is the embedded local-folder one, and the exported
+//! (or [`BlockingConnection`]); [`local`] is the embedded local-folder one, [`exec`] runs a
+//! user's program per action ([`argv`] templates, run by [`command`]), and the exported
 //! [`conformance`] suite (feature `conformance`) checks any implementation against the contract.
 
 pub mod action;
+pub mod argv;
+pub mod command;
 pub mod connection;
 pub mod digest;
 pub mod engine;
 pub mod gate;
 pub mod error;
+pub mod exec;
 pub mod handler;
 pub mod handoff;
 pub mod local;
@@ -39,6 +43,7 @@ pub use connection::{
 };
 pub use engine::{EngineError, Mapping, MappingOptions};
 pub use error::{ConnError, ErrorKind};
+pub use exec::{ExecConfig, ExecConnection};
 pub use handler::{HandlerConfig, Summary};
 pub use local::LocalConnection;
 pub use relpath::{RelPath, RelPathError};

@@ -1,0 +1,219 @@
+//! The command destination: delivers each action by running a user's program, e.g.
+//! `exec = ["rsync", "-a", "{path}", "backup:/dst/{remote}"]`.
+//!
+//! Why it exists: it lets users mirror to anything they can script (rsync, rclone, a
+//! database loader) while skynet keeps doing the watching, merging, queueing and retrying.
+//!
+//! How it keeps the [`Connection`] contract, and where it cannot:
+//! - The program gets exactly one argument per template element ([`crate::argv`]) and runs
+//!   without a shell ([`crate::command`]); it also gets `SKYNET_ACTION`, `SKYNET_PATH`,
+//!   `SKYNET_REMOTE` (and `SKYNET_FROM`, `SKYNET_TO` for a move) in its environment.
+//! - Every action kind runs the `send` template unless a `delete` or `rename` template
+//!   overrides it; `{action}` tells a single script which one it is doing.
+//! - Success is exit status 0. Atomic replacement, idempotence and confinement are the
+//!   program's to keep: skynet cannot see what it did. A move's program should treat a missing
+//!   source as success (or send the local target, which `{path}` names).
+//! - The program reads the local file itself, so after it succeeds the file is checked to be
+//!   unchanged since the send was dispatched; otherwise the send is retried.
+//! - It cannot read back: `stat`, `read`, `list` and `verify` fail with a permanent error, so
+//!   a hand-off (`remove_source`) can never be approved by accident.
+//!
+//! Errors map in one place (`classify`): a program that cannot be started is a setup error
+//! (the configuration must change); a time-out or a non-zero exit is transient (retried with
+//! backoff, then parked with the message, which carries the end of the program's stderr).
+
+use std::ffi::OsStr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::action::ActionKind;
+use crate::argv::{Template, Vars};
+use crate::command::{self, CommandError};
+use crate::connection::{Connection, RemoteEntry, SourceFile, Verification};
+use crate::error::{ConnError, ErrorKind};
+use crate::relpath::RelPath;
+
+/// A time limit that suits a command copying one large file over a slow link.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+
+/// How a command destination is configured.
+#[derive(Debug, Clone)]
+pub struct ExecConfig {
+    /// The mapping's source root (absolute): `{path}` of a delete or a move is this joined
+    /// with the relative path.
+    pub root: PathBuf,
+    /// The command run for every action unless overridden (the `exec` setting).
+    pub send: Template,
+    /// The command run for deletes, instead of `send`.
+    pub delete: Option<Template>,
+    /// The command run for moves, instead of `send`.
+    pub rename: Option<Template>,
+    /// How long one run may take before it is killed (with its process group).
+    pub timeout: Duration,
+}
+
+impl ExecConfig {
+    /// One command for every action, with [`DEFAULT_TIMEOUT`].
+    pub fn new(root: impl Into<PathBuf>, send: Template) -> Self {
+        ExecConfig {
+            root: root.into(),
+            send,
+            delete: None,
+            rename: None,
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// The template that performs actions of `kind`.
+    pub fn template(&self, kind: ActionKind) -> &Template {
+        let chosen = match kind {
+            ActionKind::Send => None,
+            ActionKind::Delete => self.delete.as_ref(),
+            ActionKind::Move => self.rename.as_ref(),
+        };
+        chosen.unwrap_or(&self.send)
+    }
+
+    fn templates(&self) -> impl Iterator<Item = &Template> {
+        std::iter::once(&self.send)
+            .chain(self.delete.as_ref())
+            .chain(self.rename.as_ref())
+    }
+}
+
+/// A destination that runs a program per action. See the module documentation.
+pub struct ExecConnection {
+    config: ExecConfig,
+}
+
+impl ExecConnection {
+    pub fn new(config: ExecConfig) -> Self {
+        ExecConnection { config }
+    }
+
+    pub fn config(&self) -> &ExecConfig {
+        &self.config
+    }
+
+    /// Runs the template for `vars.action`; `target` names the action in messages.
+    async fn run(&self, vars: &Vars<'_>, target: &RelPath) -> Result<(), ConnError> {
+        let template = self.config.template(vars.action);
+        let argv = template.render(vars);
+        let mut env: Vec<(&str, &OsStr)> = vec![
+            ("SKYNET_ACTION", OsStr::new(vars.action.as_str())),
+            ("SKYNET_PATH", vars.path.as_os_str()),
+            ("SKYNET_REMOTE", vars.remote),
+        ];
+        if vars.action == ActionKind::Move {
+            env.push(("SKYNET_FROM", vars.from));
+            env.push(("SKYNET_TO", vars.to));
+        }
+        // Only the program and the action: rendered arguments may carry secrets.
+        tracing::debug!(program = %template.program_name(), action = vars.action.as_str(), path = %target, "running command");
+        command::run(&argv, &env, self.config.timeout)
+            .await
+            .map_err(|e| classify(vars.action, target, e))
+    }
+
+    /// The local path of `path` under the source root.
+    fn local(&self, path: &RelPath) -> PathBuf {
+        path.under(&self.config.root)
+    }
+
+    fn cannot_read_back(&self, what: &str) -> ConnError {
+        ConnError::permanent(format!(
+            "{}: {what}: the command destination cannot read back what it delivered",
+            self.describe()
+        ))
+    }
+}
+
+/// The one place where a command's failure becomes a [`ConnError`] kind: a program that
+/// cannot run as configured is a setup error; everything else (time-out, non-zero exit, the
+/// system lacking a process slot) is transient, retried with backoff and then parked.
+fn classify(action: ActionKind, target: &RelPath, err: CommandError) -> ConnError {
+    let message = format!("exec {} {target:?}: {err}", action.as_str());
+    if err.program_unusable() {
+        ConnError::setup(message)
+    } else {
+        ConnError::transient(message)
+    }
+}
+
+#[async_trait]
+impl Connection for ExecConnection {
+    fn describe(&self) -> String {
+        format!("exec:{}", self.config.send.program_name())
+    }
+
+    /// Checks what can be checked before any file: the root is absolute, the time limit is
+    /// not zero, and every configured program can be executed.
+    async fn connect(&self) -> Result<(), ConnError> {
+        if !self.config.root.is_absolute() {
+            return Err(ConnError::setup(format!(
+                "{}: the source root {:?} is not absolute",
+                self.describe(),
+                self.config.root
+            )));
+        }
+        if self.config.timeout.is_zero() {
+            return Err(ConnError::setup(format!(
+                "{}: the command time limit is zero",
+                self.describe()
+            )));
+        }
+        for template in self.config.templates() {
+            command::resolve_program(template.program())
+                .map_err(|e| ConnError::setup(format!("{}: {e}", self.describe())))?;
+        }
+        Ok(())
+    }
+
+    async fn send(&self, file: &SourceFile, to: &RelPath) -> Result<u64, ConnError> {
+        let vars = Vars::single(ActionKind::Send, &file.path, to.as_os_str());
+        let result = self.run(&vars, to).await;
+        // The program read the file itself: make sure it read what was dispatched, and tell a
+        // failure caused by the file vanishing from a failure of the destination.
+        match (result, file.check_unchanged()) {
+            (Ok(()), Ok(())) => Ok(file.size),
+            (Ok(()), Err(changed)) => Err(changed),
+            (Err(e), Err(gone))
+                if e.kind == ErrorKind::Transient && gone.kind == ErrorKind::SourceMissing =>
+            {
+                Err(gone)
+            }
+            (Err(e), _) => Err(e),
+        }
+    }
+
+    async fn delete(&self, path: &RelPath) -> Result<(), ConnError> {
+        let local = self.local(path);
+        let vars = Vars::single(ActionKind::Delete, &local, path.as_os_str());
+        self.run(&vars, path).await
+    }
+
+    async fn rename(&self, from: &RelPath, to: &RelPath) -> Result<(), ConnError> {
+        let local = self.local(to);
+        let vars = Vars::moved(&local, from.as_os_str(), to.as_os_str());
+        self.run(&vars, to).await
+    }
+
+    async fn stat(&self, _path: &RelPath) -> Result<Option<u64>, ConnError> {
+        Err(self.cannot_read_back("stat"))
+    }
+
+    async fn read(&self, _path: &RelPath) -> Result<Vec<u8>, ConnError> {
+        Err(self.cannot_read_back("read"))
+    }
+
+    async fn list(&self) -> Result<Vec<RemoteEntry>, ConnError> {
+        Err(self.cannot_read_back("list"))
+    }
+
+    /// Refuses: a hand-off must never be approved without evidence.
+    async fn verify(&self, _file: &SourceFile, _path: &RelPath) -> Result<Verification, ConnError> {
+        Err(self.cannot_read_back("verify"))
+    }
+}
