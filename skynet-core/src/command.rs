@@ -558,6 +558,46 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(5));
     }
 
+    /// True when `pid` is gone, or a zombie left to a parent that does not reap.
+    fn is_dead(pid: &str) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(stat) => stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        }
+    }
+
+    #[tokio::test]
+    async fn dropping_the_future_kills_the_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        let script = format!("sleep 30 & echo $! > '{}'; wait", pidfile.display());
+        let command = argv(&["sh", "-c", &script]);
+        let mut running = Box::pin(run(&command, &[], Duration::from_secs(60)));
+        // Poll the command until its background child is known, then give up on it the way
+        // a shutting-down caller does: by dropping the future.
+        let started = Instant::now();
+        while std::fs::read_to_string(&pidfile).map_or(true, |p| !p.ends_with('\n')) {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "no pid written"
+            );
+            tokio::select! {
+                result = &mut running => panic!("finished early: {result:?}"),
+                () = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+        }
+        drop(running);
+        let pid = std::fs::read_to_string(&pidfile).unwrap();
+        let pid = pid.trim();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !is_dead(pid) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(is_dead(pid), "background sleep {pid} outlived its caller");
+    }
+
     #[test]
     fn resolves_programs_like_execvp() {
         assert!(resolve_program(OsStr::new("sh")).is_ok());
