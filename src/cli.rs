@@ -200,29 +200,35 @@ pub struct MappingArgs {
     /// into words like a shell would, but no shell runs it; placeholders ({path}, {remote},
     /// {action}, {from}, {to}) are replaced inside single arguments.
     #[arg(long, value_parser = parse_argv)]
-    pub on_delivered: Option<Vec<String>>,
+    pub on_delivered: Option<Argv>,
     /// Command destination: run this command for every action instead of sending to DEST,
     /// e.g. "rsync -a {path} backup:/dst/{remote}". Exit 0 is success.
     #[arg(long, value_parser = parse_argv)]
-    pub exec: Option<Vec<String>>,
+    pub exec: Option<Argv>,
     /// Command destination: the command for deletes [default: the --exec command].
     #[arg(long, value_parser = parse_argv)]
-    pub exec_delete: Option<Vec<String>>,
+    pub exec_delete: Option<Argv>,
     /// Command destination: the command for renames [default: the --exec command].
     #[arg(long, value_parser = parse_argv)]
-    pub exec_move: Option<Vec<String>>,
+    pub exec_move: Option<Argv>,
     /// Longest a command (--exec, --on-delivered) may run before it is killed [default: 10m].
     #[arg(long, value_parser = parse_duration)]
     pub exec_timeout: Option<Duration>,
 }
 
+/// A command as a list of words: from the command line (split like a shell would, see
+/// [`parse_argv`]) or from a TOML array.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Argv(pub Vec<String>);
+
 /// Splits a command line into words (quotes and backslashes as in a shell); no shell runs it.
-pub fn parse_argv(s: &str) -> Result<Vec<String>, String> {
+pub fn parse_argv(s: &str) -> Result<Argv, String> {
     let words = shell_words::split(s).map_err(|e| format!("invalid command {s:?}: {e}"))?;
     if words.is_empty() {
         return Err("empty command".to_string());
     }
-    Ok(words)
+    Ok(Argv(words))
 }
 
 /// Parses `1s`, `500ms`, `2m`, or a bare number of seconds (`0`, `1.5`).

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use crate::cli::{parse_duration, HostKeyPolicy, MappingArgs};
+use crate::cli::{parse_duration, Argv, HostKeyPolicy, MappingArgs};
 
 #[derive(Debug, Deserialize)]
 pub struct ConfigFile {
@@ -110,10 +110,10 @@ pub struct MappingToml {
     pub remove_source: Option<bool>,
     pub handoff_delay: Option<String>,
     pub verify_read_back: Option<bool>,
-    pub on_delivered: Option<Vec<String>>,
-    pub exec: Option<Vec<String>>,
-    pub exec_delete: Option<Vec<String>>,
-    pub exec_move: Option<Vec<String>>,
+    pub on_delivered: Option<Argv>,
+    pub exec: Option<Argv>,
+    pub exec_delete: Option<Argv>,
+    pub exec_move: Option<Argv>,
     pub exec_timeout: Option<String>,
 }
 

@@ -63,21 +63,17 @@ impl Destination {
     ) -> Result<Arc<dyn Connection>> {
         match self {
             Destination::Exec(argv) => {
-                let parse = |what: &str, argv: &Option<Vec<String>>| {
+                let parse = |what: &str, argv: &Option<crate::cli::Argv>| {
                     argv.clone()
-                        .map(Template::parse)
+                        .map(|a| Template::parse(a.0))
                         .transpose()
                         .with_context(|| what.to_string())
                 };
-                let mut cfg = ExecConfig::new(
-                    source,
-                    Template::parse(argv.clone()).context("--exec")?,
-                );
+                let mut cfg =
+                    ExecConfig::new(source, Template::parse(argv.clone()).context("--exec")?);
                 cfg.delete = parse("--exec-delete", &args.exec_delete)?;
                 cfg.rename = parse("--exec-move", &args.exec_move)?;
-                cfg.timeout = args
-                    .exec_timeout
-                    .unwrap_or(crate::commands::EXEC_TIMEOUT);
+                cfg.timeout = args.exec_timeout.unwrap_or(crate::commands::EXEC_TIMEOUT);
                 Ok(Arc::new(ExecConnection::new(cfg)))
             }
             Destination::Local(root) => {

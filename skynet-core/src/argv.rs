@@ -119,6 +119,22 @@ pub struct Vars<'a> {
 }
 
 impl<'a> Vars<'a> {
+    /// The same values as environment variables for the program (`SKYNET_ACTION`,
+    /// `SKYNET_PATH`, `SKYNET_REMOTE`, and `SKYNET_FROM`/`SKYNET_TO` for a move): a
+    /// convenience for scripts.
+    pub fn env(&self) -> Vec<(&'static str, &'a OsStr)> {
+        let mut env = vec![
+            ("SKYNET_ACTION", OsStr::new(self.action.as_str())),
+            ("SKYNET_PATH", self.path.as_os_str()),
+            ("SKYNET_REMOTE", self.remote),
+        ];
+        if self.action == ActionKind::Move {
+            env.push(("SKYNET_FROM", self.from));
+            env.push(("SKYNET_TO", self.to));
+        }
+        env
+    }
+
     /// The values for a send or a delete of `remote`, found locally at `path`.
     pub fn single(action: ActionKind, path: &'a Path, remote: &'a OsStr) -> Self {
         Vars {

@@ -14,11 +14,11 @@ use tokio::sync::{watch, Notify};
 
 use crate::connection::Connection;
 use crate::gate::Gate;
-use crate::handoff::{Handoff, HandoffOptions};
-use crate::send_policy::SendPolicy;
 use crate::handler::{Handler, HandlerConfig, HandlerError, HandlerStatus, Summary};
+use crate::handoff::{Handoff, HandoffOptions};
 use crate::queue::{now_ms, Queue, StateError};
 use crate::scan::{self, Filter, FilterError, ScanError, ScanOptions};
+use crate::send_policy::SendPolicy;
 use crate::watcher::{WatchError, WatchOptions, Watcher};
 
 /// Everything that can end a mapping, each naming what went wrong.

@@ -22,7 +22,6 @@
 //! (the configuration must change); a time-out or a non-zero exit is transient (retried with
 //! backoff, then parked with the message, which carries the end of the program's stderr).
 
-use std::ffi::OsStr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -101,15 +100,7 @@ impl ExecConnection {
     async fn run(&self, vars: &Vars<'_>, target: &RelPath) -> Result<(), ConnError> {
         let template = self.config.template(vars.action);
         let argv = template.render(vars);
-        let mut env: Vec<(&str, &OsStr)> = vec![
-            ("SKYNET_ACTION", OsStr::new(vars.action.as_str())),
-            ("SKYNET_PATH", vars.path.as_os_str()),
-            ("SKYNET_REMOTE", vars.remote),
-        ];
-        if vars.action == ActionKind::Move {
-            env.push(("SKYNET_FROM", vars.from));
-            env.push(("SKYNET_TO", vars.to));
-        }
+        let env = vars.env();
         // Only the program and the action: rendered arguments may carry secrets.
         tracing::debug!(program = %template.program_name(), action = vars.action.as_str(), path = %target, "running command");
         command::run(&argv, &env, self.config.timeout)

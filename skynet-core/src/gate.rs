@@ -9,8 +9,8 @@
 //!
 //! A gate never loses work: a held send stays queued (state `held`, its reason shown in
 //! `status`) and is claimed again when its time comes. The handler asks the gate right before
-//! sending, so every send is gated whoever queued it; the catch-up scan asks too, so held
-//! files are queued with their opening time instead of being claimed only to be held.
+//! sending, so every send is gated whoever queued it; the catch-up scan asks too, so files a
+//! gate never lets through are not queued at all.
 
 use std::time::{Duration, SystemTime};
 
@@ -96,8 +96,9 @@ impl DatedNames {
             .and_then(|d| d.and_hms_opt(0, 0, 0))
             .and_then(|t| Local.from_local_datetime(&t).earliest());
         match end {
-            Some(t) => (t.timestamp_millis().max(0) as u64)
-                .saturating_add(self.grace.as_millis() as u64),
+            Some(t) => {
+                (t.timestamp_millis().max(0) as u64).saturating_add(self.grace.as_millis() as u64)
+            }
             // Past the end of the calendar: never.
             None => u64::MAX,
         }
@@ -218,7 +219,10 @@ mod tests {
             Admission::Hold { until, .. } if until == midnight + 3_600_000
         ));
         assert_eq!(gate.check(&f, now, midnight + 3_600_000), Admission::Go);
-        assert!(matches!(gate.check(&p("misc/a.jpg"), now, midnight), Admission::Skip(_)));
+        assert!(matches!(
+            gate.check(&p("misc/a.jpg"), now, midnight),
+            Admission::Skip(_)
+        ));
     }
 
     #[test]

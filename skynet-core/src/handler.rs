@@ -104,6 +104,8 @@ pub enum HandlerError {
 pub struct Summary {
     pub done: u64,
     pub parked: u64,
+    /// Sends a gate holds back until their time (they stay queued).
+    pub held: u64,
     /// Hand-offs (verify, on_delivered, remove the local copy) that gave up.
     pub handoff_parked: u64,
 }
@@ -321,6 +323,7 @@ impl Handler {
                 let counts = self.queue.counts()?;
                 if counts.pending + counts.retrying + counts.in_flight == 0 {
                     summary.parked = counts.failed;
+                    summary.held = counts.held;
                     break;
                 }
             }
@@ -599,9 +602,9 @@ impl Handler {
     pub fn queue_fallback_sends(&self, to: &RelPath) -> Result<(), StateError> {
         let entries: Vec<Entry> =
             scan::local_files_within(&self.source_root, to, &self.policy.filter)
-            .into_iter()
-            .map(|p| Entry::new(Action::Send(p), 0))
-            .collect();
+                .into_iter()
+                .map(|p| Entry::new(Action::Send(p), 0))
+                .collect();
         if !entries.is_empty() {
             self.queue.push(&entries)?;
         }

@@ -24,6 +24,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::watch;
 
+use crate::action::ActionKind;
+use crate::argv::{Template, Vars};
+use crate::command;
 use crate::connection::{Connection, SourceFile, Verification};
 use crate::handler::backoff;
 use crate::queue::{mtime_ns, now_ms, HandoffRow, Queue, StateError};
@@ -35,6 +38,30 @@ pub trait DeliveredHook: Send + Sync {
     /// `rel`: the path relative to the source root; `local`: the local file. An error is one
     /// line saying what went wrong.
     async fn delivered(&self, rel: &RelPath, local: &Path) -> Result<(), String>;
+}
+
+/// The `on_delivered` command: run once per delivered file with the same placeholders as
+/// the command destination (`{action}` is `send`), no shell involved.
+pub struct CommandHook {
+    template: Template,
+    timeout: Duration,
+}
+
+impl CommandHook {
+    pub fn new(template: Template, timeout: Duration) -> Self {
+        CommandHook { template, timeout }
+    }
+}
+
+#[async_trait]
+impl DeliveredHook for CommandHook {
+    async fn delivered(&self, rel: &RelPath, local: &Path) -> Result<(), String> {
+        let vars = Vars::single(ActionKind::Send, local, rel.as_os_str());
+        let argv = self.template.render(&vars);
+        command::run(&argv, &vars.env(), self.timeout)
+            .await
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// What to do once a delivery is acknowledged.
@@ -139,9 +166,8 @@ impl Handoff {
 
     async fn one(&self, row: &HandoffRow) -> Step {
         let local = row.path.under(&self.root);
-        let delivered_version = |f: &SourceFile| {
-            f.size == row.size && mtime_ns(f.mtime) == row.mtime_ns
-        };
+        let delivered_version =
+            |f: &SourceFile| f.size == row.size && mtime_ns(f.mtime) == row.mtime_ns;
         let file = match SourceFile::stat(&local) {
             Ok(f) if delivered_version(&f) => f,
             // Gone, or changed since (its next delivery hands off): nothing to do.

@@ -236,17 +236,17 @@ pub fn catch_up(
         if unchanged || !filter.admits_file(&rel) {
             continue;
         }
+        // Files a gate never lets through are not queued; held ones are, and the handler
+        // holds them (state `held`, shown in `status`, not waited for by `sync`).
+        if matches!(opts.gate.check(&rel, modified, now), Admission::Skip(_)) {
+            continue;
+        }
         let modified_ms = (mtime.max(0) / 1_000_000) as u64;
-        let mut ready_at = if modified_ms + settle_ms > now {
+        let ready_at = if modified_ms + settle_ms > now {
             modified_ms + settle_ms
         } else {
             0
         };
-        match opts.gate.check(&rel, modified, now) {
-            Admission::Skip(_) => continue,
-            Admission::Hold { until, .. } => ready_at = ready_at.max(until),
-            Admission::Go => {}
-        }
         batch.push(Entry::new(Action::Send(rel), ready_at));
         report.sends += 1;
         if batch.len() >= 10_000 {

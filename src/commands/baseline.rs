@@ -29,7 +29,10 @@ pub async fn baseline(src: &Path, dest: Option<&str>, args: &MappingArgs) -> Res
             if let Ok(meta) = std::fs::metadata(&abs) {
                 // Send-once compares content: record it, so a touched file is not re-sent.
                 let hash = if args.send_once {
-                    Some(sha256_file(&abs).with_context(|| format!("cannot read {}", abs.display()))?)
+                    Some(
+                        sha256_file(&abs)
+                            .with_context(|| format!("cannot read {}", abs.display()))?,
+                    )
                 } else {
                     None
                 };

@@ -48,7 +48,7 @@ pub async fn prepare(
             anyhow::bail!("give a destination or --exec (a command destination), not both")
         }
         (Some(dest), None) => Destination::parse(dest)?,
-        (None, Some(argv)) => Destination::Exec(argv.clone()),
+        (None, Some(argv)) => Destination::Exec(argv.0.clone()),
         (None, None) => anyhow::bail!("no destination: give DEST or --exec"),
     };
     check_options(&destination, args)?;
@@ -138,7 +138,7 @@ pub fn mapping_options(args: &MappingArgs) -> Result<MappingOptions> {
         .transpose()?;
     let on_delivered = match &args.on_delivered {
         Some(argv) => {
-            let template = Template::parse(argv.clone()).context("--on-delivered")?;
+            let template = Template::parse(argv.0.clone()).context("--on-delivered")?;
             let hook = CommandHook::new(template, args.exec_timeout.unwrap_or(EXEC_TIMEOUT));
             Some(Arc::new(hook) as Arc<dyn skynet_core::handoff::DeliveredHook>)
         }

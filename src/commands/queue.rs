@@ -10,7 +10,11 @@ use crate::exit::Exit;
 use crate::state;
 
 /// The mappings a queue command applies to: the one named, or all of them for `list`.
-pub(super) fn select(state_dir: Option<&Path>, mapping: Option<&str>, need_one: bool) -> Result<Vec<PathBuf>> {
+pub(super) fn select(
+    state_dir: Option<&Path>,
+    mapping: Option<&str>,
+    need_one: bool,
+) -> Result<Vec<PathBuf>> {
     let root = state::state_root(state_dir)?;
     let dirs = state::mapping_dirs(&root)?;
     let chosen: Vec<PathBuf> = match mapping {

@@ -17,6 +17,12 @@ pub async fn sync(src: &Path, dest: Option<&str>, args: &MappingArgs) -> Result<
         seconds = started.elapsed().as_secs_f64(),
         "sync finished"
     );
+    if summary.held > 0 {
+        eprintln!(
+            "skynet: {} file(s) held back by min_age or dated names; they stay queued (see `skynet status`)",
+            summary.held
+        );
+    }
     if summary.parked > 0 {
         eprintln!(
             "skynet: {} action(s) failed; see `skynet status` or `skynet queue list`",

@@ -205,7 +205,8 @@ mod tests {
         q.handoff_done(&due[0]).unwrap();
         assert_eq!(q.handoff_rows().unwrap()[0].mtime_ns, 2);
         let row = q.handoff_rows().unwrap().remove(0);
-        q.handoff_failed(&row, "verification failed", 0, true).unwrap();
+        q.handoff_failed(&row, "verification failed", 0, true)
+            .unwrap();
         assert!(q.handoff_due(10, now_ms()).unwrap().is_empty());
         assert!(q.handoff_rows().unwrap()[0].parked);
         assert_eq!(q.handoff_retry_parked().unwrap(), 1);

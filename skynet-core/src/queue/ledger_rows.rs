@@ -28,7 +28,11 @@ pub fn today() -> String {
 }
 
 /// Adds to today's delivery counts (inside `finish`'s transaction).
-pub(super) fn count_delivered(tx: &Transaction<'_>, files: i64, bytes: i64) -> rusqlite::Result<()> {
+pub(super) fn count_delivered(
+    tx: &Transaction<'_>,
+    files: i64,
+    bytes: i64,
+) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT INTO daily (day, files, bytes) VALUES (?1, ?2, ?3)
          ON CONFLICT(day) DO UPDATE SET files = files + excluded.files,
@@ -133,7 +137,12 @@ impl Queue {
         conn.query_row(
             "SELECT files, bytes FROM daily WHERE day = ?1",
             [day],
-            |r| Ok((r.get::<_, i64>(0)?.max(0) as u64, r.get::<_, i64>(1)?.max(0) as u64)),
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?.max(0) as u64,
+                    r.get::<_, i64>(1)?.max(0) as u64,
+                ))
+            },
         )
         .optional()
         .map(|v| v.unwrap_or((0, 0)))
@@ -159,8 +168,13 @@ mod tests {
     #[test]
     fn forget_by_id_and_by_directory() {
         let q = Queue::open_in_memory().unwrap();
-        q.record_delivered(&[(p("a"), 1, 1, None), (p("d/x"), 2, 2, None), (p("d/y"), 3, 3, None), (p("dz"), 4, 4, None)])
-            .unwrap();
+        q.record_delivered(&[
+            (p("a"), 1, 1, None),
+            (p("d/x"), 2, 2, None),
+            (p("d/y"), 3, 3, None),
+            (p("dz"), 4, 4, None),
+        ])
+        .unwrap();
         let rows = q.ledger_rows().unwrap();
         assert_eq!(rows.len(), 4);
         let a = rows.iter().find(|r| r.path == p("a")).unwrap().id;
@@ -168,7 +182,12 @@ mod tests {
         let mut gone = q.forget(&Forget::Path(p("d"))).unwrap();
         gone.sort();
         assert_eq!(gone, vec![p("d/x"), p("d/y")]);
-        let left: Vec<RelPath> = q.ledger_rows().unwrap().into_iter().map(|r| r.path).collect();
+        let left: Vec<RelPath> = q
+            .ledger_rows()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.path)
+            .collect();
         assert_eq!(left, vec![p("dz")]);
         assert!(q.forget(&Forget::Id(9999)).unwrap().is_empty());
     }
