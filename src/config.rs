@@ -337,4 +337,46 @@ mod tests {
             .unwrap_err();
         assert!(format!("{e:#}").contains("settle"), "{e:#}");
     }
+
+    #[test]
+    fn example_config_parses_and_shows_every_option() {
+        let text = include_str!("../skynet.example.toml");
+        let maps = parse(
+            text,
+            Path::new("/etc/skynet/skynet.example.toml"),
+            &MappingArgs::default(),
+        )
+        .unwrap();
+        assert_eq!(maps.len(), 7);
+        for key in OPTION_KEYS
+            .iter()
+            .chain(["state_dir", "source", "destination"].iter())
+        {
+            let shown = text
+                .lines()
+                .any(|l| l.trim_start().starts_with(&format!("{key} =")));
+            assert!(shown, "skynet.example.toml does not show `{key}`");
+        }
+        let exec = &maps[5];
+        assert!(exec.destination.is_none());
+        assert!(exec.args.send_once);
+        assert_eq!(
+            exec.args.exec.as_ref().map(|a| a.0[0].as_str()),
+            Some("rsync")
+        );
+        assert_eq!(exec.args.min_age, Some(Duration::from_secs(300)));
+        let dated = &maps[6];
+        assert!(dated.args.remove_source);
+        assert_eq!(dated.args.dated.as_deref(), Some("%Y%m%d"));
+        // Routing: one source, three destinations, each with its own includes.
+        assert_eq!(maps[2].source, maps[4].source);
+        assert_eq!(
+            maps[2].args.includes,
+            vec!["*.mp4".to_string(), "*.mov".to_string()]
+        );
+        // Top-level defaults reach every mapping.
+        assert!(maps
+            .iter()
+            .all(|m| m.args.excludes.contains(&".git".to_string())));
+    }
 }

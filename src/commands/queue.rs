@@ -86,6 +86,10 @@ pub fn queue(
             let queue = Queue::open(&skynet_core::queue::database_path(dir))?;
             if id == "all" {
                 println!("{} failed action(s) will be retried", queue.retry_failed()?);
+                let handoffs = queue.handoff_retry_parked()?;
+                if handoffs > 0 {
+                    println!("{handoffs} failed hand-off(s) will be retried");
+                }
             } else {
                 let Ok(n) = id.parse::<i64>() else {
                     bail!("not an action id: {id:?} (a number, or `all`)")
