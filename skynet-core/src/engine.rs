@@ -175,7 +175,9 @@ impl Mapping {
             filter: Arc::clone(&self.filter),
             gate: self.opts.gate.clone(),
             send_once: self.opts.send_once,
-            remote_deletes: self.opts.complete_sync,
+            // Without complete-sync, the only deletes queued outside send-once come from
+            // merged moves (a renamed file's old name), which must reach the destination.
+            remote_deletes: self.opts.complete_sync || !self.opts.send_once,
         };
         Handler::new(
             Arc::clone(&self.queue),

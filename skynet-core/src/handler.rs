@@ -743,6 +743,18 @@ async fn execute(cx: Context, claimed: Claimed) -> Executed {
                 .map(|_| Step::Did(LedgerUpdate::Deleted(p.clone()))),
             0,
         ),
+        // Renamed to a name this mapping does not take (routing): drop the old name.
+        Action::Move { from, to } if cx.policy.moves_out(&cx.root, to) => {
+            let deleted = if cx.policy.remote_deletes {
+                conn.delete(from).await
+            } else {
+                Ok(())
+            };
+            (
+                deleted.map(|_| Step::Did(LedgerUpdate::Deleted(from.clone()))),
+                0,
+            )
+        }
         Action::Move { from, to } => match conn.rename(from, to).await {
             Ok(()) => (
                 Ok(Step::Did(LedgerUpdate::Moved {

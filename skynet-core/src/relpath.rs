@@ -173,6 +173,12 @@ impl fmt::Display for RelPath {
     }
 }
 
+/// Serializes a path as text for `status --json` and listings; bytes that are not UTF-8 show
+/// as U+FFFD (the raw bytes stay in the database).
+pub fn serialize_lossy<S: serde::Serializer>(path: &RelPath, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&String::from_utf8_lossy(path.as_bytes()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,10 +247,4 @@ mod tests {
         let anc: Vec<_> = p("a/b/c").ancestors().collect();
         assert_eq!(anc, vec![p("a"), p("a/b")]);
     }
-}
-
-/// Serializes a path as text for `status --json` and listings; bytes that are not UTF-8 show
-/// as U+FFFD (the raw bytes stay in the database).
-pub fn serialize_lossy<S: serde::Serializer>(path: &RelPath, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&String::from_utf8_lossy(path.as_bytes()))
 }

@@ -27,7 +27,8 @@ pub struct SendPolicy {
     pub gate: Gate,
     /// Compare content hashes with the ledger before sending (send-once mode).
     pub send_once: bool,
-    /// Deletes go to the destination (complete-sync); otherwise they only update the ledger.
+    /// Deletes go to the destination; false in send-once mode without complete-sync, where
+    /// a local delete only drops the ledger row.
     pub remote_deletes: bool,
 }
 
@@ -56,6 +57,14 @@ pub enum Verdict {
 }
 
 impl SendPolicy {
+    /// True when a move to `to` carries a file this mapping does not take (an include glob
+    /// no longer matches its new name): the destination should lose the old name rather
+    /// than hold a file outside its includes.
+    pub fn moves_out(&self, root: &std::path::Path, to: &RelPath) -> bool {
+        let local = to.under(root);
+        std::fs::symlink_metadata(local).is_ok_and(|m| m.is_file()) && !self.filter.admits_file(to)
+    }
+
     /// Judges a send of `file` (stat'ed just now) to `rel` at `now` (ms).
     pub async fn judge(
         &self,
