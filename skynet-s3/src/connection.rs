@@ -105,7 +105,9 @@ impl S3Connection {
         let sdk = loader.load().await;
         let s3_config = aws_sdk_s3::config::Builder::from(&sdk)
             .force_path_style(cfg.path_style)
-            // Checksums are requested explicitly (CRC32C) where skynet wants them.
+            // Checksums are computed by skynet (CRC32C of the bytes in memory) and passed as
+            // values where it wants them: under this setting, naming only the algorithm makes
+            // the SDK send the algorithm header without a checksum.
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .build();
         let client = Client::from_conf(s3_config);
@@ -433,6 +435,7 @@ impl Inner {
         .await
         .map_err(|e| ConnError::transient(format!("{}: read task failed: {e}", self.describe)))??;
         let len = data.len() as u64;
+        let crc32c = crate::checksum::crc32c_of(&data);
         let data = aws_sdk_s3::primitives::SdkBody::from(data);
         let put = |body: ByteStream| {
             self.client
@@ -441,6 +444,7 @@ impl Inner {
                 .key(key)
                 .content_length(len as i64)
                 .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+                .checksum_crc32_c(&crc32c)
                 .metadata(MTIME_METADATA, mtime_text(file.mtime))
                 .body(body)
                 .send()
