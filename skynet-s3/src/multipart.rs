@@ -35,7 +35,7 @@ pub fn part_size_for(size: u64, preferred: u64) -> u64 {
 }
 
 /// How many parts of `part_size` make `size` bytes.
-fn part_count(size: u64, part_size: u64) -> u64 {
+pub(crate) fn part_count(size: u64, part_size: u64) -> u64 {
     size.div_ceil(part_size).max(1)
 }
 
