@@ -17,7 +17,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-use crate::connection::{is_temp_name, temp_name, BlockingConnection, RemoteEntry, SourceFile};
+use crate::connection::{
+    is_temp_name, temp_name, verify_size, BlockingConnection, RemoteEntry, SourceFile, Verification,
+};
+use crate::digest;
 use crate::error::ConnError;
 use crate::relpath::RelPath;
 
@@ -304,6 +307,45 @@ impl BlockingConnection for LocalConnection {
     fn read(&self, path: &RelPath) -> Result<Vec<u8>, ConnError> {
         let abs = path.under(&self.root);
         fs::read(&abs).map_err(|e| ConnError::from_io(abs.display(), &e))
+    }
+
+    /// Size first (free), then SHA-256 of both copies, both streamed: the destination is on
+    /// this machine, so reading it back costs no more than reading the source, and a hash is
+    /// the only proof that the bytes (not just the length) arrived before the source goes.
+    fn verify(&self, file: &SourceFile, path: &RelPath) -> Result<Verification, ConnError> {
+        let by_size = verify_size(file, path, self.stat(path)?);
+        if !by_size.holds() {
+            return Ok(by_size);
+        }
+        let local = digest::sha256_file(&file.path)
+            .map_err(|e| ConnError::from_io(file.path.display(), &e))?;
+        let abs = path.under(&self.root);
+        let remote = match File::open(&abs).and_then(digest::sha256_reader) {
+            Ok(d) => d,
+            // Removed or replaced by a directory since the stat: it does not hold the bytes.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::IsADirectory
+                ) =>
+            {
+                return Ok(Verification::Mismatch(format!(
+                    "{path}: not at the destination"
+                )))
+            }
+            Err(e) => return Err(remote_io(&abs, &e)),
+        };
+        if local == remote {
+            Ok(Verification::Content {
+                algorithm: "sha256",
+            })
+        } else {
+            Ok(Verification::Mismatch(format!(
+                "{path}: destination content differs (sha256 {} here, {} there)",
+                digest::hex(&local),
+                digest::hex(&remote)
+            )))
+        }
     }
 
     fn list(&self) -> Result<Vec<RemoteEntry>, ConnError> {

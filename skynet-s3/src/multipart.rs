@@ -35,7 +35,7 @@ pub fn part_size_for(size: u64, preferred: u64) -> u64 {
 }
 
 /// How many parts of `part_size` make `size` bytes.
-fn part_count(size: u64, part_size: u64) -> u64 {
+pub(crate) fn part_count(size: u64, part_size: u64) -> u64 {
     size.div_ceil(part_size).max(1)
 }
 
@@ -288,10 +288,15 @@ impl PartJob {
             upload_gone: false,
         };
         let path = self.path.clone();
-        let data = tokio::task::spawn_blocking(move || read_range(&path, offset, len))
-            .await
-            .map_err(|e| plain(ConnError::transient(format!("read task failed: {e}"))))?
-            .map_err(plain)?;
+        let (data, crc32c) = tokio::task::spawn_blocking(move || {
+            read_range(&path, offset, len).map(|d| {
+                let crc = crate::checksum::crc32c_of(&d);
+                (d, crc)
+            })
+        })
+        .await
+        .map_err(|e| plain(ConnError::transient(format!("read task failed: {e}"))))?
+        .map_err(plain)?;
         let what = self
             .inner
             .what(&format!("upload part {number} of"), &self.key);
@@ -305,6 +310,7 @@ impl PartJob {
             .part_number(number)
             .content_length(len as i64)
             .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+            .checksum_crc32_c(&crc32c)
             .body(ByteStream::from(data))
             .send()
             .await
@@ -325,7 +331,8 @@ impl PartJob {
             part_number: number,
             size: len,
             etag: etag.to_string(),
-            checksum_crc32c: out.checksum_crc32_c().map(str::to_string),
+            // The server's echo where it gives one (S3 does), else the value it accepted.
+            checksum_crc32c: Some(out.checksum_crc32_c().map_or(crc32c, str::to_string)),
         };
         let (id, rec) = (self.upload_id.clone(), part.clone());
         self.inner

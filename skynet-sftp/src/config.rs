@@ -90,6 +90,10 @@ pub struct SftpConfig {
     pub timeout: Duration,
     /// Most sessions open at once (one per concurrent worker).
     pub pool_size: usize,
+    /// Whether `verify` reads the remote file back and compares its SHA-256 with the local
+    /// file's. SFTP v3 has no hash request (OpenSSH offers none, and skynet never runs remote
+    /// commands), so proving content costs a full download; off, `verify` checks the size.
+    pub verify_read_back: bool,
 }
 
 impl SftpConfig {
@@ -131,6 +135,7 @@ impl SftpConfig {
             host_key_policy: HostKeyPolicy::Strict,
             timeout: Self::DEFAULT_TIMEOUT,
             pool_size: Self::DEFAULT_POOL_SIZE,
+            verify_read_back: false,
         })
     }
 
@@ -161,6 +166,11 @@ impl SftpConfig {
     }
     pub fn with_agent(mut self, use_agent: bool) -> Self {
         self.use_agent = use_agent;
+        self
+    }
+    /// See [`SftpConfig::verify_read_back`].
+    pub fn with_verify_read_back(mut self, read_back: bool) -> Self {
+        self.verify_read_back = read_back;
         self
     }
 
@@ -207,6 +217,7 @@ impl fmt::Debug for SftpConfig {
             .field("host_key_policy", &self.host_key_policy)
             .field("timeout", &self.timeout)
             .field("pool_size", &self.pool_size)
+            .field("verify_read_back", &self.verify_read_back)
             .finish()
     }
 }
@@ -224,6 +235,7 @@ mod tests {
         assert_eq!(c.port, 22);
         assert_eq!(c.timeout, Duration::from_secs(30));
         assert_eq!(c.host_key_policy, HostKeyPolicy::Strict);
+        assert!(!c.verify_read_back, "read-back costs a download: opt-in");
         assert!(c.known_hosts.ends_with(".ssh/known_hosts"));
         assert_eq!(c.describe(), "sftp://alice@h:22/srv");
     }
