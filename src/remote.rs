@@ -28,6 +28,7 @@ pub fn sftp(url: &str, args: &MappingArgs) -> Result<Arc<dyn Connection>> {
     if let Some(timeout) = args.timeout {
         cfg = cfg.with_timeout(timeout);
     }
+    cfg = cfg.with_verify_read_back(args.verify_read_back);
     Ok(Arc::new(Blocking::new(skynet_sftp::SftpConnection::new(
         cfg,
     ))))

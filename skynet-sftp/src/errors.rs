@@ -106,6 +106,11 @@ pub(crate) fn classify(err: &ssh2::Error, op: Op, server: &str, path: Option<&Pa
             match code {
                 // During authentication only socket-level codes mean the link broke; the rest
                 // (refused key, unreadable key file, agent trouble) is about our credentials.
+                // ...except that libssh2 reports a server that went away mid-authentication
+                // as "Waiting for USERAUTH response" under an authentication code.
+                _ if op == Op::Auth && err.message().starts_with("Waiting for") => {
+                    ConnError::connection_lost(message)
+                }
                 _ if op == Op::Auth && !LINK_ERRORS.contains(&code) => ConnError::setup(message),
                 LIBSSH2_ERROR_KEX_FAILURE
                 | LIBSSH2_ERROR_METHOD_NOT_SUPPORTED
@@ -235,6 +240,12 @@ mod tests {
         assert_eq!(classify(&auth, Op::Auth, s, None).kind, ErrorKind::Setup);
         let agent = ssh2::Error::from_errno(ErrorCode::Session(-39));
         assert_eq!(classify(&agent, Op::Auth, s, None).kind, ErrorKind::Setup);
+        // The server went away while we waited for its answer to our key.
+        let gone = ssh2::Error::new(ErrorCode::Session(-19), "Waiting for USERAUTH response");
+        assert_eq!(
+            classify(&gone, Op::Auth, s, None).kind,
+            ErrorKind::ConnectionLost
+        );
         assert_eq!(
             classify(&timeout, Op::Auth, s, None).kind,
             ErrorKind::ConnectionLost
