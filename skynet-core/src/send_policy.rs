@@ -103,3 +103,99 @@ impl SendPolicy {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gate::DatedNames;
+    use crate::merge::Entry;
+    use crate::queue::{now_ms, LedgerUpdate, Outcome};
+    use crate::Action;
+    use std::time::Duration;
+
+    fn p(s: &str) -> RelPath {
+        RelPath::from_bytes(s.as_bytes()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn includes_gates_and_send_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, body: &[u8]| {
+            let path = dir.path().join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, body).unwrap();
+            SourceFile::stat(&path).unwrap()
+        };
+        let q = Queue::open_in_memory().unwrap();
+        let now = now_ms();
+
+        let routed = SendPolicy {
+            filter: Arc::new(Filter::default().with_includes(&["*.mp4".into()]).unwrap()),
+            ..SendPolicy::default()
+        };
+        let jpg = write("a.jpg", b"x");
+        assert_eq!(
+            routed.judge(&q, &p("a.jpg"), &jpg, now).await.unwrap(),
+            Verdict::Skip
+        );
+        let mp4 = write("a.mp4", b"x");
+        assert_eq!(
+            routed.judge(&q, &p("a.mp4"), &mp4, now).await.unwrap(),
+            Verdict::Send { hash: None }
+        );
+
+        let dated = SendPolicy {
+            gate: Gate {
+                min_age: Duration::ZERO,
+                dated: Some(DatedNames::new("%Y%m%d", Duration::ZERO).unwrap()),
+            },
+            ..SendPolicy::default()
+        };
+        let future = write("20990101/b", b"y");
+        assert!(matches!(
+            dated
+                .judge(&q, &p("20990101/b"), &future, now)
+                .await
+                .unwrap(),
+            Verdict::Hold { .. }
+        ));
+        let past = write("20000101/b", b"y");
+        assert_eq!(
+            dated.judge(&q, &p("20000101/b"), &past, now).await.unwrap(),
+            Verdict::Send { hash: None }
+        );
+
+        // Send-once: the first send carries a hash; once the ledger holds it, the same
+        // content is already delivered, and new content is sent again.
+        let once = SendPolicy {
+            send_once: true,
+            ..SendPolicy::default()
+        };
+        let f = write("c", b"same");
+        let Verdict::Send { hash: Some(hash) } = once.judge(&q, &p("c"), &f, now).await.unwrap()
+        else {
+            panic!("first send must carry its hash");
+        };
+        q.push(&[Entry::new(Action::Send(p("c")), 0)]).unwrap();
+        let claimed = q.claim(1, now_ms()).unwrap();
+        q.finish(&[Outcome::Done {
+            id: claimed[0].id,
+            ledger: LedgerUpdate::Sent {
+                path: p("c"),
+                size: f.size,
+                mtime_ns: crate::queue::mtime_ns(f.mtime),
+                hash: Some(hash),
+            },
+        }])
+        .unwrap();
+        assert_eq!(
+            once.judge(&q, &p("c"), &f, now).await.unwrap(),
+            Verdict::AlreadyDelivered { hash }
+        );
+        let changed = write("c", b"diff");
+        assert!(matches!(
+            once.judge(&q, &p("c"), &changed, now).await.unwrap(),
+            Verdict::Send { hash: Some(h) } if h != hash
+        ));
+    }
+}
