@@ -38,15 +38,42 @@ impl Default for Options {
     }
 }
 
-fn rel(s: &str) -> RelPath {
+/// A relative path from text (test helper; panics on an invalid path).
+pub fn rel(s: &str) -> RelPath {
     RelPath::from_bytes(s.as_bytes()).expect("valid test path")
 }
 
-/// Writes a local scratch file and describes it as a send source.
-fn local_file(dir: &Path, name: &str, content: &[u8]) -> SourceFile {
+/// Writes a local scratch file and describes it as a send source (test helper).
+pub fn local_file(dir: &Path, name: &str, content: &[u8]) -> SourceFile {
     let path = dir.join(name);
     std::fs::write(&path, content).expect("write scratch file");
     SourceFile::stat(&path).expect("stat scratch file")
+}
+
+/// Deterministic pseudo-random content (xorshift), fast enough for tens of MiB: test files
+/// whose pieces differ, so a misplaced chunk shows.
+pub fn pseudo_random(size: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(size + 8);
+    while out.len() < size {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(size);
+    out
+}
+
+/// Asserts that `v` is a one-line mismatch whose reason contains `needle` (test helper).
+pub fn expect_mismatch(v: &crate::Verification, needle: &str) {
+    match v {
+        crate::Verification::Mismatch(why) => {
+            assert!(why.contains(needle), "{why:?} lacks {needle:?}");
+            assert!(!why.contains('\n'), "{why:?}");
+        }
+        other => panic!("expected a mismatch, got {other:?}"),
+    }
 }
 
 async fn files(conn: &dyn Connection) -> BTreeMap<RelPath, Vec<u8>> {

@@ -516,15 +516,7 @@ impl Queue {
                     ready_at,
                 } => {
                     // A newer pending send of the same path will meet the same gate itself.
-                    let superseded = tx
-                        .execute(
-                            "DELETE FROM queue WHERE seq = ?1 AND kind = 'send' AND EXISTS
-                             (SELECT 1 FROM queue q WHERE q.path = queue.path AND q.state = 0
-                              AND q.kind = 'send')",
-                            [id],
-                        )
-                        .map_err(|e| self.err(e))?;
-                    if superseded == 0 {
+                    if !drop_superseded_send(&tx, *id).map_err(|e| self.err(e))? {
                         tx.execute(
                             "UPDATE queue SET state = 4, ready_at = ?2, last_error = ?3 WHERE seq = ?1",
                             params![id, *ready_at as i64, reason],
@@ -539,15 +531,7 @@ impl Queue {
                     failed,
                 } => {
                     // A failed send with a newer pending send of the same path is redundant.
-                    let superseded = tx
-                        .execute(
-                            "DELETE FROM queue WHERE seq = ?1 AND kind = 'send' AND EXISTS
-                             (SELECT 1 FROM queue q WHERE q.path = queue.path AND q.state = 0
-                              AND q.kind = 'send')",
-                            [id],
-                        )
-                        .map_err(|e| self.err(e))?;
-                    if superseded == 0 {
+                    if !drop_superseded_send(&tx, *id).map_err(|e| self.err(e))? {
                         tx.execute(
                             "UPDATE queue SET state = 3, ready_at = ?2, last_error = COALESCE(NULLIF(?3, ''), last_error),
                              attempts = attempts + ?4 WHERE seq = ?1",
@@ -786,6 +770,19 @@ impl Queue {
             .optional()
             .map_err(|e| self.err(e))
     }
+}
+
+/// Removes the claimed send `id` when a newer pending send of the same path exists (that one
+/// covers it). True when it was removed.
+fn drop_superseded_send(tx: &Transaction<'_>, id: i64) -> rusqlite::Result<bool> {
+    let n = tx
+        .prepare_cached(
+            "DELETE FROM queue WHERE seq = ?1 AND kind = 'send' AND EXISTS
+             (SELECT 1 FROM queue q WHERE q.path = queue.path AND q.state = 0
+              AND q.kind = 'send')",
+        )?
+        .execute([id])?;
+    Ok(n > 0)
 }
 
 fn decode_action(path: &[u8], kind: &str, from: Option<&[u8]>) -> Result<Action, String> {

@@ -2,22 +2,11 @@
 //! SHA-256; tampered bytes, another size, a missing file or a directory in its place are not.
 
 use std::fs;
-use std::path::Path;
 
+use skynet_core::conformance::{expect_mismatch as assert_mismatch, local_file as source, rel};
 use skynet_core::{
-    Blocking, BlockingConnection, Connection, ErrorKind, LocalConnection, RelPath, SourceFile,
-    Verification,
+    Blocking, BlockingConnection, Connection, ErrorKind, LocalConnection, Verification,
 };
-
-fn rel(s: &str) -> RelPath {
-    RelPath::from_bytes(s.as_bytes()).expect("valid path")
-}
-
-fn source(dir: &Path, name: &str, content: &[u8]) -> SourceFile {
-    let path = dir.join(name);
-    fs::write(&path, content).expect("write source");
-    SourceFile::stat(&path).expect("stat source")
-}
 
 fn setup() -> (tempfile::TempDir, LocalConnection) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -25,16 +14,6 @@ fn setup() -> (tempfile::TempDir, LocalConnection) {
     let conn = LocalConnection::new(dir.path().join("dest"));
     conn.connect().expect("connect");
     (dir, conn)
-}
-
-fn assert_mismatch(v: &Verification, needle: &str) {
-    match v {
-        Verification::Mismatch(why) => {
-            assert!(why.contains(needle), "{why:?} lacks {needle:?}");
-            assert!(!why.contains('\n'), "{why:?}");
-        }
-        other => panic!("expected a mismatch, got {other:?}"),
-    }
 }
 
 #[test]

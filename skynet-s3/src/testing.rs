@@ -264,16 +264,4 @@ impl Drop for S3Server {
     }
 }
 
-/// Deterministic pseudo-random content (xorshift), fast enough for tens of MiB.
-pub fn pseudo_random(size: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut out = Vec::with_capacity(size + 8);
-    while out.len() < size {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(size);
-    out
-}
+pub use skynet_core::conformance::pseudo_random;

@@ -1,24 +1,14 @@
 //! Behaviour of `S3Connection` against a real s3s-fs server: multipart uploads, resume after
 //! a server restart or a crash, prefix-exact deletes, directory renames, error classes.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use skynet_core::{Connection, ErrorKind, RelPath, SourceFile};
 use skynet_s3::testing::S3Server;
 use skynet_s3::{S3Config, S3Connection, MIB};
 
-fn rel(s: &str) -> RelPath {
-    RelPath::from_bytes(s.as_bytes()).expect("valid path")
-}
-
+use skynet_core::conformance::{local_file as local, rel};
 use skynet_s3::testing::pseudo_random as content;
-
-fn local(dir: &Path, name: &str, bytes: &[u8]) -> SourceFile {
-    let path = dir.join(name);
-    std::fs::write(&path, bytes).expect("write local file");
-    SourceFile::stat(&path).expect("stat local file")
-}
 
 async fn connect(cfg: S3Config) -> S3Connection {
     let conn = S3Connection::new(cfg).await.expect("build connection");

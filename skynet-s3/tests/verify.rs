@@ -4,23 +4,12 @@
 //! one kept from an earlier single PUT of the same key). It never returns composite
 //! checksums, so that form is checked against an independent computation in the unit tests.
 
-use std::path::Path;
-
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ChecksumAlgorithm;
-use skynet_core::{Connection, RelPath, SourceFile, Verification};
+use skynet_core::conformance::{expect_mismatch as assert_mismatch, local_file as local, rel};
+use skynet_core::{Connection, Verification};
 use skynet_s3::testing::{pseudo_random, S3Server};
 use skynet_s3::{S3Config, S3Connection, MIB};
-
-fn rel(s: &str) -> RelPath {
-    RelPath::from_bytes(s.as_bytes()).expect("valid path")
-}
-
-fn local(dir: &Path, name: &str, bytes: &[u8]) -> SourceFile {
-    let path = dir.join(name);
-    std::fs::write(&path, bytes).expect("write local file");
-    SourceFile::stat(&path).expect("stat local file")
-}
 
 async fn connect(cfg: S3Config) -> S3Connection {
     let conn = S3Connection::new(cfg).await.expect("build connection");
@@ -46,16 +35,6 @@ async fn overwrite(conn: &S3Connection, key: &str, bytes: &[u8], with_crc32c: bo
             .checksum_crc32_c(base64::engine::general_purpose::STANDARD.encode(crc));
     }
     put.send().await.expect("overwrite object");
-}
-
-fn assert_mismatch(v: &Verification, needle: &str) {
-    match v {
-        Verification::Mismatch(why) => {
-            assert!(why.contains(needle), "{why:?} lacks {needle:?}");
-            assert!(!why.contains('\n'), "{why:?}");
-        }
-        other => panic!("expected a mismatch, got {other:?}"),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

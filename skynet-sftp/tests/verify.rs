@@ -3,46 +3,13 @@
 //! disk directly (the remote root is a local folder of the test's sshd).
 
 use std::fs;
-use std::path::Path;
 
-use skynet_core::connection::{BlockingConnection, SourceFile, Verification};
-use skynet_core::relpath::RelPath;
+use skynet_core::conformance::{
+    expect_mismatch as assert_mismatch, local_file as source, pseudo_random, rel,
+};
+use skynet_core::connection::{BlockingConnection, Verification};
 use skynet_sftp::testing::SshServer;
 use skynet_sftp::SftpConnection;
-
-/// Deterministic pseudo-random bytes (xorshift), so a multi-chunk file is not all one value.
-fn pseudo_random(size: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut out = Vec::with_capacity(size + 8);
-    while out.len() < size {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(size);
-    out
-}
-
-fn rel(s: &str) -> RelPath {
-    RelPath::from_bytes(s.as_bytes()).expect("valid path")
-}
-
-fn source(dir: &Path, name: &str, bytes: &[u8]) -> SourceFile {
-    let path = dir.join(name);
-    fs::write(&path, bytes).expect("write source");
-    SourceFile::stat(&path).expect("stat source")
-}
-
-fn assert_mismatch(v: &Verification, needle: &str) {
-    match v {
-        Verification::Mismatch(why) => {
-            assert!(why.contains(needle), "{why:?} lacks {needle:?}");
-            assert!(!why.contains('\n'), "{why:?}");
-        }
-        other => panic!("expected a mismatch, got {other:?}"),
-    }
-}
 
 #[test]
 fn without_read_back_the_size_is_all_that_is_checked() {
