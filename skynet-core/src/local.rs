@@ -17,7 +17,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-use crate::connection::{is_temp_name, temp_name, BlockingConnection, RemoteEntry, SourceFile};
+use crate::connection::{
+    is_temp_name, temp_name, verify_size, BlockingConnection, RemoteEntry, SourceFile, Verification,
+};
+use crate::digest::sha256_file;
 use crate::error::ConnError;
 use crate::relpath::RelPath;
 
@@ -304,6 +307,29 @@ impl BlockingConnection for LocalConnection {
     fn read(&self, path: &RelPath) -> Result<Vec<u8>, ConnError> {
         let abs = path.under(&self.root);
         fs::read(&abs).map_err(|e| ConnError::from_io(abs.display(), &e))
+    }
+
+    /// Reading back is cheap on this machine: compare the content (SHA-256) as well as the
+    /// size, so a copy with the right size but other bytes never approves removing the
+    /// local file.
+    fn verify(&self, file: &SourceFile, path: &RelPath) -> Result<Verification, ConnError> {
+        let by_size = verify_size(file, path, self.stat(path)?);
+        if !by_size.holds() {
+            return Ok(by_size);
+        }
+        let remote = path.under(&self.root);
+        let theirs = sha256_file(&remote).map_err(|e| remote_io(&remote, &e))?;
+        let ours =
+            sha256_file(&file.path).map_err(|e| ConnError::from_io(file.path.display(), &e))?;
+        Ok(if theirs == ours {
+            Verification::Content {
+                algorithm: "sha256",
+            }
+        } else {
+            Verification::Mismatch(format!(
+                "{path}: destination holds other bytes than the local file (same size, different sha256)"
+            ))
+        })
     }
 
     fn list(&self) -> Result<Vec<RemoteEntry>, ConnError> {
