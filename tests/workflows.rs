@@ -166,7 +166,7 @@ fn send_once_delivers_each_file_exactly_once_across_restarts() {
         "run never showed as running: {}",
         daemon.log_text()
     );
-    write(&s.src, "c.txt", b"gamma");
+    put(&s.src, "c.txt", b"gamma");
     assert!(
         wait_until(Duration::from_secs(10), || log.count("c.txt") >= 1),
         "c.txt never delivered: {}",
@@ -377,9 +377,9 @@ destination = {all:?}
     );
 
     // Live: new files go only where their mapping includes them.
-    write(&s.src, "live.mp4", b"live video");
-    write(&s.src, "deep/live.jpg", b"live photo");
-    write(&s.src, "live.tmp", b"scratch");
+    put(&s.src, "live.mp4", b"live video");
+    put(&s.src, "deep/live.jpg", b"live photo");
+    put(&s.src, "live.tmp", b"scratch");
     let want_mp4 = [&want_mp4[..], &["live.mp4"]].concat();
     let want_jpg = [&want_jpg[..], &["deep/live.jpg"]].concat();
     let want_all = [&want_all[..], &["live.mp4", "deep/live.jpg"]].concat();

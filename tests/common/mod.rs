@@ -375,3 +375,18 @@ pub fn expect_usage_error(out: std::process::Output, needle: &str) {
         "error line should name {needle:?}: {stderr}"
     );
 }
+
+/// Writes a file outside `root` and renames it into place, so a watcher sees it appear
+/// complete (never empty or half written), however short the settle time.
+pub fn put(root: &Path, rel: &str, content: &[u8]) {
+    let staging = root
+        .parent()
+        .expect("root has a parent")
+        .join(format!(".staging-{}", rand_suffix()));
+    std::fs::write(&staging, content).expect("write staging file");
+    let path = root.join(rel);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).expect("mkdir");
+    }
+    std::fs::rename(&staging, &path).expect("rename into place");
+}
