@@ -3,17 +3,6 @@
 mod common;
 use common::*;
 
-fn expect_usage_error(out: std::process::Output, needle: &str) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "exit code; stderr: {stderr}");
-    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("error")).collect();
-    assert_eq!(errors.len(), 1, "exactly one error line expected: {stderr}");
-    assert!(
-        errors[0].contains(needle),
-        "error line should name {needle:?}: {stderr}"
-    );
-}
-
 #[test]
 fn missing_source() {
     let s = Scratch::new();

@@ -300,3 +300,93 @@ pub fn assert_synced(s: &Scratch, out: &Output) {
     let (want, got) = (tree(&s.src), tree(&s.dst));
     assert_eq!(want, got, "{}", diff(&want, &got));
 }
+
+/// Writes an executable `#!/bin/sh` script `name` into `dir` and returns its path. The body
+/// is fixed text: file names reach the script as arguments, never inside its text.
+pub fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("write script");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    path
+}
+
+/// A script body that records each invocation's arguments in a file of its own under
+/// `calls/` beside the script, NUL-terminated (read them with [`calls`]).
+pub const RECORD_ARGS: &str = r#"d="$(dirname "$0")/calls"
+mkdir -p "$d"
+printf '%s\0' "$@" > "$(mktemp "$d/call.XXXXXX")""#;
+
+/// The argument lists of every invocation of a [`RECORD_ARGS`] script in `dir`, sorted.
+pub fn calls(dir: &Path) -> Vec<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir.join("calls")) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let bytes = std::fs::read(entry.path()).expect("read call record");
+        let mut args: Vec<Vec<u8>> = bytes.split(|b| *b == 0).map(<[u8]>::to_vec).collect();
+        // The record ends with a NUL: drop the empty piece after it.
+        if args.last().is_some_and(Vec::is_empty) {
+            args.pop();
+        }
+        out.push(args);
+    }
+    out.sort();
+    out
+}
+
+/// Sets a file's modification time to `secs` seconds ago.
+pub fn age(path: &Path, secs: u64) {
+    let when = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        - secs;
+    let ok = Command::new("touch")
+        .arg("-d")
+        .arg(format!("@{when}"))
+        .arg("--")
+        .arg(path)
+        .status()
+        .expect("run touch")
+        .success();
+    assert!(ok, "touch -d failed on {}", path.display());
+}
+
+/// The exit code of a finished command, with its stderr in the message when it differs.
+pub fn assert_exit(out: &Output, code: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Bad usage: exit 2 and exactly one error line on stderr, naming `needle`.
+pub fn expect_usage_error(out: std::process::Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "exit code; stderr: {stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("error")).collect();
+    assert_eq!(errors.len(), 1, "exactly one error line expected: {stderr}");
+    assert!(
+        errors[0].contains(needle),
+        "error line should name {needle:?}: {stderr}"
+    );
+}
+
+/// Writes a file outside `root` and renames it into place, so a watcher sees it appear
+/// complete (never empty or half written), however short the settle time.
+pub fn put(root: &Path, rel: &str, content: &[u8]) {
+    let staging = root
+        .parent()
+        .expect("root has a parent")
+        .join(format!(".staging-{}", rand_suffix()));
+    std::fs::write(&staging, content).expect("write staging file");
+    let path = root.join(rel);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).expect("mkdir");
+    }
+    std::fs::rename(&staging, &path).expect("rename into place");
+}
