@@ -135,15 +135,22 @@ fn duration(field: &str, value: &Option<String>) -> Result<Option<Duration>> {
 
 impl MappingToml {
     /// `self` over `base` (mapping over top level).
+    /// Every option of the mapping wins over the top level's, except `exclude`: excludes add
+    /// up (a top-level `*.tmp` still holds in a mapping that excludes more).
     fn over(&self, base: &MappingToml) -> MappingToml {
         macro_rules! pick {
-            ($($f:ident),*) => { MappingToml { $($f: self.$f.clone().or_else(|| base.$f.clone()),)* } };
+            ($($f:ident),*) => { MappingToml {
+                exclude: match (&base.exclude, &self.exclude) {
+                    (Some(b), Some(m)) => Some(b.iter().chain(m).cloned().collect()),
+                    (b, m) => m.clone().or_else(|| b.clone()),
+                },
+                $($f: self.$f.clone().or_else(|| base.$f.clone()),)*
+            } };
         }
         pick!(
             complete_sync,
             workers,
             settle,
-            exclude,
             poll,
             max_attempts,
             retry_delay,
@@ -302,6 +309,7 @@ mod tests {
             r#"
             settle = "2s"
             workers = 8
+            exclude = [".git"]
             [[mapping]]
             source = "photos"
             destination = "/mnt/backup"
@@ -318,7 +326,12 @@ mod tests {
         assert_eq!(maps[0].source, Path::new("/etc/skynet/photos"));
         assert_eq!(maps[0].args.workers, Some(2));
         assert_eq!(maps[0].args.settle, Some(Duration::from_secs(2)));
-        assert_eq!(maps[0].args.excludes, vec!["*.tmp".to_string()]);
+        // Excludes add up; every other option of the mapping wins.
+        assert_eq!(
+            maps[0].args.excludes,
+            vec![".git".to_string(), "*.tmp".to_string()]
+        );
+        assert_eq!(maps[1].args.excludes, vec![".git".to_string()]);
         assert_eq!(maps[1].args.workers, Some(8));
         assert!(maps[1].args.complete_sync);
         assert_eq!(maps[1].destination.as_deref(), Some("sftp://u@h/x"));
