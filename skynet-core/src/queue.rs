@@ -218,7 +218,30 @@ impl Queue {
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(err)?;
         // Migrate under an immediate (write-locked) transaction and read the version inside
-        // it: `status` in another process may open the same database at the same moment.
+        // it: `status` in another process may open the same database at the same moment. A
+        // database already current is not written at all (readers like `status` must not
+        // disturb the daemon's transactions).
+        let known = MIGRATIONS.len() as i64;
+        let current: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(err)?;
+        if current != known {
+            Self::migrate(&mut conn, &path)?;
+        }
+        Ok(Queue {
+            conn: Mutex::new(conn),
+            path,
+            handoff: Default::default(),
+            handoff_delay_ms: Default::default(),
+        })
+    }
+
+    /// Brings the schema up to date under the write lock, re-reading the version inside it.
+    fn migrate(conn: &mut rusqlite::Connection, path: &str) -> Result<(), StateError> {
+        let err = |source| StateError::Db {
+            path: path.to_string(),
+            source,
+        };
         let known = MIGRATIONS.len() as i64;
         let tx = conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
@@ -228,7 +251,7 @@ impl Queue {
             .map_err(err)?;
         if version > known {
             return Err(StateError::TooNew {
-                path,
+                path: path.to_string(),
                 found: version,
                 known,
             });
@@ -238,13 +261,19 @@ impl Queue {
         }
         tx.pragma_update(None, "user_version", known.max(version))
             .map_err(err)?;
-        tx.commit().map_err(err)?;
-        Ok(Queue {
-            conn: Mutex::new(conn),
-            path,
-            handoff: Default::default(),
-            handoff_delay_ms: Default::default(),
-        })
+        tx.commit().map_err(err)
+    }
+
+    /// A write transaction that takes the write lock up front (`BEGIN IMMEDIATE`). A deferred
+    /// one that reads first and writes later fails at once with "database is locked" when
+    /// another process (`status`, `queue retry`, `ledger forget`) wrote in between; waiting for
+    /// the lock up front lets the busy timeout apply instead.
+    fn write_tx<'c>(
+        &self,
+        conn: &'c mut rusqlite::Connection,
+    ) -> Result<Transaction<'c>, StateError> {
+        conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| self.err(e))
     }
 
     fn lock(&self) -> MutexGuard<'_, rusqlite::Connection> {
@@ -263,7 +292,7 @@ impl Queue {
     /// Files a batch of incoming actions in one transaction. Returns the pending row count.
     pub fn push(&self, entries: &[Entry]) -> Result<u64, StateError> {
         let mut conn = self.lock();
-        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let tx = self.write_tx(&mut conn)?;
         // Collapse repeated sends of one path within the batch before touching SQL: a burst
         // of a million writes costs one merge per distinct path.
         let mut last_send: HashMap<&RelPath, usize> = HashMap::new();
@@ -368,7 +397,7 @@ impl Queue {
     /// paths those actions touch, so the destination can clean up beside them.
     pub fn recover(&self) -> Result<Vec<RelPath>, StateError> {
         let mut conn = self.lock();
-        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let tx = self.write_tx(&mut conn)?;
         let mut paths = Vec::new();
         {
             let mut stmt = tx
@@ -398,7 +427,7 @@ impl Queue {
     /// action on a related path, marking them in flight.
     pub fn claim(&self, limit: usize, now: u64) -> Result<Vec<Claimed>, StateError> {
         let mut conn = self.lock();
-        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let tx = self.write_tx(&mut conn)?;
         let mut claimed = Vec::new();
         {
             let mut blocked = PathSet::default();
@@ -480,7 +509,7 @@ impl Queue {
     /// Records the outcomes of claimed actions in one transaction.
     pub fn finish(&self, outcomes: &[Outcome]) -> Result<(), StateError> {
         let mut conn = self.lock();
-        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let tx = self.write_tx(&mut conn)?;
         let now = now_ms() as i64;
         let handoff = self.handoff.load(std::sync::atomic::Ordering::Relaxed);
         let (mut files, mut bytes) = (0i64, 0i64);
@@ -738,7 +767,7 @@ impl Queue {
     /// mtime and, where computed, content hash.
     pub fn record_delivered(&self, files: &[Delivered]) -> Result<(), StateError> {
         let mut conn = self.lock();
-        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let tx = self.write_tx(&mut conn)?;
         let now = now_ms() as i64;
         for (path, size, mtime_ns, hash) in files {
             let update = LedgerUpdate::Sent {

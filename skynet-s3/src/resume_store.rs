@@ -156,7 +156,9 @@ impl ResumeStore {
     pub(crate) fn insert(&self, rec: &UploadRecord) -> Result<(), ConnError> {
         use std::os::unix::ffi::OsStrExt;
         let mut db = self.lock();
-        let tx = db.transaction().map_err(|e| self.db_error(e))?;
+        let tx = db
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| self.db_error(e))?;
         let old: Option<String> = tx
             .query_row(
                 "SELECT upload_id FROM s3_multipart WHERE bucket = ?1 AND key = ?2",
@@ -197,7 +199,9 @@ impl ResumeStore {
     /// Forgets an upload (completed or aborted) and its parts.
     pub(crate) fn remove(&self, upload_id: &str) -> Result<(), ConnError> {
         let mut db = self.lock();
-        let tx = db.transaction().map_err(|e| self.db_error(e))?;
+        let tx = db
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| self.db_error(e))?;
         tx.execute(
             "DELETE FROM s3_multipart_parts WHERE upload_id = ?1",
             params![upload_id],

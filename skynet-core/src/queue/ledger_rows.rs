@@ -100,7 +100,7 @@ impl Queue {
     /// count as never delivered. Returns the paths forgotten.
     pub fn forget(&self, what: &Forget) -> Result<Vec<RelPath>, StateError> {
         let mut conn = self.lock();
-        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let tx = self.write_tx(&mut conn)?;
         let paths: Vec<Vec<u8>> = match what {
             Forget::Id(id) => tx
                 .query_row("SELECT path FROM ledger WHERE id = ?1", [id], |r| r.get(0))
