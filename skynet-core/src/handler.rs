@@ -787,7 +787,7 @@ async fn prepare_send(
         Ok(Verdict::Skip) => Step::Did(LedgerUpdate::Unchanged),
         Ok(Verdict::AlreadyDelivered { hash }) => {
             tracing::debug!(path = %p, "already delivered with the same content; not sent");
-            Step::Did(LedgerUpdate::Sent {
+            Step::Did(LedgerUpdate::Confirmed {
                 path: p.clone(),
                 size: file.size,
                 mtime_ns: mtime_ns(file.mtime),

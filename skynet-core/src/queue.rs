@@ -108,6 +108,14 @@ pub enum LedgerUpdate {
         /// SHA-256 of the content sent, where it was computed (send-once mode).
         hash: Option<crate::digest::Sha256Digest>,
     },
+    /// Send-once: the destination already holds these bytes (a touched file); recorded like
+    /// a send, but not counted as a delivery and not handed off again.
+    Confirmed {
+        path: RelPath,
+        size: u64,
+        mtime_ns: i64,
+        hash: Option<crate::digest::Sha256Digest>,
+    },
     Deleted(RelPath),
     Moved {
         from: RelPath,
@@ -839,6 +847,12 @@ fn within_bounds(p: &RelPath) -> (Vec<u8>, Vec<u8>) {
 fn apply_ledger(tx: &Transaction<'_>, update: &LedgerUpdate, now: i64) -> rusqlite::Result<()> {
     match update {
         LedgerUpdate::Sent {
+            path,
+            size,
+            mtime_ns,
+            hash,
+        }
+        | LedgerUpdate::Confirmed {
             path,
             size,
             mtime_ns,

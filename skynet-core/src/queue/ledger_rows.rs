@@ -193,11 +193,51 @@ mod tests {
     }
 
     #[test]
-    fn migrated_ledger_keeps_rows_and_counts_deliveries_per_day() {
+    fn deliveries_are_counted_per_day_confirmations_are_not() {
+        use crate::merge::Entry;
+        use crate::queue::{now_ms, LedgerUpdate, Outcome};
+        use crate::Action;
         let q = Queue::open_in_memory().unwrap();
+        q.set_handoff(Some(std::time::Duration::ZERO));
         assert_eq!(q.delivered_on(&today()).unwrap(), (0, 0));
-        q.record_delivered(&[(p("a"), 5, 1, None)]).unwrap();
-        assert_eq!(q.ledger_digest(&p("a")).unwrap(), Some((5, None)));
-        assert_eq!(q.ledger_digest(&p("b")).unwrap(), None);
+        q.push(&[
+            Entry::new(Action::Send(p("a")), 0),
+            Entry::new(Action::Send(p("b")), 0),
+        ])
+        .unwrap();
+        let c = q.claim(10, now_ms()).unwrap();
+        q.finish(&[
+            Outcome::Done {
+                id: c[0].id,
+                ledger: LedgerUpdate::Sent {
+                    path: p("a"),
+                    size: 5,
+                    mtime_ns: 1,
+                    hash: None,
+                },
+            },
+            Outcome::Done {
+                id: c[1].id,
+                ledger: LedgerUpdate::Confirmed {
+                    path: p("b"),
+                    size: 7,
+                    mtime_ns: 1,
+                    hash: Some([9; 32]),
+                },
+            },
+        ])
+        .unwrap();
+        assert_eq!(q.delivered_on(&today()).unwrap(), (1, 5));
+        assert_eq!(q.ledger_digest(&p("b")).unwrap(), Some((7, Some([9; 32]))));
+        let handoffs: Vec<RelPath> = q
+            .handoff_rows()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.path)
+            .collect();
+        assert_eq!(handoffs, vec![p("a")]);
+        q.record_delivered(&[(p("c"), 5, 1, None)]).unwrap();
+        assert_eq!(q.ledger_digest(&p("c")).unwrap(), Some((5, None)));
+        assert_eq!(q.ledger_digest(&p("d")).unwrap(), None);
     }
 }
