@@ -28,6 +28,7 @@ use crate::action::ActionKind;
 use crate::argv::{Template, Vars};
 use crate::command;
 use crate::connection::{Connection, SourceFile, Verification};
+use crate::error::ErrorKind;
 use crate::handler::backoff;
 use crate::queue::{mtime_ns, now_ms, HandoffRow, Queue, StateError};
 use crate::relpath::RelPath;
@@ -119,6 +120,9 @@ pub struct Handoff {
 enum Step {
     Done,
     Failed(String),
+    /// The destination is unreachable: try again later without counting an attempt, so an
+    /// outage does not park every hand-off.
+    Unreachable(String),
 }
 
 impl Handoff {
@@ -152,7 +156,8 @@ impl Handoff {
             for row in due {
                 match self.one(&row).await {
                     Step::Done => self.queue.handoff_done(&row)?,
-                    Step::Failed(why) => self.failed(&row, &why)?,
+                    Step::Failed(why) => self.failed(&row, &why, true)?,
+                    Step::Unreachable(why) => self.failed(&row, &why, false)?,
                 }
             }
         }
@@ -179,6 +184,9 @@ impl Handoff {
                     return Step::Failed(format!("verification failed: {why}"))
                 }
                 Ok(v) => tracing::debug!(path = %row.path, verified = ?v, "verified"),
+                Err(e) if e.kind == ErrorKind::ConnectionLost => {
+                    return Step::Unreachable(format!("cannot verify: {}", e.message))
+                }
                 Err(e) => return Step::Failed(format!("cannot verify: {}", e.message)),
             }
         }
@@ -202,15 +210,17 @@ impl Handoff {
         Step::Done
     }
 
-    fn failed(&self, row: &HandoffRow, why: &str) -> Result<(), StateError> {
-        let park = row.attempts + 1 >= self.opts.max_attempts;
+    /// Schedules the next try of `row` with backoff; `counts`: this try counts toward
+    /// parking it.
+    fn failed(&self, row: &HandoffRow, why: &str, counts: bool) -> Result<(), StateError> {
+        let park = counts && row.attempts + 1 >= self.opts.max_attempts;
         let delay = backoff(self.opts.retry_base, self.opts.retry_cap, row.attempts);
         if park {
             tracing::error!(path = %row.path, error = %why, "hand-off parked; the local file is kept");
         } else {
             tracing::warn!(path = %row.path, error = %why, retry_in = ?delay, "hand-off failed; the local file is kept");
         }
-        self.queue
-            .handoff_failed(row, why, now_ms() + delay.as_millis() as u64, park)
+        let ready_at = now_ms() + delay.as_millis() as u64;
+        self.queue.handoff_failed(row, why, ready_at, park, counts)
     }
 }

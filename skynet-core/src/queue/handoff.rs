@@ -127,17 +127,19 @@ impl Queue {
         .map_err(|e| self.err(e))
     }
 
-    /// The hand-off of `row` failed: try again at `ready_at`, or park it (`park`).
+    /// The hand-off of `row` failed: try again at `ready_at`, or park it (`park`);
+    /// `counted`: the failure counts as an attempt (an unreachable destination does not).
     pub fn handoff_failed(
         &self,
         row: &HandoffRow,
         error: &str,
         ready_at: u64,
         park: bool,
+        counted: bool,
     ) -> Result<(), StateError> {
         let conn = self.lock();
         conn.execute(
-            "UPDATE handoff SET attempts = attempts + 1, last_error = ?4, ready_at = ?5,
+            "UPDATE handoff SET attempts = attempts + ?7, last_error = ?4, ready_at = ?5,
              state = ?6 WHERE path = ?1 AND mtime_ns = ?2 AND size = ?3",
             params![
                 row.path.as_bytes(),
@@ -145,7 +147,8 @@ impl Queue {
                 row.size as i64,
                 error,
                 ready_at as i64,
-                if park { PARKED } else { 0 }
+                if park { PARKED } else { 0 },
+                counted as i64
             ],
         )
         .map(|_| ())
@@ -205,8 +208,12 @@ mod tests {
         q.handoff_done(&due[0]).unwrap();
         assert_eq!(q.handoff_rows().unwrap()[0].mtime_ns, 2);
         let row = q.handoff_rows().unwrap().remove(0);
-        q.handoff_failed(&row, "verification failed", 0, true)
+        q.handoff_failed(&row, "unreachable", 0, false, false)
             .unwrap();
+        assert_eq!(q.handoff_rows().unwrap()[0].attempts, 0);
+        q.handoff_failed(&row, "verification failed", 0, true, true)
+            .unwrap();
+        assert_eq!(q.handoff_rows().unwrap()[0].attempts, 1);
         assert!(q.handoff_due(10, now_ms()).unwrap().is_empty());
         assert!(q.handoff_rows().unwrap()[0].parked);
         assert_eq!(q.handoff_retry_parked().unwrap(), 1);
