@@ -931,10 +931,17 @@ mod tests {
         assert_eq!(s.count, 3);
         assert_eq!(s.buckets.len(), LatencyHistogram::BOUNDS.len() + 1);
         assert_eq!(s.buckets[0], (0.001, 1));
-        let half = LatencyHistogram::BOUNDS.iter().position(|b| *b == 0.5).unwrap();
+        let half = LatencyHistogram::BOUNDS
+            .iter()
+            .position(|b| *b == 0.5)
+            .unwrap();
         assert_eq!(s.buckets[half].1, 1);
         assert_eq!(s.buckets.last(), Some(&(f64::INFINITY, 1)));
-        assert!((s.sum_seconds - 1000.3005).abs() < 1e-6, "{}", s.sum_seconds);
+        assert!(
+            (s.sum_seconds - 1000.3005).abs() < 1e-6,
+            "{}",
+            s.sum_seconds
+        );
     }
 
     #[test]

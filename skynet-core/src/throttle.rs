@@ -212,7 +212,10 @@ mod tests {
             let path = src.path().join(format!("f{i}"));
             std::fs::write(&path, vec![i as u8; 64 * KIB as usize]).unwrap();
             let file = SourceFile::stat(&path).unwrap();
-            items.push((file, RelPath::from_bytes(format!("d/f{i}").as_bytes()).unwrap()));
+            items.push((
+                file,
+                RelPath::from_bytes(format!("d/f{i}").as_bytes()).unwrap(),
+            ));
         }
         let started = std::time::Instant::now();
         // Half through concurrent single sends (as workers do), half as one batch: both
