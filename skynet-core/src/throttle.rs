@@ -222,8 +222,8 @@ mod tests {
         // draw on the same bucket.
         let (singles, batch) = items.split_at(FILES / 2);
         let mut tasks = tokio::task::JoinSet::new();
-        for (file, to) in singles.iter().cloned() {
-            let conn = Arc::clone(&conn);
+        for (file, to) in singles {
+            let (file, to, conn) = (file.clone(), to.clone(), Arc::clone(&conn));
             tasks.spawn(async move { conn.send(&file, &to).await });
         }
         let batch_results = conn.send_batch(batch).await;
