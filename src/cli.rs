@@ -1,5 +1,7 @@
 //! The command line, as in the design's command-line contract.
 
+use std::net::SocketAddr;
+use std::num::NonZeroU64;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -34,6 +36,10 @@ pub enum Command {
         /// A TOML file with one or more [[mapping]] tables.
         #[arg(long, conflicts_with_all = ["src", "dest"])]
         config: Option<PathBuf>,
+        /// Serve Prometheus metrics at http://ADDR/metrics and `status --json` at /status,
+        /// e.g. 127.0.0.1:9464 (keep it on loopback: there is no authentication).
+        #[arg(long, value_name = "ADDR", value_parser = parse_metrics_addr)]
+        metrics: Option<SocketAddr>,
         #[command(flatten)]
         opts: MappingArgs,
     },
@@ -214,6 +220,11 @@ pub struct MappingArgs {
     /// Longest a command (--exec, --on-delivered) may run before it is killed [default: 10m].
     #[arg(long, value_parser = parse_duration)]
     pub exec_timeout: Option<Duration>,
+    /// Limit sends to this many bytes per second, shared by all workers of the destination:
+    /// 500K, 1M (powers of 1000), 10MiB (powers of 1024), or plain bytes. Charged per file,
+    /// not per packet.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub bwlimit: Option<NonZeroU64>,
 }
 
 /// A command as a list of words: from the command line (split like a shell would, see
@@ -231,6 +242,24 @@ pub fn parse_argv(s: &str) -> Result<Argv, String> {
     Ok(Argv(words))
 }
 
+/// Parses a bandwidth: `1M` (10^6 bytes/s), `500K`, `10MiB` (2^20), `1.5M`, plain bytes per
+/// second, optionally followed by `/s`.
+pub fn parse_rate(s: &str) -> Result<NonZeroU64, String> {
+    let text = s.trim();
+    let text = text.strip_suffix("/s").unwrap_or(text).trim_end();
+    let size: bytesize::ByteSize = text.parse().map_err(|_| {
+        format!("invalid rate {s:?}: expected bytes per second like 500K, 1M, 10MiB")
+    })?;
+    NonZeroU64::new(size.as_u64()).ok_or_else(|| format!("invalid rate {s:?}: must be above 0"))
+}
+
+/// Parses the `--metrics` address: an IP and a port, like `127.0.0.1:9464` or `[::1]:9464`.
+pub fn parse_metrics_addr(s: &str) -> Result<SocketAddr, String> {
+    s.trim()
+        .parse()
+        .map_err(|_| format!("invalid metrics address {s:?}: expected IP:PORT like 127.0.0.1:9464"))
+}
+
 /// Parses `1s`, `500ms`, `2m`, or a bare number of seconds (`0`, `1.5`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if let Ok(secs) = s.parse::<f64>() {
@@ -239,4 +268,33 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         }
     }
     humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates() {
+        let r = |s: &str| parse_rate(s).map(NonZeroU64::get);
+        assert_eq!(r("1M"), Ok(1_000_000));
+        assert_eq!(r("500K"), Ok(500_000));
+        assert_eq!(r("500k"), Ok(500_000));
+        assert_eq!(r("10MiB"), Ok(10 * 1024 * 1024));
+        assert_eq!(r("1.5M"), Ok(1_500_000));
+        assert_eq!(r("2048"), Ok(2048));
+        assert_eq!(r("1M/s"), Ok(1_000_000));
+        for bad in ["", "0", "fast", "5X", "-1M", "1 parsec"] {
+            assert!(r(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn metrics_addresses() {
+        assert_eq!(parse_metrics_addr("127.0.0.1:9464").unwrap().port(), 9464);
+        assert!(parse_metrics_addr("[::1]:9464").unwrap().ip().is_loopback());
+        for bad in ["", "9464", "localhost", "127.0.0.1", "127.0.0.1:99999"] {
+            assert!(parse_metrics_addr(bad).is_err(), "{bad:?} accepted");
+        }
+    }
 }

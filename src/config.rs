@@ -2,18 +2,25 @@
 //! `[[mapping]]` table per source/destination pair. Unknown keys are errors naming the key,
 //! so a typo never silently disables an option.
 
+use std::net::SocketAddr;
+use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use crate::cli::{parse_duration, Argv, HostKeyPolicy, MappingArgs};
+use crate::cli::{
+    parse_duration, parse_metrics_addr, parse_rate, Argv, HostKeyPolicy, MappingArgs,
+};
 
 #[derive(Debug, Deserialize)]
 pub struct ConfigFile {
     #[serde(default)]
     pub state_dir: Option<PathBuf>,
+    /// Address of the metrics endpoint (`--metrics`), top level only.
+    #[serde(default)]
+    pub metrics: Option<String>,
     #[serde(flatten)]
     pub defaults: MappingToml,
     #[serde(default)]
@@ -60,7 +67,11 @@ const OPTION_KEYS: &[&str] = &[
     "exec_delete",
     "exec_move",
     "exec_timeout",
+    "bwlimit",
 ];
+
+/// Keys allowed only at the top level, besides the options and `mapping`.
+const TOP_LEVEL_KEYS: &[&str] = &["state_dir", "metrics", "mapping"];
 
 /// Rejects any key that is not an option, naming it and where it stands.
 fn check_keys(value: &toml::Table, path: &Path) -> Result<()> {
@@ -68,7 +79,7 @@ fn check_keys(value: &toml::Table, path: &Path) -> Result<()> {
         anyhow::anyhow!("config {}: unknown key `{key}` {place}", path.display())
     };
     for key in value.keys() {
-        if !OPTION_KEYS.contains(&key.as_str()) && key != "state_dir" && key != "mapping" {
+        if !OPTION_KEYS.contains(&key.as_str()) && !TOP_LEVEL_KEYS.contains(&key.as_str()) {
             return Err(unknown(key, "at the top level"));
         }
     }
@@ -115,6 +126,26 @@ pub struct MappingToml {
     pub exec_delete: Option<Argv>,
     pub exec_move: Option<Argv>,
     pub exec_timeout: Option<String>,
+    pub bwlimit: Option<RateToml>,
+}
+
+/// A bandwidth in the file: `"1M"`, `"10MiB"`, or a number of bytes per second.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RateToml {
+    Bytes(u64),
+    Text(String),
+}
+
+impl RateToml {
+    fn parse(&self) -> Result<NonZeroU64> {
+        match self {
+            RateToml::Bytes(n) => {
+                NonZeroU64::new(*n).ok_or_else(|| anyhow::anyhow!("bwlimit: must be above 0"))
+            }
+            RateToml::Text(s) => parse_rate(s).map_err(|e| anyhow::anyhow!("bwlimit: {e}")),
+        }
+    }
 }
 
 /// One mapping from the file, resolved: source, destination and options.
@@ -173,7 +204,8 @@ impl MappingToml {
             exec,
             exec_delete,
             exec_move,
-            exec_timeout
+            exec_timeout,
+            bwlimit
         )
     }
 
@@ -224,18 +256,34 @@ impl MappingToml {
             exec_timeout: cli
                 .exec_timeout
                 .or(duration("exec_timeout", &self.exec_timeout)?),
+            bwlimit: cli
+                .bwlimit
+                .or(self.bwlimit.as_ref().map(RateToml::parse).transpose()?),
         })
     }
 }
 
-/// Reads and checks a config file; relative paths in it are relative to the file.
-pub fn load(path: &Path, cli: &MappingArgs) -> Result<Vec<ResolvedMapping>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read config {}", path.display()))?;
-    parse(&text, path, cli)
+/// A config file, resolved: its mappings and the daemon-wide settings.
+#[derive(Debug)]
+pub struct Loaded {
+    pub mappings: Vec<ResolvedMapping>,
+    /// The metrics endpoint (`metrics = "127.0.0.1:9464"`).
+    pub metrics: Option<SocketAddr>,
 }
 
+/// Reads and checks a config file; relative paths in it are relative to the file.
+pub fn load(path: &Path, cli: &MappingArgs) -> Result<Loaded> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config {}", path.display()))?;
+    parse_config(&text, path, cli)
+}
+
+#[cfg(test)]
 pub fn parse(text: &str, path: &Path, cli: &MappingArgs) -> Result<Vec<ResolvedMapping>> {
+    parse_config(text, path, cli).map(|c| c.mappings)
+}
+
+pub fn parse_config(text: &str, path: &Path, cli: &MappingArgs) -> Result<Loaded> {
     let one_line = |e: toml::de::Error| {
         // toml's message spans several lines with a snippet; keep it to one.
         let msg = e.message().to_string();
@@ -262,6 +310,12 @@ pub fn parse(text: &str, path: &Path, cli: &MappingArgs) -> Result<Vec<ResolvedM
         }
     };
     let state_dir = file.state_dir.as_deref().map(resolve);
+    let metrics = file
+        .metrics
+        .as_deref()
+        .map(parse_metrics_addr)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("config {}: metrics: {e}", path.display()))?;
     let mut out = Vec::new();
     for (i, m) in file.mapping.iter().enumerate() {
         let merged = m.options.over(&file.defaults);
@@ -288,7 +342,10 @@ pub fn parse(text: &str, path: &Path, cli: &MappingArgs) -> Result<Vec<ResolvedM
             args,
         });
     }
-    Ok(out)
+    Ok(Loaded {
+        mappings: out,
+        metrics,
+    })
 }
 
 #[cfg(test)]
@@ -352,6 +409,43 @@ mod tests {
     }
 
     #[test]
+    fn bwlimit_and_metrics() {
+        let loaded = parse_config(
+            r#"
+            metrics = "127.0.0.1:9464"
+            bwlimit = "1M"
+            [[mapping]]
+            source = "a"
+            destination = "/b"
+            [[mapping]]
+            source = "c"
+            destination = "/d"
+            bwlimit = 2048
+            "#,
+            Path::new("/etc/skynet/skynet.toml"),
+            &MappingArgs::default(),
+        )
+        .unwrap();
+        assert_eq!(loaded.metrics, Some("127.0.0.1:9464".parse().unwrap()));
+        let rate = |i: usize| loaded.mappings[i].args.bwlimit.map(NonZeroU64::get);
+        assert_eq!(rate(0), Some(1_000_000));
+        assert_eq!(rate(1), Some(2048));
+        let e =
+            parse_str("metrics = \"nowhere\"\n[[mapping]]\nsource = \"a\"\ndestination = \"b\"\n")
+                .unwrap_err();
+        assert!(format!("{e:#}").contains("metrics"), "{e:#}");
+        let e = parse_str("[[mapping]]\nsource = \"a\"\ndestination = \"b\"\nbwlimit = \"fast\"\n")
+            .unwrap_err();
+        assert!(format!("{e:#}").contains("bwlimit"), "{e:#}");
+        // The endpoint is the daemon's, not a mapping's.
+        let e = parse_str(
+            "[[mapping]]\nsource = \"a\"\ndestination = \"b\"\nmetrics = \"127.0.0.1:1\"\n",
+        )
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("metrics"), "{e:#}");
+    }
+
+    #[test]
     fn example_config_parses_and_shows_every_option() {
         let text = include_str!("../skynet.example.toml");
         let maps = parse(
@@ -363,7 +457,7 @@ mod tests {
         assert_eq!(maps.len(), 7);
         for key in OPTION_KEYS
             .iter()
-            .chain(["state_dir", "source", "destination"].iter())
+            .chain(["state_dir", "metrics", "source", "destination"].iter())
         {
             let shown = text
                 .lines()

@@ -7,6 +7,7 @@ mod commands;
 mod config;
 mod destination;
 mod exit;
+mod metrics;
 mod remote;
 mod state;
 
@@ -43,8 +44,18 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             src,
             dest,
             config,
+            metrics,
             opts,
-        } => commands::run::run(src.as_deref(), dest.as_deref(), config.as_deref(), &opts).await,
+        } => {
+            commands::run::run(
+                src.as_deref(),
+                dest.as_deref(),
+                config.as_deref(),
+                metrics,
+                &opts,
+            )
+            .await
+        }
         Command::Sync { src, dest, opts } => {
             commands::sync::sync(&src, dest.as_deref(), &opts).await
         }

@@ -137,3 +137,25 @@ fn second_run_on_same_mapping_exits_2() {
         first.log_text()
     );
 }
+
+#[test]
+fn bad_bwlimit() {
+    let s = Scratch::new();
+    let out = s
+        .cmd(&["sync", s.src_str(), s.dst_str(), "--bwlimit", "fast"])
+        .output()
+        .unwrap();
+    expect_usage_error(out, "--bwlimit");
+    assert!(!s.dst.exists());
+}
+
+#[test]
+fn bad_metrics_address() {
+    let s = Scratch::new();
+    let out = s
+        .cmd(&["run", s.src_str(), s.dst_str(), "--metrics", "everywhere"])
+        .output()
+        .unwrap();
+    expect_usage_error(out, "--metrics");
+    assert!(!s.dst.exists());
+}

@@ -99,6 +99,8 @@ pub struct Mapping {
     queue: Arc<Queue>,
     filter: Arc<Filter>,
     opts: MappingOptions,
+    /// The handler's live figures, kept across runs for metrics.
+    status: Arc<HandlerStatus>,
 }
 
 impl Mapping {
@@ -130,6 +132,7 @@ impl Mapping {
             queue,
             filter,
             opts,
+            status: Arc::default(),
         })
     }
 
@@ -139,6 +142,11 @@ impl Mapping {
 
     pub fn queue(&self) -> &Arc<Queue> {
         &self.queue
+    }
+
+    /// Live figures of this mapping's handler (connection, counters, latency), for metrics.
+    pub fn status(&self) -> Arc<HandlerStatus> {
+        Arc::clone(&self.status)
     }
 
     /// Deletes are queued for complete-sync (to remove remotely) and for send-once (to
@@ -186,6 +194,7 @@ impl Mapping {
             cfg,
             Arc::new(policy),
         )
+        .with_status(Arc::clone(&self.status))
     }
 
     /// The hand-off worker, when deliveries need one.

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 
-use crate::action::Action;
+use crate::action::{Action, ActionKind};
 use crate::connection::{Connection, SourceFile};
 use crate::digest::Sha256Digest;
 use crate::error::{ConnError, ErrorKind};
@@ -77,6 +77,91 @@ pub struct HandlerStatus {
     pub actions_done: AtomicU64,
     pub actions_failed: AtomicU64,
     pub last_error: Mutex<Option<String>>,
+    /// Actions done (acknowledged or skipped as unchanged), by kind.
+    pub done_by_kind: KindCounters,
+    /// Actions parked as failed, by kind.
+    pub failed_by_kind: KindCounters,
+    /// Seconds from the moment a worker starts an action to its result (every result but
+    /// "held by a gate"). A batch of sends records its time shared evenly among its items.
+    pub latency: LatencyHistogram,
+}
+
+/// One counter per [`ActionKind`].
+#[derive(Debug, Default)]
+pub struct KindCounters {
+    send: AtomicU64,
+    delete: AtomicU64,
+    moves: AtomicU64,
+}
+
+impl KindCounters {
+    fn counter(&self, kind: ActionKind) -> &AtomicU64 {
+        match kind {
+            ActionKind::Send => &self.send,
+            ActionKind::Delete => &self.delete,
+            ActionKind::Move => &self.moves,
+        }
+    }
+    pub fn add(&self, kind: ActionKind, n: u64) {
+        self.counter(kind).fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn get(&self, kind: ActionKind) -> u64 {
+        self.counter(kind).load(Ordering::Relaxed)
+    }
+}
+
+/// A fixed-bucket histogram of durations, lock-free, for the Prometheus exposition (upper
+/// bounds in seconds: [`LatencyHistogram::BOUNDS`], then +Inf).
+#[derive(Debug, Default)]
+pub struct LatencyHistogram {
+    /// Observations per bucket (not cumulative); the last one is +Inf.
+    buckets: [AtomicU64; LATENCY_BUCKETS],
+    sum_micros: AtomicU64,
+}
+
+const LATENCY_BUCKETS: usize = LatencyHistogram::BOUNDS.len() + 1;
+
+/// A consistent-enough copy of a [`LatencyHistogram`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct LatencySnapshot {
+    /// (upper bound in seconds, observations in this bucket, not cumulative); the last bound
+    /// is `f64::INFINITY`.
+    pub buckets: Vec<(f64, u64)>,
+    pub count: u64,
+    pub sum_seconds: f64,
+}
+
+impl LatencyHistogram {
+    /// From a local rename (milliseconds) to a large upload over a slow link (minutes).
+    pub const BOUNDS: [f64; 14] = [
+        0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0,
+    ];
+
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = Self::BOUNDS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(Self::BOUNDS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> LatencySnapshot {
+        let buckets: Vec<(f64, u64)> = Self::BOUNDS
+            .iter()
+            .copied()
+            .chain(std::iter::once(f64::INFINITY))
+            .zip(self.buckets.iter().map(|b| b.load(Ordering::Relaxed)))
+            .collect();
+        LatencySnapshot {
+            // The sum of the buckets, so that count and +Inf always agree.
+            count: buckets.iter().map(|(_, n)| n).sum(),
+            buckets,
+            sum_seconds: self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
+        }
+    }
 }
 
 impl HandlerStatus {
@@ -115,6 +200,8 @@ struct Executed {
     claimed: Claimed,
     result: Result<Step, ConnError>,
     bytes: u64,
+    /// From the start of the work to its result.
+    elapsed: Duration,
 }
 
 /// What an action that did not fail came to.
@@ -176,6 +263,13 @@ impl Handler {
 
     pub fn status(&self) -> Arc<HandlerStatus> {
         Arc::clone(&self.status)
+    }
+
+    /// Publishes this handler's live figures into `status` (shared with a metrics exporter
+    /// that outlives the handler) instead of a fresh one.
+    pub fn with_status(mut self, status: Arc<HandlerStatus>) -> Self {
+        self.status = status;
+        self
     }
 
     /// Runs until `stop` turns true (or, with `exit_when_drained`, until the queue is empty).
@@ -500,8 +594,13 @@ impl Handler {
             claimed,
             result,
             bytes,
+            elapsed,
         } = executed;
         let id = claimed.id;
+        let kind = claimed.action.kind();
+        if !matches!(result, Ok(Step::Held { .. })) {
+            self.status.latency.observe(elapsed);
+        }
         let error = match result {
             Ok(Step::Held { until, reason }) => {
                 tracing::debug!(action = %claimed.action, %reason, "held");
@@ -514,6 +613,7 @@ impl Handler {
             Ok(Step::Did(ledger)) => {
                 self.status.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
                 self.status.actions_done.fetch_add(1, Ordering::Relaxed);
+                self.status.done_by_kind.add(kind, 1);
                 summary.done += 1;
                 tracing::debug!(action = %claimed.action, bytes, "done");
                 return Ok(Some(Outcome::Done { id, ledger }));
@@ -588,6 +688,7 @@ impl Handler {
             ErrorKind::Transient | ErrorKind::Permanent => {
                 tracing::error!(action = %claimed.action, error = %error.message, "parked as failed");
                 self.status.actions_failed.fetch_add(1, Ordering::Relaxed);
+                self.status.failed_by_kind.add(kind, 1);
                 Outcome::Park {
                     id,
                     error: error.message,
@@ -677,6 +778,7 @@ fn next_batch(
 /// Runs a batch of sends: stats and judges each local file, then hands the files to send
 /// to the destination in one [`Connection::send_batch`] call.
 async fn execute_sends(cx: Context, batch: Vec<Claimed>) -> Vec<Executed> {
+    let started = Instant::now();
     type Settled = Option<(Result<Step, ConnError>, u64)>;
     let mut results: Vec<Settled> = Vec::with_capacity(batch.len());
     let mut items: Vec<(SourceFile, RelPath)> = Vec::with_capacity(batch.len());
@@ -696,6 +798,8 @@ async fn execute_sends(cx: Context, batch: Vec<Claimed>) -> Vec<Executed> {
         }
     }
     let mut sent = cx.conn.send_batch(&items).await.into_iter();
+    // One call for the whole batch: each item is credited with an even share of its time.
+    let elapsed = started.elapsed() / u32::try_from(batch.len().max(1)).unwrap_or(u32::MAX);
     let mut items = items.into_iter().zip(hashes);
     batch
         .into_iter()
@@ -717,6 +821,7 @@ async fn execute_sends(cx: Context, batch: Vec<Claimed>) -> Vec<Executed> {
                 claimed,
                 result,
                 bytes,
+                elapsed,
             }
         })
         .collect()
@@ -724,6 +829,7 @@ async fn execute_sends(cx: Context, batch: Vec<Claimed>) -> Vec<Executed> {
 
 /// Runs one action against the destination.
 async fn execute(cx: Context, claimed: Claimed) -> Executed {
+    let started = Instant::now();
     let conn = &cx.conn;
     let (result, bytes) = match &claimed.action {
         Action::Send(p) => match prepare_send(&cx, p).await {
@@ -770,6 +876,7 @@ async fn execute(cx: Context, claimed: Claimed) -> Executed {
         claimed,
         result,
         bytes,
+        elapsed: started.elapsed(),
     }
 }
 
@@ -819,5 +926,43 @@ fn send_result(
         ),
         Err(e) if e.kind == ErrorKind::SourceMissing => (Ok(Step::Did(LedgerUpdate::Unchanged)), 0),
         Err(e) => (Err(e), 0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_histogram_buckets_count_and_sum() {
+        let h = LatencyHistogram::default();
+        h.observe(Duration::from_micros(500));
+        h.observe(Duration::from_millis(300));
+        h.observe(Duration::from_secs(1000));
+        let s = h.snapshot();
+        assert_eq!(s.count, 3);
+        assert_eq!(s.buckets.len(), LatencyHistogram::BOUNDS.len() + 1);
+        assert_eq!(s.buckets[0], (0.001, 1));
+        let half = LatencyHistogram::BOUNDS
+            .iter()
+            .position(|b| *b == 0.5)
+            .unwrap();
+        assert_eq!(s.buckets[half].1, 1);
+        assert_eq!(s.buckets.last(), Some(&(f64::INFINITY, 1)));
+        assert!(
+            (s.sum_seconds - 1000.3005).abs() < 1e-6,
+            "{}",
+            s.sum_seconds
+        );
+    }
+
+    #[test]
+    fn kind_counters_are_separate() {
+        let c = KindCounters::default();
+        c.add(ActionKind::Send, 2);
+        c.add(ActionKind::Move, 1);
+        assert_eq!(c.get(ActionKind::Send), 2);
+        assert_eq!(c.get(ActionKind::Delete), 0);
+        assert_eq!(c.get(ActionKind::Move), 1);
     }
 }

@@ -12,8 +12,9 @@
 //!
 //! [`engine`] wires these together for one mapping. Destinations implement [`Connection`]
 //! (or [`BlockingConnection`]); [`local`] is the embedded local-folder one, [`exec`] runs a
-//! user's program per action ([`argv`] templates, run by [`command`]), and the exported
-//! [`conformance`] suite (feature `conformance`) checks any implementation against the contract.
+//! user's program per action ([`argv`] templates, run by [`command`]), [`throttle`] limits a
+//! destination's bandwidth, and the exported [`conformance`] suite (feature `conformance`)
+//! checks any implementation against the contract.
 
 pub mod action;
 pub mod argv;
@@ -32,6 +33,7 @@ pub mod queue;
 pub mod relpath;
 pub mod scan;
 pub mod send_policy;
+pub mod throttle;
 pub mod watcher;
 
 #[cfg(feature = "conformance")]
@@ -47,3 +49,4 @@ pub use exec::{ExecConfig, ExecConnection};
 pub use handler::{HandlerConfig, Summary};
 pub use local::LocalConnection;
 pub use relpath::{RelPath, RelPathError};
+pub use throttle::Throttled;

@@ -7,7 +7,7 @@ pub mod run;
 pub mod status;
 pub mod sync;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ use anyhow::{Context, Result};
 use skynet_core::argv::Template;
 use skynet_core::gate::{DatedNames, Gate};
 use skynet_core::handoff::{CommandHook, HandoffOptions};
-use skynet_core::{Connection, HandlerConfig, Mapping, MappingOptions};
+use skynet_core::{Connection, HandlerConfig, Mapping, MappingOptions, Throttled};
 
 use crate::cli::MappingArgs;
 use crate::destination::Destination;
@@ -26,6 +26,8 @@ pub struct Prepared {
     pub mapping: Mapping,
     pub conn: Arc<dyn Connection>,
     pub destination: String,
+    /// The mapping's own state directory (its name is the mapping's name in `status`).
+    pub state_dir: PathBuf,
     _lock: MappingLock,
 }
 
@@ -83,11 +85,15 @@ pub async fn prepare(
     mapping
         .queue()
         .set_meta(skynet_core::engine::meta::DESTINATION, &identity)?;
-    let conn = destination.connect(&source, args, &state_dir).await?;
+    let mut conn = destination.connect(&source, args, &state_dir).await?;
+    if let Some(rate) = args.bwlimit {
+        conn = Arc::new(Throttled::new(conn, rate));
+    }
     Ok(Prepared {
         mapping,
         conn,
         destination: identity,
+        state_dir,
         _lock: lock,
     })
 }

@@ -1,29 +1,41 @@
 //! `skynet run`: watch and mirror every mapping until SIGINT or SIGTERM.
 
+use std::net::SocketAddr;
 use std::path::Path;
+
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use tokio::sync::watch;
 
 use crate::cli::MappingArgs;
+use crate::commands::status;
 use crate::config;
 use crate::exit::Exit;
+use crate::metrics::{MetricsServer, Watched};
 
 pub async fn run(
     src: Option<&Path>,
     dest: Option<&str>,
     config_file: Option<&Path>,
+    metrics: Option<SocketAddr>,
     args: &MappingArgs,
 ) -> Result<Exit> {
     type Planned = (std::path::PathBuf, Option<String>, MappingArgs);
-    let mappings: Vec<Planned> = match (config_file, src, dest) {
-        (Some(file), _, _) => config::load(file, args)?
-            .into_iter()
-            .map(|m| (m.source, m.destination, m.args))
-            .collect(),
-        (None, Some(src), dest) if dest.is_some() || args.exec.is_some() => {
-            vec![(src.to_path_buf(), dest.map(str::to_string), args.clone())]
+    let (mappings, metrics): (Vec<Planned>, Option<SocketAddr>) = match (config_file, src, dest) {
+        (Some(file), _, _) => {
+            let loaded = config::load(file, args)?;
+            let mappings = loaded
+                .mappings
+                .into_iter()
+                .map(|m| (m.source, m.destination, m.args))
+                .collect();
+            (mappings, metrics.or(loaded.metrics))
         }
+        (None, Some(src), dest) if dest.is_some() || args.exec.is_some() => (
+            vec![(src.to_path_buf(), dest.map(str::to_string), args.clone())],
+            metrics,
+        ),
         _ => anyhow::bail!("run needs SRC and DEST (or --exec), or --config FILE"),
     };
     // Prepare every mapping before starting any, so a bad one is reported at once.
@@ -31,6 +43,23 @@ pub async fn run(
     for (src, dest, args) in &mappings {
         prepared.push(super::prepare(src, dest.as_deref(), args, "run").await?);
     }
+    // The endpoint lives until every mapping has stopped, so a last scrape sees the end.
+    let metrics = match metrics {
+        Some(addr) => {
+            let watched = prepared
+                .iter()
+                .map(|p| Watched {
+                    name: status::mapping_name(&p.state_dir),
+                    destination: p.destination.clone(),
+                    state_dir: p.state_dir.clone(),
+                    queue: Arc::clone(p.mapping.queue()),
+                    live: p.mapping.status(),
+                })
+                .collect();
+            Some(MetricsServer::start(addr, watched)?)
+        }
+        None => None,
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         wait_for_signal().await;
@@ -54,6 +83,9 @@ pub async fn run(
             eprintln!("skynet: {what}: {e}");
             exit = Exit::SomeFailed;
         }
+    }
+    if let Some(server) = metrics {
+        server.stop();
     }
     Ok(exit)
 }

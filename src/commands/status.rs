@@ -129,10 +129,15 @@ pub async fn status(state_dir: Option<&Path>, json: bool, watch: Option<f64>) ->
     }
 }
 
+/// What `status --json` prints (and `run --metrics` serves at `/status`).
+pub fn to_json(all: &[MappingStatus]) -> serde_json::Value {
+    serde_json::json!({ "mappings": all })
+}
+
 fn print(root: &Path, json: bool) -> Result<()> {
     let all = read_all(root)?;
     if json {
-        println!("{}", serde_json::json!({ "mappings": all }));
+        println!("{}", to_json(&all));
         return Ok(());
     }
     if all.is_empty() {
