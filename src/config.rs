@@ -166,7 +166,8 @@ pub fn load(path: &Path, cli: &MappingArgs) -> Result<Vec<ResolvedMapping>> {
 pub fn parse(text: &str, path: &Path, cli: &MappingArgs) -> Result<Vec<ResolvedMapping>> {
     let one_line = |e: toml::de::Error| {
         // toml's message spans several lines with a snippet; keep it to one.
-        let msg = e.message().to_string();
+        // Some messages span lines themselves ("invalid escape sequence\nexpected ...").
+        let msg = e.message().trim().replace('\n', "; ");
         match e.span() {
             Some(span) => {
                 let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
