@@ -286,7 +286,8 @@ pub fn parse(text: &str, path: &Path, cli: &MappingArgs) -> Result<Vec<ResolvedM
 pub fn parse_config(text: &str, path: &Path, cli: &MappingArgs) -> Result<Loaded> {
     let one_line = |e: toml::de::Error| {
         // toml's message spans several lines with a snippet; keep it to one.
-        let msg = e.message().to_string();
+        // Some messages span lines themselves ("invalid escape sequence\nexpected ...").
+        let msg = e.message().trim().replace('\n', "; ");
         match e.span() {
             Some(span) => {
                 let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
@@ -485,5 +486,43 @@ mod tests {
         assert!(maps
             .iter()
             .all(|m| m.args.excludes.contains(&".git".to_string())));
+    }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+            /// Any text: no panic, and an error is one line.
+            #[test]
+            fn any_text(text in any::<String>()) {
+                if let Err(e) = parse_str(&text) {
+                    prop_assert!(!format!("{e:#}").contains('\n'), "{e:#}");
+                }
+            }
+
+            /// TOML-shaped text, with known and unknown keys and values of every type.
+            #[test]
+            fn toml_shaped(
+                top in proptest::collection::vec(("[a-z_]{1,14}", "(\"[^\"\\\\]{0,10}\"|-?[0-9]{1,22}|true|\\[\\]|[0-9.e+-]{1,6})"), 0..3),
+                maps in proptest::collection::vec(proptest::collection::vec(("(source|destination|workers|settle|timeout|exclude|poll|[a-z_]{1,10})", "(\"[^\"\\\\]{0,10}\"|-?[0-9]{1,22}|false|\\[\"[a-z*{}\\[]{0,4}\"\\])"), 0..5), 0..3),
+            ) {
+                let mut text = String::new();
+                for (k, v) in &top {
+                    text.push_str(&format!("{k} = {v}\n"));
+                }
+                for m in &maps {
+                    text.push_str("[[mapping]]\n");
+                    for (k, v) in m {
+                        text.push_str(&format!("{k} = {v}\n"));
+                    }
+                }
+                if let Err(e) = parse_str(&text) {
+                    prop_assert!(!format!("{e:#}").contains('\n'), "{text}: {e:#}");
+                }
+            }
+        }
     }
 }

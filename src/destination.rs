@@ -125,4 +125,25 @@ mod tests {
         assert!(Destination::parse("file://relative").is_err());
         assert!(Destination::parse("").is_err());
     }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+            #[test]
+            fn any_destination(
+                raw in any::<String>(),
+                shaped in "(file|sftp|s3|FILE|x)?(://)?[a-z0-9/%@:\\[\\].~ -]{0,20}",
+            ) {
+                for text in [raw, shaped] {
+                    if let Err(e) = Destination::parse(&text) {
+                        prop_assert!(!format!("{e:#}").contains('\n'), "{e:#}");
+                    }
+                }
+            }
+        }
+    }
 }

@@ -36,7 +36,13 @@ pub enum EngineError {
     Filter(#[from] FilterError),
     #[error(transparent)]
     Handler(#[from] HandlerError),
+    /// The state database was deleted, replaced or became unwritable under a running daemon.
+    #[error("{0}")]
+    StateLost(String),
 }
+
+/// Attempts `sync` makes to reach a destination it has not reached yet before giving up.
+pub const SYNC_CONNECT_ATTEMPTS: u32 = 3;
 
 /// The options of one mapping that the engine itself uses.
 #[derive(Debug, Clone)]
@@ -97,6 +103,9 @@ pub mod meta {
 pub struct Mapping {
     source: PathBuf,
     queue: Arc<Queue>,
+    /// The database file and its (device, inode) when opened, to notice it being replaced.
+    db_path: PathBuf,
+    db_id: Option<(u64, u64)>,
     filter: Arc<Filter>,
     opts: MappingOptions,
     /// The handler's live figures, kept across runs for metrics.
@@ -115,7 +124,9 @@ impl Mapping {
             path: state_dir.display().to_string(),
             source,
         })?;
-        let queue = Arc::new(Queue::open(&crate::queue::database_path(state_dir))?);
+        let db_path = crate::queue::database_path(state_dir);
+        let queue = Arc::new(Queue::open(&db_path)?);
+        let db_id = file_id(&db_path);
         let mut excludes = opts.excludes.clone();
         // Never mirror our own state when it lives inside the source.
         if let Ok(state) = state_dir.canonicalize() {
@@ -130,6 +141,8 @@ impl Mapping {
         Ok(Mapping {
             source,
             queue,
+            db_path,
+            db_id,
             filter,
             opts,
             status: Arc::default(),
@@ -178,7 +191,8 @@ impl Mapping {
         Ok(report)
     }
 
-    fn handler(&self, conn: Arc<dyn Connection>, cfg: HandlerConfig) -> Handler {
+    fn handler(&self, conn: Arc<dyn Connection>, mut cfg: HandlerConfig) -> Handler {
+        cfg.complete_sync = self.opts.complete_sync;
         let policy = SendPolicy {
             filter: Arc::clone(&self.filter),
             gate: self.opts.gate.clone(),
@@ -214,6 +228,7 @@ impl Mapping {
         let mut cfg = self.opts.handler.clone();
         cfg.exit_when_drained = true;
         cfg.fail_on_setup_error = true;
+        cfg.give_up_unreached_after = Some(SYNC_CONNECT_ATTEMPTS);
         let handler = self.handler(Arc::clone(&conn), cfg);
         handler.set_recovered(recovered);
         let (_tx, rx) = watch::channel(false);
@@ -252,15 +267,38 @@ impl Mapping {
         let handler = self.handler(Arc::clone(&conn), self.opts.handler.clone());
         handler.set_recovered(recovered);
         let status = handler.status();
+        // The handler stops on the caller's stop, or when the heartbeat finds the state
+        // database gone or unwritable (`lost` then says why).
+        let (halt_tx, halt) = watch::channel(false);
+        let halt_tx = Arc::new(halt_tx);
+        let forward = {
+            let (halt_tx, mut stop) = (Arc::clone(&halt_tx), stop.clone());
+            tokio::spawn(async move {
+                while !*stop.borrow_and_update() {
+                    if stop.changed().await.is_err() {
+                        return;
+                    }
+                }
+                let _ = halt_tx.send(true);
+            })
+        };
+        let lost: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
         let handoff = self.handoff(conn).map(|h| {
-            let stop = stop.clone();
+            let stop = halt.clone();
             tokio::spawn(async move { h.run(stop, false).await })
         });
         let heartbeat = tokio::spawn(heartbeat(
             Arc::clone(&self.queue),
             Arc::clone(&status),
-            stop.clone(),
+            halt.clone(),
+            StateWatch {
+                path: self.db_path.clone(),
+                id: self.db_id,
+                lost: Arc::clone(&lost),
+                halt: Arc::clone(&halt_tx),
+            },
         ));
+        let stop = halt;
         let scan = {
             let wake = Arc::clone(&wake);
             let settle = self.opts.settle;
@@ -279,12 +317,17 @@ impl Mapping {
         let result = handler.run(Arc::clone(&wake), stop).await;
         watcher.stop();
         heartbeat.abort();
+        forward.abort();
         if let Some(task) = handoff {
             match task.await {
                 Ok(Err(e)) => return Err(e.into()),
                 Err(e) => return Err(EngineError::Source(format!("hand-off task failed: {e}"))),
                 Ok(Ok(_)) => {}
             }
+        }
+        let lost = lost.lock().map(|l| l.clone()).unwrap_or(None);
+        if let Some(why) = lost {
+            return Err(EngineError::StateLost(why));
         }
         let _ = self.queue.set_meta(meta::CONNECTED, "0");
         let _ = self.queue.set_meta(meta::HEARTBEAT, "0");
@@ -310,12 +353,55 @@ fn canonical_source(source: &Path) -> Result<PathBuf, EngineError> {
     Ok(canon)
 }
 
-/// Publishes the daemon's live state to the database once a second.
-async fn heartbeat(queue: Arc<Queue>, status: Arc<HandlerStatus>, mut stop: watch::Receiver<bool>) {
+/// (device, inode) of a file, if it exists.
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// What the heartbeat checks about the state database, and how it stops the mapping.
+struct StateWatch {
+    path: PathBuf,
+    id: Option<(u64, u64)>,
+    lost: Arc<std::sync::Mutex<Option<String>>>,
+    halt: Arc<watch::Sender<bool>>,
+}
+
+impl StateWatch {
+    fn stop_because(&self, why: String) {
+        tracing::error!("{why}");
+        if let Ok(mut lost) = self.lost.lock() {
+            lost.get_or_insert(why);
+        }
+        let _ = self.halt.send(true);
+    }
+}
+
+/// Heartbeats in a row that may fail to write before the mapping stops.
+const WRITE_FAILURES_TOLERATED: u32 = 3;
+
+/// Publishes the daemon's live state to the database once a second, and stops the mapping
+/// when the database was deleted or replaced (everything recorded from then on would be lost
+/// to `status` and to the next start) or cannot be written any more.
+async fn heartbeat(
+    queue: Arc<Queue>,
+    status: Arc<HandlerStatus>,
+    mut stop: watch::Receiver<bool>,
+    state: StateWatch,
+) {
     let _ = queue.set_meta(meta::PID, &std::process::id().to_string());
     // (when, bytes sent by then) over the last few seconds, for the rate.
     let mut window: std::collections::VecDeque<(std::time::Instant, u64)> = Default::default();
+    let mut failures = 0u32;
     loop {
+        if state.id.is_some() && file_id(&state.path) != state.id {
+            state.stop_because(format!(
+                "state database {} was deleted or replaced while running; stopping \
+                 (start skynet again to rebuild it from a catch-up scan)",
+                state.path.display()
+            ));
+            return;
+        }
         let connected = status.connected.load(Ordering::Relaxed);
         let sent = status.bytes_sent.load(Ordering::Relaxed);
         window.push_back((std::time::Instant::now(), sent));
@@ -342,10 +428,22 @@ async fn heartbeat(queue: Arc<Queue>, status: Arc<HandlerStatus>, mut stop: watc
             ),
             (meta::LAST_ERROR, status.last_error().unwrap_or_default()),
         ];
+        let mut failed = None;
         for (k, v) in facts {
             if let Err(e) = queue.set_meta(k, &v) {
-                tracing::warn!(error = %e, "cannot write status");
+                failed = Some(e);
                 break;
+            }
+        }
+        match failed {
+            None => failures = 0,
+            Some(e) => {
+                failures += 1;
+                tracing::warn!(error = %e, "cannot write status");
+                if failures >= WRITE_FAILURES_TOLERATED {
+                    state.stop_because(format!("{e}; stopping: the state cannot be recorded"));
+                    return;
+                }
             }
         }
         tokio::select! {

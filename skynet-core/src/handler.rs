@@ -47,6 +47,13 @@ pub struct HandlerConfig {
     pub exit_when_drained: bool,
     /// `sync`: give up on a [`ErrorKind::Setup`] error instead of retrying forever.
     pub fail_on_setup_error: bool,
+    /// `sync`: give up after this many failed attempts when the destination was never
+    /// reached in this run (a dead or silent server ends the sync instead of hanging it).
+    /// Once connected, outages are waited out.
+    pub give_up_unreached_after: Option<u32>,
+    /// Deletions are propagated: a send that finds its local file gone also removes the
+    /// path remotely (a crash may have left a copy there that the ledger never recorded).
+    pub complete_sync: bool,
     /// How long to let executing actions finish after a stop request.
     pub stop_grace: Duration,
 }
@@ -64,6 +71,8 @@ impl Default for HandlerConfig {
             ack_delay: Duration::from_millis(100),
             exit_when_drained: false,
             fail_on_setup_error: false,
+            give_up_unreached_after: None,
+            complete_sync: false,
             stop_grace: Duration::from_secs(5),
         }
     }
@@ -297,6 +306,7 @@ impl Handler {
         let mut oldest_unacked: Option<Instant> = None;
         let mut connected = false;
         let mut reconnect_attempt: u32 = 0;
+        let mut ever_connected = false;
         let mut stopping_since: Option<Instant> = None;
 
         loop {
@@ -326,6 +336,7 @@ impl Handler {
                 match self.conn.connect().await {
                     Ok(()) => {
                         connected = true;
+                        ever_connected = true;
                         reconnect_attempt = 0;
                         self.status.connected.store(true, Ordering::Relaxed);
                         tracing::info!(destination = %self.conn.describe(), "connected");
@@ -345,6 +356,18 @@ impl Handler {
                         self.status.set_error(&e.message);
                         if e.kind == ErrorKind::Setup && self.cfg.fail_on_setup_error {
                             return Err(HandlerError::Setup(e.message));
+                        }
+                        if !ever_connected
+                            && self
+                                .cfg
+                                .give_up_unreached_after
+                                .is_some_and(|n| reconnect_attempt + 1 >= n)
+                        {
+                            return Err(HandlerError::Setup(format!(
+                                "cannot reach the destination after {} attempts: {}",
+                                reconnect_attempt + 1,
+                                e.message
+                            )));
                         }
                         let delay = backoff(
                             self.cfg.reconnect_base,
@@ -654,6 +677,7 @@ impl Handler {
                 // send the local target instead. The sends wait for this row's acknowledgement.
                 Action::Move { from, to } => {
                     self.queue_fallback_sends(to)?;
+                    self.delete_if_gone(to)?;
                     Outcome::Done {
                         id,
                         ledger: LedgerUpdate::Deleted(from.clone()),
@@ -664,6 +688,7 @@ impl Handler {
                 // send the files in it, if any.
                 Action::Send(p) => {
                     self.queue_fallback_sends(p)?;
+                    self.delete_if_gone(p)?;
                     Outcome::Done {
                         id,
                         ledger: LedgerUpdate::Stale(p.clone()),
@@ -700,6 +725,18 @@ impl Handler {
 
     /// Queues sends for the local files at `to` (a file or a directory), for a move whose
     /// remote source vanished.
+    /// With complete-sync, queues the remote deletion of `path` when nothing is there
+    /// locally: a send or move done remotely but not acknowledged before a crash leaves a
+    /// copy the ledger does not know, which no catch-up scan would ever remove.
+    fn delete_if_gone(&self, path: &RelPath) -> Result<(), StateError> {
+        let local = path.under(&self.source_root);
+        if self.cfg.complete_sync && std::fs::symlink_metadata(local).is_err() {
+            self.queue
+                .push(&[Entry::new(Action::Delete(path.clone()), 0)])?;
+        }
+        Ok(())
+    }
+
     pub fn queue_fallback_sends(&self, to: &RelPath) -> Result<(), StateError> {
         let entries: Vec<Entry> =
             scan::local_files_within(&self.source_root, to, &self.policy.filter)

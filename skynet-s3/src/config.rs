@@ -138,7 +138,12 @@ impl S3Config {
             .strip_prefix("s3://")
             .ok_or_else(|| S3ConfigError::NotS3Url(url.to_string()))?;
         if rest.contains(['?', '#', '@']) {
-            return Err(S3ConfigError::UnsupportedUrlPart(url.to_string()));
+            // Never echo what stands before an '@': it may be a secret key.
+            let shown = match rest.rfind('@') {
+                Some(at) => format!("s3://***@{}", &rest[at + 1..]),
+                None => url.to_string(),
+            };
+            return Err(S3ConfigError::UnsupportedUrlPart(shown));
         }
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
@@ -267,10 +272,9 @@ mod tests {
             S3Config::from_url("s3://bkt/a/../b"),
             Err(S3ConfigError::InvalidPrefix(..))
         ));
-        assert!(matches!(
-            S3Config::from_url("s3://key:secret@bkt/a"),
-            Err(S3ConfigError::UnsupportedUrlPart(_))
-        ));
+        let err = S3Config::from_url("s3://key:secret@bkt/a").unwrap_err();
+        assert!(matches!(err, S3ConfigError::UnsupportedUrlPart(_)), "{err}");
+        assert!(!err.to_string().contains("secret"), "{err}");
     }
 
     #[test]

@@ -80,7 +80,7 @@ pub async fn run(
     while let Some(joined) = tasks.join_next().await {
         let (what, result, _p) = joined.context("mapping task failed")?;
         if let Err(e) = result {
-            eprintln!("skynet: {what}: {e}");
+            eprintln!("skynet: error: {what}: {e}");
             exit = Exit::SomeFailed;
         }
     }

@@ -14,6 +14,8 @@ pub struct Scratch {
     pub src: PathBuf,
     pub dst: PathBuf,
     pub state: PathBuf,
+    /// When set, every `skynet` this scratch starts runs as this (uid, gid).
+    pub user: Option<(u32, u32)>,
 }
 
 impl Scratch {
@@ -28,7 +30,25 @@ impl Scratch {
             src,
             dst,
             state,
+            user: None,
         }
+    }
+
+    /// A scratch whose `skynet` processes run as the unprivileged account `name` (created if
+    /// missing; needs root): permission checks then apply, as they do not for root. The
+    /// scratch folders are given to that account.
+    pub fn for_user(name: &str) -> Scratch {
+        let (uid, gid) = ensure_user(name);
+        let mut s = Scratch::new();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(s.dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod scratch");
+        for d in [&s.src, &s.dst, &s.state] {
+            std::fs::create_dir_all(d).expect("mkdir");
+            std::os::unix::fs::chown(d, Some(uid), Some(gid)).expect("chown");
+        }
+        s.user = Some((uid, gid));
+        s
     }
 
     /// `skynet ARGS` with this scratch's state directory.
@@ -37,6 +57,11 @@ impl Scratch {
         c.args(args)
             .env("SKYNET_STATE_DIR", &self.state)
             .env("RUST_LOG", "info");
+        if let Some((uid, gid)) = self.user {
+            use std::os::unix::process::CommandExt;
+            // std drops the supplementary groups too when root sets a uid.
+            c.uid(uid).gid(gid);
+        }
         c
     }
 
@@ -244,12 +269,17 @@ impl Scratch {
 
     /// As [`Scratch::spawn`], with extra environment variables.
     pub fn spawn_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Daemon {
-        let log = self.dir.path().join(format!("spawn-{}.log", rand_suffix()));
-        let file = std::fs::File::create(&log).expect("log file");
         let mut cmd = self.cmd(args);
         for (k, v) in env {
             cmd.env(k, v);
         }
+        self.spawn_cmd(cmd)
+    }
+
+    /// Starts `cmd` in the background, stderr to a log file in the scratch dir.
+    pub fn spawn_cmd(&self, mut cmd: Command) -> Daemon {
+        let log = self.dir.path().join(format!("spawn-{}.log", rand_suffix()));
+        let file = std::fs::File::create(&log).expect("log file");
         let child = cmd
             .stdout(Stdio::null())
             .stderr(file)
@@ -389,4 +419,249 @@ pub fn put(root: &Path, rel: &str, content: &[u8]) {
         std::fs::create_dir_all(parent).expect("mkdir");
     }
     std::fs::rename(&staging, &path).expect("rename into place");
+}
+
+pub mod remote;
+
+/// A small deterministic generator (xorshift64*), so a failing run can be replayed by seed.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A number in `0..n` (`n` > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
+    /// A number in `lo..=hi`.
+    pub fn between(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.below(hi - lo + 1)
+    }
+}
+
+/// The seed of a randomized test: `SKYNET_TEST_SEED` when set (to replay a failure), else
+/// fixed per test, so CI is reproducible. Printed so that a failure shows it.
+pub fn seed(default: u64) -> u64 {
+    let seed = std::env::var("SKYNET_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default);
+    eprintln!("seed {seed} (replay with SKYNET_TEST_SEED={seed})");
+    seed
+}
+
+/// `n` files of 4 KiB spread over 40 folders `dNN/file-NNNNN`.
+pub fn populate(root: &Path, n: usize) {
+    for i in 0..n {
+        write(
+            root,
+            &format!("d{:02}/file-{i:05}", i % 40),
+            &vec![(i % 251) as u8; 4096],
+        );
+    }
+}
+
+/// True for the name of a temporary upload (`.skynet-tmp.` prefix), given a path.
+pub fn is_temp_path(rel: &[u8]) -> bool {
+    let name = rel.rsplit(|b| *b == b'/').next().unwrap_or(rel);
+    name.starts_with(b".skynet-tmp.")
+}
+
+/// Regular files under `root`, temporary uploads left out.
+pub fn count_files(root: &Path) -> usize {
+    walkdir::WalkDir::new(root)
+        .min_depth(1)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file() && !is_temp_path(e.file_name().as_bytes()))
+        .count()
+}
+
+/// Creates (once) the unprivileged account `name` and returns its (uid, gid). Needs root.
+pub fn ensure_user(name: &str) -> (u32, u32) {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let id = |flag: &str| -> Option<u32> {
+        let out = Command::new("id").args([flag, name]).output().ok()?;
+        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+    };
+    if id("-u").is_none() {
+        let out = Command::new("useradd")
+            .args(["--system", "--no-create-home", "--shell", "/bin/sh", name])
+            .output()
+            .expect("run useradd (tests that drop privileges need root)");
+        assert!(
+            out.status.success() || id("-u").is_some(),
+            "useradd {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    (
+        id("-u").expect("uid of the test account"),
+        id("-g").expect("gid of the test account"),
+    )
+}
+
+/// A thread that keeps changing a source tree (create, rewrite, append, rename a file or a
+/// folder, delete a file or a folder) for a bounded number of operations, from a seed.
+pub struct Churn {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: Option<std::thread::JoinHandle<usize>>,
+}
+
+impl Churn {
+    pub fn start(root: PathBuf, seed: u64, max_ops: usize, pause: Duration) -> Churn {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&stop);
+        let handle = std::thread::spawn(move || {
+            let mut rng = Rng::new(seed);
+            let mut done = 0;
+            while done < max_ops && !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                churn_once(&root, &mut rng, done);
+                done += 1;
+                std::thread::sleep(pause);
+            }
+            done
+        });
+        Churn {
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    /// True once the writer has done all its operations.
+    pub fn is_finished(&self) -> bool {
+        match &self.handle {
+            Some(h) => h.is_finished(),
+            None => true,
+        }
+    }
+
+    /// Stops the writer and returns how many operations it made.
+    pub fn finish(mut self) -> usize {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.handle
+            .take()
+            .map(|h| h.join().expect("writer thread"))
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Churn {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn pick(paths: &[PathBuf], rng: &mut Rng) -> Option<PathBuf> {
+    if paths.is_empty() {
+        None
+    } else {
+        Some(paths[rng.below(paths.len() as u64) as usize].clone())
+    }
+}
+
+fn listing(root: &Path, files: bool) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = walkdir::WalkDir::new(root)
+        .min_depth(1)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            if files {
+                e.file_type().is_file()
+            } else {
+                e.file_type().is_dir()
+            }
+        })
+        .map(|e| e.into_path())
+        .collect();
+    v.sort();
+    v
+}
+
+/// One random change under `root`. Errors are ignored: the tree is only changed by this
+/// thread, but a pick may go stale (a folder removed with its files).
+fn churn_once(root: &Path, rng: &mut Rng, step: usize) {
+    let body = |rng: &mut Rng| -> Vec<u8> {
+        let len = rng.below(6000) as usize;
+        let seed = rng.next_u64();
+        (0..len)
+            .map(|i| (seed.wrapping_add(i as u64 * 31) % 251) as u8)
+            .collect()
+    };
+    let dir_name = |rng: &mut Rng| format!("c{}", rng.below(6));
+    match rng.below(100) {
+        0..=29 => {
+            let dir = match rng.below(3) {
+                0 => root.to_path_buf(),
+                1 => root.join(dir_name(rng)),
+                _ => root.join(dir_name(rng)).join(dir_name(rng)),
+            };
+            let _ = std::fs::create_dir_all(&dir);
+            let _ = std::fs::write(dir.join(format!("n{step}-{}", rng.below(1000))), body(rng));
+        }
+        30..=49 => {
+            if let Some(f) = pick(&listing(root, true), rng) {
+                let _ = std::fs::write(f, body(rng));
+            }
+        }
+        50..=59 => {
+            if let Some(f) = pick(&listing(root, true), rng) {
+                use std::io::Write;
+                if let Ok(mut h) = std::fs::OpenOptions::new().append(true).open(f) {
+                    let _ = h.write_all(&body(rng));
+                }
+            }
+        }
+        60..=74 => {
+            if let Some(f) = pick(&listing(root, true), rng) {
+                let dirs = listing(root, false);
+                let to_dir = pick(&dirs, rng).unwrap_or_else(|| root.to_path_buf());
+                let _ = std::fs::rename(f, to_dir.join(format!("r{step}")));
+            }
+        }
+        75..=82 => {
+            if let Some(d) = pick(&listing(root, false), rng) {
+                let _ = std::fs::rename(d, root.join(format!("dir{step}")));
+            }
+        }
+        83..=96 => {
+            if let Some(f) = pick(&listing(root, true), rng) {
+                let _ = std::fs::remove_file(f);
+            }
+        }
+        _ => {
+            if let Some(d) = pick(&listing(root, false), rng) {
+                let _ = std::fs::remove_dir_all(d);
+            }
+        }
+    }
+}
+
+/// Starts a process with `start` and SIGKILLs it after a random 30-700 ms, `kills` times.
+/// Each process must still be running when it is killed (a `run` never exits by itself).
+pub fn kill_repeatedly(kills: usize, rng: &mut Rng, mut start: impl FnMut() -> Daemon) {
+    for round in 0..kills {
+        let mut daemon = start();
+        std::thread::sleep(Duration::from_millis(rng.between(30, 700)));
+        assert!(
+            daemon.is_running(),
+            "round {round}: skynet exited before it was killed: {}",
+            daemon.log_text()
+        );
+        daemon.kill9();
+    }
 }
