@@ -676,8 +676,7 @@ impl Handler {
                 // The move's remote source is gone (never sent, or removed by someone):
                 // send the local target instead. The sends wait for this row's acknowledgement.
                 Action::Move { from, to } => {
-                    self.queue_fallback_sends(to)?;
-                    self.delete_if_gone(to)?;
+                    self.resend_moved(to)?;
                     Outcome::Done {
                         id,
                         ledger: LedgerUpdate::Deleted(from.clone()),
@@ -723,8 +722,6 @@ impl Handler {
         Ok(Some(outcome))
     }
 
-    /// Queues sends for the local files at `to` (a file or a directory), for a move whose
-    /// remote source vanished.
     /// With complete-sync, queues the remote deletion of `path` when nothing is there
     /// locally: a send or move done remotely but not acknowledged before a crash leaves a
     /// copy the ledger does not know, which no catch-up scan would ever remove.
@@ -737,6 +734,30 @@ impl Handler {
         Ok(())
     }
 
+    /// A move whose remote source is gone: most often it already happened (a crash before
+    /// its acknowledgement), so the destination's `to` may hold the moved content, including
+    /// files changed or removed locally since, which no ledger entry names. With
+    /// complete-sync, `to` is removed remotely first and the local files there are sent
+    /// again (the price of the crash is a re-upload of that folder, never a stale file);
+    /// without it, the local files are sent over whatever is there.
+    fn resend_moved(&self, to: &RelPath) -> Result<(), StateError> {
+        let mut entries = Vec::new();
+        if self.cfg.complete_sync {
+            entries.push(Entry::new(Action::Delete(to.clone()), 0));
+        }
+        entries.extend(
+            scan::local_files_within(&self.source_root, to, &self.policy.filter)
+                .into_iter()
+                .map(|p| Entry::new(Action::Send(p), 0)),
+        );
+        if !entries.is_empty() {
+            self.queue.push(&entries)?;
+        }
+        Ok(())
+    }
+
+    /// Queues sends for the local files at `to` (a file or a directory): a send whose path
+    /// turned out to be a directory, or gone.
     pub fn queue_fallback_sends(&self, to: &RelPath) -> Result<(), StateError> {
         let entries: Vec<Entry> =
             scan::local_files_within(&self.source_root, to, &self.policy.filter)
