@@ -26,7 +26,9 @@ fn stderr_of(out: &std::process::Output) -> String {
 #[test]
 fn files_deleted_after_being_queued_are_dropped() {
     let s = Scratch::new();
-    let mut daemon = s.run(&["--settle", "600ms"]);
+    // A settle time long enough that a loaded machine still sees the sends queued (status
+    // is polled through a process) before they become due.
+    let mut daemon = s.run(&["--settle", "3s"]);
     assert!(
         wait_until(Duration::from_secs(10), || status_of(&s)["running"] == true),
         "{}",
