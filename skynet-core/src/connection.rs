@@ -21,6 +21,7 @@
 //! Backends written with blocking code implement [`BlockingConnection`] and wrap it in
 //! [`Blocking`], which runs each call on tokio's blocking pool.
 
+use std::collections::HashSet;
 use std::fs::{File, Metadata};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -195,6 +196,28 @@ pub trait Connection: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Removes every temporary file (and directory moved aside, see [`temp_name`]) under the
+    /// whole destination root, except the temporaries of resumable uploads whose target is in
+    /// `queued` (a pending action will resume them). Returns how many were removed.
+    ///
+    /// Why it exists: [`Connection::cleanup`] only looks beside the paths that were in flight,
+    /// but a temp left by a killed run may since have been carried elsewhere by a directory
+    /// rename, or stranded by a run that itself died before cleaning up. Only a walk finds
+    /// those. A walk costs one listing per remote directory, so the handler calls it only
+    /// after a run that did not end cleanly (see `engine::meta::SWEEP_TEMPS`), before any
+    /// send of its own starts; the default (a backend that writes no temporaries) does nothing.
+    async fn sweep_temps(&self, queued: &HashSet<RelPath>) -> Result<u64, ConnError> {
+        let _ = queued;
+        Ok(0)
+    }
+
+    /// True when this connection knows of temporaries it left behind that nothing is certain
+    /// to remove (a send cut off by a lost connection, for instance). The engine then keeps a
+    /// sweep due for the next start even after a clean stop.
+    fn stranded_temps(&self) -> bool {
+        false
+    }
+
     /// The size of the file at `path`, or `None` when there is none (directories are `None`).
     async fn stat(&self, path: &RelPath) -> Result<Option<u64>, ConnError>;
 
@@ -242,6 +265,15 @@ pub trait BlockingConnection: Send + Sync + 'static {
     fn cleanup(&self, near: &[RelPath]) -> Result<(), ConnError> {
         let _ = near;
         Ok(())
+    }
+    /// See [`Connection::sweep_temps`].
+    fn sweep_temps(&self, queued: &HashSet<RelPath>) -> Result<u64, ConnError> {
+        let _ = queued;
+        Ok(0)
+    }
+    /// See [`Connection::stranded_temps`].
+    fn stranded_temps(&self) -> bool {
+        false
     }
     fn stat(&self, path: &RelPath) -> Result<Option<u64>, ConnError>;
     fn read(&self, path: &RelPath) -> Result<Vec<u8>, ConnError>;
@@ -335,6 +367,13 @@ impl<C: BlockingConnection> Connection for Blocking<C> {
         let near = near.to_vec();
         self.run(move |c| c.cleanup(&near)).await
     }
+    async fn sweep_temps(&self, queued: &HashSet<RelPath>) -> Result<u64, ConnError> {
+        let queued = queued.clone();
+        self.run(move |c| c.sweep_temps(&queued)).await
+    }
+    fn stranded_temps(&self) -> bool {
+        self.0.stranded_temps()
+    }
     async fn stat(&self, path: &RelPath) -> Result<Option<u64>, ConnError> {
         let path = path.clone();
         self.run(move |c| c.stat(&path)).await
@@ -380,6 +419,12 @@ impl<T: Connection + ?Sized> Connection for Arc<T> {
     }
     async fn cleanup(&self, near: &[RelPath]) -> Result<(), ConnError> {
         (**self).cleanup(near).await
+    }
+    async fn sweep_temps(&self, queued: &HashSet<RelPath>) -> Result<u64, ConnError> {
+        (**self).sweep_temps(queued).await
+    }
+    fn stranded_temps(&self) -> bool {
+        (**self).stranded_temps()
     }
     async fn stat(&self, path: &RelPath) -> Result<Option<u64>, ConnError> {
         (**self).stat(path).await

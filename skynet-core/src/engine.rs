@@ -17,6 +17,7 @@ use crate::gate::Gate;
 use crate::handler::{Handler, HandlerConfig, HandlerError, HandlerStatus, Summary};
 use crate::handoff::{Handoff, HandoffOptions};
 use crate::queue::{now_ms, Queue, StateError};
+use crate::relpath::RelPath;
 use crate::scan::{self, Filter, FilterError, ScanError, ScanOptions};
 use crate::send_policy::SendPolicy;
 use crate::watcher::{WatchError, WatchOptions, Watcher};
@@ -97,6 +98,14 @@ pub mod meta {
     pub const PID: &str = "pid";
     /// Bytes per second sent over the last few seconds.
     pub const RATE: &str = "bytes_per_sec";
+    /// "1" while a run or sync works on the destination; set back to "0" only when it ended
+    /// cleanly (nothing abandoned mid-send, no temporaries stranded). Found at "1" on start,
+    /// it means the previous run died, perhaps leaving temporary files anywhere.
+    pub const RUNNING: &str = "running";
+    /// "1" while a sweep for temporary files (`Connection::sweep_temps`) is due: set on a
+    /// start after a run that died, cleared only once a sweep completed, so a run killed
+    /// before (or during) its sweep hands it on to the next one.
+    pub const SWEEP_TEMPS: &str = "sweep_temps";
 }
 
 /// One source folder with its state database.
@@ -221,9 +230,35 @@ impl Mapping {
         })
     }
 
+    /// Records that a run starts, and whether the previous one died (a row was in flight, or
+    /// it never recorded a clean end): then a sweep for temporary files is due.
+    ///
+    /// Trade-off: a sweep walks the whole destination tree (one listing per remote
+    /// directory), which on a large tree costs about as much as a full listing. It is paid
+    /// only after a crash, never on an ordinary start; in exchange, no temporary file left by a
+    /// crash survives, wherever renames have carried it since.
+    fn mark_started(&self, recovered: &[RelPath]) -> Result<(), StateError> {
+        let died = !recovered.is_empty() || self.queue.meta(meta::RUNNING)?.as_deref() == Some("1");
+        if died {
+            tracing::info!("the previous run did not end cleanly; temporary files will be swept");
+            self.queue.set_meta(meta::SWEEP_TEMPS, "1")?;
+        }
+        self.queue.set_meta(meta::RUNNING, "1")
+    }
+
+    /// Records a clean end, unless the handler abandoned sends or the connection knows of
+    /// temporaries it could not remove: then the next start sweeps.
+    fn mark_ended(&self, handler: &Handler, conn: &dyn Connection) -> Result<(), StateError> {
+        if handler.ended_cleanly() && !conn.stranded_temps() {
+            self.queue.set_meta(meta::RUNNING, "0")?;
+        }
+        Ok(())
+    }
+
     /// Catch-up scan, then drain the queue, then return.
     pub async fn sync(&self, conn: Arc<dyn Connection>) -> Result<Summary, EngineError> {
         let recovered = self.queue.recover()?;
+        self.mark_started(&recovered)?;
         self.scan(Duration::ZERO).await?;
         let mut cfg = self.opts.handler.clone();
         cfg.exit_when_drained = true;
@@ -233,6 +268,7 @@ impl Mapping {
         handler.set_recovered(recovered);
         let (_tx, rx) = watch::channel(false);
         let mut summary = handler.run(Arc::new(Notify::new()), rx.clone()).await?;
+        self.mark_ended(&handler, conn.as_ref())?;
         if let Some(handoff) = self.handoff(conn) {
             summary.handoff_parked = handoff.run(rx, true).await?;
         }
@@ -246,6 +282,7 @@ impl Mapping {
         stop: watch::Receiver<bool>,
     ) -> Result<Summary, EngineError> {
         let recovered = self.queue.recover()?;
+        self.mark_started(&recovered)?;
         let wake = Arc::new(Notify::new());
         let watch_opts = WatchOptions {
             queue_deletes: self.queue_deletes(),
@@ -283,7 +320,7 @@ impl Mapping {
             })
         };
         let lost: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
-        let handoff = self.handoff(conn).map(|h| {
+        let handoff = self.handoff(Arc::clone(&conn)).map(|h| {
             let stop = halt.clone();
             tokio::spawn(async move { h.run(stop, false).await })
         });
@@ -336,7 +373,9 @@ impl Mapping {
             Err(e) => return Err(EngineError::Source(format!("scan task failed: {e}"))),
             Ok(Ok(_)) => {}
         }
-        Ok(result?)
+        let summary = result?;
+        self.mark_ended(&handler, conn.as_ref())?;
+        Ok(summary)
     }
 }
 

@@ -22,6 +22,7 @@ use tokio::task::JoinSet;
 use crate::action::{Action, ActionKind};
 use crate::connection::{Connection, SourceFile};
 use crate::digest::Sha256Digest;
+use crate::engine::meta;
 use crate::error::{ConnError, ErrorKind};
 use crate::merge::Entry;
 use crate::queue::{mtime_ns, now_ms, Claimed, LedgerUpdate, Outcome, Queue, StateError};
@@ -241,6 +242,8 @@ pub struct Handler {
     policy: Arc<SendPolicy>,
     /// Targets of actions in flight when the previous run died, cleaned up after connecting.
     recovered: Mutex<Vec<RelPath>>,
+    /// Set when `run` returned with no send abandoned mid-way (see [`Handler::ended_cleanly`]).
+    clean_end: AtomicBool,
 }
 
 impl Handler {
@@ -259,7 +262,41 @@ impl Handler {
             status: Arc::default(),
             policy,
             recovered: Mutex::new(Vec::new()),
+            clean_end: AtomicBool::new(false),
         }
+    }
+
+    /// True when the last `run` stopped with nothing executing: no send was abandoned
+    /// half-way, so it left no temporary file behind (as far as the handler can tell).
+    pub fn ended_cleanly(&self) -> bool {
+        self.clean_end.load(Ordering::SeqCst)
+    }
+
+    /// Sweeps the destination for temporary files when a sweep is due (`meta::SWEEP_TEMPS`,
+    /// set by the engine after a run that died), keeping those a queued send may resume.
+    /// Runs right after connecting, before any work is handed out, so it never races a send
+    /// of this run. The flag is cleared only once a sweep completed; a failure leaves it for
+    /// the next start. `Err` only for the state database.
+    async fn sweep_if_due(&self, connected: &mut bool) -> Result<(), StateError> {
+        if self.queue.meta(meta::SWEEP_TEMPS)?.as_deref() != Some("1") {
+            return Ok(());
+        }
+        let queued = self.queue.queued_sends()?;
+        let started = Instant::now();
+        match self.conn.sweep_temps(&queued).await {
+            Ok(removed) => {
+                tracing::info!(removed, elapsed = ?started.elapsed(), "swept temporary files left by a crash");
+                self.queue.set_meta(meta::SWEEP_TEMPS, "0")?;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e.message, "sweeping temporary files failed; will try again on the next start");
+                if e.kind == ErrorKind::ConnectionLost {
+                    *connected = false;
+                    self.status.connected.store(false, Ordering::Relaxed);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Paths whose actions were in flight when the previous run died (see
@@ -308,6 +345,9 @@ impl Handler {
         let mut reconnect_attempt: u32 = 0;
         let mut ever_connected = false;
         let mut stopping_since: Option<Instant> = None;
+        // One sweep attempt per run, after the first successful connect.
+        let mut swept = false;
+        self.clean_end.store(false, Ordering::SeqCst);
 
         loop {
             if *stop.borrow() && stopping_since.is_none() {
@@ -348,6 +388,13 @@ impl Handler {
                         if !recovered.is_empty() {
                             if let Err(e) = self.conn.cleanup(&recovered).await {
                                 tracing::warn!(error = %e.message, "cleanup after a crash failed");
+                            }
+                        }
+                        if !swept {
+                            swept = true;
+                            self.sweep_if_due(&mut connected).await?;
+                            if !connected {
+                                continue;
                             }
                         }
                     }
@@ -506,11 +553,14 @@ impl Handler {
                 }
             }
         }
+        // Tasks still running here are abandoned mid-action: a send may leave its temp.
+        let abandoned = !executing.is_empty();
         executing.abort_all();
         if !rest.is_empty() {
             self.acknowledge(&mut rest, &mut connected).await?;
         }
         self.unclaim(&mut ready)?;
+        self.clean_end.store(!abandoned, Ordering::SeqCst);
         Ok(summary)
     }
 

@@ -106,6 +106,32 @@ impl LocalConnection {
         }
     }
 
+    /// Removes the temporaries under `dir`, recursively, and counts them into `removed`.
+    /// Symbolic links are never followed (the entry's own type is used).
+    fn sweep_dir(dir: &Path, removed: &mut u64) -> Result<(), ConnError> {
+        let entries = match fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(remote_io(dir, &e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| remote_io(dir, &e))?;
+            let path = entry.path();
+            if is_temp_path(&path) {
+                tracing::debug!(path = %path.display(), "removing a temporary file left by a crash");
+                Self::remove_any(&path)?;
+                *removed += 1;
+            } else if entry
+                .file_type()
+                .map_err(|e| remote_io(&path, &e))?
+                .is_dir()
+            {
+                Self::sweep_dir(&path, removed)?;
+            }
+        }
+        Ok(())
+    }
+
     fn write_temp(&self, file: &SourceFile, temp: &Path) -> Result<u64, ConnError> {
         let mut input = file.open()?;
         let mut out = OpenOptions::new()
@@ -293,6 +319,15 @@ impl BlockingConnection for LocalConnection {
             }
         }
         Ok(())
+    }
+
+    /// Walks the whole root. Local uploads never resume, so `queued` keeps nothing.
+    fn sweep_temps(&self, queued: &HashSet<RelPath>) -> Result<u64, ConnError> {
+        let _ = queued;
+        let _dirty = MarkDirty(&self.dirty);
+        let mut removed = 0;
+        Self::sweep_dir(&self.root, &mut removed)?;
+        Ok(removed)
     }
 
     fn stat(&self, path: &RelPath) -> Result<Option<u64>, ConnError> {

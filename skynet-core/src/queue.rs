@@ -740,6 +740,25 @@ impl Queue {
         Ok(out)
     }
 
+    /// Targets of the sends that will run (every state but parked): the uploads a backend may
+    /// resume, whose temporaries a sweep keeps (see `Connection::sweep_temps`). Parked sends
+    /// are left out: they run again only when someone retries them, and a resumable temp is
+    /// an optimisation, not worth keeping around until then.
+    pub fn queued_sends(&self) -> Result<HashSet<RelPath>, StateError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare("SELECT path FROM queue WHERE kind = 'send' AND state != 2")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, Vec<u8>>(0))
+            .map_err(|e| self.err(e))?;
+        let mut out = HashSet::new();
+        for row in rows {
+            out.extend(RelPath::from_bytes(&row.map_err(|e| self.err(e))?).ok());
+        }
+        Ok(out)
+    }
+
     /// The whole ledger.
     pub fn ledger(&self) -> Result<HashMap<RelPath, LedgerEntry>, StateError> {
         let conn = self.lock();

@@ -159,6 +159,15 @@ impl<C: Connection> Connection for Throttled<C> {
     async fn cleanup(&self, near: &[RelPath]) -> Result<(), ConnError> {
         self.inner.cleanup(near).await
     }
+    async fn sweep_temps(
+        &self,
+        queued: &std::collections::HashSet<RelPath>,
+    ) -> Result<u64, ConnError> {
+        self.inner.sweep_temps(queued).await
+    }
+    fn stranded_temps(&self) -> bool {
+        self.inner.stranded_temps()
+    }
     async fn stat(&self, path: &RelPath) -> Result<Option<u64>, ConnError> {
         self.inner.stat(path).await
     }

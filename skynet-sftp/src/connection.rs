@@ -18,9 +18,19 @@
 //! that temp file, checks that its last bytes match the local file, and appends from there;
 //! `send` returns only the bytes actually transferred. A temp left by a failed attempt is
 //! remembered and removed when the same target is sent again with another version.
+//!
+//! # Temporaries left by a crash
+//! A process killed mid-send leaves its temp file; small files use random names, and a
+//! directory rename may since have carried the temp anywhere. After such a crash the handler
+//! calls [`BlockingConnection::sweep_temps`], which walks the whole tree and removes every temp
+//! except the resumable ones of queued sends. Resumable names say whose they are
+//! (`.skynet-tmp.r<hash of target>-<hash of version>`), so the sweep can tell them apart
+//! without knowing the local file; a kept one is remembered like a cut-off attempt, so that
+//! sending another version of its target removes it.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -28,7 +38,8 @@ use std::time::UNIX_EPOCH;
 
 use sha2::{Digest, Sha256};
 use skynet_core::connection::{
-    temp_name, verify_size, BlockingConnection, RemoteEntry, SourceFile, Verification, TEMP_PREFIX,
+    is_temp_name, temp_name, verify_size, BlockingConnection, RemoteEntry, SourceFile,
+    Verification, TEMP_PREFIX,
 };
 use skynet_core::digest;
 use skynet_core::error::ConnError;
@@ -244,8 +255,9 @@ impl SftpConnection {
         }
     }
 
-    /// The temp name for a resumable upload of this version of the file to `to`.
-    fn resume_name(to: &RelPath, file: &SourceFile) -> String {
+    /// The temp name for a resumable upload of this version of the file to `to`:
+    /// [`Self::resume_prefix`] of the target, then a hash of the version (size, mtime).
+    pub fn resume_name(to: &RelPath, file: &SourceFile) -> String {
         let mtime = file
             .mtime
             .duration_since(UNIX_EPOCH)
@@ -255,9 +267,56 @@ impl SftpConnection {
         h.update(to.as_bytes());
         h.update(file.size.to_le_bytes());
         h.update(mtime.to_le_bytes());
-        let digest = h.finalize();
-        let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-        format!("{TEMP_PREFIX}{hex}")
+        format!("{}-{}", Self::resume_prefix(to), hex8(&h.finalize()))
+    }
+
+    /// The start of every resumable temp name for `to`, whatever the version: lets a sweep
+    /// recognise the temp of a queued send from the target alone. Random temp names are hex
+    /// digits only, so the `r` can never start one of them.
+    pub fn resume_prefix(to: &RelPath) -> String {
+        format!("{TEMP_PREFIX}r{}", hex8(&Sha256::digest(to.as_bytes())))
+    }
+
+    /// Removes the temporaries under `dir`, recursively, except resumable ones named in
+    /// `keep` (resume prefix → target) that still sit beside their target; those are
+    /// remembered as leftovers. Counts removals into `removed`.
+    fn sweep_dir(
+        &self,
+        link: &Link,
+        dir: &Path,
+        keep: &HashMap<String, RelPath>,
+        removed: &mut u64,
+    ) -> Result<(), ConnError> {
+        for (path, st) in self.readdir(link, dir)? {
+            let name = path.file_name().map(|n| n.as_bytes()).unwrap_or_default();
+            if !is_temp_name(name) {
+                if st.is_dir() {
+                    self.sweep_dir(link, &path, keep, removed)?;
+                }
+                continue;
+            }
+            if st.is_file() {
+                let kept = std::str::from_utf8(name)
+                    .ok()
+                    .and_then(|n| n.rsplit_once('-'))
+                    .and_then(|(prefix, _)| keep.get(prefix))
+                    .filter(|to| self.remote(to).parent() == Some(dir));
+                if let Some(to) = kept {
+                    tracing::debug!(server = %self.server, temp = %path.display(), "keeping a partial upload a queued send will resume");
+                    locked(&self.leftovers).insert(to.clone(), path);
+                    continue;
+                }
+            }
+            tracing::debug!(server = %self.server, temp = %path.display(), "removing a temporary file left by a crash");
+            // OpenSSH's readdir attributes come from lstat: a link is removed, not followed.
+            if st.is_dir() {
+                self.remove_tree(link, &path)?;
+            } else {
+                self.unlink(link, &path)?;
+            }
+            *removed += 1;
+        }
+        Ok(())
     }
 
     /// Opens the temp file for writing and decides where to start: 0, or the length of a
@@ -401,6 +460,31 @@ impl SftpConnection {
         result
     }
 
+    /// After reconnecting: removes the random-named temps of sends cut off by the lost
+    /// connection. No send can ever resume them (the next attempt picks a new name), so
+    /// waiting for their target to be sent again only risks stranding them. Best effort: a
+    /// failure keeps them remembered.
+    fn drop_random_leftovers(&self, link: &Link) {
+        let resumable = |p: &Path| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&format!("{TEMP_PREFIX}r")))
+        };
+        let random: Vec<(RelPath, PathBuf)> = locked(&self.leftovers)
+            .iter()
+            .filter(|(_, temp)| !resumable(temp))
+            .map(|(to, temp)| (to.clone(), temp.clone()))
+            .collect();
+        for (to, temp) in random {
+            if self.unlink(link, &temp).is_ok() {
+                let mut leftovers = locked(&self.leftovers);
+                if leftovers.get(&to) == Some(&temp) {
+                    leftovers.remove(&to);
+                }
+            }
+        }
+    }
+
     fn list_dir(
         &self,
         link: &Link,
@@ -477,6 +561,11 @@ impl SftpConnection {
     }
 }
 
+/// The first 8 bytes of a digest in lowercase hex (16 characters).
+fn hex8(digest: &[u8]) -> String {
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
 /// True when the last bytes of the remote partial file equal the local file's bytes there.
 fn tail_matches(remote: &mut ssh2::File, local: &std::fs::File, have: u64) -> bool {
     let n = have.min(TAIL_CHECK);
@@ -500,10 +589,32 @@ impl BlockingConnection for SftpConnection {
         self.pool.reset();
         let lease = self.pool.checkout()?;
         let result = self.ensure_root(lease.link());
-        if matches!(&result, Err(e) if is_lost(e)) {
-            lease.discard();
+        match &result {
+            Ok(()) => self.drop_random_leftovers(lease.link()),
+            Err(e) if is_lost(e) => lease.discard(),
+            Err(_) => {}
         }
         result
+    }
+
+    /// Walks the whole tree (one `readdir` per directory): see the module docs.
+    fn sweep_temps(&self, queued: &HashSet<RelPath>) -> Result<u64, ConnError> {
+        let keep: HashMap<String, RelPath> = queued
+            .iter()
+            .map(|to| (Self::resume_prefix(to), to.clone()))
+            .collect();
+        let root = self.root().to_path_buf();
+        self.with_link(|link| {
+            let mut removed = 0;
+            self.sweep_dir(link, &root, &keep, &mut removed)?;
+            Ok(removed)
+        })
+    }
+
+    /// Temps of sends cut off by a lost connection are removed when their target is sent
+    /// again, but a target deleted or renamed meanwhile never is: the next start must sweep.
+    fn stranded_temps(&self) -> bool {
+        !locked(&self.leftovers).is_empty()
     }
 
     fn send(&self, file: &SourceFile, to: &RelPath) -> Result<u64, ConnError> {

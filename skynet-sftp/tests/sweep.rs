@@ -1,0 +1,110 @@
+//! `sweep_temps` against a real OpenSSH sshd: what a run killed mid-send leaves (temp files,
+//! some carried away by a directory rename since, a directory moved aside) is removed, while
+//! the partial upload of a queued send stays and is resumed.
+
+use std::collections::HashSet;
+use std::fs;
+use std::path::Path;
+
+use skynet_core::connection::{BlockingConnection, SourceFile, TEMP_PREFIX};
+use skynet_core::relpath::RelPath;
+use skynet_sftp::testing::SshServer;
+use skynet_sftp::{SftpConnection, RESUME_MIN};
+
+fn rel(s: &str) -> RelPath {
+    RelPath::from_bytes(s.as_bytes()).expect("valid path")
+}
+
+fn source(dir: &Path, name: &str, content: &[u8]) -> SourceFile {
+    let path = dir.join(name);
+    fs::write(&path, content).expect("write source");
+    SourceFile::stat(&path).expect("stat source")
+}
+
+/// Temp files and directories under `root`, by path relative to it.
+fn temps(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).expect("read_dir").flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(TEMP_PREFIX) {
+                out.push(
+                    path.strip_prefix(root)
+                        .expect("under root")
+                        .display()
+                        .to_string(),
+                );
+            } else if entry.file_type().expect("type").is_dir() {
+                stack.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn sweep_removes_stray_temps_anywhere_and_keeps_a_queued_resumable_upload() {
+    let server = SshServer::start();
+    let root = server.remote_dir("sweep");
+    let local = server.scratch_dir().join("src");
+    fs::create_dir_all(&local).expect("mkdir");
+
+    // The run that gets killed: a real file in `a/`, then (by hand) what its sends in flight
+    // would leave: a random temp beside it, and a directory moved aside by a rename.
+    let first = SftpConnection::new(server.config(&root));
+    first.connect().expect("connect");
+    let small = source(&local, "x", b"hello");
+    first.send(&small, &rel("a/x")).expect("send");
+    fs::write(root.join("a/.skynet-tmp.0123456789abcdef"), b"hel").expect("plant");
+    fs::create_dir_all(root.join(".skynet-tmp.fedcba9876543210/inner")).expect("plant dir");
+    fs::write(root.join(".skynet-tmp.fedcba9876543210/inner/f"), b"x").expect("plant");
+
+    // A big send cut off half-way: its resumable temp, where the next send will look.
+    let size = 3 * RESUME_MIN as usize;
+    let content: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+    let big = source(&local, "v.bin", &content);
+    let big_to = rel("big/v.bin");
+    let resumable = SftpConnection::resume_name(&big_to, &big);
+    fs::create_dir_all(root.join("big")).expect("mkdir");
+    fs::write(root.join("big").join(&resumable), &content[..size / 2]).expect("plant");
+    // The resumable temp of a send no longer queued (its file was deleted since).
+    let gone = SftpConnection::resume_name(&rel("big/gone.bin"), &big);
+    fs::write(root.join("big").join(&gone), &content[..1000]).expect("plant");
+
+    // After the kill, the source renamed `a` to `b`; the restart replays the move remotely and
+    // the temp travels with it, out of reach of a cleanup beside the in-flight path.
+    drop(first);
+    let second = SftpConnection::new(server.config(&root));
+    second.connect().expect("connect");
+    second.rename(&rel("a"), &rel("b")).expect("rename");
+    // A resumable temp for a queued target, but carried into another directory by a rename:
+    // the send will never find it there.
+    let carried = SftpConnection::resume_name(&big_to, &small);
+    fs::write(root.join("b").join(&carried), b"partial").expect("plant");
+    assert_eq!(temps(&root).len(), 5, "{:?}", temps(&root));
+
+    let queued: HashSet<RelPath> = [big_to.clone()].into_iter().collect();
+    let removed = second.sweep_temps(&queued).expect("sweep");
+    assert_eq!(removed, 4, "left: {:?}", temps(&root));
+    assert_eq!(temps(&root), vec![format!("big/{resumable}")]);
+    assert_eq!(fs::read(root.join("b/x")).expect("b/x"), b"hello");
+    assert!(
+        second.stranded_temps(),
+        "a kept temp is remembered until its send runs"
+    );
+
+    // The queued send resumes from the kept half and leaves no temp behind.
+    let sent = second.send(&big, &big_to).expect("send big");
+    assert_eq!(sent, (size - size / 2) as u64, "resumed, not restarted");
+    assert_eq!(fs::read(root.join("big/v.bin")).expect("v.bin"), content);
+    assert!(temps(&root).is_empty(), "{:?}", temps(&root));
+    assert!(!second.stranded_temps());
+
+    // Nothing queued: a resumable temp is swept like any other.
+    fs::write(root.join("big").join(&resumable), &content[..10]).expect("plant");
+    assert_eq!(second.sweep_temps(&HashSet::new()).expect("sweep"), 1);
+    assert!(temps(&root).is_empty(), "{:?}", temps(&root));
+}
