@@ -149,7 +149,7 @@ def table(a, res):
     V = res.get("live")
     if V:
         def lat(r):
-            return (f"p50 {r['p50']:.2f} / p99 {r['p99']:.2f} / max {r['max']:.2f} s, "
+            return (f"p50 {r['p50']:.3f} / p99 {r['p99']:.3f} / max {r['max']:.3f} s, "
                     f"{r['delivered']}/{r['written']}")
         ls = V.get("lsyncd")
         what = f"live latency, {a.live_rate:g} files/s x {a.live_seconds:g} s (4 KiB)"

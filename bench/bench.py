@@ -120,6 +120,8 @@ def stop_bg(p, sig=signal.SIGINT, timeout=15):
                 os.kill(p.pid, s)
         except ProcessLookupError:
             pass
+    if getattr(p, "reaped", None) is not None:  # stopped already (by on_term)
+        return p.returncode, p.reaped
     deadline = time.monotonic() + timeout
     pid, status, ru = os.wait4(p.pid, os.WNOHANG)
     if pid == 0:
@@ -137,9 +139,10 @@ def stop_bg(p, sig=signal.SIGINT, timeout=15):
         except (ProcessLookupError, PermissionError):
             pass
     p.returncode = os.waitstatus_to_exitcode(status)
+    p.reaped = ru.ru_utime + ru.ru_stime
     if p in CHILDREN:
         CHILDREN.remove(p)
-    return p.returncode, ru.ru_utime + ru.ru_stime
+    return p.returncode, p.reaped
 
 
 def on_term(signum, frame):

@@ -4,7 +4,7 @@
     python3 bench/live.py --skynet BIN [--rate 100] [--seconds 20] [--only LIST]
 
 (bench/all runs it as part of the whole suite.) For each row, a fresh source with 10
-directories (already mirrored before the clock starts) and a mirror process are started;
+directories of one file (already mirrored before the clock starts) and a mirror process are started;
 then a writer creates RATE files per second for SECONDS seconds (4 KiB each, written and
 closed directly, no temp name; the close time is recorded) while a sampler in the same
 process stats every not-yet-seen destination path every 5 ms and records when the file is
@@ -151,10 +151,10 @@ def measure(skynet, work, args, results, sshd=None):
         for row in rows:
             base = os.path.join(work, f"live-{row}")
             src, dst, state = base + "-src", base + "-dst", base + "-state"
-            for d in range(NDIRS):
+            for d in range(NDIRS):  # one file each: skynet mirrors files, not empty folders
                 os.makedirs(os.path.join(src, f"d{d}"))
-            with open(os.path.join(src, "ready"), "w") as f:
-                f.write("ready\n")
+                with open(os.path.join(src, f"d{d}", "ready"), "w") as f:
+                    f.write("ready\n")
             os.makedirs(dst)
             os.chmod(base + "-dst", 0o755)
             if row.startswith("skynet"):
@@ -174,8 +174,8 @@ def measure(skynet, work, args, results, sshd=None):
                 p = start_bg(["lsyncd", "-nodaemon", conf], env=env, errfile=errlog, group=True)
                 sig = signal.SIGTERM
             try:
-                ready = wait_until(lambda: os.path.exists(os.path.join(dst, "ready")) and all(
-                    os.path.isdir(os.path.join(dst, f"d{d}")) for d in range(NDIRS)), 60)
+                ready = wait_until(lambda: all(os.path.exists(os.path.join(dst, f"d{d}", "ready"))
+                                               for d in range(NDIRS)), 60)
                 if ready is None:
                     tail = open(errlog, errors="replace").read()[-2000:]
                     raise SystemExit(f"bench: live {row}: initial tree not mirrored in 60 s\n{tail}")
