@@ -53,12 +53,11 @@ def run_local(a, skynet, work, res):
               converge_timeout=120)
     bench.WORK = work
     tools = bench.Tools(args, work)
-    out = {}
+    out = res["local"] = {}  # filled as it goes: a later failure keeps the earlier rows
     bench.bench_sync(tools, args, work, out)
     bench.bench_noop_large(tools, args, work, out)
     bench.bench_big(tools, args, work, out)
     bench.bench_burst(tools, args, work, out)
-    res["local"] = out
 
 
 def run_sftp(a, skynet, work, res):
@@ -74,8 +73,8 @@ def run_s3(a, skynet, work, res):
     args = ns(reps=a.reps, files=a.files, size=a.size, big_mib=a.big_mib, only="small,big",
               skynet=skynet)
     out = {}
-    res["s3_server"] = s3.measure(args, work, out)
     res["s3"] = out
+    res["s3_server"] = s3.measure(args, work, out)
 
 
 def run_live(a, skynet, work, res):
@@ -108,20 +107,21 @@ def table(a, res):
     L = res.get("local")
     if L:
         w = lambda rs: [r.wall for r in rs]  # noqa: E731
-        for peer in ("rsync", "rclone"):
+        for peer in ("rsync", "rclone") if "sync" in L else ():
             cmp("local", f"initial sync, {n} x {sz}", w(L["sync"]["skynet"]), peer,
                 w(L["sync"][peer]), "fresh dst + state each rep")
-        for peer in ("rsync", "rclone"):
+        for peer in ("rsync", "rclone") if "big" in L else ():
             cmp("local", big, w(L["big"]["skynet"]), peer, w(L["big"][peer]))
-        for peer in ("rsync", "rclone"):
+        for peer in ("rsync", "rclone") if "noop" in L else ():
             cmp("local", f"no-op catch-up, {n} unchanged files", w(L["noop"]["skynet"]), peer,
                 w(L["noop"][peer]))
-        G = L["noop_large"]
-        cmp("local", f"initial sync, {a.large_files:,} x 64 B (1 run)",
-            w(G["initial"]["skynet"]), "rsync", w(G["initial"]["rsync"]))
-        cmp("local", f"no-op catch-up, {a.large_files:,} unchanged files", w(G["skynet"]),
-            "rsync", w(G["rsync"]))
-        for i, b in enumerate(L["burst"]):
+        G = L.get("noop_large")
+        if G:
+            cmp("local", f"initial sync, {a.large_files:,} x 64 B (1 run)",
+                w(G["initial"]["skynet"]), "rsync", w(G["initial"]["rsync"]))
+            cmp("local", f"no-op catch-up, {a.large_files:,} unchanged files", w(G["skynet"]),
+                "rsync", w(G["rsync"]))
+        for i, b in enumerate(L.get("burst", [])):
             conv = "no" if b["converge_s"] is None else f"{b['converge_s']:.2f} s"
             rows.append(("local", f"burst: {b['writes']:,} writes over {b['files']:,} files "
                          f"(rep {i + 1}), settle 1 s",
@@ -136,16 +136,20 @@ def table(a, res):
     if S:
         w = lambda name, tool: [x for x, _ in S[(name, tool)]]  # noqa: E731
         for peer, note in (("rclone", "rclone sftp, --transfers 4"), ("rsync", "rsync -a over ssh")):
-            cmp("sftp", f"initial sync, {n} x {sz}", w("small", "skynet"), peer,
-                w("small", peer), note)
+            if ("small", peer) in S:
+                cmp("sftp", f"initial sync, {n} x {sz}", w("small", "skynet"), peer,
+                    w("small", peer), note)
         for peer in ("scp", "rclone"):
-            cmp("sftp", big, w("big", "skynet"), peer, w("big", peer))
+            if ("big", peer) in S:
+                cmp("sftp", big, w("big", "skynet"), peer, w("big", peer))
     T = res.get("s3")
     if T:
         w = lambda rs: [r.wall for r in rs]  # noqa: E731
-        cmp("s3", f"initial sync, {n} x {sz}", w(T["small"]["skynet"]), "rclone",
-            w(T["small"]["rclone"]), f"into {res.get('s3_server', 's3s-fs')}")
-        cmp("s3", big, w(T["big"]["skynet"]), "rclone", w(T["big"]["rclone"]), "multipart")
+        if "small" in T:
+            cmp("s3", f"initial sync, {n} x {sz}", w(T["small"]["skynet"]), "rclone",
+                w(T["small"]["rclone"]), f"into {res.get('s3_server', 's3s-fs')}")
+        if "big" in T:
+            cmp("s3", big, w(T["big"]["skynet"]), "rclone", w(T["big"]["rclone"]), "multipart")
     V = res.get("live")
     if V:
         def lat(r):
@@ -196,7 +200,7 @@ def main():
     up_before = uptime()
     log(f"load before: {up_before}")
     started = time.time()
-    res, took = {}, {}
+    res, took, failed = {}, {}, {}
     runners = {"local": run_local, "sftp": run_sftp, "s3": run_s3, "live": run_live}
     for section in SECTIONS:
         if section not in only:
@@ -206,7 +210,14 @@ def main():
         os.chmod(work, 0o755)
         log(f"===== {section} =====")
         t0 = time.time()
-        runners[section](a, a.skynet, work, res)
+        try:
+            runners[section](a, a.skynet, work, res)
+        except (Exception, SystemExit) as e:
+            if isinstance(e, SystemExit) and e.code == 130:
+                raise  # interrupted
+            # One broken section (a peer failing, a full disk) must not lose the others.
+            failed[section] = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
+            log(f"===== {section} FAILED: {e!r}; going on with the next section =====")
         took[section] = time.time() - t0
         log(f"===== {section} done in {took[section]:.0f} s =====")
     up_after = uptime()
@@ -243,6 +254,10 @@ def main():
           "being visible with its full size at the destination.")
     print()
     print("\n".join(table(a, res)))
+    for section, why in failed.items():
+        print(f"\n**{section}: FAILED** (rows of the parts that finished are above): {why}")
+    if failed:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":
