@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """The measurements behind bench/run (local-folder destination). Standard library only.
 
-Three benchmarks, each measured against peers in the same run (the machine is shared and
+Also the shared helpers of the other benchmark scripts (bench/all imports this module).
+
+Four benchmarks, each measured against peers in the same run (the machine is shared and
 noisy: read the ratios, not the absolute figures):
 
 1. initial sync: 10,000 files of 4 KiB in 100 directories into an empty folder:
@@ -12,6 +14,8 @@ noisy: read the ratios, not the absolute figures):
    the time from the last write until the destination equals the source.
 3. no-op catch-up: the same commands again on an unchanged tree (10,000 files; 100,000 with
    --large).
+4. big (--only big): one file of --big-mib MiB (default 1 GiB) into an empty folder: skynet
+   sync vs rsync -a vs rclone copy; the destination is compared byte for byte, then removed.
 
 Times are wall-clock seconds, median of the repetitions (min shown too); CPU is user+sys of
 the process (from wait4), less sensitive to other load than wall time.
@@ -21,7 +25,9 @@ import argparse
 import datetime
 import os
 import platform
+import shutil
 import signal
+import socket
 import sqlite3
 import statistics
 import subprocess
@@ -87,18 +93,72 @@ def run_timed(cmd, env=None, errfile=None):
     return Result(wall, ru.ru_utime + ru.ru_stime, maxrss, p.returncode)
 
 
+def start_bg(cmd, env=None, errfile=None, group=False):
+    """Starts a long-running process (a daemon under test); stop it with stop_bg.
+
+    group=True puts it in its own process group, so stop_bg also stops what it spawned
+    (lsyncd's rsync and ssh)."""
+    err = open(errfile, "ab") if errfile else subprocess.DEVNULL
+    p = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=err, start_new_session=group)
+    if errfile:
+        err.close()
+    p.group = group
+    CHILDREN.append(p)
+    return p
+
+
+def stop_bg(p, sig=signal.SIGINT, timeout=15):
+    """Stops a start_bg process with `sig` (SIGKILL after `timeout` s) and reaps it.
+
+    Returns (exit code, CPU seconds user+sys of the process and its reaped children)."""
+    def send(s):
+        try:
+            if getattr(p, "group", False):
+                os.killpg(p.pid, s)
+            else:
+                os.kill(p.pid, s)
+        except ProcessLookupError:
+            pass
+    if getattr(p, "reaped", None) is not None:  # stopped already (by on_term)
+        return p.returncode, p.reaped
+    deadline = time.monotonic() + timeout
+    pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+    if pid == 0:
+        send(sig)
+    while pid == 0:
+        if time.monotonic() > deadline:
+            send(signal.SIGKILL)
+            pid, status, ru = os.wait4(p.pid, 0)
+            break
+        time.sleep(0.02)
+        pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+    if getattr(p, "group", False):
+        try:
+            os.killpg(p.pid, signal.SIGKILL)  # leftovers of the group (rsync, ssh)
+        except (ProcessLookupError, PermissionError):
+            pass
+    p.returncode = os.waitstatus_to_exitcode(status)
+    p.reaped = ru.ru_utime + ru.ru_stime
+    if p in CHILDREN:
+        CHILDREN.remove(p)
+    return p.returncode, p.reaped
+
+
 def on_term(signum, frame):
     for p in list(CHILDREN):
         try:
-            p.send_signal(signal.SIGINT)
-            p.wait(timeout=5)
+            stop_bg(p, signal.SIGINT, timeout=5)
         except Exception:
-            try:
-                p.kill()
-                p.wait(timeout=5)
-            except Exception:
-                pass
+            pass
     raise SystemExit(130)
+
+
+def free_port():
+    """A free TCP port on 127.0.0.1 (the caller binds it soon after)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 # ---------------------------------------------------------------- trees
@@ -115,6 +175,20 @@ def make_tree(root, nfiles, ndirs, size):
                 f.write(os.urandom(size))
             made += 1
         d += 1
+
+
+def make_big_file(path, mib):
+    """One file of `mib` MiB of random bytes (each MiB different, nothing compresses)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    block = os.urandom(1 << 20)
+    with open(path, "wb") as f:
+        for i in range(mib):
+            f.write(i.to_bytes(8, "little") + block[8:])
+    return path
+
+
+def files_equal(a, b):
+    return subprocess.run(["cmp", "-s", a, b]).returncode == 0
 
 
 def count_files(root):
@@ -205,6 +279,32 @@ def bench_sync(tools, args, work, results):
             raise SystemExit(f"bench: skynet's destination is wrong ({got} files)")
     results["sync"] = initial
     results["noop"] = noop
+
+
+def bench_big(tools, args, work, results):
+    src = os.path.join(work, "big-src")
+    log(f"making one file of {args.big_mib} MiB")
+    make_big_file(os.path.join(src, "big.bin"), args.big_mib)
+    names = ["skynet", "rsync", "rclone"]
+    out = {n: [] for n in names}
+    for rep in range(args.reps):
+        order = names[rep % 3:] + names[:rep % 3]
+        for n in order:
+            dst = os.path.join(work, f"big-dst-{n}-{rep}")
+            quiesce()
+            if n == "skynet":
+                r = tools.skynet_sync(src, dst, os.path.join(work, f"big-state-{rep}"))
+            elif n == "rsync":
+                r = tools.rsync(src, dst)
+            else:
+                r = tools.rclone(src, dst)
+            if not files_equal(os.path.join(src, "big.bin"), os.path.join(dst, "big.bin")):
+                raise SystemExit(f"bench: {n}: big.bin differs at the destination")
+            shutil.rmtree(dst)  # one inode: no effect on later inode allocation
+            out[n].append(r)
+            log(f"rep {rep + 1}/{args.reps} big {args.big_mib} MiB {n:6}: {r.wall:6.2f} s wall, "
+                f"{r.cpu:6.2f} s CPU")
+    results["big"] = out
 
 
 def bench_noop_large(tools, args, work, results):
@@ -328,9 +428,7 @@ def bench_burst(tools, args, work, results):
         quiesce()
         cmd = [tools.skynet, "-q", "run", src, dst, "--state-dir", state, "--settle",
                args.settle]
-        err = open(tools.errlog, "ab")
-        daemon = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
-        CHILDREN.append(daemon)
+        daemon = start_bg(cmd, errfile=tools.errlog)
         try:
             first = wait_until(lambda: count_files(dst) == args.burst_files
                                and trees_equal(src, dst), 60)
@@ -348,19 +446,14 @@ def bench_burst(tools, args, work, results):
             conv = wait_until(lambda: trees_equal(src, dst), args.converge_timeout)
             sampler.stop()
         finally:
-            if daemon.poll() is None:
-                daemon.send_signal(signal.SIGINT)
-            _, status, ru = os.wait4(daemon.pid, 0)
-            daemon.returncode = os.waitstatus_to_exitcode(status)
-            CHILDREN.remove(daemon)
-            err.close()
+            _, cpu = stop_bg(daemon)
         r = {
             "writes": args.burst_writes,
             "files": args.burst_files,
             "write_s": t_write,
             "peak_rows": sampler.peak_rows,
             "peak_rss_mib": max(sampler.hwm_kib, sampler.peak_rss_kib) / 1024,
-            "cpu_s": ru.ru_utime + ru.ru_stime,
+            "cpu_s": cpu,
             "converge_s": conv,
             "samples": sampler.samples,
             "exit": daemon.returncode,
@@ -474,6 +567,17 @@ def report(args, results, started):
                 f"| no-op sync, {args.large_files} unchanged files | {fmt_t(L['skynet'])} | "
                 f"{fmt_t(L['rsync'])} | | {med(L['skynet']) / med(L['rsync']):.2f} | | |")
         out.append("")
+    if "big" in results:
+        b = results["big"]
+        sk, rs, rc = b["skynet"], b["rsync"], b["rclone"]
+        out.append(f"| benchmark | skynet | rsync | rclone | skynet/rsync | skynet/rclone |")
+        out.append("|---|---|---|---|---|---|")
+        out.append(f"| 1 file of {args.big_mib} MiB into an empty folder | {fmt_t(sk)} | "
+                   f"{fmt_t(rs)} | {fmt_t(rc)} | {med(sk) / med(rs):.2f} | "
+                   f"{med(sk) / med(rc):.2f} |")
+        out.append(f"| same, CPU s | {med(sk, 'cpu'):.2f} | {med(rs, 'cpu'):.2f} | "
+                   f"{med(rc, 'cpu'):.2f} | | |")
+        out.append("")
     if "burst" in results:
         out.append(f"Burst: `skynet run --settle {args.settle}`, {args.burst_writes} writes "
                    f"(open, overwrite 16 bytes, close) round-robin over {args.burst_files} files.")
@@ -510,8 +614,9 @@ def main():
     ap.add_argument("--converge-timeout", type=float, default=120)
     ap.add_argument("--large", action="store_true", help="also the 100,000-file no-op run")
     ap.add_argument("--large-files", type=int, default=100_000)
+    ap.add_argument("--big-mib", type=int, default=1024, help="size of the file of --only big")
     ap.add_argument("--only", default="sync,burst",
-                    help="comma list of: sync (initial + no-op), burst")
+                    help="comma list of: sync (initial + no-op), big, burst")
     args, _ = ap.parse_known_args()
     args.passthrough = [a for a in sys.argv[1:]
                         if not (a.startswith("--skynet") or a.startswith("--work"))]
@@ -531,6 +636,8 @@ def main():
         bench_sync(tools, args, work, results)
         if args.large:
             bench_noop_large(tools, args, work, results)
+    if "big" in only:
+        bench_big(tools, args, work, results)
     if "burst" in only:
         bench_burst(tools, args, work, results)
     report(args, results, started)
