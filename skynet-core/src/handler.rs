@@ -678,6 +678,7 @@ impl Handler {
                 Action::Move { from, to } => {
                     self.queue_fallback_sends(to)?;
                     self.delete_if_gone(to)?;
+                    self.delete_moved_if_gone(from, to)?;
                     Outcome::Done {
                         id,
                         ledger: LedgerUpdate::Deleted(from.clone()),
@@ -733,6 +734,28 @@ impl Handler {
         if self.cfg.complete_sync && std::fs::symlink_metadata(local).is_err() {
             self.queue
                 .push(&[Entry::new(Action::Delete(path.clone()), 0)])?;
+        }
+        Ok(())
+    }
+
+    /// With complete-sync, for a move whose remote source is gone: the move may have been
+    /// done remotely before a crash (not acknowledged), carrying every file the ledger knows
+    /// under `from` to the same place under `to`. Those whose local file is gone by now (moved
+    /// on or removed while skynet was down) are deleted there; no scan would ever find them.
+    fn delete_moved_if_gone(&self, from: &RelPath, to: &RelPath) -> Result<(), StateError> {
+        if !self.cfg.complete_sync {
+            return Ok(());
+        }
+        let entries: Vec<Entry> = self
+            .queue
+            .ledger_paths_within(from)?
+            .into_iter()
+            .filter_map(|p| p.rebase(from, to))
+            .filter(|q| q != to && std::fs::symlink_metadata(q.under(&self.source_root)).is_err())
+            .map(|q| Entry::new(Action::Delete(q), 0))
+            .collect();
+        if !entries.is_empty() {
+            self.queue.push(&entries)?;
         }
         Ok(())
     }

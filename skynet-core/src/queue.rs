@@ -740,6 +740,37 @@ impl Queue {
         Ok(out)
     }
 
+    /// Every queued action (pending, in flight, retrying, held or parked), oldest first.
+    pub fn queued_actions(&self) -> Result<Vec<Action>, StateError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare("SELECT seq, path, kind, from_path FROM queue ORDER BY seq")
+            .map_err(|e| self.err(e))?;
+        let mut rows = stmt.query([]).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(|e| self.err(e))? {
+            out.push(self.row_action(row)?);
+        }
+        Ok(out)
+    }
+
+    /// The ledger's paths at `path` or below it.
+    pub fn ledger_paths_within(&self, path: &RelPath) -> Result<Vec<RelPath>, StateError> {
+        let conn = self.lock();
+        let (lo, hi) = within_bounds(path);
+        let mut stmt = conn
+            .prepare("SELECT path FROM ledger WHERE path = ?1 OR (path > ?2 AND path < ?3)")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![path.as_bytes(), lo, hi], |r| r.get::<_, Vec<u8>>(0))
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.extend(RelPath::from_bytes(&row.map_err(|e| self.err(e))?).ok());
+        }
+        Ok(out)
+    }
+
     /// The whole ledger.
     pub fn ledger(&self) -> Result<HashMap<RelPath, LedgerEntry>, StateError> {
         let conn = self.lock();
