@@ -5,11 +5,6 @@
 //! byte for byte, and nothing a crash can leave behind remains (temporary `.skynet-tmp.`
 //! files; for S3, multipart uploads still open, read from s3s-fs's data directory because it
 //! has no ListMultipartUploads).
-//!
-//! S3 is left out for now: the same loop against s3s-fs (`Backend::s3`) ends with objects
-//! that differ from the source or should have been deleted (renamed files `rNNN`); see the
-//! report of the `faults` branch. Add `kill_loop(&Backend::s3("killloop", "mirror"), ...)`
-//! back once fixed.
 
 mod common;
 use common::remote::Backend;
@@ -98,4 +93,11 @@ fn sftp_survives_a_kill_loop() {
     let s = Scratch::new();
     let backend = Backend::sftp("kill-loop");
     kill_loop(&backend, &s, seed(2));
+}
+
+#[test]
+fn s3_survives_a_kill_loop() {
+    let s = Scratch::new();
+    let backend = Backend::s3("killloop", "mirror");
+    kill_loop(&backend, &s, seed(3));
 }

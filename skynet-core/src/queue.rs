@@ -740,6 +740,20 @@ impl Queue {
         Ok(out)
     }
 
+    /// Every queued action (pending, in flight, retrying, held or parked), oldest first.
+    pub fn queued_actions(&self) -> Result<Vec<Action>, StateError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare("SELECT seq, path, kind, from_path FROM queue ORDER BY seq")
+            .map_err(|e| self.err(e))?;
+        let mut rows = stmt.query([]).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(|e| self.err(e))? {
+            out.push(self.row_action(row)?);
+        }
+        Ok(out)
+    }
+
     /// Targets of the sends that will run (every state but parked): the uploads a backend may
     /// resume, whose temporaries a sweep keeps (see `Connection::sweep_temps`). Parked sends
     /// are left out: they run again only when someone retries them, and a resumable temp is

@@ -3,8 +3,11 @@
 //! The scan compares the source tree with the ledger and queues what differs: files that are
 //! new or whose size or mtime changed are sent; with complete-sync, ledger entries whose file
 //! is gone are deleted. It runs on start (changes made while skynet was stopped) and whenever
-//! the watcher lost events. Paths that already have a queued action are left to the queue,
-//! so a pending move is not turned into a re-upload.
+//! the watcher lost events. The comparison is with the ledger as the queued actions will leave
+//! it (a queued move carries its source's entry to its target, a queued delete drops it), so a
+//! pending move of an unchanged file is not turned into a re-upload, while a move target that
+//! changed or vanished since (events lost in a crash) is still sent or deleted after the move.
+//! Files with a queued send are left to it.
 //!
 //! Safety: a directory that cannot be read is never taken as "its files are gone"; the scan
 //! refuses to run at all when the source root itself is missing, so an unmounted disk does not
@@ -20,7 +23,7 @@ use crate::action::Action;
 use crate::connection::is_temp_name;
 use crate::gate::Admission;
 use crate::merge::Entry;
-use crate::queue::{mtime_ns, now_ms, Queue, StateError};
+use crate::queue::{mtime_ns, now_ms, LedgerEntry, Queue, StateError};
 use crate::relpath::RelPath;
 
 /// Which source paths skynet ignores: `--exclude` globs and its own temporary files; and,
@@ -186,8 +189,7 @@ pub fn catch_up(
     if !root.is_dir() {
         return Err(ScanError::RootMissing(root.display().to_string()));
     }
-    let ledger = queue.ledger()?;
-    let queued = queue.queued_paths()?;
+    let (ledger, queued) = projected_ledger(queue)?;
     let mut report = ScanReport::default();
     let mut seen: HashSet<RelPath> = HashSet::with_capacity(ledger.len());
     let mut unreadable: Vec<RelPath> = Vec::new();
@@ -231,8 +233,8 @@ pub fn catch_up(
         let modified = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
         let mtime = mtime_ns(modified);
         let unchanged = ledger
-            .get(&rel)
-            .is_some_and(|l| l.size == meta.len() && l.mtime_ns == mtime);
+            .get(rel.as_bytes())
+            .is_some_and(|(_, l)| l.size == meta.len() && l.mtime_ns == mtime);
         if unchanged || !filter.admits_file(&rel) {
             continue;
         }
@@ -255,7 +257,7 @@ pub fn catch_up(
         }
     }
     if opts.queue_deletes {
-        for path in ledger.keys() {
+        for path in ledger.values().map(|(p, _)| p) {
             let skip = seen.contains(path)
                 || queued.contains(path)
                 || filter.excluded(path)
@@ -277,6 +279,54 @@ pub fn catch_up(
         "catch-up scan done"
     );
     Ok(report)
+}
+
+/// The ledger as the queued actions will leave it once they have run, by path bytes (so that
+/// what lies under a directory is one range), and the paths of queued sends. A queued move
+/// carries the entries at or under its source to its target: the destination will then hold
+/// there what it holds at the source now, whatever the local file became since. A queued
+/// delete drops the entries at or under its path.
+fn projected_ledger(queue: &Queue) -> Result<(Projected, HashSet<RelPath>), StateError> {
+    let mut ledger: Projected = queue
+        .ledger()?
+        .into_iter()
+        .map(|(p, e)| (p.as_bytes().to_vec(), (p, e)))
+        .collect();
+    let mut sends = HashSet::new();
+    for action in queue.queued_actions()? {
+        match action {
+            Action::Send(p) => {
+                sends.insert(p);
+            }
+            Action::Delete(p) => {
+                take_within(&mut ledger, &p);
+            }
+            Action::Move { from, to } => {
+                let moved = take_within(&mut ledger, &from);
+                take_within(&mut ledger, &to);
+                for (p, e) in moved {
+                    if let Some(q) = p.rebase(&from, &to) {
+                        ledger.insert(q.as_bytes().to_vec(), (q, e));
+                    }
+                }
+            }
+        }
+    }
+    Ok((ledger, sends))
+}
+
+type Projected = std::collections::BTreeMap<Vec<u8>, (RelPath, LedgerEntry)>;
+
+/// Removes and returns the entries at `path` or below it.
+fn take_within(ledger: &mut Projected, path: &RelPath) -> Vec<(RelPath, LedgerEntry)> {
+    let exact = path.as_bytes().to_vec();
+    let mut lo = exact.clone();
+    lo.push(b'/');
+    let mut hi = exact.clone();
+    hi.push(b'/' + 1);
+    let mut keys: Vec<Vec<u8>> = ledger.range(lo..hi).map(|(k, _)| k.clone()).collect();
+    keys.push(exact);
+    keys.into_iter().filter_map(|k| ledger.remove(&k)).collect()
 }
 
 fn progress_bar(wanted: bool) -> Option<indicatif::ProgressBar> {
@@ -395,5 +445,89 @@ mod tests {
             .collect();
         assert_eq!(rows, vec!["Send d/new", "Delete gone"]);
         assert!(catch_up(&src.path().join("missing"), &q, &Filter::default(), &opts).is_err());
+    }
+
+    /// Events lost in a crash after moves were queued: the scan must not trust a queued move
+    /// to bring its target up to date. The move carries what the destination holds at its
+    /// source; a target changed since must still be sent after it, and one that is gone
+    /// deleted after it (found by the S3 kill loop: `c3/r311` stale, `d39/r474` left over).
+    #[test]
+    fn scan_checks_the_targets_of_queued_moves() {
+        let src = tempfile::tempdir().unwrap();
+        let root = src.path();
+        for (f, body) in [
+            ("b", &b"appended after the move"[..]),
+            ("e/x", b"x"),
+            ("h", b"hh"),
+            ("l", b"ll"),
+        ] {
+            std::fs::create_dir_all(root.join(f).parent().unwrap()).unwrap();
+            std::fs::write(root.join(f), body).unwrap();
+        }
+        let stat = |f: &str| {
+            let m = std::fs::metadata(root.join(f)).unwrap();
+            (m.len(), mtime_ns(m.modified().unwrap()))
+        };
+        let q = Queue::open_in_memory().unwrap();
+        let (x, h, l) = (stat("e/x"), stat("h"), stat("l"));
+        q.record_delivered(&[
+            (p("a"), 3, 1, None),
+            (p("d/x"), x.0, x.1, None),
+            (p("d/y"), 1, 1, None),
+            (p("f"), h.0, h.1, None),
+            (p("k"), l.0, l.1, None),
+        ])
+        .unwrap();
+        let mv = |a: &str, b: &str| {
+            Entry::new(
+                Action::Move {
+                    from: p(a),
+                    to: p(b),
+                },
+                0,
+            )
+        };
+        // a -> b was in flight when the process died; the others were pending.
+        q.push(&[mv("a", "b")]).unwrap();
+        assert_eq!(q.claim(10, now_ms()).unwrap().len(), 1);
+        q.recover().unwrap();
+        q.push(&[mv("d", "e"), mv("f", "g"), mv("k", "l")]).unwrap();
+        let opts = ScanOptions {
+            queue_deletes: true,
+            gate: Default::default(),
+            settle: Duration::ZERO,
+            progress: false,
+        };
+        catch_up(root, &q, &Filter::default(), &opts).unwrap();
+        let rows: Vec<String> = q
+            .rows()
+            .unwrap()
+            .into_iter()
+            .map(|r| match r.from {
+                Some(f) => format!("{:?} {f} {}", r.kind, r.path),
+                None => format!("{:?} {}", r.kind, r.path),
+            })
+            .collect();
+        for want in [
+            "Move a b",
+            "Send b",
+            "Move d e",
+            "Delete e/y",
+            "Send h",
+            "Delete g",
+        ] {
+            assert!(rows.iter().any(|r| r == want), "no {want:?} in {rows:?}");
+        }
+        // Unchanged files carried by a move are not re-sent; the move's source is not
+        // deleted apart from the move (it removes it).
+        for unwanted in ["Send e/x", "Send l", "Delete a", "Delete d/x", "Delete k"] {
+            assert!(
+                !rows.iter().any(|r| r == unwanted),
+                "{unwanted:?} in {rows:?}"
+            );
+        }
+        // The send of b runs after the interrupted move, so it wins.
+        let pos = |w: &str| rows.iter().position(|r| r == w).unwrap();
+        assert!(pos("Move a b") < pos("Send b"), "{rows:?}");
     }
 }

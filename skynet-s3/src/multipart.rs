@@ -180,6 +180,16 @@ async fn resumable(
         inner.store.run(move |s| s.remove(&id)).await?;
         return Ok(None);
     };
+    if on_server.is_empty() {
+        // Nothing to resume. Also what s3s-fs lists for an upload id it no longer has (one
+        // completed or aborted by a process killed before it dropped its record), whose
+        // parts it then refuses: start over. The abort fails there too, so the record goes
+        // whatever the abort's result.
+        abort_quietly(inner, key, &rec.upload_id).await;
+        let id = rec.upload_id.clone();
+        inner.store.run(move |s| s.remove(&id)).await?;
+        return Ok(None);
+    }
     let id = rec.upload_id.clone();
     let stored: HashMap<i32, PartRecord> = inner
         .store
@@ -270,6 +280,8 @@ async fn create_upload(
 struct PartError {
     err: ConnError,
     upload_gone: bool,
+    /// The server answered AccessDenied (s3s-fs's answer for an unknown upload id).
+    denied: bool,
 }
 
 /// Everything one part task needs, owned, so it can run as its own task.
@@ -286,6 +298,7 @@ impl PartJob {
         let plain = |err| PartError {
             err,
             upload_gone: false,
+            denied: false,
         };
         let path = self.path.clone();
         let (data, crc32c) = tokio::task::spawn_blocking(move || {
@@ -317,9 +330,11 @@ impl PartJob {
             .map_err(|e| {
                 let f = classify(e, &what);
                 let upload_gone = f.code.as_deref() == Some("NoSuchUpload");
+                let denied = f.code.as_deref() == Some("AccessDenied");
                 PartError {
                     err: f.into(),
                     upload_gone,
+                    denied,
                 }
             })?;
         let Some(etag) = out.e_tag() else {
@@ -371,7 +386,13 @@ pub(crate) async fn send_multipart(
     // A "directory" in the way: for a big file one listing is cheap, and some servers
     // (s3s-fs) could not complete the upload over it.
     inner.clear_dir_in_the_way(key).await?;
-    let upload = match resumable(inner, file, key).await? {
+    let resumable = resumable(inner, file, key).await?;
+    // s3s-fs answers AccessDenied, not NoSuchUpload, for an upload id it no longer has (one
+    // completed or aborted by a process killed before it could drop its record): for a
+    // resumed upload, that too means "gone, start over". A fresh upload refused the same way
+    // is a real refusal.
+    let resumed = resumable.is_some();
+    let upload = match resumable {
         Some(u) => {
             inner
                 .live_uploads
@@ -419,11 +440,19 @@ pub(crate) async fn send_multipart(
                 sent += part.size;
                 done.push(part);
             }
-            Ok(Err(PartError { err, upload_gone })) => {
+            Ok(Err(PartError {
+                err,
+                upload_gone,
+                denied,
+            })) => {
                 set.abort_all();
-                if upload_gone {
+                if upload_gone || (resumed && denied) {
                     let id = id.clone();
                     inner.store.run(move |s| s.remove(&id)).await?;
+                    return Err(ConnError::transient(format!(
+                        "{}; the upload is gone, starting over",
+                        err.message
+                    )));
                 } else if matches!(err.kind, ErrorKind::Permanent | ErrorKind::SourceMissing) {
                     abort_quietly(inner, key, &id).await;
                 }
@@ -476,6 +505,7 @@ pub(crate) async fn send_multipart(
     if let Err(e) = res {
         let f = classify(e, &inner.what("complete upload of", key));
         let hopeless = f.is_no_such_upload()
+            || (resumed && f.code.as_deref() == Some("AccessDenied"))
             || matches!(
                 f.code.as_deref(),
                 Some("InvalidPart" | "InvalidPartOrder" | "EntityTooSmall" | "InvalidRequest")

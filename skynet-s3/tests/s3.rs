@@ -514,3 +514,44 @@ async fn abandoned_uploads_are_aborted() {
         );
     }
 }
+
+/// A recorded upload the server no longer has (completed or aborted by a process killed
+/// before it dropped its record: seen in the S3 kill loop) is started over, even though
+/// s3s-fs answers AccessDenied rather than NoSuchUpload for its parts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorded_upload_gone_from_the_server_is_started_over() {
+    let server = S3Server::start();
+    server.create_bucket("gone").await;
+    let state = tempfile::tempdir().unwrap();
+    let mut cfg = server.config("gone", "pre");
+    cfg.state_db = Some(state.path().join("state.db"));
+    cfg.part_size = 5 * MIB;
+    cfg.concurrency = 1;
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = content(30 * MIB as usize, 5);
+    let src = local(dir.path(), "f", &bytes);
+    {
+        let conn = connect(cfg.clone()).await;
+        let file = src.clone();
+        let task = tokio::spawn(async move { conn.send(&file, &rel("v.bin")).await });
+        // The upload exists; its first part is not stored yet or is about to be.
+        let id = wait_for_parts(&server, 0).await;
+        task.abort();
+        let _ = task.await;
+        // Behind skynet's back, as a killed process's last request would.
+        let other = connect(server.config("gone", "pre")).await;
+        other
+            .client()
+            .abort_multipart_upload()
+            .bucket("gone")
+            .key("pre/v.bin")
+            .upload_id(&id)
+            .send()
+            .await
+            .expect("abort");
+    }
+    let conn = connect(cfg).await;
+    let sent = conn.send(&src, &rel("v.bin")).await.expect("started over");
+    assert_eq!(sent, bytes.len() as u64);
+    assert!(conn.read(&rel("v.bin")).await.unwrap() == bytes);
+}
