@@ -717,29 +717,6 @@ impl Queue {
         .map_err(|e| self.err(e))
     }
 
-    /// Every path named by a queued row (keys and move sources), parked rows included: the
-    /// catch-up scan leaves these to the queue.
-    pub fn queued_paths(&self) -> Result<HashSet<RelPath>, StateError> {
-        let conn = self.lock();
-        let mut stmt = conn
-            .prepare("SELECT path, from_path FROM queue")
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Option<Vec<u8>>>(1)?))
-            })
-            .map_err(|e| self.err(e))?;
-        let mut out = HashSet::new();
-        for row in rows {
-            let (path, from) = row.map_err(|e| self.err(e))?;
-            out.extend(RelPath::from_bytes(&path).ok());
-            if let Some(f) = from {
-                out.extend(RelPath::from_bytes(&f).ok());
-            }
-        }
-        Ok(out)
-    }
-
     /// Every queued action (pending, in flight, retrying, held or parked), oldest first.
     pub fn queued_actions(&self) -> Result<Vec<Action>, StateError> {
         let conn = self.lock();
