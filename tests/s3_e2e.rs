@@ -141,43 +141,15 @@ impl S3 {
 
     /// Every object under `prefix` (listed with pagination, each one downloaded) by hash.
     fn objects(&self, prefix: &str) -> Result<Digests, String> {
-        let client = self.conn.client();
-        self.rt.block_on(async {
-            let mut out = Digests::new();
-            let mut token: Option<String> = None;
-            loop {
-                let page = client
-                    .list_objects_v2()
-                    .bucket(&self.bucket)
-                    .prefix(prefix)
-                    .set_continuation_token(token.clone())
-                    .send()
-                    .await
-                    .map_err(|e| format!("list {prefix}: {e:?}"))?;
-                for obj in page.contents() {
-                    let key = obj.key().unwrap_or_default().to_string();
-                    let got = client
-                        .get_object()
-                        .bucket(&self.bucket)
-                        .key(&key)
-                        .send()
-                        .await
-                        .map_err(|e| format!("get {key}: {e:?}"))?;
-                    let bytes = got
-                        .body
-                        .collect()
-                        .await
-                        .map_err(|e| format!("read {key}: {e:?}"))?
-                        .into_bytes();
-                    out.insert(key, sha(&bytes));
-                }
-                match page.next_continuation_token() {
-                    Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_string()),
-                    _ => break,
-                }
-            }
-            Ok(out)
-        })
+        let all = self.rt.block_on(skynet_s3::testing::objects(
+            self.conn.client(),
+            &self.bucket,
+            prefix,
+        ))?;
+        Ok(all
+            .into_iter()
+            .map(|(key, bytes)| (key, sha(&bytes)))
+            .collect())
     }
 
     /// The ETag of `key`, without quotes.

@@ -265,3 +265,46 @@ impl Drop for S3Server {
 }
 
 pub use skynet_core::conformance::pseudo_random;
+
+/// Every object whose key starts with `prefix`, listed page by page and downloaded, by key:
+/// what the tests compare with the source.
+pub async fn objects(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+) -> Result<std::collections::BTreeMap<String, Vec<u8>>, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .set_continuation_token(token.clone())
+            .send()
+            .await
+            .map_err(|e| format!("list {prefix}: {e:?}"))?;
+        for obj in page.contents() {
+            let key = obj.key().unwrap_or_default().to_string();
+            let got = client
+                .get_object()
+                .bucket(bucket)
+                .key(&key)
+                .send()
+                .await
+                .map_err(|e| format!("get {key}: {e:?}"))?;
+            let bytes = got
+                .body
+                .collect()
+                .await
+                .map_err(|e| format!("read {key}: {e:?}"))?
+                .into_bytes();
+            out.insert(key, bytes.to_vec());
+        }
+        match page.next_continuation_token() {
+            Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_string()),
+            _ => break,
+        }
+    }
+    Ok(out)
+}

@@ -13,15 +13,7 @@ use skynet_core::relpath::RelPath;
 use skynet_sftp::testing::SshServer;
 use skynet_sftp::{HostKeyPolicy, SftpConfig, SftpConnection};
 
-fn rel(s: &str) -> RelPath {
-    RelPath::from_bytes(s.as_bytes()).expect("valid path")
-}
-
-fn source(dir: &Path, name: &str, content: &[u8]) -> SourceFile {
-    let path = dir.join(name);
-    fs::write(&path, content).expect("write source");
-    SourceFile::stat(&path).expect("stat source")
-}
+use skynet_core::conformance::{local_file as source, rel};
 
 fn ssh_keygen_fingerprint(pub_key: &Path) -> String {
     let out = Command::new("ssh-keygen")

@@ -6,20 +6,12 @@ use std::collections::HashSet;
 use std::fs;
 use std::path::Path;
 
-use skynet_core::connection::{BlockingConnection, SourceFile, TEMP_PREFIX};
+use skynet_core::connection::{BlockingConnection, TEMP_PREFIX};
 use skynet_core::relpath::RelPath;
 use skynet_sftp::testing::SshServer;
 use skynet_sftp::{SftpConnection, RESUME_MIN};
 
-fn rel(s: &str) -> RelPath {
-    RelPath::from_bytes(s.as_bytes()).expect("valid path")
-}
-
-fn source(dir: &Path, name: &str, content: &[u8]) -> SourceFile {
-    let path = dir.join(name);
-    fs::write(&path, content).expect("write source");
-    SourceFile::stat(&path).expect("stat source")
-}
+use skynet_core::conformance::{local_file as source, rel};
 
 /// Temp files and directories under `root`, by path relative to it.
 fn temps(root: &Path) -> Vec<String> {

@@ -118,47 +118,19 @@ impl Backend {
                 conn,
                 ..
             } => {
-                let client = conn.client();
                 let list_prefix = format!("{prefix}/");
-                rt.block_on(async {
-                    let mut out = Tree::new();
-                    let mut token: Option<String> = None;
-                    loop {
-                        let page = client
-                            .list_objects_v2()
-                            .bucket(bucket)
-                            .prefix(&list_prefix)
-                            .set_continuation_token(token.clone())
-                            .send()
-                            .await
-                            .map_err(|e| format!("list: {e:?}"))?;
-                        for obj in page.contents() {
-                            let key = obj.key().unwrap_or_default().to_string();
-                            let got = client
-                                .get_object()
-                                .bucket(bucket)
-                                .key(&key)
-                                .send()
-                                .await
-                                .map_err(|e| format!("get {key}: {e:?}"))?;
-                            let bytes = got
-                                .body
-                                .collect()
-                                .await
-                                .map_err(|e| format!("read {key}: {e:?}"))?
-                                .into_bytes();
-                            let rel = key.strip_prefix(&list_prefix).unwrap_or(&key);
-                            out.insert(rel.as_bytes().to_vec(), bytes.to_vec());
-                        }
-                        match page.next_continuation_token() {
-                            Some(t) if page.is_truncated() == Some(true) => {
-                                token = Some(t.to_string())
-                            }
-                            _ => break,
-                        }
-                    }
-                    Ok(out)
-                })
+                let all = rt.block_on(skynet_s3::testing::objects(
+                    conn.client(),
+                    bucket,
+                    &list_prefix,
+                ))?;
+                Ok(all
+                    .into_iter()
+                    .map(|(key, bytes)| {
+                        let rel = key.strip_prefix(&list_prefix).unwrap_or(&key);
+                        (rel.as_bytes().to_vec(), bytes)
+                    })
+                    .collect())
             }
         }
     }
