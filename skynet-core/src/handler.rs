@@ -694,6 +694,9 @@ impl Handler {
             Err(e) => e,
         };
         self.status.set_error(&error.message);
+        if error.kind == ErrorKind::SourceMissing {
+            tracing::debug!(action = %claimed.action, error = %error.message, "source missing");
+        }
         let outcome = match error.kind {
             ErrorKind::ConnectionLost => {
                 if *connected {

@@ -301,29 +301,37 @@ impl Queue {
     pub fn push(&self, entries: &[Entry]) -> Result<u64, StateError> {
         let mut conn = self.lock();
         let tx = self.write_tx(&mut conn)?;
-        // Collapse repeated sends of one path within the batch before touching SQL: a burst
-        // of a million writes costs one merge per distinct path.
-        let mut last_send: HashMap<&RelPath, usize> = HashMap::new();
-        for (i, e) in entries.iter().enumerate() {
-            if let Action::Send(p) = &e.action {
-                last_send.insert(p, i);
+        // Collapse repeated sends of one path before touching SQL: a burst of a million
+        // writes costs one merge per distinct path. Only within a run of sends: a move or
+        // delete in between must see the sends before it (`send(a)`, `move(a→b)`, `send(a)`
+        // needs the first send to become `send(b)`, or `b` would get the old remote `a`).
+        for run in entries.split_inclusive(|e| !matches!(e.action, Action::Send(_))) {
+            let (sends, rest) = match run.split_last() {
+                Some((last, sends)) if !matches!(last.action, Action::Send(_)) => {
+                    (sends, Some(last))
+                }
+                _ => (run, None),
+            };
+            let mut last_send: HashMap<&RelPath, usize> = HashMap::new();
+            let mut max_ready: HashMap<&RelPath, u64> = HashMap::new();
+            for (i, e) in sends.iter().enumerate() {
+                if let Action::Send(p) = &e.action {
+                    last_send.insert(p, i);
+                    let m = max_ready.entry(p).or_insert(0);
+                    *m = (*m).max(e.ready_at);
+                }
             }
-        }
-        let mut max_ready: HashMap<&RelPath, u64> = HashMap::new();
-        for (i, e) in entries.iter().enumerate() {
-            if let Action::Send(p) = &e.action {
-                let m = max_ready.entry(p).or_insert(0);
-                *m = (*m).max(e.ready_at);
-                if last_send.get(p) != Some(&i) {
-                    continue;
+            for (i, e) in sends.iter().enumerate() {
+                if let Action::Send(p) = &e.action {
+                    if last_send.get(p) == Some(&i) {
+                        let ready = max_ready.get(p).copied().unwrap_or(e.ready_at);
+                        tracing::trace!(action = %e.action, "queued");
+                        self.merge_one(&tx, Entry::new(e.action.clone(), ready))?;
+                    }
                 }
-                let entry = Entry::new(e.action.clone(), *m);
-                self.merge_one(&tx, entry)?;
-            } else {
-                // A non-send ends a run of sends for its paths.
-                for p in e.action.paths() {
-                    max_ready.remove(p);
-                }
+            }
+            if let Some(e) = rest {
+                tracing::trace!(action = %e.action, "queued");
                 self.merge_one(&tx, e.clone())?;
             }
         }
@@ -1091,6 +1099,24 @@ mod tests {
         assert_eq!(q.push(&batch).unwrap(), 100);
         assert_eq!(q.push(&batch).unwrap(), 100);
         assert_eq!(q.counts().unwrap().pending, 100);
+    }
+
+    #[test]
+    fn a_burst_keeps_the_sends_a_rename_in_it_carries() {
+        // One watcher batch: a written, renamed to b, a written again. Collapsing the two
+        // sends of `a` across the rename would rename the destination's old `a` to `b`.
+        let q = Queue::open_in_memory().unwrap();
+        let mv = Entry::new(
+            Action::Move {
+                from: p("a"),
+                to: p("b"),
+            },
+            0,
+        );
+        q.push(&[send("a"), mv, send("a")]).unwrap();
+        let mut got = claim_actions(&q);
+        got.sort_by_key(|a| a.to_string());
+        assert_eq!(got, vec![Action::Send(p("a")), Action::Send(p("b"))]);
     }
 
     #[test]

@@ -20,7 +20,12 @@ pub struct Scratch {
 
 impl Scratch {
     pub fn new() -> Scratch {
-        let dir = tempfile::tempdir().expect("tempdir");
+        let mut dir = tempfile::tempdir().expect("tempdir");
+        // `SKYNET_TEST_KEEP=1` keeps the scratch (logs, state database) to study a failure.
+        if std::env::var_os("SKYNET_TEST_KEEP").is_some() {
+            dir.disable_cleanup(true);
+            eprintln!("keeping scratch {}", dir.path().display());
+        }
         let src = dir.path().join("src");
         let dst = dir.path().join("dst");
         let state = dir.path().join("state");
@@ -56,7 +61,7 @@ impl Scratch {
         let mut c = Command::new(env!("CARGO_BIN_EXE_skynet"));
         c.args(args)
             .env("SKYNET_STATE_DIR", &self.state)
-            .env("RUST_LOG", "info");
+            .env("RUST_LOG", test_log_level());
         if let Some((uid, gid)) = self.user {
             use std::os::unix::process::CommandExt;
             // std drops the supplementary groups too when root sets a uid.
@@ -108,6 +113,12 @@ impl Scratch {
         );
         serde_json::from_slice(&out.stdout).expect("status json")
     }
+}
+
+/// The log level of every `skynet` a test starts: `SKYNET_TEST_LOG` when set (e.g.
+/// `skynet_core=debug` to trace a failure), else `info`.
+pub fn test_log_level() -> String {
+    std::env::var("SKYNET_TEST_LOG").unwrap_or_else(|_| "info".to_string())
 }
 
 fn rand_suffix() -> u64 {
@@ -526,8 +537,22 @@ impl Churn {
         let handle = std::thread::spawn(move || {
             let mut rng = Rng::new(seed);
             let mut done = 0;
+            // With `SKYNET_TEST_KEEP`, every change is written beside the source, to trace a
+            // failure back to the change that caused it.
+            let mut journal = std::env::var_os("SKYNET_TEST_KEEP").and_then(|_| {
+                let path = root.parent()?.join("churn.log");
+                std::fs::File::create(path).ok()
+            });
             while done < max_ops && !flag.load(std::sync::atomic::Ordering::Relaxed) {
-                churn_once(&root, &mut rng, done);
+                let what = churn_once(&root, &mut rng, done);
+                if let Some(j) = journal.as_mut() {
+                    use std::io::Write;
+                    let at = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_secs_f64())
+                        .unwrap_or(0.0);
+                    let _ = writeln!(j, "{at:.6} {done} {what}");
+                }
                 done += 1;
                 std::thread::sleep(pause);
             }
@@ -594,7 +619,7 @@ fn listing(root: &Path, files: bool) -> Vec<PathBuf> {
 
 /// One random change under `root`. Errors are ignored: the tree is only changed by this
 /// thread, but a pick may go stale (a folder removed with its files).
-fn churn_once(root: &Path, rng: &mut Rng, step: usize) {
+fn churn_once(root: &Path, rng: &mut Rng, step: usize) -> String {
     let body = |rng: &mut Rng| -> Vec<u8> {
         let len = rng.below(6000) as usize;
         let seed = rng.next_u64();
@@ -611,42 +636,58 @@ fn churn_once(root: &Path, rng: &mut Rng, step: usize) {
                 _ => root.join(dir_name(rng)).join(dir_name(rng)),
             };
             let _ = std::fs::create_dir_all(&dir);
-            let _ = std::fs::write(dir.join(format!("n{step}-{}", rng.below(1000))), body(rng));
+            let f = dir.join(format!("n{step}-{}", rng.below(1000)));
+            let r = std::fs::write(&f, body(rng));
+            format!("create {} {r:?}", f.display())
         }
         30..=49 => {
             if let Some(f) = pick(&listing(root, true), rng) {
-                let _ = std::fs::write(f, body(rng));
+                let r = std::fs::write(&f, body(rng));
+                return format!("write {} {r:?}", f.display());
             }
+            "write nothing".to_string()
         }
         50..=59 => {
             if let Some(f) = pick(&listing(root, true), rng) {
                 use std::io::Write;
-                if let Ok(mut h) = std::fs::OpenOptions::new().append(true).open(f) {
-                    let _ = h.write_all(&body(rng));
+                if let Ok(mut h) = std::fs::OpenOptions::new().append(true).open(&f) {
+                    let r = h.write_all(&body(rng));
+                    return format!("append {} {r:?}", f.display());
                 }
             }
+            "append nothing".to_string()
         }
         60..=74 => {
             if let Some(f) = pick(&listing(root, true), rng) {
                 let dirs = listing(root, false);
                 let to_dir = pick(&dirs, rng).unwrap_or_else(|| root.to_path_buf());
-                let _ = std::fs::rename(f, to_dir.join(format!("r{step}")));
+                let to = to_dir.join(format!("r{step}"));
+                let r = std::fs::rename(&f, &to);
+                return format!("rename {} {} {r:?}", f.display(), to.display());
             }
+            "rename nothing".to_string()
         }
         75..=82 => {
             if let Some(d) = pick(&listing(root, false), rng) {
-                let _ = std::fs::rename(d, root.join(format!("dir{step}")));
+                let to = root.join(format!("dir{step}"));
+                let r = std::fs::rename(&d, &to);
+                return format!("rename-dir {} {} {r:?}", d.display(), to.display());
             }
+            "rename-dir nothing".to_string()
         }
         83..=96 => {
             if let Some(f) = pick(&listing(root, true), rng) {
-                let _ = std::fs::remove_file(f);
+                let r = std::fs::remove_file(&f);
+                return format!("remove {} {r:?}", f.display());
             }
+            "remove nothing".to_string()
         }
         _ => {
             if let Some(d) = pick(&listing(root, false), rng) {
-                let _ = std::fs::remove_dir_all(d);
+                let r = std::fs::remove_dir_all(&d);
+                return format!("remove-dir {} {r:?}", d.display());
             }
+            "remove-dir nothing".to_string()
         }
     }
 }
