@@ -69,7 +69,16 @@ fn kill_loop(backend: &Backend, s: &Scratch, seed: u64) {
         "destination differs from the source after {KILLS} kills and a sync: {}\n{stderr}",
         diff(&want, &got)
     );
-    let left = backend.leftovers();
+    // One exception, announced: on a server that cannot list multipart uploads (s3s-fs), a
+    // kill between the server creating an upload and skynet recording its id leaves an upload
+    // nobody can name. skynet must then have warned about exactly that key; any other upload
+    // left open is a bug.
+    let logs = s.logs() + &stderr;
+    let left: Vec<String> = backend
+        .leftovers()
+        .into_iter()
+        .filter(|l| !announced(l, &logs))
+        .collect();
     assert!(left.is_empty(), "left behind by the crashes: {left:?}");
     let status = s.status();
     assert_eq!(status["mappings"][0]["pending"], 0, "{status}");
@@ -79,6 +88,18 @@ fn kill_loop(backend: &Backend, s: &Scratch, seed: u64) {
         started.elapsed(),
         want.len()
     );
+}
+
+/// Whether leftover `l` is an open upload that a run warned it could not abort.
+fn announced(l: &str, logs: &str) -> bool {
+    let Some((_, key)) = l.split_once(" of key=") else {
+        return false;
+    };
+    !key.is_empty()
+        && logs.lines().any(|line| {
+            line.contains("may have been left open by an interrupted run")
+                && line.contains(&format!("key={key}"))
+        })
 }
 
 #[test]
@@ -95,11 +116,7 @@ fn sftp_survives_a_kill_loop() {
     kill_loop(&backend, &s, seed(2));
 }
 
-/// Opt-in (`cargo test --features stress --test kill_loop`) while it still fails about one
-/// run in two: an object renamed remotely by a move that was never acknowledged sometimes
-/// stays behind (`extra d08/r147`), and a multipart upload can be left open. It is kept as
-/// the reproducer of those open bugs, outside the CI gate until they are fixed.
-#[cfg(feature = "stress")]
+/// S3 through s3s-fs, which cannot list multipart uploads: see the exception above.
 #[test]
 fn s3_survives_a_kill_loop() {
     let s = Scratch::new();

@@ -59,6 +59,9 @@ pub(crate) struct Inner {
     /// Multipart uploads started by this process and still running: connect() must not abort
     /// them even when they are not (yet) in the resume table.
     pub(crate) live_uploads: Mutex<HashSet<String>>,
+    /// When this connection was made (ms since the epoch): upload creations announced before
+    /// it and never recorded were interrupted by an earlier run.
+    opened_at: i64,
 }
 
 impl S3Connection {
@@ -138,6 +141,7 @@ impl S3Connection {
                 describe,
                 target,
                 live_uploads: Mutex::new(HashSet::new()),
+                opened_at: crate::resume_store::now_ms(),
             }),
         })
     }
@@ -353,7 +357,7 @@ impl Inner {
             .prefix(self.keys.root())
             .send()
             .await;
-        match listed {
+        let can_list = match listed {
             Ok(out) => {
                 for up in out.uploads() {
                     let (Some(key), Some(id)) = (up.key(), up.upload_id()) else {
@@ -364,6 +368,7 @@ impl Inner {
                         crate::multipart::abort_upload(self, key, id).await?;
                     }
                 }
+                true
             }
             Err(e) => {
                 let f = classify(e, &self.what("list uploads", self.keys.root()));
@@ -371,8 +376,32 @@ impl Inner {
                     return Err(f.into());
                 }
                 // Some servers (s3s-fs) do not implement ListMultipartUploads: the table
-                // above is then the only record, which is enough for uploads skynet made.
+                // above is then the only record of the uploads skynet made.
                 tracing::debug!("{}", f.message);
+                false
+            }
+        };
+        // A run killed between the server creating an upload and skynet recording its id
+        // leaves an upload only a listing can find. Where the server cannot list, say so,
+        // naming the key, rather than leave it unnoticed.
+        let (bucket, root, before) = (
+            self.bucket().to_string(),
+            self.keys.root().to_string(),
+            self.opened_at,
+        );
+        let interrupted = self
+            .store
+            .run(move |s| s.take_intents(&bucket, &root, before))
+            .await?;
+        if !can_list {
+            for key in interrupted {
+                tracing::warn!(
+                    key = %key,
+                    "a multipart upload may have been left open by an interrupted run; this \
+                     server cannot list uploads (ListMultipartUploads), so skynet cannot abort \
+                     it; a bucket lifecycle rule (AbortIncompleteMultipartUpload) removes such \
+                     uploads"
+                );
             }
         }
         Ok(())

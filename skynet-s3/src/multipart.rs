@@ -238,6 +238,7 @@ async fn create_upload(
     key: &str,
 ) -> Result<Upload, ConnError> {
     let part_size = part_size_for(file.size, inner.cfg.part_size);
+    announce(inner, key).await?;
     let out = inner
         .client
         .create_multipart_upload()
@@ -274,6 +275,13 @@ async fn create_upload(
         part_size,
         done: Vec::new(),
     })
+}
+
+/// Notes in the resume table that an upload of `key` is being created, so that a run killed
+/// before the upload is recorded is noticed by the next one.
+async fn announce(inner: &Inner, key: &str) -> Result<(), ConnError> {
+    let (bucket, key) = (inner.bucket().to_string(), key.to_string());
+    inner.store.run(move |s| s.announce(&bucket, &key)).await
 }
 
 /// The failure of one part, and whether it showed that the upload is gone on the server.
@@ -544,6 +552,7 @@ pub(crate) async fn copy_multipart(
                 f.into()
             }
         })?;
+    announce(inner, to).await?;
     let out = inner
         .client
         .create_multipart_upload()

@@ -70,6 +70,15 @@ CREATE TABLE IF NOT EXISTS s3_multipart_parts (
     checksum_crc32c TEXT,
     PRIMARY KEY (upload_id, part_number)
 );
+-- Written before CreateMultipartUpload, removed when the upload is recorded above: a row left
+-- here means a run was interrupted between the server creating an upload and skynet learning
+-- its id, so an upload nobody recorded may be open on the server.
+CREATE TABLE IF NOT EXISTS s3_multipart_intent (
+    bucket  TEXT NOT NULL,
+    key     TEXT NOT NULL,
+    started INTEGER NOT NULL,
+    PRIMARY KEY (bucket, key)
+);
 ";
 
 impl ResumeStore {
@@ -152,7 +161,57 @@ impl ResumeStore {
             .map_err(|e| self.db_error(e))
     }
 
-    /// Records a new upload, replacing any older record for the same key.
+    /// Notes that an upload of `key` is about to be created (see `s3_multipart_intent`).
+    pub(crate) fn announce(&self, bucket: &str, key: &str) -> Result<(), ConnError> {
+        self.lock()
+            .execute(
+                "INSERT OR REPLACE INTO s3_multipart_intent (bucket, key, started)
+                 VALUES (?1, ?2, ?3)",
+                params![bucket, key, now_ms()],
+            )
+            .map(|_| ())
+            .map_err(|e| self.db_error(e))
+    }
+
+    /// Removes and returns the keys of `bucket` under `prefix` whose upload creation was
+    /// announced before `before` (ms since the epoch) and never recorded: interrupted runs.
+    pub(crate) fn take_intents(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        before: i64,
+    ) -> Result<Vec<String>, ConnError> {
+        let mut db = self.lock();
+        let tx = db
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| self.db_error(e))?;
+        let keys = {
+            let mut stmt = tx
+                .prepare(
+                    "SELECT key FROM s3_multipart_intent
+                     WHERE bucket = ?1 AND substr(key, 1, ?3) = ?2 AND started < ?4 ORDER BY key",
+                )
+                .map_err(|e| self.db_error(e))?;
+            let rows = stmt
+                .query_map(params![bucket, prefix, prefix.len() as i64, before], |r| {
+                    r.get::<_, String>(0)
+                })
+                .map_err(|e| self.db_error(e))?;
+            rows.collect::<Result<Vec<_>, _>>()
+                .map_err(|e| self.db_error(e))?
+        };
+        tx.execute(
+            "DELETE FROM s3_multipart_intent
+             WHERE bucket = ?1 AND substr(key, 1, ?3) = ?2 AND started < ?4",
+            params![bucket, prefix, prefix.len() as i64, before],
+        )
+        .map_err(|e| self.db_error(e))?;
+        tx.commit().map_err(|e| self.db_error(e))?;
+        Ok(keys)
+    }
+
+    /// Records a new upload, replacing any older record for the same key, and clears the
+    /// announcement of its creation in the same transaction.
     pub(crate) fn insert(&self, rec: &UploadRecord) -> Result<(), ConnError> {
         use std::os::unix::ffi::OsStrExt;
         let mut db = self.lock();
@@ -177,6 +236,11 @@ impl ResumeStore {
         let created = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
+        tx.execute(
+            "DELETE FROM s3_multipart_intent WHERE bucket = ?1 AND key = ?2",
+            params![rec.bucket, rec.key],
+        )
+        .map_err(|e| self.db_error(e))?;
         tx.execute(
             "INSERT OR REPLACE INTO s3_multipart
              (bucket, key, upload_id, local_path, size, mtime_ns, part_size, created)
@@ -270,6 +334,13 @@ fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<UploadRecord> {
     })
 }
 
+/// Milliseconds since the epoch (0 if the clock is before it).
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -319,5 +390,20 @@ mod tests {
         store.remove("u9").unwrap();
         assert_eq!(store.get("b", "p/a").unwrap(), None);
         assert_eq!(store.list("b", "").unwrap().len(), 2);
+    }
+
+    #[test]
+    fn an_announced_upload_is_reported_until_recorded() {
+        let store = ResumeStore::open(None).unwrap();
+        store.announce("b", "p/big").unwrap();
+        store.announce("b", "p/done").unwrap();
+        store.announce("b", "q/other").unwrap();
+        store.insert(&rec("p/done", "u1")).unwrap();
+        // Announced after `before`: the current run's own creations are left alone.
+        assert!(store.take_intents("b", "p/", 0).unwrap().is_empty());
+        let later = now_ms() + 1;
+        assert_eq!(store.take_intents("b", "p/", later).unwrap(), ["p/big"]);
+        assert!(store.take_intents("b", "p/", later).unwrap().is_empty());
+        assert_eq!(store.take_intents("b", "", later).unwrap(), ["q/other"]);
     }
 }

@@ -221,6 +221,26 @@ impl S3Server {
         ids.into_iter().collect()
     }
 
+    /// The key of upload `id` in progress, read from the name of the metadata file s3s-fs
+    /// keeps for it: `.bucket-<b64>.object-<b64>.upload-<id>.metadata.json` (URL-safe
+    /// base64 without padding).
+    pub fn upload_key(&self, id: &str) -> Option<String> {
+        use base64::Engine;
+        let suffix = format!(".upload-{id}.metadata.json");
+        std::fs::read_dir(self.data_dir())
+            .ok()?
+            .flatten()
+            .find_map(|entry| {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let rest = name.strip_suffix(&suffix)?;
+                let (_, object) = rest.split_once(".object-")?;
+                let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(object)
+                    .ok()?;
+                String::from_utf8(bytes).ok()
+            })
+    }
+
     /// Part numbers the server holds for upload `id`.
     pub fn stored_parts(&self, id: &str) -> Vec<u32> {
         let prefix = format!(".upload_id-{id}.part-");

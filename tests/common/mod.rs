@@ -103,6 +103,19 @@ impl Scratch {
         }
     }
 
+    /// The logs of every `skynet` this scratch started in the background, concatenated.
+    pub fn logs(&self) -> String {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        names.retain(|p| p.extension().is_some_and(|e| e == "log"));
+        names.sort();
+        names
+            .iter()
+            .filter_map(|p| std::fs::read_to_string(p).ok())
+            .collect()
+    }
+
     /// `skynet status --json` as a value.
     pub fn status(&self) -> serde_json::Value {
         let out = self.cmd(&["status", "--json"]).output().expect("status");
@@ -540,7 +553,7 @@ impl Churn {
             // With `SKYNET_TEST_KEEP`, every change is written beside the source, to trace a
             // failure back to the change that caused it.
             let mut journal = std::env::var_os("SKYNET_TEST_KEEP").and_then(|_| {
-                let path = root.parent()?.join("churn.log");
+                let path = root.parent()?.join("churn.txt");
                 std::fs::File::create(path).ok()
             });
             while done < max_ops && !flag.load(std::sync::atomic::Ordering::Relaxed) {

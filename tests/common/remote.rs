@@ -164,7 +164,10 @@ impl Backend {
                 let mut left: Vec<String> = server
                     .in_progress_uploads()
                     .into_iter()
-                    .map(|id| format!("open multipart upload {id}"))
+                    .map(|id| {
+                        let key = server.upload_key(&id).unwrap_or_default();
+                        format!("open multipart upload {id} of key={key}")
+                    })
                     .collect();
                 left.extend(temps(&server.data_dir()));
                 left
