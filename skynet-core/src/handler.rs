@@ -732,7 +732,10 @@ impl Handler {
                     self.resend_moved(to)?;
                     Outcome::Done {
                         id,
-                        ledger: LedgerUpdate::Deleted(from.clone()),
+                        ledger: LedgerUpdate::MovedUnverified {
+                            from: from.clone(),
+                            to: to.clone(),
+                        },
                     }
                 }
                 // The local file is gone (its delete or move event covers it), or the path is

@@ -121,6 +121,15 @@ pub enum LedgerUpdate {
         from: RelPath,
         to: RelPath,
     },
+    /// A move whose remote source was gone: an earlier run may have done it without
+    /// acknowledging it (killed in between), so `to` may hold what the ledger had at `from`,
+    /// content unproven. Recorded like a move, but stale (size -1): the destination is known
+    /// to possibly hold `to`, so a later delete or move of it is kept, and the catch-up scan
+    /// re-sends or removes it.
+    MovedUnverified {
+        from: RelPath,
+        to: RelPath,
+    },
     /// The send found the local file gone: whatever the destination holds at this path is
     /// not known to be current (size -1 in the ledger), so a later move of it re-sends.
     Stale(RelPath),
@@ -898,6 +907,18 @@ fn apply_ledger(tx: &Transaction<'_>, update: &LedgerUpdate, now: i64) -> rusqli
             tx.prepare_cached("DELETE FROM ledger WHERE path = ?1 OR (path > ?2 AND path < ?3)")?
                 .execute(params![path.as_bytes(), lo, hi])?;
         }
+        LedgerUpdate::MovedUnverified { from, to } => {
+            let moved = LedgerUpdate::Moved {
+                from: from.clone(),
+                to: to.clone(),
+            };
+            apply_ledger(tx, &moved, now)?;
+            let (lo, hi) = within_bounds(to);
+            tx.prepare_cached(
+                "UPDATE ledger SET size = -1 WHERE path = ?1 OR (path > ?2 AND path < ?3)",
+            )?
+            .execute(params![to.as_bytes(), lo, hi])?;
+        }
         LedgerUpdate::Moved { from, to } => {
             let (lo, hi) = within_bounds(to);
             tx.execute(
@@ -1117,6 +1138,54 @@ mod tests {
         let mut got = claim_actions(&q);
         got.sort_by_key(|a| a.to_string());
         assert_eq!(got, vec![Action::Send(p("a")), Action::Send(p("b"))]);
+    }
+
+    #[test]
+    fn a_replayed_move_keeps_its_target_known_remotely() {
+        // a was sent; a run renamed it to b remotely and died before acknowledging. The
+        // replay found no a remotely (MovedUnverified). b, re-sent, is then renamed to c:
+        // the destination's b must be deleted, not forgotten.
+        let q = Queue::open_in_memory().unwrap();
+        q.push(&[send("a")]).unwrap();
+        let c = q.claim(10, now_ms()).unwrap();
+        let sent = LedgerUpdate::Sent {
+            path: p("a"),
+            size: 3,
+            mtime_ns: 7,
+            hash: None,
+        };
+        q.finish(&[Outcome::Done {
+            id: c[0].id,
+            ledger: sent,
+        }])
+        .unwrap();
+        let mv = |from: &str, to: &str| {
+            Entry::new(
+                Action::Move {
+                    from: p(from),
+                    to: p(to),
+                },
+                0,
+            )
+        };
+        q.push(&[mv("a", "b")]).unwrap();
+        let c = q.claim(10, now_ms()).unwrap();
+        q.finish(&[Outcome::Done {
+            id: c[0].id,
+            ledger: LedgerUpdate::MovedUnverified {
+                from: p("a"),
+                to: p("b"),
+            },
+        }])
+        .unwrap();
+        // Stale: size -1 in SQL, never equal to a real file.
+        assert_eq!(q.ledger().unwrap()[&p("b")].size, u64::MAX);
+        q.push(&[send("b")]).unwrap();
+        q.push(&[mv("b", "c")]).unwrap();
+        assert_eq!(
+            claim_actions(&q),
+            vec![Action::Delete(p("b")), Action::Send(p("c"))]
+        );
     }
 
     #[test]

@@ -519,9 +519,16 @@ pub(crate) async fn send_multipart(
                 Some("InvalidPart" | "InvalidPartOrder" | "EntityTooSmall" | "InvalidRequest")
             );
         if hopeless && f.code.as_deref() != Some("NoSuchBucket") {
-            // Start over on the next try rather than fail the same way forever.
+            // Start over on the next try rather than fail the same way forever. The record
+            // goes even when the abort fails (s3s-fs refuses to abort an id it no longer
+            // has, e.g. one a killed run completed): kept, it would be resumed forever.
             abort_quietly(inner, key, &id).await;
-            return Err(ConnError::transient(f.message));
+            let gone = id.clone();
+            inner.store.run(move |s| s.remove(&gone)).await?;
+            return Err(ConnError::transient(format!(
+                "{}; starting the upload over",
+                f.message
+            )));
         }
         return Err(f.into());
     }

@@ -199,7 +199,9 @@ impl S3Server {
 
     /// Ids of multipart uploads in progress (neither completed nor aborted). s3s-fs does not
     /// implement ListMultipartUploads, so this reads its data directory, where each upload
-    /// in progress is a `.upload-<id>.json` file and each stored part `.upload_id-<id>.part-N`.
+    /// in progress is a `.upload-<id>.json` file. Part files (`.upload_id-<id>.part-N`)
+    /// without it are not an upload any request can reach: s3s-fs forgets the id first when
+    /// it completes or aborts, so a completion cut short (its client killed) leaves them.
     pub fn in_progress_uploads(&self) -> Vec<String> {
         let mut ids = std::collections::BTreeSet::new();
         let Ok(entries) = std::fs::read_dir(self.data_dir()) else {
@@ -212,10 +214,6 @@ impl S3Server {
                 .and_then(|r| r.strip_suffix(".json"))
             {
                 ids.insert(id.to_string());
-            } else if let Some(rest) = name.strip_prefix(".upload_id-") {
-                if let Some((id, _)) = rest.split_once(".part-") {
-                    ids.insert(id.to_string());
-                }
             }
         }
         ids.into_iter().collect()

@@ -555,3 +555,98 @@ async fn a_recorded_upload_gone_from_the_server_is_started_over() {
     assert_eq!(sent, bytes.len() as u64);
     assert!(conn.read(&rel("v.bin")).await.unwrap() == bytes);
 }
+
+/// s3s-fs forgets an upload id first when it completes an upload, then assembles the parts:
+/// a completion cut short (its client killed) leaves a recorded upload whose parts are all
+/// still listed but whose completion the server refuses (AccessDenied). skynet must drop the
+/// record and start over, not resume it forever (seen in the S3 kill loop: five attempts,
+/// then parked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorded_upload_whose_completion_was_cut_short_is_started_over() {
+    use std::os::unix::ffi::OsStrExt;
+    let server = S3Server::start();
+    server.create_bucket("cut").await;
+    let state = tempfile::tempdir().unwrap();
+    let db = state.path().join("state.db");
+    let mut cfg = server.config("cut", "pre");
+    cfg.state_db = Some(db.clone());
+    cfg.part_size = 5 * MIB;
+    cfg.multipart_threshold = 5 * MIB;
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = content(12 * MIB as usize, 9);
+    let src = local(dir.path(), "f", &bytes);
+
+    // The state a cut-short completion leaves: every part stored, the id forgotten.
+    let other = connect(server.config("cut", "")).await;
+    let id = other
+        .client()
+        .create_multipart_upload()
+        .bucket("cut")
+        .key("pre/v.bin")
+        .send()
+        .await
+        .expect("create upload")
+        .upload_id()
+        .expect("upload id")
+        .to_string();
+    let mut etags = Vec::new();
+    for (n, chunk) in bytes.chunks(5 * MIB as usize).enumerate() {
+        let out = other
+            .client()
+            .upload_part()
+            .bucket("cut")
+            .key("pre/v.bin")
+            .upload_id(&id)
+            .part_number(n as i32 + 1)
+            .body(chunk.to_vec().into())
+            .send()
+            .await
+            .expect("upload part");
+        etags.push(out.e_tag().expect("etag").to_string());
+    }
+    std::fs::remove_file(server.data_dir().join(format!(".upload-{id}.json")))
+        .expect("forget the upload id as s3s-fs does when completing");
+
+    let conn = connect(cfg).await;
+    let mtime = src
+        .mtime
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64;
+    {
+        let sql = rusqlite::Connection::open(&db).unwrap();
+        sql.execute(
+            "INSERT INTO s3_multipart VALUES ('cut', 'pre/v.bin', ?1, ?2, ?3, ?4, ?5, 0)",
+            rusqlite::params![
+                id,
+                src.path.as_os_str().as_bytes(),
+                src.size as i64,
+                mtime,
+                (5 * MIB) as i64
+            ],
+        )
+        .unwrap();
+        for (n, etag) in etags.iter().enumerate() {
+            let len = bytes.chunks(5 * MIB as usize).nth(n).unwrap().len() as i64;
+            sql.execute(
+                "INSERT INTO s3_multipart_parts VALUES (?1, ?2, ?3, ?4, NULL)",
+                rusqlite::params![id, n as i64 + 1, len, etag],
+            )
+            .unwrap();
+        }
+    }
+
+    let err = conn
+        .send(&src, &rel("v.bin"))
+        .await
+        .expect_err("the completion is refused");
+    assert_eq!(err.kind, ErrorKind::Transient, "{}", err.message);
+    assert!(
+        err.message.contains("starting the upload over"),
+        "{}",
+        err.message
+    );
+    let sent = conn.send(&src, &rel("v.bin")).await.expect("started over");
+    assert_eq!(sent, bytes.len() as u64);
+    assert!(conn.read(&rel("v.bin")).await.unwrap() == bytes);
+}
