@@ -743,11 +743,12 @@ impl Handler {
                 // send the files in it, if any.
                 Action::Send(p) => {
                     self.queue_fallback_sends(p)?;
-                    self.delete_if_gone(p)?;
-                    Outcome::Done {
-                        id,
-                        ledger: LedgerUpdate::Stale(p.clone()),
-                    }
+                    let ledger = if self.delete_if_gone(p)? {
+                        LedgerUpdate::Vanished(p.clone())
+                    } else {
+                        LedgerUpdate::Stale(p.clone())
+                    };
+                    Outcome::Done { id, ledger }
                 }
                 Action::Delete(_) => Outcome::Done {
                     id,
@@ -780,14 +781,16 @@ impl Handler {
 
     /// With complete-sync, queues the remote deletion of `path` when nothing is there
     /// locally: a send or move done remotely but not acknowledged before a crash leaves a
-    /// copy the ledger does not know, which no catch-up scan would ever remove.
-    fn delete_if_gone(&self, path: &RelPath) -> Result<(), StateError> {
+    /// copy the ledger does not know, which no catch-up scan would ever remove. Returns
+    /// whether it queued the deletion.
+    fn delete_if_gone(&self, path: &RelPath) -> Result<bool, StateError> {
         let local = path.under(&self.source_root);
         if self.cfg.complete_sync && std::fs::symlink_metadata(local).is_err() {
             self.queue
                 .push(&[Entry::new(Action::Delete(path.clone()), 0)])?;
+            return Ok(true);
         }
-        Ok(())
+        Ok(false)
     }
 
     /// A move whose remote source is gone: most often it already happened (a crash before

@@ -130,6 +130,11 @@ pub enum LedgerUpdate {
         from: RelPath,
         to: RelPath,
     },
+    /// Complete-sync: the send found the local file gone. An earlier run may have sent it
+    /// without acknowledging it (killed in between), so the destination may hold it though
+    /// the ledger never did: recorded stale (size -1) even when absent, so that a directory
+    /// move carries the record along and the copy is deleted wherever it ends up.
+    Vanished(RelPath),
     /// The send found the local file gone: whatever the destination holds at this path is
     /// not known to be current (size -1 in the ledger), so a later move of it re-sends.
     Stale(RelPath),
@@ -950,6 +955,13 @@ fn apply_ledger(tx: &Transaction<'_>, update: &LedgerUpdate, now: i64) -> rusqli
                 }
             }
         }
+        LedgerUpdate::Vanished(path) => {
+            tx.prepare_cached(
+                "INSERT INTO ledger (path, size, mtime_ns, hash, sent_at) VALUES (?1, -1, 0, NULL, ?2)
+                 ON CONFLICT(path) DO UPDATE SET size = -1",
+            )?
+            .execute(params![path.as_bytes(), now])?;
+        }
         LedgerUpdate::Stale(path) => {
             tx.prepare_cached("UPDATE ledger SET size = -1 WHERE path = ?1")?
                 .execute([path.as_bytes()])?;
@@ -1185,6 +1197,43 @@ mod tests {
         assert_eq!(
             claim_actions(&q),
             vec![Action::Delete(p("b")), Action::Send(p("c"))]
+        );
+    }
+
+    #[test]
+    fn a_vanished_send_is_followed_by_a_directory_move() {
+        // A killed run sent d/f without acknowledging it; the replayed send found f gone
+        // (its folder renamed to e). The destination's copy then travels with the folder:
+        // the ledger must follow it, so that f's later rename deletes it there.
+        let q = Queue::open_in_memory().unwrap();
+        let mv = |from: &str, to: &str| {
+            Entry::new(
+                Action::Move {
+                    from: p(from),
+                    to: p(to),
+                },
+                0,
+            )
+        };
+        let finish = |ledger: LedgerUpdate| {
+            let c = q.claim(10, now_ms()).unwrap();
+            q.finish(&[Outcome::Done {
+                id: c[0].id,
+                ledger,
+            }])
+            .unwrap();
+        };
+        q.push(&[send("d/f")]).unwrap();
+        finish(LedgerUpdate::Vanished(p("d/f")));
+        q.push(&[mv("d", "e")]).unwrap();
+        finish(LedgerUpdate::Moved {
+            from: p("d"),
+            to: p("e"),
+        });
+        q.push(&[mv("e/f", "g")]).unwrap();
+        assert_eq!(
+            claim_actions(&q),
+            vec![Action::Delete(p("e/f")), Action::Send(p("g"))]
         );
     }
 
