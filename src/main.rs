@@ -56,9 +56,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             )
             .await
         }
-        Command::Sync { src, dest, opts } => {
-            commands::sync::sync(&src, dest.as_deref(), &opts).await
-        }
+        Command::Sync {
+            src,
+            dest,
+            dry_run,
+            opts,
+        } => commands::sync::sync(&src, dest.as_deref(), dry_run, &opts).await,
         Command::Status {
             state_dir,
             json,
