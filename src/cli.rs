@@ -91,6 +91,9 @@ pub enum Command {
         src: PathBuf,
         #[arg(required_unless_present = "exec")]
         dest: Option<String>,
+        /// List the files that would be recorded; record nothing.
+        #[arg(long)]
+        dry_run: bool,
         #[command(flatten)]
         opts: MappingArgs,
     },

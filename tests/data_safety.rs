@@ -211,6 +211,39 @@ fn a_source_that_vanishes_under_run_deletes_nothing_and_resumes() {
     assert_eq!(daemon.signal("TERM"), Some(0));
 }
 
+/// `run` started while the source's disk is away waits for it instead of failing (a service
+/// started before its disk is mounted), and deletes nothing meanwhile.
+#[test]
+fn run_waits_for_a_source_that_is_not_there_yet() {
+    let s = Scratch::new();
+    populate(&s.src, 20);
+    assert_synced(&s, &s.sync(&["--complete-sync"]));
+    let away = s.dir.path().join("away");
+    std::fs::rename(&s.src, &away).unwrap();
+    let mut daemon = s.run(&["--complete-sync", "--settle", "0"]);
+    assert!(
+        wait_until(Duration::from_secs(20), || mapping(&s)["paused"]
+            .as_str()
+            .is_some_and(|p| p.contains("missing"))),
+        "status does not say paused: {}\n{}",
+        mapping(&s),
+        daemon.log_text()
+    );
+    assert!(daemon.is_running(), "{}", daemon.log_text());
+    std::fs::rename(&away, &s.src).unwrap();
+    write(&s.src, "arrived-later", b"x");
+    assert!(
+        wait_until(Duration::from_secs(30), || s
+            .dst
+            .join("arrived-later")
+            .exists()),
+        "did not start: {}",
+        daemon.log_text()
+    );
+    assert_eq!(count_files(&s.dst), 21);
+    assert_eq!(daemon.signal("TERM"), Some(0));
+}
+
 /// Case 1 as a real unmount: a tmpfs mounted over the source hides its files and puts the
 /// root on another filesystem. `sync` exits 2 with one line, `run` pauses and deletes
 /// nothing, both carry on once it is unmounted. Needs root (CI runs as root).

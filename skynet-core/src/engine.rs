@@ -279,6 +279,11 @@ impl Mapping {
     fn establish_source(&self) -> Result<Result<Arc<SourceRoot>, SourceProblem>, EngineError> {
         let source = SourceRoot::establish(&self.source, &self.queue)?.map(Arc::new);
         if source.is_ok() {
+            // A held deletion whose file is back (the user restored the folder) is obsolete.
+            let root = &self.source;
+            self.queue.drop_deletes_of_present(true, |p| {
+                std::fs::symlink_metadata(p.under(root)).is_ok()
+            })?;
             self.queue.rejudge_held_deletions()?;
         }
         Ok(source)
@@ -358,7 +363,7 @@ impl Mapping {
             };
             if std::mem::take(&mut paused) {
                 let root = source.path().to_path_buf();
-                let dropped = self.queue.drop_deletes_of_present(|p| {
+                let dropped = self.queue.drop_deletes_of_present(false, |p| {
                     std::fs::symlink_metadata(p.under(&root)).is_ok()
                 })?;
                 tracing::info!(source = %root.display(), dropped_deletions = dropped, "the source is back; resuming with a catch-up scan");

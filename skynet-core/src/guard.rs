@@ -11,9 +11,13 @@
 use std::fmt;
 use std::str::FromStr;
 
-/// Below this many files, the default rule never holds a deletion for being "more than half":
-/// small trees are not nagged (deleting 3 of 5 files is ordinary).
+/// Up to this many files, the default rule never holds a deletion for being "more than half":
+/// small trees are not nagged (deleting 6 of 10 files is ordinary).
 pub const DEFAULT_FLOOR: u64 = 10;
+
+/// From this many delivered files on, removing all of them is always held by default (a tree
+/// of one or two files may be emptied without a question).
+pub const ALL_FLOOR: u64 = 3;
 
 /// How long deletions reported by the watcher wait before they run, so that a burst of
 /// them (an `rm -rf`, a disk going away) is judged as a whole by the guard rather than
@@ -23,8 +27,8 @@ pub const LIVE_DELETE_DELAY_MS: u64 = 2_000;
 /// The limit on deletions that may run without confirmation (`--max-delete`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum MaxDelete {
-    /// More than half of the delivered files (beyond [`DEFAULT_FLOOR`]), or all of them when
-    /// the mapping holds more than one file.
+    /// More than half of the delivered files (beyond [`DEFAULT_FLOOR`]), or all of them
+    /// (from [`ALL_FLOOR`] files on).
     #[default]
     Default,
     /// More than this many files.
@@ -35,14 +39,15 @@ pub enum MaxDelete {
 
 impl MaxDelete {
     /// Whether deletions removing `covered` of the destination's `delivered` files must wait
-    /// for confirmation.
+    /// for confirmation. `100%` never holds.
     pub fn holds(self, covered: u64, delivered: u64) -> bool {
+        let covered = covered.min(delivered);
         if covered == 0 {
             return false;
         }
         match self {
             MaxDelete::Default => {
-                let all = covered >= delivered && delivered > 1;
+                let all = covered == delivered && delivered >= ALL_FLOOR;
                 let most = covered > DEFAULT_FLOOR && covered.saturating_mul(2) > delivered;
                 all || most
             }
@@ -101,10 +106,14 @@ mod tests {
             (Default, 4, 6, false),
             (Default, 10, 12, false),
             (Default, 11, 12, true),
-            // ...but removing everything is always held, unless it is a single file.
+            // ...but removing everything is always held, unless the tree is tiny.
             (Default, 6, 6, true),
-            (Default, 2, 2, true),
+            (Default, 3, 3, true),
+            (Default, 2, 2, false),
             (Default, 1, 1, false),
+            // Overlapping deletions never count more than there is.
+            (Default, 3, 2, false),
+            (Percent(100), 3, 2, false),
             // Deletions of files the ledger never had count as nothing.
             (Default, 0, 0, false),
             (Files(0), 1, 1000, true),

@@ -388,34 +388,6 @@ impl Queue {
         Ok(pending as u64)
     }
 
-    /// Drops queued deletes (not in flight) of paths for which `present` says the local file
-    /// or folder exists: filed while the source was away (unmounted, pulled), they are not
-    /// the user's. Returns how many were dropped.
-    pub fn drop_deletes_of_present(
-        &self,
-        present: impl Fn(&RelPath) -> bool,
-    ) -> Result<u64, StateError> {
-        let mut conn = self.lock();
-        let tx = self.write_tx(&mut conn)?;
-        let rows: Vec<(i64, Vec<u8>)> = tx
-            .prepare("SELECT seq, path FROM queue WHERE kind = 'delete' AND state != 1")
-            .and_then(|mut st| {
-                st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                    .collect::<rusqlite::Result<_>>()
-            })
-            .map_err(|e| self.err(e))?;
-        let mut dropped = 0;
-        for (seq, path) in rows {
-            if RelPath::from_bytes(&path).is_ok_and(|p| present(&p)) {
-                tx.execute("DELETE FROM queue WHERE seq = ?1", [seq])
-                    .map_err(|e| self.err(e))?;
-                dropped += 1;
-            }
-        }
-        tx.commit().map_err(|e| self.err(e))?;
-        Ok(dropped)
-    }
-
     /// A private in-memory copy of this database (`--dry-run` works on it and throws it
     /// away), judging deletions like this one.
     pub fn snapshot(&self) -> Result<Queue, StateError> {

@@ -40,10 +40,16 @@ pub async fn prepare(
     args: &MappingArgs,
     what: &str,
 ) -> Result<Prepared> {
-    let source = src
-        .canonicalize()
-        .with_context(|| format!("source {}", src.display()))?;
-    if !source.is_dir() {
+    let source = match src.canonicalize() {
+        Ok(source) => source,
+        // `run` waits for a source whose disk is away: the mapping pauses until it is back.
+        Err(e) if what == "run" && e.kind() == std::io::ErrorKind::NotFound => {
+            tracing::warn!(source = %src.display(), "the source is missing; waiting for it");
+            std::path::absolute(src).with_context(|| format!("source {}", src.display()))?
+        }
+        Err(e) => return Err(e).with_context(|| format!("source {}", src.display())),
+    };
+    if source.exists() && !source.is_dir() {
         anyhow::bail!("source {}: not a directory", src.display());
     }
     let destination = destination_of(dest, args)?;

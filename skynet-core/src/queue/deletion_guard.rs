@@ -41,34 +41,66 @@ pub(super) fn judge(tx: &Transaction<'_>, limit: Option<MaxDelete>) -> rusqlite:
         tx.prepare_cached("UPDATE queue SET covers = ?2 WHERE seq = ?1")?
             .execute(params![seq, covers])?;
     }
-    let (waiting, covered): (i64, i64) = tx.query_row(
-        "SELECT COUNT(*), COALESCE(SUM(covers), 0) FROM queue
-         WHERE kind = 'delete' AND state IN (0, 3) AND covers > 0",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
-    if waiting == 0 {
-        return Ok(());
-    }
+    let waiting = "kind = 'delete' AND state IN (0, 3) AND covers > 0";
+    let hold = |reason: &str| {
+        tx.execute(
+            &format!("UPDATE queue SET state = 5, last_error = ?1 WHERE {waiting}"),
+            [reason],
+        )
+    };
     let held_already: bool = tx.query_row(
         "SELECT EXISTS(SELECT 1 FROM queue WHERE state = 5)",
         [],
         |r| r.get(0),
     )?;
-    let delivered: i64 = tx.query_row("SELECT COUNT(*) FROM ledger", [], |r| r.get(0))?;
-    if !held_already && !limit.holds(covered as u64, delivered as u64) {
+    if held_already {
+        // The same mass deletion going on: join it, uncounted (cheap per watcher batch).
+        hold("held by the mass-deletion guard with the deletions before it; if intended, run `skynet queue release` or raise --max-delete")?;
+        return Ok(());
+    }
+    // The sum over-counts nested deletes: when even it is within the limit, so is the truth
+    // (the common case, one indexed aggregate); only otherwise count exactly.
+    let upper: i64 = tx.query_row(
+        &format!("SELECT COALESCE(SUM(covers), 0) FROM queue WHERE {waiting}"),
+        [],
+        |r| r.get(0),
+    )?;
+    let delivered = tx.query_row("SELECT COUNT(*) FROM ledger", [], |r| r.get::<_, i64>(0))? as u64;
+    if upper == 0 || !limit.holds(upper as u64, delivered) {
+        return Ok(());
+    }
+    let covered = covered_by(tx, "state IN (0, 3)")?.min(delivered);
+    if !limit.holds(covered, delivered) {
         return Ok(());
     }
     let reason = format!(
         "held by the mass-deletion guard: deletions would remove {covered} of {delivered} delivered files (limit: {limit}); if intended, run `skynet queue release` or raise --max-delete"
     );
-    let n = tx.execute(
-        "UPDATE queue SET state = 5, last_error = ?1
-         WHERE kind = 'delete' AND state IN (0, 3) AND covers > 0",
-        [&reason],
-    )?;
+    let n = hold(&reason)?;
     tracing::warn!(deletions = n, files = covered, delivered, "{reason}");
     Ok(())
+}
+
+/// How many ledger files the judged deletes in `states` (an SQL condition) would remove
+/// together: a delete below another one (a file in a deleted folder) is already counted there.
+fn covered_by(tx: &Transaction<'_>, states: &str) -> rusqlite::Result<u64> {
+    let rows: Vec<(Vec<u8>, i64)> = tx
+        .prepare(&format!(
+            "SELECT path, covers FROM queue WHERE kind = 'delete' AND covers > 0 AND {states}"
+        ))?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let paths: std::collections::HashSet<&[u8]> = rows.iter().map(|(p, _)| &p[..]).collect();
+    let below_another = |p: &[u8]| {
+        p.iter()
+            .enumerate()
+            .any(|(i, b)| *b == b'/' && paths.contains(&p[..i]))
+    };
+    Ok(rows
+        .iter()
+        .filter(|(p, _)| !below_another(p))
+        .map(|(_, n)| *n as u64)
+        .sum())
 }
 
 impl Queue {
@@ -88,16 +120,18 @@ impl Queue {
         };
         let mut conn = self.lock();
         let tx = self.write_tx(&mut conn)?;
-        let (held, covered, delivered): (i64, i64, i64) = tx
+        let (held, delivered): (i64, i64) = tx
             .query_row(
-                "SELECT COUNT(*), COALESCE(SUM(covers), 0), (SELECT COUNT(*) FROM ledger)
-                 FROM queue WHERE kind = 'delete' AND state IN (0, 3, 5) AND covers > 0
-                 AND EXISTS(SELECT 1 FROM queue WHERE state = 5)",
+                "SELECT (SELECT COUNT(*) FROM queue WHERE state = 5), (SELECT COUNT(*) FROM ledger)",
                 [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .map_err(|e| self.err(e))?;
-        if held == 0 || limit.holds(covered as u64, delivered as u64) {
+        if held == 0 {
+            return Ok(0);
+        }
+        let covered = covered_by(&tx, "state IN (0, 3, 5)").map_err(|e| self.err(e))?;
+        if limit.holds(covered, delivered as u64) {
             return Ok(0);
         }
         let n = tx
@@ -134,6 +168,42 @@ impl Queue {
             }
         }
         Ok(n as u64)
+    }
+
+    /// Drops queued deletes of paths for which `present` says the local file or folder
+    /// exists: those the guard holds (`held_only`: the file came back, or the folder is
+    /// there, and a catch-up scan judges what under it is really gone), or every one not in
+    /// flight (filed while the source was away, unmounted or pulled: not the user's).
+    /// Returns how many were dropped.
+    pub fn drop_deletes_of_present(
+        &self,
+        held_only: bool,
+        present: impl Fn(&RelPath) -> bool,
+    ) -> Result<u64, StateError> {
+        let mut conn = self.lock();
+        let tx = self.write_tx(&mut conn)?;
+        let sql = if held_only {
+            "SELECT seq, path FROM queue WHERE kind = 'delete' AND state = 5"
+        } else {
+            "SELECT seq, path FROM queue WHERE kind = 'delete' AND state != 1"
+        };
+        let rows: Vec<(i64, Vec<u8>)> = tx
+            .prepare(sql)
+            .and_then(|mut st| {
+                st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<rusqlite::Result<_>>()
+            })
+            .map_err(|e| self.err(e))?;
+        let mut dropped = 0;
+        for (seq, path) in rows {
+            if RelPath::from_bytes(&path).is_ok_and(|p| present(&p)) {
+                tx.execute("DELETE FROM queue WHERE seq = ?1", [seq])
+                    .map_err(|e| self.err(e))?;
+                dropped += 1;
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(dropped)
     }
 }
 
@@ -256,10 +326,21 @@ mod tests {
     fn deletions_of_what_is_present_are_dropped_after_a_pause() {
         let q = delivered(100, MaxDelete::Files(1000));
         q.push(&[delete("d/f1"), delete("d/f2")]).unwrap();
-        let dropped = q
-            .drop_deletes_of_present(|p| p.as_bytes() == b"d/f1")
-            .unwrap();
-        assert_eq!(dropped, 1);
+        let present = |p: &RelPath| p.as_bytes() == b"d/f1";
+        // Not held: kept unless the source was away.
+        assert_eq!(q.drop_deletes_of_present(true, present).unwrap(), 0);
+        assert_eq!(q.drop_deletes_of_present(false, present).unwrap(), 1);
         assert_eq!(claimable(&q), vec![Action::Delete(p("d/f2"))]);
+        // Held ones are dropped at any start when their file is there.
+        let q = delivered(4, MaxDelete::Default);
+        q.push(
+            &(0..4)
+                .map(|i| delete(&format!("d/f{i}")))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+        assert_eq!(q.counts().unwrap().deletions_held, 4);
+        assert_eq!(q.drop_deletes_of_present(true, present).unwrap(), 1);
+        assert_eq!(q.counts().unwrap().deletions_held, 3);
     }
 }
