@@ -181,6 +181,10 @@ fn a_source_that_vanishes_under_run_deletes_nothing_and_resumes() {
     let kept = s.dir.path().join("kept");
     copy_tree(&s.src, &kept);
     std::fs::remove_dir_all(&s.src).unwrap();
+    // Well past the live deletion delay and the retry of any held deletion.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(count_files(&s.dst), 200, "{}", daemon.log_text());
+    assert!(daemon.is_running(), "{}", daemon.log_text());
     assert!(
         wait_until(Duration::from_secs(20), || mapping(&s)["paused"]
             .as_str()
@@ -189,10 +193,6 @@ fn a_source_that_vanishes_under_run_deletes_nothing_and_resumes() {
         mapping(&s),
         daemon.log_text()
     );
-    // Well past the live deletion delay and the retry of any held deletion.
-    std::thread::sleep(Duration::from_secs(4));
-    assert_eq!(count_files(&s.dst), 200, "{}", daemon.log_text());
-    assert!(daemon.is_running(), "{}", daemon.log_text());
 
     // The folder comes back (a remount): the mapping resumes and mirrors new work.
     copy_tree(&kept, &s.src);
