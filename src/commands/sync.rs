@@ -14,6 +14,7 @@ pub async fn sync(src: &Path, dest: Option<&str>, args: &MappingArgs) -> Result<
     tracing::info!(
         done = summary.done,
         failed = summary.parked,
+        vanished = summary.vanished,
         seconds = started.elapsed().as_secs_f64(),
         "sync finished"
     );
