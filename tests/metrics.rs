@@ -135,6 +135,9 @@ fn a_vanished_send_is_counted_apart() {
         "{} {{path}}",
         shell_words::quote(program.to_str().expect("utf-8 temp path"))
     );
+    // Before the start, so that the catch-up scan queues it (a file written while the
+    // watcher is being set up could be missed by both).
+    write(&s.src, "gone.txt", b"removed during its send");
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let mut daemon = s.spawn(&[
@@ -152,7 +155,6 @@ fn a_vanished_send_is_counted_apart() {
         "the endpoint never answered: {}",
         daemon.log_text()
     );
-    write(&s.src, "gone.txt", b"removed during its send");
     let mut metrics = String::new();
     let counted = wait_until(Duration::from_secs(15), || {
         let Some((200, body)) = get(port, "/metrics") else {
