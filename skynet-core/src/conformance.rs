@@ -185,7 +185,7 @@ pub async fn run(conn: &dyn Connection, opts: &Options) {
     expect_absent(conn, &rel("p/a.jpg.bak"), "rename source gone").await;
     expect_content(conn, &rel("q/r/moved.jpg"), b"1", "rename target").await;
     match conn.rename(&rel("not/there"), &rel("x")).await {
-        Err(e) => assert_eq!(e.kind, ErrorKind::SourceMissing, "rename missing: {e}"),
+        Err(e) => assert_eq!(e.kind, ErrorKind::RemoteMissing, "rename missing: {e}"),
         Ok(()) => panic!("rename of a missing source succeeded"),
     }
     conn.send(&v1, &rel("over/target")).await.expect("send");

@@ -10,7 +10,7 @@
 //!   deleting a missing path succeeds, renaming onto an existing target replaces it.
 //! - **Delete** removes a file, or a whole directory tree. A missing path is success.
 //! - **Rename** moves a file or a whole directory, creating the target's parents and replacing
-//!   the target. When `from` does not exist it returns [`ErrorKind::SourceMissing`] and the
+//!   the target. When `from` does not exist it returns [`ErrorKind::RemoteMissing`] and the
 //!   handler falls back to sending the local target.
 //! - **Confinement.** Nothing is ever read or written outside the destination root;
 //!   [`RelPath`] cannot name such a place, so joining it to the root is safe.
@@ -59,12 +59,13 @@ pub struct SourceFile {
 }
 
 impl SourceFile {
-    /// Stats `path` now. A missing file gives [`ErrorKind::SourceMissing`]; a directory is
-    /// not a file to send and gives the same.
+    /// Stats `path` now. A missing file or one that is not a regular file (a directory)
+    /// is an error; the handler looks at the local path itself to tell a vanished file from
+    /// a failure.
     pub fn stat(path: &Path) -> Result<Self, ConnError> {
         let meta = std::fs::metadata(path).map_err(|e| ConnError::from_io(path.display(), &e))?;
         if !meta.is_file() {
-            return Err(ConnError::source_missing(format!(
+            return Err(ConnError::permanent(format!(
                 "{}: not a regular file",
                 path.display()
             )));

@@ -187,15 +187,10 @@ fn mkdir(abs: &Path) -> Result<(), ConnError> {
     }
 }
 
-/// An I/O error on the destination side: "not found" there means a parent vanished under us,
-/// which is worth a retry, not the "source missing" a local read error would mean.
+/// An I/O error on the destination side ("not found" there means a parent vanished under us,
+/// which [`ConnError::from_io`] makes worth a retry).
 fn remote_io(path: &Path, e: &io::Error) -> ConnError {
-    let err = ConnError::from_io(path.display(), e);
-    if err.kind == crate::error::ErrorKind::SourceMissing {
-        ConnError::transient(err.message)
-    } else {
-        err
-    }
+    ConnError::from_io(path.display(), e)
 }
 
 impl BlockingConnection for LocalConnection {
@@ -262,7 +257,7 @@ impl BlockingConnection for LocalConnection {
         let src_meta = match fs::symlink_metadata(&src) {
             Ok(m) => m,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(ConnError::source_missing(format!(
+                return Err(ConnError::remote_missing(format!(
                     "{}: not in the destination",
                     src.display()
                 )))

@@ -78,6 +78,9 @@ pub enum StateError {
     NoSuchId(i64),
 }
 
+/// The meta key of [`Queue::vanished`], counted in the transaction that settles each send.
+const VANISHED_KEY: &str = "vanished";
+
 /// Milliseconds since the Unix epoch, the unit of every time in the database.
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -151,6 +154,9 @@ pub enum LedgerUpdate {
 pub enum Outcome {
     /// Done and durable: remove the row, update the ledger.
     Done { id: i64, ledger: LedgerUpdate },
+    /// A send whose local file was gone: remove the row, update the ledger, and count it in
+    /// the mapping's `vanished` total (see [`Queue::vanished`]). Never a delivery.
+    Vanished { id: i64, ledger: LedgerUpdate },
     /// Try again at `ready_at`; `failed` counts it as a failed attempt (a lost connection
     /// is not the action's fault and does not).
     Retry {
@@ -591,8 +597,16 @@ impl Queue {
         let now = now_ms() as i64;
         let handoff = self.handoff.load(std::sync::atomic::Ordering::Relaxed);
         let (mut files, mut bytes) = (0i64, 0i64);
+        let mut vanished = 0i64;
         for outcome in outcomes {
             match outcome {
+                Outcome::Vanished { id, ledger } => {
+                    tx.prepare_cached("DELETE FROM queue WHERE seq = ?1")
+                        .and_then(|mut st| st.execute([id]))
+                        .map_err(|e| self.err(e))?;
+                    apply_ledger(&tx, ledger, now).map_err(|e| self.err(e))?;
+                    vanished += 1;
+                }
                 Outcome::Done { id, ledger } => {
                     tx.prepare_cached("DELETE FROM queue WHERE seq = ?1")
                         .and_then(|mut st| st.execute([id]))
@@ -660,7 +674,25 @@ impl Queue {
         if files > 0 {
             ledger_rows::count_delivered(&tx, files, bytes).map_err(|e| self.err(e))?;
         }
+        if vanished > 0 {
+            tx.prepare_cached(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + excluded.value",
+            )
+            .and_then(|mut st| st.execute(params![VANISHED_KEY, vanished]))
+            .map_err(|e| self.err(e))?;
+        }
         tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Sends settled without a delivery because their local file was gone, over the life of
+    /// this state database (`status` shows it: a file removed before it was sent is a loss
+    /// someone may want to know about, not a delivery).
+    pub fn vanished(&self) -> Result<u64, StateError> {
+        Ok(self
+            .meta(VANISHED_KEY)?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
     }
 
     /// Rows by state.

@@ -644,7 +644,7 @@ impl BlockingConnection for SftpConnection {
             match link.sftp.lstat(&src) {
                 Ok(_) => {}
                 Err(e) if is_missing(&e) => {
-                    return Err(ConnError::source_missing(format!(
+                    return Err(ConnError::remote_missing(format!(
                         "{}: {}: not in the destination",
                         self.server,
                         src.display()
@@ -682,7 +682,7 @@ impl BlockingConnection for SftpConnection {
             let mut f = match link.sftp.open(&abs) {
                 Ok(f) => f,
                 Err(e) if is_missing(&e) => {
-                    return Err(ConnError::source_missing(format!(
+                    return Err(ConnError::remote_missing(format!(
                         "{}: {}: no such file",
                         self.server,
                         abs.display()

@@ -37,6 +37,9 @@ pub struct MappingStatus {
     pub bytes_per_sec: u64,
     pub delivered_today: u64,
     pub delivered_today_bytes: u64,
+    /// Sends whose local file was gone before it could be delivered (removed by the user,
+    /// or by another mapping's hand-off): never counted as delivered.
+    pub vanished: u64,
     /// Deliveries waiting for their hand-off (verify, on_delivered, remove the local copy).
     pub handoff_waiting: u64,
     pub failures: Vec<QueueRow>,
@@ -102,6 +105,7 @@ pub fn read(dir: &Path) -> Result<MappingStatus> {
         bytes_per_sec: if live { number(meta::RATE)? } else { 0 },
         delivered_today,
         delivered_today_bytes,
+        vanished: queue.vanished()?,
         handoff_waiting: handoff_waiting.len() as u64,
         failures,
         handoff_failures,
@@ -178,6 +182,12 @@ fn print(root: &Path, json: bool) -> Result<()> {
             println!(
                 "  {} deletion(s) held by the mass-deletion guard: confirm with `skynet queue release --mapping {}`, or see `skynet queue list`",
                 m.deletions_held, m.name
+            );
+        }
+        if m.vanished > 0 {
+            println!(
+                "  vanished {} file(s): removed locally before they could be sent (not delivered)",
+                m.vanished
             );
         }
         if m.handoff_waiting > 0 || !m.handoff_failures.is_empty() {
