@@ -55,13 +55,7 @@ pub async fn prepare(
     };
     check_options(&destination, args)?;
     if let Destination::Local(root) = &destination {
-        if root.starts_with(&source) || source.starts_with(root) {
-            anyhow::bail!(
-                "destination {} and source {} overlap; mirroring one into the other would loop",
-                root.display(),
-                source.display()
-            );
-        }
+        crate::destination::check_overlap(&source, root)?;
     }
     let identity = destination.identity();
     // Two S3-compatible servers can hold the same bucket name: the endpoint is part of what
