@@ -552,3 +552,105 @@ pub fn is_temp_path(path: &Path) -> bool {
         .map(|n| is_temp_name(n.as_bytes()))
         .unwrap_or(false)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conformance::{local_file, rel};
+    use crate::error::ErrorKind;
+    use std::os::unix::fs::{symlink, PermissionsExt};
+
+    struct Setup {
+        _scratch: tempfile::TempDir,
+        src: PathBuf,
+        dest: PathBuf,
+        outside: PathBuf,
+        conn: LocalConnection,
+    }
+
+    fn setup() -> Setup {
+        let scratch = tempfile::tempdir().unwrap();
+        let [src, dest, outside] = ["src", "dest", "outside"].map(|d| scratch.path().join(d));
+        for d in [&src, &dest, &outside] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let conn = LocalConnection::new(&dest);
+        conn.connect().unwrap();
+        Setup {
+            _scratch: scratch,
+            src,
+            dest,
+            outside,
+            conn,
+        }
+    }
+
+    /// A directory swapped for a link after sends went through it (the old parent cache was
+    /// warm then): no send, delete or rename reaches the link's target.
+    #[test]
+    fn a_directory_swapped_for_a_link_is_never_written_through() {
+        let s = setup();
+        let one = local_file(&s.src, "one", b"1");
+        for p in ["d/a", "d/b", "d/sub/c"] {
+            s.conn.send(&one, &rel(p)).unwrap();
+        }
+        for p in ["a", "b", "sub/c"] {
+            let path = s.outside.join(p);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, b"outside").unwrap();
+        }
+        std::fs::remove_dir_all(s.dest.join("d")).unwrap();
+        symlink(&s.outside, s.dest.join("d")).unwrap();
+
+        s.conn.delete(&rel("d/a")).unwrap();
+        s.conn.delete(&rel("d/sub")).unwrap();
+        let moved = s.conn.rename(&rel("d/b"), &rel("elsewhere/b")).unwrap_err();
+        assert_eq!(moved.kind, ErrorKind::SourceMissing, "{moved}");
+        assert_eq!(s.conn.stat(&rel("d/b")).unwrap(), None);
+        assert!(s.conn.read(&rel("d/b")).is_err());
+        assert!(s.conn.verify(&one, &rel("d/b")).is_ok_and(|v| !v.holds()));
+        for p in ["a", "b", "sub/c"] {
+            assert_eq!(std::fs::read(s.outside.join(p)).unwrap(), b"outside", "{p}");
+        }
+        s.conn.send(&one, &rel("d/new")).unwrap();
+        assert!(!s.outside.join("new").exists(), "sent through the link");
+        assert!(s.dest.join("d").symlink_metadata().unwrap().is_dir());
+        assert_eq!(std::fs::read(s.dest.join("d/new")).unwrap(), b"1");
+    }
+
+    #[test]
+    fn only_permission_bits_are_copied() {
+        let s = setup();
+        let mut file = local_file(&s.src, "suid", b"s");
+        file.mode = 0o6755;
+        s.conn.send(&file, &rel("suid")).unwrap();
+        let mode = std::fs::metadata(s.dest.join("suid"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o7777, 0o755);
+    }
+
+    /// The destination folder removed while connected: the failed send (or the flush of a
+    /// delete that found nothing) reports a lost connection; `connect` makes the folder again.
+    #[test]
+    fn a_removed_root_is_made_again_by_reconnecting() {
+        let s = setup();
+        let one = local_file(&s.src, "one", b"1");
+        s.conn.send(&one, &rel("a/b")).unwrap();
+        s.conn.flush().unwrap();
+        std::fs::remove_dir_all(&s.dest).unwrap();
+        let e = s.conn.send(&one, &rel("a/b")).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::ConnectionLost, "{e}");
+        s.conn.connect().unwrap();
+        s.conn.send(&one, &rel("a/b")).unwrap();
+        s.conn.flush().unwrap();
+        assert_eq!(std::fs::read(s.dest.join("a/b")).unwrap(), b"1");
+
+        std::fs::rename(&s.dest, s.outside.join("moved")).unwrap();
+        std::fs::create_dir(&s.dest).unwrap();
+        s.conn.delete(&rel("a/b")).unwrap();
+        let e = s.conn.flush().unwrap_err();
+        assert_eq!(e.kind, ErrorKind::ConnectionLost, "{e}");
+    }
+}
