@@ -218,3 +218,30 @@ fn write_with_mode(root: &Path, rel: &str, mode: u32) {
     let got = std::fs::metadata(&path).unwrap().mode() & 0o7777;
     assert_eq!(got, mode, "{rel}: the test could not set its mode");
 }
+
+/// A destination that does not exist yet, spelled through a link, with `..` or a trailing
+/// slash, names the same mapping state before and after it is created: the second sync finds
+/// the first one's ledger (nothing to send) instead of starting a second mapping.
+#[test]
+fn one_state_per_destination_however_spelled() {
+    let s = Scratch::new();
+    write(&s.src, "f.txt", b"f");
+    let base = s.dir.path();
+    std::fs::create_dir(base.join("real")).unwrap();
+    std::os::unix::fs::symlink(base.join("real"), base.join("via")).unwrap();
+    for (i, dest) in ["via/m1", "./real/../via/m2/", "real/x/../m3/"]
+        .iter()
+        .enumerate()
+    {
+        for _ in 0..2 {
+            let out = s
+                .cmd(&["sync", s.src_str(), dest])
+                .current_dir(base)
+                .output()
+                .unwrap();
+            assert_exit(&out, 0);
+        }
+        let mappings = s.status()["mappings"].as_array().unwrap().len();
+        assert_eq!(mappings, i + 1, "{dest}: {}", s.status());
+    }
+}
