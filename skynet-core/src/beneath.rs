@@ -25,7 +25,7 @@ use crate::relpath::RelPath;
 static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
 
 /// How a directory on the way is opened: never through a link, never left open on `exec`.
-const DIR: OFlags = OFlags::RDONLY
+pub const DIR: OFlags = OFlags::RDONLY
     .union(OFlags::DIRECTORY)
     .union(OFlags::NOFOLLOW)
     .union(OFlags::CLOEXEC);

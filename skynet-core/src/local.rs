@@ -39,12 +39,27 @@ pub const PERMISSION_BITS: u32 = 0o777;
 pub struct LocalConnection {
     root: PathBuf,
     /// The root, opened by `connect` (or the first operation); every path is resolved beneath
-    /// it. Dropped when the root turns out to have been replaced, so `connect` opens the new one.
-    dir: RwLock<Option<Arc<OwnedFd>>>,
+    /// it, so a directory under it swapped for a link is never followed. (A root folder
+    /// moved away while in use receives the operations until the next flush notices; that
+    /// batch is then replayed into the folder now at the path.) Lost when the folder turns out to have been removed or replaced: every operation
+    /// then fails as a lost connection until `connect` opens the folder again.
+    dir: RwLock<RootState>,
+    /// Set when the root was found lost: the next `flush` fails, so whatever went to the old
+    /// folder since the last acknowledgement is replayed into the new one.
+    lost: AtomicBool,
     /// Something may have changed under the root since the last `flush` began: set after
     /// every send, delete and rename returns (never before its writes are done), cleared by
     /// `flush` before its `syncfs`, so a flush with nothing new to make durable costs nothing.
     dirty: AtomicBool,
+}
+
+#[derive(Clone)]
+enum RootState {
+    /// Neither `connect` nor an operation has opened it yet.
+    Unopened,
+    Open(Arc<OwnedFd>),
+    /// Removed or replaced since it was opened; `connect` opens it again.
+    Lost,
 }
 
 /// An open directory of the destination: the root itself, or one beneath it.
@@ -66,7 +81,8 @@ impl LocalConnection {
     pub fn new(root: impl Into<PathBuf>) -> Self {
         LocalConnection {
             root: root.into(),
-            dir: RwLock::new(None),
+            dir: RwLock::new(RootState::Unopened),
+            lost: AtomicBool::new(false),
             dirty: AtomicBool::new(true),
         }
     }
@@ -75,16 +91,38 @@ impl LocalConnection {
         &self.root
     }
 
-    /// The root's handle, opened now if `connect` has not run (or dropped it).
+    /// The root's handle, opened now if `connect` has not run yet.
     fn root_dir(&self) -> Result<Arc<OwnedFd>, ConnError> {
-        if let Some(fd) = self.dir.read().ok().and_then(|d| d.clone()) {
-            return Ok(fd);
+        match self.state() {
+            RootState::Open(fd) => Ok(fd),
+            RootState::Lost => Err(self.lost_error("")),
+            RootState::Unopened => {
+                let fd = Arc::new(open_root(&self.root)?);
+                self.set_state(RootState::Open(Arc::clone(&fd)));
+                Ok(fd)
+            }
         }
-        let fd = Arc::new(open_root(&self.root)?);
-        if let Ok(mut held) = self.dir.write() {
-            *held = Some(Arc::clone(&fd));
+    }
+
+    fn state(&self) -> RootState {
+        match self.dir.read() {
+            Ok(state) => state.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
         }
-        Ok(fd)
+    }
+
+    fn set_state(&self, new: RootState) {
+        match self.dir.write() {
+            Ok(mut state) => *state = new,
+            Err(poisoned) => *poisoned.into_inner() = new,
+        }
+    }
+
+    fn lost_error(&self, cause: &str) -> ConnError {
+        ConnError::connection_lost(format!(
+            "destination {}: the folder was removed or replaced since it was opened; reopening it{cause}",
+            self.root.display()
+        ))
     }
 
     /// The directory holding `path`, which must exist as a real directory: `None` when it
@@ -182,27 +220,18 @@ impl LocalConnection {
         let Err(e) = result else {
             return result;
         };
-        let stale = self
-            .dir
-            .read()
-            .ok()
-            .and_then(|d| d.clone())
-            .is_some_and(|fd| !still_the_root(&fd, &self.root));
-        if !stale {
-            return Err(e);
+        match self.state() {
+            RootState::Open(fd) if !still_the_root(&fd, &self.root) => {
+                self.forget_root();
+                Err(self.lost_error(&format!(" ({})", e.message)))
+            }
+            _ => Err(e),
         }
-        self.forget_root();
-        Err(ConnError::connection_lost(format!(
-            "destination {}: the folder was removed or replaced; reopening it ({})",
-            self.root.display(),
-            e.message
-        )))
     }
 
     fn forget_root(&self) {
-        if let Ok(mut held) = self.dir.write() {
-            *held = None;
-        }
+        self.lost.store(true, Ordering::SeqCst);
+        self.set_state(RootState::Lost);
     }
 
     /// Removes the temporaries under `dir` (shown as `shown`), recursively, counting them into
@@ -222,7 +251,7 @@ impl LocalConnection {
             if kind != Some(FileType::Directory) {
                 continue;
             }
-            match rustix::fs::openat(dir, name, DIR_NOFOLLOW, Mode::empty()) {
+            match rustix::fs::openat(dir, name, beneath::DIR, Mode::empty()) {
                 Ok(sub) => Self::sweep_dir(sub.as_fd(), &path, removed)?,
                 // Gone or replaced since it was listed: nothing of ours to sweep there.
                 Err(e) if beneath::absent(&e.into()) => {}
@@ -302,11 +331,6 @@ impl LocalConnection {
     }
 }
 
-const DIR_NOFOLLOW: OFlags = OFlags::RDONLY
-    .union(OFlags::DIRECTORY)
-    .union(OFlags::NOFOLLOW)
-    .union(OFlags::CLOEXEC);
-
 /// Opens the root folder itself (following a link the user gave as the root, once).
 fn open_root(root: &Path) -> Result<OwnedFd, ConnError> {
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
@@ -374,9 +398,7 @@ impl BlockingConnection for LocalConnection {
         std::fs::create_dir_all(&self.root)
             .map_err(|e| ConnError::setup(format!("destination {}: {e}", self.root.display())))?;
         let fd = open_root(&self.root)?;
-        if let Ok(mut held) = self.dir.write() {
-            *held = Some(Arc::new(fd));
-        }
+        self.set_state(RootState::Open(Arc::new(fd)));
         Ok(())
     }
 
@@ -402,8 +424,9 @@ impl BlockingConnection for LocalConnection {
     }
 
     /// Also checks that the root handle is still the folder at the root's path: when the
-    /// folder was removed or replaced, what was written since went to the old one, so the
-    /// batch is not acknowledged and is replayed after `connect` opens the new root.
+    /// folder was removed or replaced (now, or found so by an operation since the last
+    /// flush), what was written since went to the old one, so the batch is not acknowledged
+    /// and is replayed after `connect` opens the new root.
     fn flush(&self) -> Result<(), ConnError> {
         // Cleared before the sync: whatever finishes during it marks the next flush dirty.
         if !self.dirty.swap(false, Ordering::SeqCst) {
@@ -411,14 +434,13 @@ impl BlockingConnection for LocalConnection {
         }
         let result = self.root_dir().and_then(|fd| {
             rustix::fs::syncfs(&*fd).map_err(|e| remote_io(&self.root, &e.into()))?;
-            if still_the_root(&fd, &self.root) {
-                return Ok(());
+            if !still_the_root(&fd, &self.root) {
+                self.forget_root();
             }
-            self.forget_root();
-            Err(ConnError::connection_lost(format!(
-                "destination {}: the folder was removed or replaced; reopening it",
-                self.root.display()
-            )))
+            if self.lost.swap(false, Ordering::SeqCst) {
+                return Err(self.lost_error(""));
+            }
+            Ok(())
         });
         if result.is_err() {
             self.dirty.store(true, Ordering::SeqCst);
@@ -631,8 +653,9 @@ mod tests {
         assert_eq!(mode & 0o7777, 0o755);
     }
 
-    /// The destination folder removed while connected: the failed send (or the flush of a
-    /// delete that found nothing) reports a lost connection; `connect` makes the folder again.
+    /// The destination folder removed while connected: the failed send reports a lost
+    /// connection, and so does every operation and the next flush (whatever went to the old
+    /// folder is replayed) until `connect` makes the folder again.
     #[test]
     fn a_removed_root_is_made_again_by_reconnecting() {
         let s = setup();
@@ -642,11 +665,18 @@ mod tests {
         std::fs::remove_dir_all(&s.dest).unwrap();
         let e = s.conn.send(&one, &rel("a/b")).unwrap_err();
         assert_eq!(e.kind, ErrorKind::ConnectionLost, "{e}");
+        let e = s.conn.delete(&rel("a/b")).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::ConnectionLost, "{e}");
         s.conn.connect().unwrap();
+        s.conn.send(&one, &rel("a/b")).unwrap();
+        let e = s.conn.flush().unwrap_err();
+        assert_eq!(e.kind, ErrorKind::ConnectionLost, "{e}");
         s.conn.send(&one, &rel("a/b")).unwrap();
         s.conn.flush().unwrap();
         assert_eq!(std::fs::read(s.dest.join("a/b")).unwrap(), b"1");
 
+        // Replaced by another folder: a delete that found nothing in the old one is not
+        // acknowledged.
         std::fs::rename(&s.dest, s.outside.join("moved")).unwrap();
         std::fs::create_dir(&s.dest).unwrap();
         s.conn.delete(&rel("a/b")).unwrap();
