@@ -13,7 +13,11 @@
 //!   the target. When `from` does not exist it returns [`ErrorKind::RemoteMissing`] and the
 //!   handler falls back to sending the local target.
 //! - **Confinement.** Nothing is ever read or written outside the destination root;
-//!   [`RelPath`] cannot name such a place, so joining it to the root is safe.
+//!   [`RelPath`] cannot name such a place, and a backend that can see links in the destination
+//!   never follows one below the root (a directory swapped for a link must not redirect a
+//!   send, delete or rename; the local folder resolves every path from the root's handle).
+//! - **Modes.** A backend that keeps file modes applies the permission bits only
+//!   (`mode & 0o777`): setuid, setgid and sticky are never copied.
 //! - **Errors** are classified ([`ErrorKind`]); messages are one line and carry no secrets.
 //! - **Durability.** An operation that returned `Ok` is acknowledged after the next successful
 //!   [`Connection::flush`]; a backend that is durable per operation keeps the default no-op.

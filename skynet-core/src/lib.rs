@@ -18,6 +18,7 @@
 
 pub mod action;
 pub mod argv;
+pub mod beneath;
 pub mod command;
 pub mod connection;
 pub mod digest;

@@ -419,7 +419,9 @@ impl SftpConnection {
                 size: None,
                 uid: None,
                 gid: None,
-                perm: Some(file.mode & 0o7777),
+                // Permission bits only: a copied setuid or setgid bit would make a file owned by
+                // the server account that runs as that account.
+                perm: Some(file.mode & 0o777),
                 atime: Some(mtime),
                 mtime: Some(mtime),
             })
