@@ -361,7 +361,16 @@ impl Mapping {
                     }
                 }
             };
-            if std::mem::take(&mut paused) {
+            if paused {
+                // Back: give a remount (or a copy) a moment, and resume only if it stays.
+                tokio::select! {
+                    _ = tokio::time::sleep(SOURCE_POLL) => {}
+                    _ = stop.changed() => return Ok(Summary::default()),
+                }
+                if source.check().is_err() {
+                    continue;
+                }
+                paused = false;
                 let root = source.path().to_path_buf();
                 let dropped = self.queue.drop_deletes_of_present(false, |p| {
                     std::fs::symlink_metadata(p.under(&root)).is_ok()
