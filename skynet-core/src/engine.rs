@@ -370,7 +370,6 @@ impl Mapping {
                 if source.check().is_err() {
                     continue;
                 }
-                paused = false;
                 let root = source.path().to_path_buf();
                 let dropped = self.queue.drop_deletes_of_present(false, |p| {
                     std::fs::symlink_metadata(p.under(&root)).is_ok()
