@@ -20,6 +20,7 @@ use crate::queue::{now_ms, Queue, StateError};
 use crate::relpath::RelPath;
 use crate::scan::{self, Filter, FilterError, ScanError, ScanOptions};
 use crate::send_policy::SendPolicy;
+use crate::siblings::{self, SiblingFinder};
 use crate::watcher::{WatchError, WatchOptions, Watcher};
 
 /// Everything that can end a mapping, each naming what went wrong.
@@ -115,6 +116,8 @@ pub struct Mapping {
     /// The database file and its (device, inode) when opened, to notice it being replaced.
     db_path: PathBuf,
     db_id: Option<(u64, u64)>,
+    /// The mapping's state directory; its parent holds the other mappings' (siblings).
+    state_dir: PathBuf,
     filter: Arc<Filter>,
     opts: MappingOptions,
     /// The handler's live figures, kept across runs for metrics.
@@ -146,12 +149,15 @@ impl Mapping {
             }
         }
         let filter = Arc::new(Filter::new(&excludes)?.with_includes(&opts.include)?);
+        // Other mappings of this source read them before removing a file (hand-off).
+        siblings::record_filters(&queue, &excludes, &opts.include)?;
         queue.set_handoff(opts.handoff.enabled().then_some(opts.handoff.delay));
         Ok(Mapping {
             source,
             queue,
             db_path,
             db_id,
+            state_dir: state_dir.to_path_buf(),
             filter,
             opts,
             status: Arc::default(),
@@ -227,6 +233,15 @@ impl Mapping {
             conn,
             root: self.source.clone(),
             opts: self.opts.handoff.clone(),
+            siblings: self.opts.handoff.remove_source.then(|| SiblingFinder {
+                state_root: self
+                    .state_dir
+                    .parent()
+                    .unwrap_or(&self.state_dir)
+                    .to_path_buf(),
+                own_dir: self.state_dir.clone(),
+                source: self.source.clone(),
+            }),
         })
     }
 

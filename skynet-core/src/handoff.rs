@@ -3,20 +3,28 @@
 //! Once a send is acknowledged (durable at the destination), its hand-off row (filed in the
 //! same transaction, see `Queue::finish`) is worked here:
 //!
-//! 1. the local file must still be the version that was delivered (same size and mtime);
-//!    if it changed or vanished, this hand-off is dropped (a changed file's next delivery
-//!    files its own);
+//! 1. the local file must still be the version that was delivered: same inode, size, mtime
+//!    and ctime (a writer can set mtime back, never ctime). If it vanished, this hand-off is
+//!    dropped; if it changed, too, and its send is queued again (a catch-up scan, comparing
+//!    size and mtime, would miss a rewrite whose mtime was set back);
 //! 2. with `remove_source`, the destination must verify that it holds the same bytes
-//!    ([`Connection::verify`]: size, and a content hash where the backend can);
+//!    ([`Connection::verify`]: size, and a content hash where the backend can; a backend that
+//!    can make writes durable, e.g. SFTP's `fsync@openssh.com`, did so before acknowledging);
 //! 3. the `on_delivered` hook runs (after verification, so it never announces a bad copy;
 //!    before removal, so it can still read the file);
-//! 4. with `remove_source`, the local file is removed, after checking once more that it is
-//!    unchanged.
+//! 4. with `remove_source`, the local file is removed, only if, checked right before on a
+//!    descriptor opened without following links: it is still the delivered version (step 1
+//!    again: the hook may take a while), no process has it open for writing
+//!    ([`crate::open_writers`]), and every other mapping of the source that takes it holds
+//!    the same version, marked in its ledger so that it never propagates this removal as a
+//!    deletion ([`crate::siblings`]). Waiting for a writer or a sibling is not a failure: the
+//!    hand-off looks again later and never parks for it.
 //!
 //! A failure at any step retries with backoff and parks after `max_attempts`, visible in
 //! `status`; nothing is removed unless step 2 passed. A crash replays the hand-off: the hook
 //! runs at least once per delivery, never zero times.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,14 +32,17 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::watch;
 
-use crate::action::ActionKind;
+use crate::action::{Action, ActionKind};
 use crate::argv::{Template, Vars};
 use crate::command;
-use crate::connection::{Connection, SourceFile, Verification};
+use crate::connection::{Connection, FileIdentity, SourceFile, Verification};
 use crate::error::ErrorKind;
 use crate::handler::backoff;
+use crate::merge::Entry;
+use crate::open_writers::OpenWriters;
 use crate::queue::{mtime_ns, now_ms, HandoffRow, Queue, StateError};
 use crate::relpath::RelPath;
+use crate::siblings::{Sibling, SiblingFinder};
 
 /// Something to run for each delivered file (`on_delivered`).
 #[async_trait]
@@ -114,7 +125,14 @@ pub struct Handoff {
     pub conn: Arc<dyn Connection>,
     pub root: PathBuf,
     pub opts: HandoffOptions,
+    /// Where the other mappings of this source are (see [`crate::siblings`]); `None`: this
+    /// mapping is taken to be the only one.
+    pub siblings: Option<SiblingFinder>,
 }
+
+/// How long a hand-off that waits (a writer has the file open, a sibling mapping has not
+/// delivered it yet) waits before looking again. Waiting is not failing: it never parks.
+pub const WAIT_RETRY: Duration = Duration::from_secs(3);
 
 /// What one hand-off came to.
 enum Step {
@@ -123,6 +141,10 @@ enum Step {
     /// The destination is unreachable: try again later without counting an attempt, so an
     /// outage does not park every hand-off.
     Unreachable(String),
+    /// Not yet, and not a failure: look again after [`WAIT_RETRY`].
+    Wait(String),
+    /// Verified and announced: remove the local file (`remove_source`).
+    Remove,
 }
 
 impl Handoff {
@@ -153,11 +175,20 @@ impl Handoff {
                 }
                 continue;
             }
+            // Verify and announce each, then remove the ready ones together: one walk of /proc
+            // and one look at the siblings serve the whole batch, right before removing.
+            let mut ready = Vec::new();
             for row in due {
-                match self.one(&row).await {
-                    Step::Done => self.queue.handoff_done(&row)?,
-                    Step::Failed(why) => self.failed(&row, &why, true)?,
-                    Step::Unreachable(why) => self.failed(&row, &why, false)?,
+                let step = self.one(&row).await;
+                if matches!(step, Step::Remove) {
+                    ready.push(row);
+                } else {
+                    self.settle(&row, step)?;
+                }
+            }
+            if !ready.is_empty() {
+                for (row, step) in self.remove_all(ready).await {
+                    self.settle(&row, step)?;
                 }
             }
         }
@@ -169,14 +200,21 @@ impl Handoff {
             .count() as u64)
     }
 
+    fn settle(&self, row: &HandoffRow, step: Step) -> Result<(), StateError> {
+        match step {
+            Step::Done | Step::Remove => self.queue.handoff_done(row),
+            Step::Failed(why) => self.failed(row, &why, true),
+            Step::Unreachable(why) => self.failed(row, &why, false),
+            Step::Wait(why) => self.wait(row, &why),
+        }
+    }
+
+    /// Verification and the hook: everything before the removal.
     async fn one(&self, row: &HandoffRow) -> Step {
         let local = row.path.under(&self.root);
-        let delivered_version =
-            |f: &SourceFile| f.size == row.size && mtime_ns(f.mtime) == row.mtime_ns;
-        let file = match SourceFile::stat(&local) {
-            Ok(f) if delivered_version(&f) => f,
+        let Some(file) = self.delivered_version(row, &local) else {
             // Gone, or changed since (its next delivery hands off): nothing to do.
-            _ => return Step::Done,
+            return Step::Done;
         };
         if self.opts.remove_source {
             match self.conn.verify(&file, &row.path).await {
@@ -196,18 +234,65 @@ impl Handoff {
             }
         }
         if self.opts.remove_source {
-            match SourceFile::stat(&local) {
-                Ok(f) if delivered_version(&f) => {}
-                _ => return Step::Done,
-            }
-            if let Err(e) = std::fs::remove_file(&local) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    return Step::Failed(format!("cannot remove {}: {e}", local.display()));
-                }
-            }
-            tracing::info!(path = %row.path, "delivered and verified; local copy removed");
+            Step::Remove
+        } else {
+            Step::Done
         }
-        Step::Done
+    }
+
+    /// Looks at the local file without following links: is it still the delivered version?
+    /// A file whose size and mtime match but whose inode or ctime do not was rewritten (a
+    /// writer can set mtime back, never ctime): its send is queued again, since a catch-up
+    /// scan, comparing size and mtime, would never notice.
+    fn delivered_version(&self, row: &HandoffRow, local: &Path) -> Option<SourceFile> {
+        let meta = match std::fs::symlink_metadata(local) {
+            Ok(m) if m.is_file() => m,
+            _ => return None,
+        };
+        let file = SourceFile::from_metadata(local.to_path_buf(), &meta);
+        let same_bytes = file.size == row.size && mtime_ns(file.mtime) == row.mtime_ns;
+        let same_inode = row.identity.is_none_or(|id| id == file.identity);
+        if same_bytes && same_inode {
+            return Some(file);
+        }
+        if same_bytes {
+            tracing::info!(path = %row.path, "rewritten since its delivery (same size and mtime, new ctime); sending it again");
+            if let Err(e) = self
+                .queue
+                .push(&[Entry::new(Action::Send(row.path.clone()), 0)])
+            {
+                tracing::warn!(path = %row.path, error = %e, "cannot queue the send again");
+            }
+        }
+        None
+    }
+
+    /// Removes the local files of `rows` (verified, announced), each only if it is still the
+    /// delivered version, no process has it open for writing, and every sibling mapping that
+    /// takes it holds it.
+    async fn remove_all(&self, rows: Vec<HandoffRow>) -> Vec<(HandoffRow, Step)> {
+        let root = self.root.clone();
+        let queue = Arc::clone(&self.queue);
+        let siblings = self.siblings.clone();
+        let this = Remover { root, queue };
+        tokio::task::spawn_blocking(move || this.remove_all(rows, siblings.as_ref()))
+            .await
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "hand-off removal task failed");
+                Vec::new()
+            })
+    }
+
+    /// Not yet: look again after [`WAIT_RETRY`], without counting an attempt. Said at INFO
+    /// when the reason is new, so a long wait does not fill the log.
+    fn wait(&self, row: &HandoffRow, why: &str) -> Result<(), StateError> {
+        if row.last_error.as_deref() != Some(why) {
+            tracing::info!(path = %row.path, reason = %why, "hand-off waits; the local file is kept");
+        } else {
+            tracing::debug!(path = %row.path, reason = %why, "hand-off still waits");
+        }
+        let ready_at = now_ms() + WAIT_RETRY.as_millis() as u64;
+        self.queue.handoff_failed(row, why, ready_at, false, false)
     }
 
     /// Schedules the next try of `row` with backoff; `counts`: this try counts toward
@@ -223,4 +308,126 @@ impl Handoff {
         let ready_at = now_ms() + delay.as_millis() as u64;
         self.queue.handoff_failed(row, why, ready_at, park, counts)
     }
+}
+
+/// The removal step, run on a blocking thread (it walks /proc and opens databases).
+struct Remover {
+    root: PathBuf,
+    queue: Arc<Queue>,
+}
+
+impl Remover {
+    fn remove_all(
+        &self,
+        rows: Vec<HandoffRow>,
+        siblings: Option<&SiblingFinder>,
+    ) -> Vec<(HandoffRow, Step)> {
+        let wanted: HashSet<(u64, u64)> = rows
+            .iter()
+            .filter_map(|r| {
+                let meta = std::fs::symlink_metadata(r.path.under(&self.root)).ok()?;
+                let id = FileIdentity::of(&meta);
+                Some((id.dev, id.ino))
+            })
+            .collect();
+        let writers = OpenWriters::scan(&wanted);
+        let siblings: Vec<Result<Sibling, StateError>> =
+            siblings.map(SiblingFinder::find).unwrap_or_default();
+        rows.into_iter()
+            .map(|row| {
+                let step = self.remove(&row, &writers, &siblings);
+                (row, step)
+            })
+            .collect()
+    }
+
+    fn remove(
+        &self,
+        row: &HandoffRow,
+        writers: &OpenWriters,
+        siblings: &[Result<Sibling, StateError>],
+    ) -> Step {
+        let local = row.path.under(&self.root);
+        // Opened without following links and without blocking, then judged by fstat: what is
+        // checked is what is removed (short of a rename in the few calls between).
+        let id = match still_delivered(row, &local) {
+            Ok(Some(id)) => id,
+            Ok(None) => {
+                tracing::info!(path = %row.path, "changed or gone since its delivery; not removed");
+                if std::fs::symlink_metadata(&local).is_ok_and(|m| m.is_file()) {
+                    if let Err(e) = self
+                        .queue
+                        .push(&[Entry::new(Action::Send(row.path.clone()), 0)])
+                    {
+                        tracing::warn!(path = %row.path, error = %e, "cannot queue the send again");
+                    }
+                }
+                return Step::Done;
+            }
+            Err(e) => return Step::Failed(format!("cannot check {}: {e}", local.display())),
+        };
+        if let Some(w) = writers.of(id.dev, id.ino) {
+            return Step::Wait(format!("open for writing by {w}; kept until it is closed"));
+        }
+        let mut takers = Vec::new();
+        for s in siblings {
+            match s {
+                Ok(s) if !s.selects(&row.path) => {}
+                Ok(s) => takers.push(s),
+                Err(e) => {
+                    return Step::Wait(format!(
+                        "cannot tell whether another mapping of this source holds it: {e}"
+                    ))
+                }
+            }
+        }
+        for s in &takers {
+            match s.queue.mark_handed_off(row) {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Step::Wait(format!("waiting for mapping {} to deliver it too", s.name))
+                }
+                Err(e) => {
+                    return Step::Wait(format!(
+                        "cannot tell whether mapping {} holds it: {e}",
+                        s.name
+                    ))
+                }
+            }
+        }
+        if let Err(e) = std::fs::remove_file(&local) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                return Step::Failed(format!("cannot remove {}: {e}", local.display()));
+            }
+        }
+        tracing::info!(path = %row.path, "delivered and verified; local copy removed");
+        Step::Done
+    }
+}
+
+/// Opens `local` with `O_NOFOLLOW | O_NONBLOCK` (a link or a FIFO swapped in is neither
+/// followed nor waited on) and compares its fstat with the delivered version: regular file,
+/// same size and mtime, and where recorded the same device, inode and ctime. `Ok(None)`:
+/// gone or changed.
+fn still_delivered(row: &HandoffRow, local: &Path) -> std::io::Result<Option<FileIdentity>> {
+    use rustix::fs::{Mode, OFlags};
+    let fd = match rustix::fs::open(
+        local,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(e) if e == rustix::io::Errno::NOENT || e == rustix::io::Errno::LOOP => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let meta = std::fs::File::from(fd).metadata()?;
+    if !meta.is_file() {
+        return Ok(None);
+    }
+    let id = FileIdentity::of(&meta);
+    let mtime = meta.modified().map(mtime_ns).unwrap_or(0);
+    let same = meta.len() == row.size
+        && mtime == row.mtime_ns
+        && row.identity.is_none_or(|delivered| delivered == id);
+    Ok(same.then_some(id))
 }

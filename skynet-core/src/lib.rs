@@ -29,10 +29,12 @@ pub mod handler;
 pub mod handoff;
 pub mod local;
 pub mod merge;
+pub mod open_writers;
 pub mod queue;
 pub mod relpath;
 pub mod scan;
 pub mod send_policy;
+pub mod siblings;
 pub mod throttle;
 pub mod watcher;
 
