@@ -277,3 +277,136 @@ fn a_hand_off_waits_for_a_sibling_so_it_receives_every_file() {
     assert_eq!(tree(&a), want, "{}", diff(&want, &tree(&a)));
     assert_eq!(daemon.signal("TERM"), Some(0), "{}", daemon.log_text());
 }
+
+/// `skynet sync SRC sftp://… EXTRA` against `server`, with its key and known_hosts.
+fn sync_sftp(
+    s: &Scratch,
+    server: &skynet_sftp::testing::SshServer,
+    root: &Path,
+    extra: &[&str],
+) -> std::process::Output {
+    let url = format!(
+        "sftp://{}@127.0.0.1:{}{}",
+        server.user(),
+        server.port(),
+        root.display()
+    );
+    let key = server.client_key_path();
+    let known = server.known_hosts_path();
+    let mut args = vec![
+        "sync",
+        s.src_str(),
+        &url,
+        "--identity",
+        key.to_str().unwrap(),
+        "--known-hosts",
+        known.to_str().unwrap(),
+        "--settle",
+        "0",
+    ];
+    args.extend_from_slice(extra);
+    s.cmd(&args).output().expect("run skynet sync")
+}
+
+/// The files the SFTP server was asked to flush (`fsync@openssh.com`), from its log.
+fn fsynced(server: &skynet_sftp::testing::SshServer) -> Vec<String> {
+    server
+        .sftp_log()
+        .lines()
+        .filter_map(|l| l.split_once("fsync \"").map(|(_, rest)| rest))
+        .map(|rest| rest.trim_end_matches('"').to_string())
+        .collect()
+}
+
+#[test]
+fn sftp_hand_off_flushes_each_file_to_the_servers_disk_before_removing_it() {
+    let server = skynet_sftp::testing::SshServer::start_logging_sftp(&[]);
+    let root = server.remote_dir("d");
+    let s = Scratch::new();
+    let files = ["a.txt", "sub/b.bin", "sub/deeper/c"];
+    for (i, f) in files.iter().enumerate() {
+        write(&s.src, f, &pseudo_random(1000 + i, i as u64));
+    }
+    let want = tree(&s.src);
+    // Without a hand-off, nothing is flushed: the cost is paid only when it protects the
+    // only copy.
+    assert_exit(&sync_sftp(&s, &server, &root, &[]), 0);
+    assert!(
+        server.sftp_log().contains("open \""),
+        "the server logs no requests: {}",
+        server.sftp_log()
+    );
+    assert_eq!(
+        fsynced(&server),
+        Vec::<String>::new(),
+        "{}",
+        server.sftp_log()
+    );
+    assert_eq!(tree(&root), want, "{}", diff(&want, &tree(&root)));
+    // Only what is delivered with a hand-off is handed off: the edited file.
+    write(&s.src, "a.txt", b"edited before the hand-off");
+    let out = sync_sftp(&s, &server, &root, &["--remove-source"]);
+    assert_exit(&out, 0);
+    assert!(
+        !s.src.join("a.txt").exists(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(root.join("a.txt")).unwrap(),
+        b"edited before the hand-off"
+    );
+    // The file delivered in this run was flushed under its final name (the data before the
+    // rename too, under its temporary name).
+    let flushed = fsynced(&server);
+    let final_name = root.join("a.txt").display().to_string();
+    assert!(
+        flushed.contains(&final_name),
+        "{final_name} never flushed: {flushed:?}"
+    );
+    assert!(
+        flushed.iter().any(|f| f.contains(".skynet-tmp.")),
+        "no temporary file flushed: {flushed:?}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("fsync@openssh.com"), "{stderr}");
+}
+
+#[test]
+fn sftp_server_without_fsync_is_warned_about_once() {
+    let server = skynet_sftp::testing::SshServer::start_logging_sftp(&["fsync"]);
+    let root = server.remote_dir("d");
+    let s = Scratch::new();
+    for i in 0..3 {
+        write(&s.src, &format!("f{i}"), format!("file {i}").as_bytes());
+    }
+    let out = sync_sftp(&s, &server, &root, &["--remove-source"]);
+    assert_exit(&out, 0);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("fsync@openssh.com"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "one warning expected: {stderr}");
+    assert!(
+        warnings[0].contains("WARN") && warnings[0].contains("--verify-read-back"),
+        "{stderr}"
+    );
+    assert_eq!(tree(&root).len(), 3, "{stderr}");
+    // With read-back verification, the server's missing fsync is noted, not warned about.
+    write(&s.src, "g", b"another");
+    let out = sync_sftp(
+        &s,
+        &server,
+        &root,
+        &["--remove-source", "--verify-read-back"],
+    );
+    assert_exit(&out, 0);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr
+            .lines()
+            .any(|l| l.contains("WARN") && l.contains("fsync")),
+        "{stderr}"
+    );
+}

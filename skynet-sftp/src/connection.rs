@@ -47,6 +47,7 @@ use skynet_core::relpath::RelPath;
 use ssh2::{FileStat, OpenFlags, OpenType};
 
 use crate::config::SftpConfig;
+use crate::durable::Durability;
 use crate::errors::{classify, classify_io, is_lost, is_missing, local_io, Op};
 use crate::pool::{Link, Pool};
 
@@ -72,6 +73,8 @@ pub struct SftpConnection {
     known_dirs: Mutex<HashSet<RelPath>>,
     /// Temp files left by sends cut off by a lost connection, by target.
     leftovers: Mutex<HashMap<RelPath, PathBuf>>,
+    /// Flushing uploads before acknowledging them (hand-off), see [`crate::durable`].
+    durable: Durability,
 }
 
 fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -82,6 +85,7 @@ impl SftpConnection {
     pub fn new(config: SftpConfig) -> SftpConnection {
         SftpConnection {
             server: config.server(),
+            durable: Durability::new(config.fsync, config.verify_read_back),
             pool: Pool::new(config),
             known_dirs: Mutex::new(HashSet::new()),
             leftovers: Mutex::new(HashMap::new()),
@@ -90,6 +94,12 @@ impl SftpConnection {
 
     pub fn config(&self) -> &SftpConfig {
         self.pool.config()
+    }
+
+    /// With [`SftpConfig::fsync`]: whether the server flushed uploads (`fsync@openssh.com`),
+    /// once one was tried.
+    pub fn fsync_offered(&self) -> Option<bool> {
+        self.durable.server_offers()
     }
 
     fn root(&self) -> &Path {
@@ -424,6 +434,7 @@ impl SftpConnection {
                 mtime: Some(mtime),
             })
             .map_err(|e| self.err(&e, Op::Other, temp))?;
+        self.durable.flush(&mut remote, &self.server, temp)?;
         remote.close().map_err(|e| self.err(&e, Op::Write, temp))?;
         Ok(sent)
     }
@@ -446,6 +457,7 @@ impl SftpConnection {
         let result = self.upload(link, file, to, &temp).and_then(|n| {
             file.check_unchanged()?;
             self.rename_replacing(link, &temp, &target, Op::Other)?;
+            self.flush_name(link, &target)?;
             Ok(n)
         });
         match &result {
@@ -458,6 +470,19 @@ impl SftpConnection {
             }
         }
         result
+    }
+
+    /// Flushes the file just renamed to `target`, when uploads are flushed: see
+    /// [`crate::durable`] (the rename is what a power loss must not undo).
+    fn flush_name(&self, link: &Link, target: &Path) -> Result<(), ConnError> {
+        if self.durable.server_offers() != Some(true) {
+            return Ok(());
+        }
+        let mut f = link
+            .sftp
+            .open(target)
+            .map_err(|e| self.err(&e, Op::Write, target))?;
+        self.durable.flush(&mut f, &self.server, target)
     }
 
     /// After reconnecting: removes the random-named temps of sends cut off by the lost
