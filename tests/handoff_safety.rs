@@ -410,3 +410,42 @@ fn sftp_server_without_fsync_is_warned_about_once() {
         "{stderr}"
     );
 }
+
+#[test]
+fn killed_at_any_moment_a_hand_off_never_leaves_a_file_in_neither_place() {
+    let s = Scratch::new();
+    let want = videos(&s, 40);
+    let (cfg, a, b) = two_mappings(&s, "complete_sync = true");
+    let mut rng = Rng::new(seed(11));
+    let check = |round: &str| {
+        let (local, at_a, at_b) = (tree(&s.src), tree(&a), tree(&b));
+        for (path, content) in &want {
+            if !local.contains_key(path) {
+                let name = String::from_utf8_lossy(path);
+                assert_eq!(at_a.get(path), Some(content), "{round}: {name} lost at a");
+                assert_eq!(at_b.get(path), Some(content), "{round}: {name} lost at b");
+            }
+        }
+    };
+    let mut round = 0;
+    kill_repeatedly(12, &mut rng, || {
+        check(&format!("before start {round}"));
+        round += 1;
+        s.spawn(&["run", "--config", cfg.to_str().unwrap()])
+    });
+    check("after the last kill");
+    let mut daemon = run_until_handed_off(&s, &cfg, &b, &want);
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            s.status()["mappings"].as_array().is_some_and(|m| {
+                m.iter()
+                    .all(|m| m["pending"] == 0 && m["in_flight"] == 0 && m["retrying"] == 0)
+            })
+        }),
+        "{}",
+        s.status()
+    );
+    assert_eq!(tree(&a), want, "{}", diff(&want, &tree(&a)));
+    assert_eq!(tree(&b), want, "{}", diff(&want, &tree(&b)));
+    assert_eq!(daemon.signal("TERM"), Some(0), "{}", daemon.log_text());
+}
