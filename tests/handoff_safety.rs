@@ -38,7 +38,15 @@ fn remove_source_waits_until_no_process_has_the_file_open_for_writing() {
             .is_ok_and(|c| c == b"first part;")),
         "the writer never wrote"
     );
-    let mut daemon = s.run(&["--remove-source", "--settle", "0.2"]);
+    let hook = script(s.dir.path(), "hook.sh", RECORD_ARGS);
+    let template = format!("{} {{remote}}", quoted(&hook));
+    let mut daemon = s.run(&[
+        "--remove-source",
+        "--settle",
+        "0.2",
+        "--on-delivered",
+        &template,
+    ]);
     let remote = s.dst.join("growing.log");
     assert!(
         wait_until(Duration::from_secs(15), || std::fs::read(&remote)
@@ -73,6 +81,9 @@ fn remove_source_waits_until_no_process_has_the_file_open_for_writing() {
         daemon.log_text()
     );
     assert_eq!(daemon.signal("TERM"), Some(0), "{}", daemon.log_text());
+    // Announced once, for the version removed: a waiting hand-off is not announced again
+    // each time it looks.
+    assert_eq!(calls(s.dir.path()).len(), 1, "{:?}", calls(s.dir.path()));
 }
 
 #[test]

@@ -175,8 +175,23 @@ impl Handoff {
                 }
                 continue;
             }
-            // Verify and announce each, then remove the ready ones together: one walk of /proc
-            // and one look at the siblings serve the whole batch, right before removing.
+            // With remove_source: first what would hold the removal back (a writer, a sibling
+            // that lacks the file), so that a waiting hand-off is not verified and announced
+            // again each time it looks. Then verify and announce each, then remove the ready
+            // ones together: one walk of /proc and one look at the siblings serve the whole
+            // batch, right before removing.
+            let due = if self.opts.remove_source {
+                let mut free = Vec::new();
+                for (row, step) in self.check_all(due, false).await {
+                    match step {
+                        Step::Remove => free.push(row),
+                        step => self.settle(&row, step)?,
+                    }
+                }
+                free
+            } else {
+                due
+            };
             let mut ready = Vec::new();
             for row in due {
                 let step = self.one(&row).await;
@@ -187,7 +202,7 @@ impl Handoff {
                 }
             }
             if !ready.is_empty() {
-                for (row, step) in self.remove_all(ready).await {
+                for (row, step) in self.check_all(ready, true).await {
                     self.settle(&row, step)?;
                 }
             }
@@ -267,15 +282,15 @@ impl Handoff {
         None
     }
 
-    /// Removes the local files of `rows` (verified, announced), each only if it is still the
-    /// delivered version, no process has it open for writing, and every sibling mapping that
-    /// takes it holds it.
-    async fn remove_all(&self, rows: Vec<HandoffRow>) -> Vec<(HandoffRow, Step)> {
+    /// Checks each of `rows`: is the local file still the delivered version, with no process
+    /// holding it open for writing, and held by every sibling mapping that takes it? Then
+    /// (`remove`) removes it (verified, announced), or says it is free to ([`Step::Remove`]).
+    async fn check_all(&self, rows: Vec<HandoffRow>, remove: bool) -> Vec<(HandoffRow, Step)> {
         let root = self.root.clone();
         let queue = Arc::clone(&self.queue);
         let siblings = self.siblings.clone();
         let this = Remover { root, queue };
-        tokio::task::spawn_blocking(move || this.remove_all(rows, siblings.as_ref()))
+        tokio::task::spawn_blocking(move || this.remove_all(rows, siblings.as_ref(), remove))
             .await
             .unwrap_or_else(|e| {
                 tracing::error!(error = %e, "hand-off removal task failed");
@@ -321,6 +336,7 @@ impl Remover {
         &self,
         rows: Vec<HandoffRow>,
         siblings: Option<&SiblingFinder>,
+        remove: bool,
     ) -> Vec<(HandoffRow, Step)> {
         let wanted: HashSet<(u64, u64)> = rows
             .iter()
@@ -335,7 +351,7 @@ impl Remover {
             siblings.map(SiblingFinder::find).unwrap_or_default();
         rows.into_iter()
             .map(|row| {
-                let step = self.remove(&row, &writers, &siblings);
+                let step = self.remove(&row, &writers, &siblings, remove);
                 (row, step)
             })
             .collect()
@@ -346,6 +362,7 @@ impl Remover {
         row: &HandoffRow,
         writers: &OpenWriters,
         siblings: &[Result<Sibling, StateError>],
+        remove: bool,
     ) -> Step {
         let local = row.path.under(&self.root);
         // Opened without following links and without blocking, then judged by fstat: what is
@@ -382,7 +399,12 @@ impl Remover {
             }
         }
         for s in &takers {
-            match s.queue.mark_handed_off(row) {
+            let holds = if remove {
+                s.queue.mark_handed_off(row)
+            } else {
+                s.queue.holds_handed_off(row)
+            };
+            match holds {
                 Ok(true) => {}
                 Ok(false) => {
                     return Step::Wait(format!("waiting for mapping {} to deliver it too", s.name))
@@ -394,6 +416,9 @@ impl Remover {
                     ))
                 }
             }
+        }
+        if !remove {
+            return Step::Remove;
         }
         if let Err(e) = std::fs::remove_file(&local) {
             if e.kind() != std::io::ErrorKind::NotFound {

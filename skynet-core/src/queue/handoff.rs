@@ -113,6 +113,22 @@ pub(super) fn spare_handed_off<'e>(
     Ok(Cow::Owned(out))
 }
 
+/// A ledger row holding the version a hand-off row delivered (parameters: [`version_params`]).
+const SAME_VERSION: &str = "path = ?1 AND size = ?2 AND mtime_ns = ?3
+    AND (ctime_ns IS NULL OR ?4 IS NULL OR (ctime_ns = ?4 AND ino = ?5 AND dev = ?6))";
+
+fn version_params(row: &HandoffRow) -> impl rusqlite::Params + '_ {
+    let id = row.identity;
+    (
+        row.path.as_bytes(),
+        row.size as i64,
+        row.mtime_ns,
+        id.map(|i| i.ctime_ns),
+        id.map(|i| i.ino as i64),
+        id.map(|i| i.dev as i64),
+    )
+}
+
 impl Queue {
     /// Turns hand-off filing on (`Some(delay)`: each waits `delay` after delivery) or off.
     pub fn set_handoff(&self, delay: Option<Duration>) {
@@ -242,33 +258,30 @@ impl Queue {
     }
 
     /// As a sibling mapping: whether this mapping's ledger holds the version of `path` that
-    /// the hand-off `row` delivered elsewhere, and if so, marks it `handed_off` (its local
-    /// removal is then never propagated as the user's deletion). One conditional UPDATE is
-    /// both check and mark, committed with `synchronous = FULL` so that the mark is on disk
-    /// before the caller removes the file. Rows recorded without an identity (older versions,
-    /// `baseline`) match on size and mtime.
+    /// the hand-off `row` delivered elsewhere (same size and mtime, and inode and ctime where
+    /// both recorded them; rows recorded without, by older versions or `baseline`, match on
+    /// size and mtime). Read only.
+    pub fn holds_handed_off(&self, row: &HandoffRow) -> Result<bool, StateError> {
+        let conn = self.lock();
+        let sql = format!("SELECT EXISTS(SELECT 1 FROM ledger WHERE {SAME_VERSION})");
+        conn.prepare_cached(&sql)
+            .and_then(|mut st| st.query_row(version_params(row), |r| r.get::<_, bool>(0)))
+            .map_err(|e| self.err(e))
+    }
+
+    /// [`Queue::holds_handed_off`], and if so marks the row `handed_off` (its local removal
+    /// is then never propagated as the user's deletion). One conditional UPDATE is both check
+    /// and mark, committed with `synchronous = FULL` so that the mark is on disk before the
+    /// caller removes the file.
     pub fn mark_handed_off(&self, row: &HandoffRow) -> Result<bool, StateError> {
         let conn = self.lock();
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(|e| self.err(e))?;
-        let id = row.identity;
-        conn.prepare_cached(
-            "UPDATE ledger SET handed_off = 1
-             WHERE path = ?1 AND size = ?2 AND mtime_ns = ?3
-             AND (ctime_ns IS NULL OR ?4 IS NULL OR (ctime_ns = ?4 AND ino = ?5 AND dev = ?6))",
-        )
-        .and_then(|mut st| {
-            st.execute(params![
-                row.path.as_bytes(),
-                row.size as i64,
-                row.mtime_ns,
-                id.map(|i| i.ctime_ns),
-                id.map(|i| i.ino as i64),
-                id.map(|i| i.dev as i64),
-            ])
-        })
-        .map(|n| n > 0)
-        .map_err(|e| self.err(e))
+        let sql = format!("UPDATE ledger SET handed_off = 1 WHERE {SAME_VERSION}");
+        conn.prepare_cached(&sql)
+            .and_then(|mut st| st.execute(version_params(row)))
+            .map(|n| n > 0)
+            .map_err(|e| self.err(e))
     }
 
     /// Parked hand-offs become due again now, attempts reset (`skynet queue retry all`).
