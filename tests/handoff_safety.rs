@@ -87,6 +87,37 @@ fn remove_source_waits_until_no_process_has_the_file_open_for_writing() {
 }
 
 #[test]
+fn sync_leaves_a_file_open_for_writing_for_a_later_run() {
+    let s = Scratch::new();
+    let path = s.src.join("open.log");
+    let mut writer = Command::new("sh")
+        .arg("-c")
+        .arg(r#"exec 3>>"$1"; printf 'written' >&3; read go"#)
+        .arg("sh")
+        .arg(&path)
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("start the writer");
+    assert!(wait_until(Duration::from_secs(10), || std::fs::read(&path)
+        .is_ok_and(|c| c == b"written")));
+    // `sync` delivers it, does not remove it while it is open, and does not wait for it.
+    let out = s.sync(&["--remove-source", "--settle", "0"]);
+    assert_exit(&out, 0);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(path.exists(), "removed while open for writing: {stderr}");
+    assert!(stderr.contains("open for writing"), "{stderr}");
+    assert_eq!(std::fs::read(s.dst.join("open.log")).unwrap(), b"written");
+    // Closed: the next sync finishes the hand-off.
+    let mut stdin = writer.stdin.take().expect("writer stdin");
+    stdin.write_all(b"go\n").expect("tell the writer");
+    drop(stdin);
+    assert!(writer.wait().expect("writer").success());
+    let out = s.sync(&["--remove-source", "--settle", "0"]);
+    assert_exit(&out, 0);
+    assert!(!path.exists(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
 fn a_same_size_rewrite_with_mtime_set_back_during_on_delivered_is_not_removed_unsent() {
     let s = Scratch::new();
     let path = s.src.join("f.txt");

@@ -148,13 +148,17 @@ enum Step {
 }
 
 impl Handoff {
-    /// Works due hand-offs until `stop` turns true; with `until_drained`, returns once none is
-    /// waiting (parked ones aside). Returns how many are parked.
+    /// Works due hand-offs until `stop` turns true; with `until_drained` (`sync`), returns
+    /// once none is due but parked ones and ones that wait (a writer has the file open, a
+    /// sibling mapping has not delivered it): those are left for a later run, said in the log.
+    /// Returns how many are parked.
     pub async fn run(
         &self,
         mut stop: watch::Receiver<bool>,
         until_drained: bool,
     ) -> Result<u64, StateError> {
+        // Paths whose hand-off waited in this run (`until_drained` does not wait for them).
+        let mut waited: HashSet<RelPath> = HashSet::new();
         loop {
             if *stop.borrow() {
                 break;
@@ -164,6 +168,21 @@ impl Handoff {
                 let next = self.queue.handoff_next_due()?;
                 if until_drained && next.is_none() {
                     break;
+                }
+                if until_drained {
+                    let left: Vec<HandoffRow> = self
+                        .queue
+                        .handoff_rows()?
+                        .into_iter()
+                        .filter(|r| !r.parked)
+                        .collect();
+                    if left.iter().all(|r| waited.contains(&r.path)) {
+                        tracing::info!(
+                            waiting = left.len(),
+                            "hand-offs left waiting (see above why); the local files are kept until a later run or sync"
+                        );
+                        break;
+                    }
                 }
                 let wait = next
                     .map(|at| Duration::from_millis(at.saturating_sub(now_ms())))
@@ -185,7 +204,7 @@ impl Handoff {
                 for (row, step) in self.check_all(due, false).await {
                     match step {
                         Step::Remove => free.push(row),
-                        step => self.settle(&row, step)?,
+                        step => self.settle(&row, step, &mut waited)?,
                     }
                 }
                 free
@@ -198,12 +217,12 @@ impl Handoff {
                 if matches!(step, Step::Remove) {
                     ready.push(row);
                 } else {
-                    self.settle(&row, step)?;
+                    self.settle(&row, step, &mut waited)?;
                 }
             }
             if !ready.is_empty() {
                 for (row, step) in self.check_all(ready, true).await {
-                    self.settle(&row, step)?;
+                    self.settle(&row, step, &mut waited)?;
                 }
             }
         }
@@ -215,12 +234,20 @@ impl Handoff {
             .count() as u64)
     }
 
-    fn settle(&self, row: &HandoffRow, step: Step) -> Result<(), StateError> {
+    fn settle(
+        &self,
+        row: &HandoffRow,
+        step: Step,
+        waited: &mut HashSet<RelPath>,
+    ) -> Result<(), StateError> {
         match step {
             Step::Done | Step::Remove => self.queue.handoff_done(row),
             Step::Failed(why) => self.failed(row, &why, true),
             Step::Unreachable(why) => self.failed(row, &why, false),
-            Step::Wait(why) => self.wait(row, &why),
+            Step::Wait(why) => {
+                waited.insert(row.path.clone());
+                self.wait(row, &why)
+            }
         }
     }
 

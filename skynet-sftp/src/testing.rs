@@ -167,8 +167,13 @@ impl SshServer {
             Path::new(SFTP_SERVER).exists(),
             "{SFTP_SERVER} not found: run scripts/install-test-deps"
         );
-        let mut server = Self::start_for(current_user());
-        let wrapper = server.dir.path().join("sftp-server.sh");
+        Self::start_with(current_user(), Some(refused))
+    }
+
+    /// Writes the wrapper that runs OpenSSH's `sftp-server` logging to `sftp.log`, and makes
+    /// it the SFTP subsystem.
+    fn log_sftp(&mut self, refused: &[&str]) {
+        let wrapper = self.dir.path().join("sftp-server.sh");
         let refuse = if refused.is_empty() {
             String::new()
         } else {
@@ -178,16 +183,12 @@ impl SshServer {
             &wrapper,
             format!(
                 "#!/bin/sh\nexec {SFTP_SERVER} -e -l DEBUG3{refuse} 2>>'{}'\n",
-                server.dir.path().join("sftp.log").display()
+                self.dir.path().join("sftp.log").display()
             ),
         )
         .expect("write sftp-server wrapper");
         fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).expect("chmod");
-        server.sftp_subsystem = wrapper.display().to_string();
-        server.stop();
-        server.write_config();
-        server.restart();
-        server
+        self.sftp_subsystem = wrapper.display().to_string();
     }
 
     /// What the SFTP server of [`SshServer::start_logging_sftp`] logged so far.
@@ -196,6 +197,11 @@ impl SshServer {
     }
 
     fn start_for(user: String) -> SshServer {
+        Self::start_with(user, None)
+    }
+
+    /// `sftp_log`: see [`SshServer::start_logging_sftp`].
+    fn start_with(user: String, sftp_log: Option<&[&str]>) -> SshServer {
         assert!(
             Path::new(SSHD).exists(),
             "sshd not found: run scripts/install-test-deps"
@@ -218,6 +224,9 @@ impl SshServer {
             extra_host_keys: Vec::new(),
             sftp_subsystem: "internal-sftp".to_string(),
         };
+        if let Some(refused) = sftp_log {
+            server.log_sftp(refused);
+        }
         let p = |n: &str| server.dir.path().join(n);
         keygen(&p("host_key"));
         keygen(&p("client_key"));
