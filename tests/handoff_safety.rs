@@ -65,6 +65,12 @@ fn remove_source_waits_until_no_process_has_the_file_open_for_writing() {
         daemon.log_text()
     );
     assert!(decided, "no word of the writer: {}", daemon.log_text());
+    // `status` says why the hand-off waits.
+    let m = &s.status()["mappings"][0];
+    let why = m["handoff_waits"][0]["last_error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(why.contains("open for writing by sh (pid"), "{m}");
 
     let mut stdin = writer.stdin.take().expect("writer stdin");
     stdin.write_all(b"go\n").expect("tell the writer");
