@@ -472,6 +472,29 @@ impl SftpConnection {
         result
     }
 
+    /// At the first connection of a connection that flushes uploads: finds out whether the
+    /// server offers `fsync@openssh.com` on an empty temporary file in the root, so that a
+    /// server without it is warned about at start, not at the first upload.
+    fn probe_fsync(&self, link: &Link) -> Result<(), ConnError> {
+        if !self.durable.wanted() || self.durable.server_offers().is_some() {
+            return Ok(());
+        }
+        let probe = self.root().join(temp_name());
+        let mut f = link
+            .sftp
+            .open_mode(
+                &probe,
+                OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE,
+                0o600,
+                OpenType::File,
+            )
+            .map_err(|e| self.err(&e, Op::Write, &probe))?;
+        let flushed = self.durable.flush(&mut f, &self.server, &probe);
+        drop(f);
+        let _ = link.sftp.unlink(&probe);
+        flushed
+    }
+
     /// Flushes the file just renamed to `target`, when uploads are flushed: see
     /// [`crate::durable`] (the rename is what a power loss must not undo).
     fn flush_name(&self, link: &Link, target: &Path) -> Result<(), ConnError> {
@@ -613,7 +636,9 @@ impl BlockingConnection for SftpConnection {
     fn connect(&self) -> Result<(), ConnError> {
         self.pool.reset();
         let lease = self.pool.checkout()?;
-        let result = self.ensure_root(lease.link());
+        let result = self
+            .ensure_root(lease.link())
+            .and_then(|()| self.probe_fsync(lease.link()));
         match &result {
             Ok(()) => self.drop_random_leftovers(lease.link()),
             Err(e) if is_lost(e) => lease.discard(),

@@ -8,9 +8,11 @@
 //! once more under its final name after the rename (on journaling filesystems, ext4 and XFS,
 //! this commits the rename too; SFTP cannot fsync a directory).
 //!
-//! A server without the extension (it answers `OP_UNSUPPORTED`, or refuses it with
-//! `PERMISSION_DENIED`, as `sftp-server -P fsync` does) is warned about once, and sends go on
-//! without flushing: refusing every hand-off would leave the user nothing better.
+//! Whether the server offers it is found out at the first connection (an empty temporary file
+//! in the root is flushed and removed). A server without the extension (it answers
+//! `OP_UNSUPPORTED`, or refuses it with `PERMISSION_DENIED`, as `sftp-server -P fsync` does) is
+//! warned about once, and sends go on without flushing: refusing every hand-off would leave
+//! the user nothing better.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -44,6 +46,11 @@ impl Durability {
             read_back,
             ..Durability::default()
         }
+    }
+
+    /// Uploads are to be flushed (the mapping hands off).
+    pub(crate) fn wanted(&self) -> bool {
+        self.wanted
     }
 
     /// `Some(true)` once the server flushed a file, `Some(false)` once it refused to;

@@ -33,12 +33,24 @@ fn uploads_are_flushed_only_when_asked_and_offered() {
 
     let durable = SftpConnection::new(server.config(&root).with_fsync(true));
     durable.connect().expect("connect");
-    durable.send(&file, &rel("sub/durable")).expect("send");
+    // Found out at connection time, on a temporary file in the root, removed since.
     assert_eq!(durable.fsync_offered(), Some(true));
     let got = flushed(&server);
-    assert_eq!(got.len(), 2, "{got:?}");
-    assert!(got[0].contains("/sub/.skynet-tmp."), "{got:?}");
-    assert_eq!(got[1], root.join("sub/durable").display().to_string());
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(
+        got[0].starts_with(&format!("{}/.skynet-tmp.", root.display())),
+        "{got:?}"
+    );
+    assert!(std::fs::read_dir(&root).unwrap().all(|e| !e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .starts_with(".skynet-tmp.")));
+    durable.send(&file, &rel("sub/durable")).expect("send");
+    let got = flushed(&server);
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert!(got[1].contains("/sub/.skynet-tmp."), "{got:?}");
+    assert_eq!(got[2], root.join("sub/durable").display().to_string());
 }
 
 #[test]
@@ -48,6 +60,11 @@ fn a_server_refusing_fsync_is_detected_and_sends_go_on() {
     let local = tempfile::tempdir().expect("tmp");
     let conn = SftpConnection::new(server.config(&root).with_fsync(true));
     conn.connect().expect("connect");
+    assert_eq!(
+        conn.fsync_offered(),
+        Some(false),
+        "known at connection time"
+    );
     for name in ["a", "b"] {
         let file = source(local.path(), name, name.as_bytes());
         conn.send(&file, &rel(name)).expect("send");
