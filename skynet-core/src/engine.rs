@@ -150,7 +150,8 @@ impl Mapping {
         }
         let filter = Arc::new(Filter::new(&excludes)?.with_includes(&opts.include)?);
         // Other mappings of this source read them before removing a file (hand-off).
-        siblings::record_filters(&queue, &excludes, &opts.include)?;
+        let dated = opts.gate.dated.as_ref().map(|d| d.pattern());
+        siblings::record_filters(&queue, &excludes, &opts.include, dated)?;
         queue.set_handoff(opts.handoff.enabled().then_some(opts.handoff.delay));
         Ok(Mapping {
             source,

@@ -19,6 +19,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::gate::DatedNames;
 use crate::queue::{database_path, Queue, StateError};
 use crate::relpath::RelPath;
 use crate::scan::Filter;
@@ -27,15 +28,19 @@ use crate::scan::Filter;
 /// know which files it takes.
 pub const META_EXCLUDE: &str = "filter_exclude";
 pub const META_INCLUDE: &str = "filter_include";
+/// The `dated` pattern: a mapping with one never takes a file without a date in its name.
+pub const META_DATED: &str = "filter_dated";
 
 /// Records a mapping's filters for its siblings.
 pub fn record_filters(
     queue: &Queue,
     excludes: &[String],
     includes: &[String],
+    dated: Option<&str>,
 ) -> Result<(), StateError> {
     queue.set_meta(META_EXCLUDE, &excludes.join("\n"))?;
-    queue.set_meta(META_INCLUDE, &includes.join("\n"))
+    queue.set_meta(META_INCLUDE, &includes.join("\n"))?;
+    queue.set_meta(META_DATED, dated.unwrap_or_default())
 }
 
 /// Where to look for the siblings of one mapping.
@@ -56,12 +61,19 @@ pub struct Sibling {
     pub queue: Queue,
     /// `None` when the sibling never recorded its filters: it is taken to select every file.
     filter: Option<Filter>,
+    /// Its `dated` gate: names without a date are never its files.
+    dated: Option<DatedNames>,
 }
 
 impl Sibling {
-    /// True when this sibling takes `path` (its filters select it).
+    /// True when this sibling takes `path` (its filters select it, and with a `dated` gate,
+    /// its name carries a date).
     pub fn selects(&self, path: &RelPath) -> bool {
         self.filter.as_ref().is_none_or(|f| f.admits_file(path))
+            && self
+                .dated
+                .as_ref()
+                .is_none_or(|d| d.date_of(path).is_some())
     }
 }
 
@@ -117,6 +129,10 @@ fn open_sibling(dir: &Path, db: &Path, source: &Path) -> Result<Option<Sibling>,
             .ok(),
         _ => None,
     };
+    let dated = queue
+        .meta(META_DATED)?
+        .filter(|p| !p.is_empty())
+        .and_then(|p| DatedNames::new(&p, std::time::Duration::ZERO).ok());
     let name = dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -128,5 +144,55 @@ fn open_sibling(dir: &Path, db: &Path, source: &Path) -> Result<Option<Sibling>,
         name: format!("{name} ({destination})"),
         queue,
         filter,
+        dated,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::meta;
+
+    fn p(s: &str) -> RelPath {
+        RelPath::from_bytes(s.as_bytes()).unwrap()
+    }
+
+    /// A mapping's state directory under `root`, of `source`, with these filters.
+    fn mapping(root: &Path, name: &str, source: &str, include: &[&str], dated: Option<&str>) {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let q = Queue::open(&database_path(&dir)).unwrap();
+        q.set_meta(meta::SOURCE, source).unwrap();
+        q.set_meta(meta::DESTINATION, &format!("/dest/{name}"))
+            .unwrap();
+        let include: Vec<String> = include.iter().map(|s| s.to_string()).collect();
+        record_filters(&q, &["*.tmp".to_string()], &include, dated).unwrap();
+    }
+
+    #[test]
+    fn finds_the_other_mappings_of_the_source_and_what_they_take() {
+        let root = tempfile::tempdir().unwrap();
+        mapping(root.path(), "me", "/src", &[], None);
+        mapping(root.path(), "videos", "/src", &["*.mp4"], None);
+        mapping(root.path(), "days", "/src", &[], Some("%Y%m%d"));
+        mapping(root.path(), "elsewhere", "/other", &[], None);
+        let finder = SiblingFinder {
+            state_root: root.path().to_path_buf(),
+            own_dir: root.path().join("me"),
+            source: PathBuf::from("/src"),
+        };
+        let mut found: Vec<Sibling> = finder.find().into_iter().map(Result::unwrap).collect();
+        found.sort_by(|a, b| a.name.cmp(&b.name));
+        let names: Vec<&str> = found.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["days (/dest/days)", "videos (/dest/videos)"]);
+        let (days, videos) = (&found[0], &found[1]);
+        assert!(videos.selects(&p("a/b.mp4")));
+        assert!(!videos.selects(&p("a/b.jpg")));
+        assert!(!videos.selects(&p("a/b.tmp")));
+        assert!(days.selects(&p("20240101/clip.mp4")));
+        assert!(
+            !days.selects(&p("misc/clip.mp4")),
+            "no date: never its file"
+        );
+    }
 }
