@@ -60,6 +60,34 @@ pub struct SourceFile {
     pub mtime: SystemTime,
     /// Unix permission bits.
     pub mode: u32,
+    /// Which file this is and when its inode last changed, as seen by the same `stat`: the
+    /// hand-off removes a local file only while it is still this one (see `crate::handoff`).
+    pub identity: FileIdentity,
+}
+
+/// A file's device, inode and ctime. A writer can set mtime back (`touch -d`), never ctime:
+/// any write, truncation, rename onto it or chmod moves ctime forward, so equal identities
+/// mean the same inode, unchanged since.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FileIdentity {
+    pub dev: u64,
+    pub ino: u64,
+    /// Nanoseconds since the epoch.
+    pub ctime_ns: i64,
+}
+
+impl FileIdentity {
+    pub fn of(meta: &Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        FileIdentity {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            ctime_ns: meta
+                .ctime()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(meta.ctime_nsec()),
+        }
+    }
 }
 
 impl SourceFile {
@@ -84,6 +112,7 @@ impl SourceFile {
             size: meta.len(),
             mtime: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
             mode: meta.permissions().mode() & 0o7777,
+            identity: FileIdentity::of(meta),
         }
     }
 

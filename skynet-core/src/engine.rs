@@ -22,6 +22,7 @@ use crate::relpath::RelPath;
 use crate::scan::{self, Filter, FilterError, ScanError, ScanOptions};
 use crate::send_policy::SendPolicy;
 use crate::source_root::{SourceProblem, SourceRoot};
+use crate::siblings::{self, SiblingFinder};
 use crate::watcher::{WatchError, WatchOptions, Watcher};
 
 /// Everything that can end a mapping, each naming what went wrong.
@@ -126,6 +127,8 @@ pub struct Mapping {
     /// The database file and its (device, inode) when opened, to notice it being replaced.
     db_path: PathBuf,
     db_id: Option<(u64, u64)>,
+    /// The mapping's state directory; its parent holds the other mappings' (siblings).
+    state_dir: PathBuf,
     filter: Arc<Filter>,
     opts: MappingOptions,
     /// The handler's live figures, kept across runs for metrics.
@@ -163,6 +166,9 @@ impl Mapping {
             }
         }
         let filter = Arc::new(Filter::new(&excludes)?.with_includes(&opts.include)?);
+        // Other mappings of this source read them before removing a file (hand-off).
+        let dated = opts.gate.dated.as_ref().map(|d| d.pattern());
+        siblings::record_filters(&queue, &excludes, &opts.include, dated)?;
         queue.set_handoff(opts.handoff.enabled().then_some(opts.handoff.delay));
         // Only deletions that reach the destination need the guard.
         queue.set_delete_guard(opts.complete_sync.then_some(opts.max_delete));
@@ -171,6 +177,7 @@ impl Mapping {
             queue,
             db_path,
             db_id,
+            state_dir: state_dir.to_path_buf(),
             filter,
             opts,
             status: Arc::default(),
@@ -246,6 +253,15 @@ impl Mapping {
             conn,
             root: self.source.clone(),
             opts: self.opts.handoff.clone(),
+            siblings: self.opts.handoff.remove_source.then(|| SiblingFinder {
+                state_root: self
+                    .state_dir
+                    .parent()
+                    .unwrap_or(&self.state_dir)
+                    .to_path_buf(),
+                own_dir: self.state_dir.clone(),
+                source: self.source.clone(),
+            }),
         })
     }
 

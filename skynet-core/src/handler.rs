@@ -1125,6 +1125,7 @@ fn send_result(
                 size: file.size,
                 mtime_ns: mtime_ns(file.mtime),
                 hash,
+                identity: Some(file.identity),
             })),
             bytes,
         ),

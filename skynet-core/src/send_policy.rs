@@ -185,6 +185,7 @@ mod tests {
                 size: f.size,
                 mtime_ns: crate::queue::mtime_ns(f.mtime),
                 hash: Some(hash),
+                identity: None,
             },
         }])
         .unwrap();

@@ -44,6 +44,9 @@ pub struct MappingStatus {
     pub handoff_waiting: u64,
     pub failures: Vec<QueueRow>,
     pub handoff_failures: Vec<HandoffRow>,
+    /// Waiting hand-offs that said why (a writer has the file open, another mapping of the
+    /// source has not delivered it yet, the last failure before a retry).
+    pub handoff_waits: Vec<HandoffRow>,
 }
 
 /// The directory name that names a mapping in `status`, `queue` and `ledger`.
@@ -109,6 +112,10 @@ pub fn read(dir: &Path) -> Result<MappingStatus> {
         handoff_waiting: handoff_waiting.len() as u64,
         failures,
         handoff_failures,
+        handoff_waits: handoff_waiting
+            .into_iter()
+            .filter(|r| r.last_error.is_some())
+            .collect(),
     })
 }
 
@@ -208,6 +215,16 @@ fn print(root: &Path, json: bool) -> Result<()> {
                 f.path,
                 f.last_error.as_deref().unwrap_or("")
             );
+        }
+        for w in m.handoff_waits.iter().take(5) {
+            println!(
+                "  hand-off waits {}: {}",
+                w.path,
+                w.last_error.as_deref().unwrap_or("")
+            );
+        }
+        if m.handoff_waits.len() > 5 {
+            println!("  … and {} more waiting", m.handoff_waits.len() - 5);
         }
         for f in &m.handoff_failures {
             println!(
