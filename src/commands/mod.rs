@@ -40,19 +40,27 @@ pub async fn prepare(
     args: &MappingArgs,
     what: &str,
 ) -> Result<Prepared> {
+    let destination = destination_of(dest, args)?;
     let source = match src.canonicalize() {
         Ok(source) => source,
-        // `run` waits for a source whose disk is away: the mapping pauses until it is back.
+        // `run` waits for the source of a mapping it mirrored before, whose disk is away: the
+        // mapping pauses until it is back. A source never mirrored must exist (a typo).
         Err(e) if what == "run" && e.kind() == std::io::ErrorKind::NotFound => {
+            let source =
+                std::path::absolute(src).with_context(|| format!("source {}", src.display()))?;
+            let known = state_dir_of(&source, &destination, args)
+                .is_ok_and(|d| skynet_core::queue::database_path(&d).exists());
+            if !known {
+                return Err(e).with_context(|| format!("source {}", src.display()));
+            }
             tracing::warn!(source = %src.display(), "the source is missing; waiting for it");
-            std::path::absolute(src).with_context(|| format!("source {}", src.display()))?
+            source
         }
         Err(e) => return Err(e).with_context(|| format!("source {}", src.display())),
     };
     if source.exists() && !source.is_dir() {
         anyhow::bail!("source {}: not a directory", src.display());
     }
-    let destination = destination_of(dest, args)?;
     check_options(&destination, args)?;
     if let Destination::Local(root) = &destination {
         crate::destination::check_overlap(&source, root)?;
