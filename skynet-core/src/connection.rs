@@ -47,7 +47,11 @@ pub fn is_temp_name(name: &[u8]) -> bool {
     name.starts_with(TEMP_PREFIX.as_bytes())
 }
 
-/// The local file a send reads, with the size and mtime seen when the send was dispatched.
+/// The local file a send reads, with what `lstat` said of it when the send was prepared.
+///
+/// Why the identity (`dev`, `ino`): between the stat and the open the path may be swapped
+/// for a symlink (to a private key, say), a FIFO (whose open would block a worker forever)
+/// or another file. [`SourceFile::open`] reads only the very file that was stat'ed.
 #[derive(Debug, Clone)]
 pub struct SourceFile {
     /// Absolute local path.
@@ -56,43 +60,165 @@ pub struct SourceFile {
     pub mtime: SystemTime,
     /// Unix permission bits.
     pub mode: u32,
+    /// Device and inode at the stat: [`SourceFile::open`] refuses any other file.
+    pub dev: u64,
+    pub ino: u64,
+}
+
+/// Why a local file cannot be read for a send. Converts into a classified [`ConnError`].
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// Nothing there any more, or a directory (not a file to send).
+    #[error("{0}: gone")]
+    Missing(PathBuf),
+    /// A symbolic link: never followed, its target never read (design invariant 10).
+    #[error("{0}: is a symbolic link; not followed (skipped)")]
+    Symlink(PathBuf),
+    /// A FIFO, device or socket: never opened for reading.
+    #[error("{0}: not a regular file (FIFO, device or socket); skipped")]
+    Special(PathBuf),
+    /// The path no longer names the file that was stat'ed (swapped for a link, a FIFO or
+    /// another file): it is not read now; the send is tried again.
+    #[error("{0}: replaced since it was queued; will send again")]
+    Replaced(PathBuf),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl From<SourceError> for ConnError {
+    fn from(e: SourceError) -> Self {
+        match &e {
+            SourceError::Missing(_) | SourceError::Symlink(_) | SourceError::Special(_) => {
+                ConnError::source_missing(e.to_string())
+            }
+            SourceError::Replaced(_) => ConnError::transient(e.to_string()),
+            SourceError::Io { path, source } => ConnError::from_io(path.display(), source),
+        }
+    }
+}
+
+/// Opens `path` for reading without following a final symlink and without blocking (a FIFO
+/// with no writer would block the open forever), then checks with `fstat` that what was
+/// opened is a regular file. The one way skynet opens a source file.
+pub fn open_regular(path: &Path) -> Result<(File, Metadata), SourceError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(
+            rustix::fs::OFlags::NOFOLLOW.bits() as i32 | rustix::fs::OFlags::NONBLOCK.bits() as i32,
+        )
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(code) if code == rustix::io::Errno::LOOP.raw_os_error() => {
+                SourceError::Symlink(path.to_path_buf())
+            }
+            _ if e.kind() == std::io::ErrorKind::NotFound => {
+                SourceError::Missing(path.to_path_buf())
+            }
+            _ => SourceError::Io {
+                path: path.to_path_buf(),
+                source: e,
+            },
+        })?;
+    let meta = file.metadata().map_err(|source| SourceError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if meta.is_dir() {
+        return Err(SourceError::Missing(path.to_path_buf()));
+    }
+    if !meta.is_file() {
+        return Err(SourceError::Special(path.to_path_buf()));
+    }
+    Ok((file, meta))
 }
 
 impl SourceFile {
-    /// Stats `path` now. A missing file gives [`ErrorKind::SourceMissing`]; a directory is
-    /// not a file to send and gives the same.
-    pub fn stat(path: &Path) -> Result<Self, ConnError> {
-        let meta = std::fs::metadata(path).map_err(|e| ConnError::from_io(path.display(), &e))?;
-        if !meta.is_file() {
-            return Err(ConnError::source_missing(format!(
-                "{}: not a regular file",
-                path.display()
-            )));
+    /// `lstat`s `path` now: the link itself, never its target. A missing path or a directory
+    /// is [`SourceError::Missing`]; a symlink and a special file are refused by name.
+    pub fn lstat(path: &Path) -> Result<Self, SourceError> {
+        let meta = std::fs::symlink_metadata(path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                SourceError::Missing(path.to_path_buf())
+            } else {
+                SourceError::Io {
+                    path: path.to_path_buf(),
+                    source: e,
+                }
+            }
+        })?;
+        let kind = meta.file_type();
+        if kind.is_symlink() {
+            return Err(SourceError::Symlink(path.to_path_buf()));
+        }
+        if kind.is_dir() {
+            return Err(SourceError::Missing(path.to_path_buf()));
+        }
+        if !kind.is_file() {
+            return Err(SourceError::Special(path.to_path_buf()));
         }
         Ok(Self::from_metadata(path.to_path_buf(), &meta))
     }
 
+    /// [`SourceFile::lstat`], with the error classified for a [`Connection`]: a missing
+    /// file, a directory, a symlink or a special file all give [`ErrorKind::SourceMissing`]
+    /// (nothing to send).
+    pub fn stat(path: &Path) -> Result<Self, ConnError> {
+        Ok(Self::lstat(path)?)
+    }
+
     pub fn from_metadata(path: PathBuf, meta: &Metadata) -> Self {
-        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
         SourceFile {
             path,
             size: meta.len(),
             mtime: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
             mode: meta.permissions().mode() & 0o7777,
+            dev: meta.dev(),
+            ino: meta.ino(),
         }
     }
 
-    /// Opens the file for reading, with a classified error naming it.
-    pub fn open(&self) -> Result<File, ConnError> {
-        File::open(&self.path).map_err(|e| ConnError::from_io(self.path.display(), &e))
+    /// Opens the file for reading: without following links, without blocking, and only when
+    /// it is still the regular file that was stat'ed (same device and inode). Anything else
+    /// is [`SourceError::Replaced`]: nothing is read, and the send is tried again later.
+    pub fn open_checked(&self) -> Result<File, SourceError> {
+        use std::os::unix::fs::MetadataExt;
+        let replaced = || SourceError::Replaced(self.path.clone());
+        let (file, meta) = match open_regular(&self.path) {
+            Ok(opened) => opened,
+            Err(SourceError::Symlink(_) | SourceError::Special(_)) => return Err(replaced()),
+            Err(e) => return Err(e),
+        };
+        if (meta.dev(), meta.ino()) != (self.dev, self.ino) {
+            return Err(replaced());
+        }
+        Ok(file)
     }
 
-    /// Fails with a transient error when the file changed (size or mtime) since it was
-    /// stat'ed: call it after reading and before making the copy visible, so that a file
-    /// rewritten during the upload never shows up half old, half new.
+    /// [`SourceFile::open_checked`], with the error classified for a [`Connection`].
+    pub fn open(&self) -> Result<File, ConnError> {
+        Ok(self.open_checked()?)
+    }
+
+    /// SHA-256 of the file's content, read through [`SourceFile::open`].
+    pub fn sha256(&self) -> Result<crate::digest::Sha256Digest, ConnError> {
+        crate::digest::sha256_reader(self.open()?)
+            .map_err(|e| ConnError::from_io(self.path.display(), &e))
+    }
+
+    /// Fails with a transient error when the file changed (size, mtime, or which file the
+    /// path names) since it was stat'ed: call it after reading and before making the copy
+    /// visible, so that a file rewritten during the upload never shows up half old, half new.
     pub fn check_unchanged(&self) -> Result<(), ConnError> {
         let now = Self::stat(&self.path)?;
-        if now.size != self.size || now.mtime != self.mtime {
+        if now.size != self.size
+            || now.mtime != self.mtime
+            || (now.dev, now.ino) != (self.dev, self.ino)
+        {
             return Err(ConnError::transient(format!(
                 "{}: changed while being sent; will send again",
                 self.path.display()

@@ -106,6 +106,8 @@ pub mod meta {
     /// start after a run that died, cleared only once a sweep completed, so a run killed
     /// before (or during) its sweep hands it on to the next one.
     pub const SWEEP_TEMPS: &str = "sweep_temps";
+    /// Distinct symlinks skipped since this run started (see `links`).
+    pub const SKIPPED_LINKS: &str = crate::links::SKIPPED_LINKS;
 }
 
 /// One source folder with its state database.
@@ -243,6 +245,8 @@ impl Mapping {
             tracing::info!("the previous run did not end cleanly; temporary files will be swept");
             self.queue.set_meta(meta::SWEEP_TEMPS, "1")?;
         }
+        // Links are counted per run (see `links`): this run notices them afresh.
+        self.queue.set_meta(meta::SKIPPED_LINKS, "0")?;
         self.queue.set_meta(meta::RUNNING, "1")
     }
 

@@ -20,7 +20,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 
 use crate::action::{Action, ActionKind};
-use crate::connection::{Connection, SourceFile};
+use crate::connection::{Connection, SourceError, SourceFile};
 use crate::digest::Sha256Digest;
 use crate::engine::meta;
 use crate::error::{ConnError, ErrorKind};
@@ -1003,8 +1003,21 @@ async fn prepare_send(
     cx: &Context,
     p: &RelPath,
 ) -> Result<(SourceFile, Option<Sha256Digest>), (Result<Step, ConnError>, u64)> {
+    // A link or a special file is never read: settled here, with nothing to record.
     // Gone, or a directory: settled in `outcome`.
-    let file = SourceFile::stat(&p.under(&cx.root)).map_err(|e| (Err(e), 0))?;
+    let skipped = Err((Ok(Step::Did(LedgerUpdate::Unchanged)), 0));
+    let file = match SourceFile::lstat(&p.under(&cx.root)) {
+        Ok(file) => file,
+        Err(SourceError::Symlink(_)) => {
+            cx.queue.note_skipped_link(p);
+            return skipped;
+        }
+        Err(SourceError::Special(_)) => {
+            tracing::info!(path = %p, "not a regular file (FIFO, device or socket); not read, not sent");
+            return skipped;
+        }
+        Err(e) => return Err((Err(e.into()), 0)),
+    };
     let verdict = cx.policy.judge(&cx.queue, p, &file, now_ms()).await;
     let step = match verdict {
         Ok(Verdict::Send { hash }) => return Ok((file, hash)),

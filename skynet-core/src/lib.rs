@@ -27,6 +27,7 @@ pub mod exec;
 pub mod gate;
 pub mod handler;
 pub mod handoff;
+pub mod links;
 pub mod local;
 pub mod merge;
 pub mod queue;

@@ -352,8 +352,7 @@ impl BlockingConnection for LocalConnection {
         if !by_size.holds() {
             return Ok(by_size);
         }
-        let local = digest::sha256_file(&file.path)
-            .map_err(|e| ConnError::from_io(file.path.display(), &e))?;
+        let local = file.sha256()?;
         let abs = path.under(&self.root);
         let remote = match File::open(&abs).and_then(digest::sha256_reader) {
             Ok(d) => d,

@@ -207,6 +207,8 @@ pub struct Queue {
     handoff: std::sync::atomic::AtomicBool,
     /// How long a filed hand-off waits before it is tried, in milliseconds.
     handoff_delay_ms: std::sync::atomic::AtomicU64,
+    /// Symlinks met in the source this run (see [`Queue::note_skipped_link`]).
+    links: crate::links::LinkNotices,
 }
 
 impl Queue {
@@ -255,6 +257,7 @@ impl Queue {
             path,
             handoff: Default::default(),
             handoff_delay_ms: Default::default(),
+            links: Default::default(),
         })
     }
 
@@ -831,6 +834,18 @@ impl Queue {
         )
         .map(|_| ())
         .map_err(|e| self.err(e))
+    }
+
+    /// Records that the symlink at `rel` was skipped (never followed, see [`crate::links`]):
+    /// logged and counted for `status` the first time this process meets that path.
+    pub fn note_skipped_link(&self, rel: &RelPath) {
+        let Some(count) = self.links.note(rel) else {
+            return;
+        };
+        tracing::warn!(path = %rel, "is a symbolic link; not followed, not sent");
+        if let Err(e) = self.set_meta(crate::links::SKIPPED_LINKS, &count.to_string()) {
+            tracing::warn!(error = %e, "cannot record the skipped link count");
+        }
     }
 
     pub fn meta(&self, key: &str) -> Result<Option<String>, StateError> {

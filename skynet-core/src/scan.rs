@@ -186,6 +186,23 @@ pub fn catch_up(
     filter: &Filter,
     opts: &ScanOptions,
 ) -> Result<ScanReport, ScanError> {
+    let report = compare(root, queue, filter, opts)?;
+    tracing::info!(
+        files = report.files,
+        sends = report.sends,
+        deletes = report.deletes,
+        "catch-up scan done"
+    );
+    Ok(report)
+}
+
+/// [`catch_up`] without its log line, for the scans that polling repeats (see `watcher`).
+pub fn compare(
+    root: &Path,
+    queue: &Queue,
+    filter: &Filter,
+    opts: &ScanOptions,
+) -> Result<ScanReport, ScanError> {
     if !root.is_dir() {
         return Err(ScanError::RootMissing(root.display().to_string()));
     }
@@ -210,6 +227,14 @@ pub fn catch_up(
                 continue;
             }
         };
+        // walkdir does not follow links (its default): a link is skipped, counted and named
+        // once, and the directory it may point to is never walked.
+        if entry.path_is_symlink() {
+            if let Ok(rel) = RelPath::from_abs(root, entry.path()) {
+                queue.note_skipped_link(&rel);
+            }
+            continue;
+        }
         if !entry.file_type().is_file() {
             continue;
         }
@@ -272,12 +297,6 @@ pub fn catch_up(
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    tracing::info!(
-        files = report.files,
-        sends = report.sends,
-        deletes = report.deletes,
-        "catch-up scan done"
-    );
     Ok(report)
 }
 

@@ -35,6 +35,8 @@ pub struct MappingStatus {
     pub delivered_today_bytes: u64,
     /// Deliveries waiting for their hand-off (verify, on_delivered, remove the local copy).
     pub handoff_waiting: u64,
+    /// Symlinks in the source that the last run or sync skipped (never followed, not sent).
+    pub skipped_links: u64,
     pub failures: Vec<QueueRow>,
     pub handoff_failures: Vec<HandoffRow>,
 }
@@ -97,6 +99,7 @@ pub fn read(dir: &Path) -> Result<MappingStatus> {
         delivered_today,
         delivered_today_bytes,
         handoff_waiting: handoff_waiting.len() as u64,
+        skipped_links: number(meta::SKIPPED_LINKS)?,
         failures,
         handoff_failures,
     })
@@ -170,6 +173,12 @@ fn print(root: &Path, json: bool) -> Result<()> {
                 "  hand-off: {} waiting, {} failed",
                 m.handoff_waiting,
                 m.handoff_failures.len()
+            );
+        }
+        if m.skipped_links > 0 {
+            println!(
+                "  skipped {} symbolic link(s) (not followed, not sent)",
+                m.skipped_links
             );
         }
         if let Some(e) = &m.last_error {
