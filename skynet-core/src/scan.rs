@@ -466,6 +466,45 @@ mod tests {
         assert!(catch_up(&src.path().join("missing"), &q, &Filter::default(), &opts).is_err());
     }
 
+    /// Links are not followed: neither a link to a file outside nor a symlinked directory
+    /// pointing outside queues anything; each is counted once, however often it is scanned.
+    #[test]
+    fn scan_does_not_follow_links() {
+        let top = tempfile::tempdir().unwrap();
+        let (src, outside) = (top.path().join("src"), top.path().join("outside"));
+        std::fs::create_dir_all(src.join("d")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("secret"), b"s").unwrap();
+        std::fs::write(src.join("d/own"), b"o").unwrap();
+        std::os::unix::fs::symlink(outside.join("secret"), src.join("key")).unwrap();
+        std::os::unix::fs::symlink(&outside, src.join("d/linked")).unwrap();
+        let q = Queue::open_in_memory().unwrap();
+        let opts = ScanOptions {
+            queue_deletes: true,
+            gate: Default::default(),
+            settle: Duration::ZERO,
+            progress: false,
+        };
+        for _ in 0..2 {
+            catch_up(&src, &q, &Filter::default(), &opts).unwrap();
+        }
+        let rows: Vec<String> = q
+            .rows()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.path.to_string())
+            .collect();
+        assert_eq!(rows, vec!["d/own"]);
+        assert_eq!(
+            q.meta(crate::links::SKIPPED_LINKS).unwrap().as_deref(),
+            Some("2")
+        );
+        assert_eq!(
+            local_files_within(&src, &p("d"), &Filter::default()),
+            vec![p("d/own")]
+        );
+    }
+
     /// Events lost in a crash after moves were queued: the scan must not trust a queued move
     /// to bring its target up to date. The move carries what the destination holds at its
     /// source; a target changed since must still be sent after it, and one that is gone

@@ -716,6 +716,54 @@ mod tests {
         assert_eq!(actions(&out), vec!["move a -> D4", "send D4/b/deep"]);
     }
 
+    /// The poller reports an edit as a newer mtime: a file is sent, a directory is not.
+    #[test]
+    fn a_newer_mtime_from_the_poller_sends_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("d")).unwrap();
+        std::fs::write(root.join("d/f"), b"edited").unwrap();
+        let mut m = mapper(root);
+        let mut out = Vec::new();
+        let write_time = EventKind::Modify(ModifyKind::Metadata(MetadataKind::WriteTime));
+        m.map(ev(write_time, &[&root.join("d/f")], None), &mut out);
+        m.map(ev(write_time, &[&root.join("d")], None), &mut out);
+        assert_eq!(actions(&out), vec!["send d/f"]);
+    }
+
+    /// A link created or moved in is neither sent nor followed; it is noticed.
+    #[test]
+    fn links_are_noticed_not_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, outside) = (dir.path().join("src"), dir.path().join("outside"));
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("secret"), b"s").unwrap();
+        std::os::unix::fs::symlink(outside.join("secret"), root.join("key")).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("dir")).unwrap();
+        let mut m = mapper(&root);
+        let mut out = Vec::new();
+        m.map(
+            ev(
+                EventKind::Create(CreateKind::File),
+                &[&root.join("key")],
+                None,
+            ),
+            &mut out,
+        );
+        m.map(
+            ev(
+                EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+                &[&root.join("dir")],
+                Some(4),
+            ),
+            &mut out,
+        );
+        assert!(out.is_empty(), "{:?}", actions(&out));
+        let links: Vec<String> = m.links.iter().map(|l| l.to_string()).collect();
+        assert_eq!(links, vec!["key", "dir"]);
+    }
+
     #[test]
     fn creates_removes_and_moves_in() {
         let dir = tempfile::tempdir().unwrap();
