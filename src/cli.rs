@@ -48,6 +48,10 @@ pub enum Command {
         src: PathBuf,
         #[arg(required_unless_present = "exec")]
         dest: Option<String>,
+        /// List what would be sent, moved and deleted (and what the mass-deletion guard would
+        /// hold), judged against the ledger; connect to nothing, change nothing.
+        #[arg(long)]
+        dry_run: bool,
         #[command(flatten)]
         opts: MappingArgs,
     },
@@ -87,6 +91,9 @@ pub enum Command {
         src: PathBuf,
         #[arg(required_unless_present = "exec")]
         dest: Option<String>,
+        /// List the files that would be recorded; record nothing.
+        #[arg(long)]
+        dry_run: bool,
         #[command(flatten)]
         opts: MappingArgs,
     },
@@ -115,6 +122,11 @@ pub enum QueueCommand {
     Retry { id: String },
     /// Remove an action without doing it.
     Drop { id: i64 },
+    /// Confirm deletions held by the mass-deletion guard (ID from `queue list`, or all).
+    Release { id: Option<i64> },
+    /// Accept the source's new filesystem (it really moved to another disk): the next start
+    /// records it, instead of pausing as if its disk were unmounted.
+    AcceptSource,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
@@ -225,6 +237,12 @@ pub struct MappingArgs {
     /// not per packet.
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     pub bwlimit: Option<NonZeroU64>,
+    /// With --complete-sync: hold deletions that would remove more than this many files (100)
+    /// or this share of the delivered files (25%) until confirmed with `skynet queue
+    /// release`. Default: more than half of them (beyond 10 files), or all of them. 0 holds
+    /// every deletion.
+    #[arg(long, value_name = "N|P%")]
+    pub max_delete: Option<skynet_core::guard::MaxDelete>,
 }
 
 /// A command as a list of words: from the command line (split like a shell would, see

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
+use skynet_core::guard::MaxDelete;
 
 use crate::cli::{
     parse_duration, parse_metrics_addr, parse_rate, Argv, HostKeyPolicy, MappingArgs,
@@ -68,6 +69,7 @@ const OPTION_KEYS: &[&str] = &[
     "exec_move",
     "exec_timeout",
     "bwlimit",
+    "max_delete",
 ];
 
 /// Keys allowed only at the top level, besides the options and `mapping`.
@@ -127,6 +129,24 @@ pub struct MappingToml {
     pub exec_move: Option<Argv>,
     pub exec_timeout: Option<String>,
     pub bwlimit: Option<RateToml>,
+    pub max_delete: Option<MaxDeleteToml>,
+}
+
+/// A deletion limit in the file: `100` files, or `"25%"` of the delivered ones.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum MaxDeleteToml {
+    Files(u64),
+    Text(String),
+}
+
+impl MaxDeleteToml {
+    fn parse(&self) -> Result<MaxDelete> {
+        match self {
+            MaxDeleteToml::Files(n) => Ok(MaxDelete::Files(*n)),
+            MaxDeleteToml::Text(s) => s.parse().map_err(|e| anyhow::anyhow!("max_delete: {e}")),
+        }
+    }
 }
 
 /// A bandwidth in the file: `"1M"`, `"10MiB"`, or a number of bytes per second.
@@ -205,7 +225,8 @@ impl MappingToml {
             exec_delete,
             exec_move,
             exec_timeout,
-            bwlimit
+            bwlimit,
+            max_delete
         )
     }
 
@@ -259,6 +280,11 @@ impl MappingToml {
             bwlimit: cli
                 .bwlimit
                 .or(self.bwlimit.as_ref().map(RateToml::parse).transpose()?),
+            max_delete: cli.max_delete.or(self
+                .max_delete
+                .as_ref()
+                .map(MaxDeleteToml::parse)
+                .transpose()?),
         })
     }
 }

@@ -56,9 +56,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             )
             .await
         }
-        Command::Sync { src, dest, opts } => {
-            commands::sync::sync(&src, dest.as_deref(), &opts).await
-        }
+        Command::Sync {
+            src,
+            dest,
+            dry_run,
+            opts,
+        } => commands::sync::sync(&src, dest.as_deref(), dry_run, &opts).await,
         Command::Status {
             state_dir,
             json,
@@ -69,9 +72,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             state_dir,
             mapping,
         } => commands::queue::queue(&command, state_dir.as_deref(), mapping.as_deref()),
-        Command::Baseline { src, dest, opts } => {
-            commands::baseline::baseline(&src, dest.as_deref(), &opts).await
-        }
+        Command::Baseline {
+            src,
+            dest,
+            dry_run,
+            opts,
+        } => commands::baseline::baseline(&src, dest.as_deref(), dry_run, &opts).await,
         Command::Ledger {
             command,
             state_dir,

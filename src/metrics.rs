@@ -92,6 +92,7 @@ impl Collector for MappingsCollector {
                     ("in_flight", c.in_flight),
                     ("held", c.held),
                     ("failed", c.failed),
+                    ("deletion_held", c.deletions_held),
                 ] {
                     let l = with(m, "state", state);
                     ConstGauge::new(n).encode(family.encode_family(&l)?)?;

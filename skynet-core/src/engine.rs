@@ -14,12 +14,14 @@ use tokio::sync::{watch, Notify};
 
 use crate::connection::Connection;
 use crate::gate::Gate;
+use crate::guard::MaxDelete;
 use crate::handler::{Handler, HandlerConfig, HandlerError, HandlerStatus, Summary};
 use crate::handoff::{Handoff, HandoffOptions};
 use crate::queue::{now_ms, Queue, StateError};
 use crate::relpath::RelPath;
 use crate::scan::{self, Filter, FilterError, ScanError, ScanOptions};
 use crate::send_policy::SendPolicy;
+use crate::source_root::{SourceProblem, SourceRoot};
 use crate::watcher::{WatchError, WatchOptions, Watcher};
 
 /// Everything that can end a mapping, each naming what went wrong.
@@ -40,6 +42,9 @@ pub enum EngineError {
     /// The state database was deleted, replaced or became unwritable under a running daemon.
     #[error("{0}")]
     StateLost(String),
+    /// The source root is missing or on another filesystem (`sync` exits 2; `run` pauses).
+    #[error(transparent)]
+    SourceUnavailable(#[from] SourceProblem),
 }
 
 /// Attempts `sync` makes to reach a destination it has not reached yet before giving up.
@@ -66,6 +71,8 @@ pub struct MappingOptions {
     pub gate: Gate,
     /// What happens after delivery (`remove_source`, `on_delivered`).
     pub handoff: HandoffOptions,
+    /// The mass-deletion guard's limit (complete-sync; see [`crate::guard`]).
+    pub max_delete: MaxDelete,
 }
 
 impl Default for MappingOptions {
@@ -82,6 +89,7 @@ impl Default for MappingOptions {
             send_once: false,
             gate: Gate::default(),
             handoff: HandoffOptions::default(),
+            max_delete: MaxDelete::default(),
         }
     }
 }
@@ -108,6 +116,9 @@ pub mod meta {
     pub const SWEEP_TEMPS: &str = "sweep_temps";
     /// Distinct symlinks skipped since this run started (see `links`).
     pub const SKIPPED_LINKS: &str = crate::links::SKIPPED_LINKS;
+    /// Why the running daemon has paused this mapping (its source is missing or unmounted);
+    /// empty while it works.
+    pub const PAUSED: &str = "paused";
 }
 
 /// One source folder with its state database.
@@ -130,7 +141,13 @@ impl Mapping {
         state_dir: &Path,
         opts: MappingOptions,
     ) -> Result<Mapping, EngineError> {
-        let source = canonical_source(source)?;
+        let source = canonical_source(source).or_else(|e| {
+            // `run` may start while the source's disk is away: it waits for it (see `run`).
+            std::path::absolute(source)
+                .ok()
+                .filter(|p| !p.exists())
+                .ok_or(e)
+        })?;
         std::fs::create_dir_all(state_dir).map_err(|source| StateError::Dir {
             path: state_dir.display().to_string(),
             source,
@@ -149,6 +166,8 @@ impl Mapping {
         }
         let filter = Arc::new(Filter::new(&excludes)?.with_includes(&opts.include)?);
         queue.set_handoff(opts.handoff.enabled().then_some(opts.handoff.delay));
+        // Only deletions that reach the destination need the guard.
+        queue.set_delete_guard(opts.complete_sync.then_some(opts.max_delete));
         Ok(Mapping {
             source,
             queue,
@@ -259,8 +278,25 @@ impl Mapping {
         Ok(())
     }
 
-    /// Catch-up scan, then drain the queue, then return.
+    /// The source root, checked against the identity recorded on first use.
+    /// Also judges the deletions the guard holds again, under this start's limit.
+    fn establish_source(&self) -> Result<Result<Arc<SourceRoot>, SourceProblem>, EngineError> {
+        let source = SourceRoot::establish(&self.source, &self.queue)?.map(Arc::new);
+        if source.is_ok() {
+            // A held deletion whose file is back (the user restored the folder) is obsolete.
+            let root = &self.source;
+            self.queue.drop_deletes_of_present(true, |p| {
+                std::fs::symlink_metadata(p.under(root)).is_ok()
+            })?;
+            self.queue.rejudge_held_deletions()?;
+        }
+        Ok(source)
+    }
+
+    /// Catch-up scan, then drain the queue, then return. A missing or unmounted source ends
+    /// it with [`EngineError::SourceUnavailable`] before anything is deleted.
     pub async fn sync(&self, conn: Arc<dyn Connection>) -> Result<Summary, EngineError> {
+        let source = self.establish_source()??;
         let recovered = self.queue.recover()?;
         self.mark_started(&recovered)?;
         self.scan(Duration::ZERO).await?;
@@ -268,23 +304,96 @@ impl Mapping {
         cfg.exit_when_drained = true;
         cfg.fail_on_setup_error = true;
         cfg.give_up_unreached_after = Some(SYNC_CONNECT_ATTEMPTS);
-        let handler = self.handler(Arc::clone(&conn), cfg);
+        let handler = self
+            .handler(Arc::clone(&conn), cfg)
+            .with_source_check(Arc::clone(&source));
         handler.set_recovered(recovered);
         let (_tx, rx) = watch::channel(false);
         let mut summary = handler.run(Arc::new(Notify::new()), rx.clone()).await?;
         self.mark_ended(&handler, conn.as_ref())?;
+        // Gone while draining: its deletions were held, not run; say so, as at the start.
+        source.check()?;
         if let Some(handoff) = self.handoff(conn) {
             summary.handoff_parked = handoff.run(rx, true).await?;
         }
         Ok(summary)
     }
 
-    /// Watches and mirrors until `stop` turns true.
+    /// What `sync --dry-run` would queue: the catch-up scan of a throw-away copy of the
+    /// state database, with the guard's verdict. Nothing is connected, sent or recorded;
+    /// what the destination holds is taken from the ledger.
+    pub fn dry_run(&self) -> Result<Vec<crate::queue::QueueRow>, EngineError> {
+        let copy = self.queue.snapshot()?;
+        SourceRoot::establish(&self.source, &copy)??;
+        copy.recover()?;
+        scan::catch_up(
+            &self.source,
+            &copy,
+            &self.filter,
+            &self.scan_options(Duration::ZERO),
+        )?;
+        Ok(copy.rows()?)
+    }
+
+    /// Watches and mirrors until `stop` turns true. While the source is missing or on
+    /// another filesystem (an unmounted disk), the mapping pauses: nothing is deleted, the
+    /// pause is logged once and shown by `status`; when the source is back, the deletions
+    /// filed meanwhile for files that are there are dropped, and it starts again with a
+    /// catch-up scan.
     pub async fn run(
         &self,
         conn: Arc<dyn Connection>,
-        stop: watch::Receiver<bool>,
+        mut stop: watch::Receiver<bool>,
     ) -> Result<Summary, EngineError> {
+        let mut paused = false;
+        loop {
+            let source = match self.establish_source()? {
+                Ok(source) => source,
+                Err(problem) => {
+                    if !paused {
+                        tracing::warn!("{problem}; pausing this mapping");
+                        self.queue.set_meta(meta::PAUSED, &problem.to_string())?;
+                        paused = true;
+                    }
+                    self.queue
+                        .set_meta(meta::HEARTBEAT, &now_ms().to_string())?;
+                    self.queue
+                        .set_meta(meta::PID, &std::process::id().to_string())?;
+                    tokio::select! {
+                        _ = tokio::time::sleep(SOURCE_POLL) => continue,
+                        _ = stop.changed() => return Ok(Summary::default()),
+                    }
+                }
+            };
+            if std::mem::take(&mut paused) {
+                let root = source.path().to_path_buf();
+                let dropped = self.queue.drop_deletes_of_present(false, |p| {
+                    std::fs::symlink_metadata(p.under(&root)).is_ok()
+                })?;
+                tracing::info!(source = %root.display(), dropped_deletions = dropped, "the source is back; resuming with a catch-up scan");
+            }
+            self.queue.set_meta(meta::PAUSED, "")?;
+            match self
+                .run_watching(Arc::clone(&conn), stop.clone(), source)
+                .await?
+            {
+                Watched::Stopped(summary) => return Ok(summary),
+                Watched::SourceLost(problem) => {
+                    tracing::warn!("{problem}; pausing this mapping");
+                    self.queue.set_meta(meta::PAUSED, &problem.to_string())?;
+                    paused = true;
+                }
+            }
+        }
+    }
+
+    /// One stretch of `run` with the source present.
+    async fn run_watching(
+        &self,
+        conn: Arc<dyn Connection>,
+        stop: watch::Receiver<bool>,
+        source: Arc<SourceRoot>,
+    ) -> Result<Watched, EngineError> {
         let recovered = self.queue.recover()?;
         self.mark_started(&recovered)?;
         let wake = Arc::new(Notify::new());
@@ -305,7 +414,9 @@ impl Mapping {
         if watcher.is_polling() {
             tracing::warn!(source = %self.source.display(), "watching by polling");
         }
-        let handler = self.handler(Arc::clone(&conn), self.opts.handler.clone());
+        let handler = self
+            .handler(Arc::clone(&conn), self.opts.handler.clone())
+            .with_source_check(Arc::clone(&source));
         handler.set_recovered(recovered);
         let status = handler.status();
         // The handler stops on the caller's stop, or when the heartbeat finds the state
@@ -339,6 +450,13 @@ impl Mapping {
                 halt: Arc::clone(&halt_tx),
             },
         ));
+        let source_lost: Arc<std::sync::Mutex<Option<SourceProblem>>> = Arc::default();
+        let source_watch = tokio::spawn(watch_source(
+            Arc::clone(&source),
+            Arc::clone(&source_lost),
+            Arc::clone(&halt_tx),
+            halt.clone(),
+        ));
         let stop = halt;
         let scan = {
             let wake = Arc::clone(&wake);
@@ -359,6 +477,7 @@ impl Mapping {
         watcher.stop();
         heartbeat.abort();
         forward.abort();
+        source_watch.abort();
         if let Some(task) = handoff {
             match task.await {
                 Ok(Err(e)) => return Err(e.into()),
@@ -372,14 +491,53 @@ impl Mapping {
         }
         let _ = self.queue.set_meta(meta::CONNECTED, "0");
         let _ = self.queue.set_meta(meta::HEARTBEAT, "0");
+        let lost_source = source_lost.lock().map(|l| l.clone()).unwrap_or(None);
         match scan.await {
+            // The scan refuses a vanished root; that is the pause, not a failure.
+            Ok(Err(_)) if lost_source.is_some() => {}
             Ok(Err(e)) => return Err(e.into()),
             Err(e) => return Err(EngineError::Source(format!("scan task failed: {e}"))),
             Ok(Ok(_)) => {}
         }
         let summary = result?;
         self.mark_ended(&handler, conn.as_ref())?;
-        Ok(summary)
+        Ok(match lost_source {
+            Some(problem) => Watched::SourceLost(problem),
+            None => Watched::Stopped(summary),
+        })
+    }
+}
+
+/// How `run_watching` ended.
+enum Watched {
+    Stopped(Summary),
+    SourceLost(SourceProblem),
+}
+
+/// How often a paused mapping looks for its source, and a running one checks it is there.
+const SOURCE_POLL: Duration = Duration::from_millis(500);
+
+/// Checks the source root twice a second while a mapping runs; when it goes missing or moves
+/// to another filesystem, records why and stops the stretch (the handler also checks before
+/// each deletion, so none runs in between).
+async fn watch_source(
+    source: Arc<SourceRoot>,
+    lost: Arc<std::sync::Mutex<Option<SourceProblem>>>,
+    halt: Arc<watch::Sender<bool>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        if let Err(problem) = source.check() {
+            if let Ok(mut l) = lost.lock() {
+                l.get_or_insert(problem);
+            }
+            let _ = halt.send(true);
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(SOURCE_POLL) => {}
+            _ = stop.changed() => return,
+        }
     }
 }
 

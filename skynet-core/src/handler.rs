@@ -29,6 +29,7 @@ use crate::queue::{mtime_ns, now_ms, Claimed, LedgerUpdate, Outcome, Queue, Stat
 use crate::relpath::RelPath;
 use crate::scan;
 use crate::send_policy::{SendPolicy, Verdict};
+use crate::source_root::SourceRoot;
 
 /// Tuning of the handler. The defaults suit a daemon; tests shorten the delays.
 #[derive(Debug, Clone)]
@@ -203,6 +204,8 @@ pub struct Summary {
     pub held: u64,
     /// Hand-offs (verify, on_delivered, remove the local copy) that gave up.
     pub handoff_parked: u64,
+    /// Deletions the mass-deletion guard holds until someone confirms them.
+    pub deletions_held: u64,
 }
 
 /// The result of executing one action, before acknowledgement.
@@ -229,6 +232,8 @@ struct Context {
     queue: Arc<Queue>,
     root: PathBuf,
     policy: Arc<SendPolicy>,
+    /// Asked before every deletion: never delete while the source is missing or unmounted.
+    source: Option<Arc<SourceRoot>>,
 }
 
 /// Drains one mapping's queue through one connection.
@@ -244,6 +249,8 @@ pub struct Handler {
     recovered: Mutex<Vec<RelPath>>,
     /// Set when `run` returned with no send abandoned mid-way (see [`Handler::ended_cleanly`]).
     clean_end: AtomicBool,
+    /// The source root's identity, checked before every deletion.
+    source: Option<Arc<SourceRoot>>,
 }
 
 impl Handler {
@@ -263,7 +270,14 @@ impl Handler {
             policy,
             recovered: Mutex::new(Vec::new()),
             clean_end: AtomicBool::new(false),
+            source: None,
         }
+    }
+
+    /// Checks `source` before every deletion (see [`crate::source_root`]).
+    pub fn with_source_check(mut self, source: Arc<SourceRoot>) -> Self {
+        self.source = Some(source);
+        self
     }
 
     /// True when the last `run` stopped with nothing executing: no send was abandoned
@@ -488,6 +502,7 @@ impl Handler {
                 if counts.pending + counts.retrying + counts.in_flight == 0 {
                     summary.parked = counts.failed;
                     summary.held = counts.held;
+                    summary.deletions_held = counts.deletions_held;
                     break;
                 }
             }
@@ -570,6 +585,7 @@ impl Handler {
             queue: Arc::clone(&self.queue),
             root: self.source_root.clone(),
             policy: Arc::clone(&self.policy),
+            source: self.source.clone(),
         }
     }
 
@@ -787,7 +803,7 @@ impl Handler {
         let local = path.under(&self.source_root);
         if self.cfg.complete_sync && std::fs::symlink_metadata(local).is_err() {
             self.queue
-                .push(&[Entry::new(Action::Delete(path.clone()), 0)])?;
+                .push_repair(&[Entry::new(Action::Delete(path.clone()), 0)])?;
             return Ok(true);
         }
         Ok(false)
@@ -810,7 +826,7 @@ impl Handler {
                 .map(|p| Entry::new(Action::Send(p), 0)),
         );
         if !entries.is_empty() {
-            self.queue.push(&entries)?;
+            self.queue.push_repair(&entries)?;
         }
         Ok(())
     }
@@ -824,7 +840,7 @@ impl Handler {
                 .map(|p| Entry::new(Action::Send(p), 0))
                 .collect();
         if !entries.is_empty() {
-            self.queue.push(&entries)?;
+            self.queue.push_repair(&entries)?;
         }
         Ok(())
     }
@@ -960,14 +976,25 @@ async fn execute(cx: Context, claimed: Claimed) -> Executed {
         Action::Delete(p) if !cx.policy.remote_deletes => {
             (Ok(Step::Did(LedgerUpdate::Deleted(p.clone()))), 0)
         }
-        Action::Delete(p) => (
-            conn.delete(p)
-                .await
-                .map(|_| Step::Did(LedgerUpdate::Deleted(p.clone()))),
-            0,
-        ),
+        Action::Delete(p) => match cx.may_delete(p) {
+            Err(step) => (Ok(step), 0),
+            Ok(()) => (
+                conn.delete(p)
+                    .await
+                    .map(|_| Step::Did(LedgerUpdate::Deleted(p.clone()))),
+                0,
+            ),
+        },
         // Renamed to a name this mapping does not take (routing): drop the old name.
         Action::Move { from, to } if cx.policy.moves_out(&cx.root, to) => {
+            if let Some(Err(problem)) = cx.source.as_ref().map(|s| s.check()) {
+                return Executed {
+                    claimed,
+                    result: Ok(source_away(problem)),
+                    bytes: 0,
+                    elapsed: started.elapsed(),
+                };
+            }
             let deleted = if cx.policy.remote_deletes {
                 conn.delete(from).await
             } else {
@@ -994,6 +1021,40 @@ async fn execute(cx: Context, claimed: Claimed) -> Executed {
         result,
         bytes,
         elapsed: started.elapsed(),
+    }
+}
+
+impl Context {
+    /// Whether the remote copy of `p` may be deleted now. `Err` settles the delete instead:
+    /// held while the source is missing or unmounted (a vanished source is no user's
+    /// deletion), or dropped when the local file is there after all (the delete is stale:
+    /// the file came back, e.g. its disk was remounted); the file is sent if it changed.
+    fn may_delete(&self, p: &RelPath) -> Result<(), Step> {
+        if let Some(Err(problem)) = self.source.as_ref().map(|s| s.check()) {
+            return Err(source_away(problem));
+        }
+        let local = p.under(&self.root);
+        if std::fs::symlink_metadata(&local).is_ok_and(|m| m.is_file()) {
+            tracing::info!(path = %p, "not deleted: the local file exists; sending it instead");
+            let send = [Entry::new(Action::Send(p.clone()), 0)];
+            return Err(match self.queue.push_repair(&send) {
+                Ok(_) => Step::Did(LedgerUpdate::Unchanged),
+                Err(e) => Step::Held {
+                    until: now_ms() + 1000,
+                    reason: e.to_string(),
+                },
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A deletion held while the source is away: retried once a second until the engine pauses
+/// the mapping (or it comes back).
+fn source_away(problem: crate::source_root::SourceProblem) -> Step {
+    Step::Held {
+        until: now_ms() + 1000,
+        reason: problem.to_string(),
     }
 }
 

@@ -25,6 +25,7 @@ pub mod engine;
 pub mod error;
 pub mod exec;
 pub mod gate;
+pub mod guard;
 pub mod handler;
 pub mod handoff;
 pub mod links;
@@ -34,6 +35,7 @@ pub mod queue;
 pub mod relpath;
 pub mod scan;
 pub mod send_policy;
+pub mod source_root;
 pub mod throttle;
 pub mod watcher;
 

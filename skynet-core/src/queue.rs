@@ -23,9 +23,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{params, OptionalExtension, Transaction};
 
 use crate::action::{Action, ActionKind};
+use crate::guard::MaxDelete;
 use crate::merge::{self, Change, Entry, PendingView};
 use crate::relpath::RelPath;
 
+mod deletion_guard;
 mod handoff;
 mod ledger_rows;
 
@@ -37,6 +39,7 @@ pub use ledger_rows::LedgerRow;
 const MIGRATIONS: &[&str] = &[
     include_str!("schema/001_init.sql"),
     include_str!("schema/002_workflows.sql"),
+    include_str!("schema/003_guard.sql"),
 ];
 
 const PENDING: i64 = 0;
@@ -45,6 +48,8 @@ const PARKED: i64 = 2;
 const RETRY: i64 = 3;
 /// Held back by a gate (`min_age`, dated names) until `ready_at`; not a failure.
 const HELD: i64 = 4;
+/// A deletion held by the mass-deletion guard until a person confirms it (see [`crate::guard`]).
+pub(crate) const GUARDED: i64 = 5;
 
 /// A failure of the state database, naming the file.
 #[derive(Debug, thiserror::Error)]
@@ -174,6 +179,8 @@ pub struct Counts {
     pub failed: u64,
     /// Held back by a gate until their time comes.
     pub held: u64,
+    /// Deletions held by the mass-deletion guard until confirmed.
+    pub deletions_held: u64,
 }
 
 /// One row, for `queue list` and `status`.
@@ -209,6 +216,8 @@ pub struct Queue {
     handoff_delay_ms: std::sync::atomic::AtomicU64,
     /// Symlinks met in the source this run (see [`Queue::note_skipped_link`]).
     links: crate::links::LinkNotices,
+    /// The mass-deletion guard's limit; `None`: deletions are not judged.
+    delete_guard: Mutex<Option<MaxDelete>>,
 }
 
 impl Queue {
@@ -258,6 +267,7 @@ impl Queue {
             handoff: Default::default(),
             handoff_delay_ms: Default::default(),
             links: Default::default(),
+            delete_guard: Mutex::new(None),
         })
     }
 
@@ -314,8 +324,21 @@ impl Queue {
         }
     }
 
-    /// Files a batch of incoming actions in one transaction. Returns the pending row count.
+    /// Files a batch of incoming actions (the user's changes, seen by the watcher or the
+    /// catch-up scan) in one transaction; their deletions pass the mass-deletion guard.
+    /// Returns the pending row count.
     pub fn push(&self, entries: &[Entry]) -> Result<u64, StateError> {
+        self.push_judged(entries, true)
+    }
+
+    /// Files actions skynet derives itself (fallback sends, removing what a crash left
+    /// behind): their deletions repair the destination and are not the user's, so the guard
+    /// does not judge them.
+    pub fn push_repair(&self, entries: &[Entry]) -> Result<u64, StateError> {
+        self.push_judged(entries, false)
+    }
+
+    fn push_judged(&self, entries: &[Entry], judged: bool) -> Result<u64, StateError> {
         let mut conn = self.lock();
         let tx = self.write_tx(&mut conn)?;
         // Collapse repeated sends of one path before touching SQL: a burst of a million
@@ -352,6 +375,13 @@ impl Queue {
                 self.merge_one(&tx, e.clone())?;
             }
         }
+        if entries.iter().any(|e| !matches!(e.action, Action::Send(_))) {
+            let limit = match self.delete_guard.lock() {
+                Ok(g) if judged => *g,
+                _ => None,
+            };
+            deletion_guard::judge(&tx, limit).map_err(|e| self.err(e))?;
+        }
         let pending = tx
             .query_row("SELECT COUNT(*) FROM queue WHERE state = 0", [], |r| {
                 r.get::<_, i64>(0)
@@ -359,6 +389,23 @@ impl Queue {
             .map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))?;
         Ok(pending as u64)
+    }
+
+    /// A private in-memory copy of this database (`--dry-run` works on it and throws it
+    /// away), judging deletions like this one.
+    pub fn snapshot(&self) -> Result<Queue, StateError> {
+        let mut copy = rusqlite::Connection::open_in_memory().map_err(|e| self.err(e))?;
+        {
+            let conn = self.lock();
+            let backup =
+                rusqlite::backup::Backup::new(&conn, &mut copy).map_err(|e| self.err(e))?;
+            backup
+                .run_to_completion(1000, Duration::ZERO, None)
+                .map_err(|e| self.err(e))?;
+        }
+        let queue = Self::setup(copy, format!("{} (dry-run copy)", self.path))?;
+        queue.set_delete_guard(self.delete_guard.lock().ok().and_then(|g| *g));
+        Ok(queue)
     }
 
     fn merge_one(&self, tx: &Transaction<'_>, entry: Entry) -> Result<(), StateError> {
@@ -376,8 +423,8 @@ impl Queue {
             match change {
                 Change::Replace { key, with } => {
                     tx.prepare_cached(
-                        "UPDATE queue SET path = ?2, kind = ?3, from_path = ?4, ready_at = ?5
-                         WHERE path = ?1 AND state = 0",
+                        "UPDATE queue SET path = ?2, kind = ?3, from_path = ?4, ready_at = ?5,
+                         covers = NULL WHERE path = ?1 AND state = 0",
                     )
                     .and_then(|mut stmt| {
                         stmt.execute(params![
@@ -400,9 +447,10 @@ impl Queue {
                     tx.prepare_cached("DELETE FROM queue WHERE path = ?1 AND state = 0")
                         .and_then(|mut st| st.execute([key]))
                         .map_err(|e| self.err(e))?;
-                    // A parked send or delete is superseded by any newer intent for its path.
+                    // A parked send or delete, or a deletion held by the guard, is superseded
+                    // by any newer intent for its path.
                     tx.prepare_cached(
-                        "DELETE FROM queue WHERE path = ?1 AND state = 2 AND kind != 'move'",
+                        "DELETE FROM queue WHERE path = ?1 AND state IN (2, 5) AND kind != 'move'",
                     )
                     .and_then(|mut st| st.execute([key]))
                     .map_err(|e| self.err(e))?;
@@ -638,6 +686,7 @@ impl Queue {
                 PARKED => counts.failed = n,
                 RETRY => counts.retrying = n,
                 HELD => counts.held = n,
+                GUARDED => counts.deletions_held = n,
                 _ => {}
             }
         }
@@ -681,6 +730,7 @@ impl Queue {
                     IN_FLIGHT => "in_flight",
                     PARKED => "failed",
                     HELD => "held",
+                    GUARDED => "deletion_held",
                     _ => "retrying",
                 },
                 attempts: attempts as u32,
@@ -846,6 +896,13 @@ impl Queue {
         if let Err(e) = self.set_meta(crate::links::SKIPPED_LINKS, &count.to_string()) {
             tracing::warn!(error = %e, "cannot record the skipped link count");
         }
+    }
+
+    pub fn delete_meta(&self, key: &str) -> Result<(), StateError> {
+        let conn = self.lock();
+        conn.execute("DELETE FROM meta WHERE key = ?1", [key])
+            .map(|_| ())
+            .map_err(|e| self.err(e))
     }
 
     pub fn meta(&self, key: &str) -> Result<Option<String>, StateError> {

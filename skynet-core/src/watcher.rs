@@ -373,7 +373,10 @@ impl EventMapper {
 
     fn delete(&self, rel: RelPath, out: &mut Vec<Entry>) {
         if self.opts.queue_deletes && !self.filter.excluded(&rel) {
-            out.push(Entry::new(Action::Delete(rel), 0));
+            // Held back a moment so that a burst of deletions reaches the mass-deletion guard
+            // as a whole (see `guard::LIVE_DELETE_DELAY_MS`).
+            let ready = now_ms() + crate::guard::LIVE_DELETE_DELAY_MS;
+            out.push(Entry::new(Action::Delete(rel), ready));
         }
     }
 

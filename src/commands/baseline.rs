@@ -3,28 +3,60 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use skynet_core::queue::mtime_ns;
+use skynet_core::queue::{mtime_ns, Delivered};
 use skynet_core::scan::{local_files_within, Filter};
 use skynet_core::{RelPath, SourceFile};
 
 use crate::cli::MappingArgs;
 use crate::exit::Exit;
 
-pub async fn baseline(src: &Path, dest: Option<&str>, args: &MappingArgs) -> Result<Exit> {
+pub async fn baseline(
+    src: &Path,
+    dest: Option<&str>,
+    dry_run: bool,
+    args: &MappingArgs,
+) -> Result<Exit> {
+    if dry_run {
+        // Only lists: no state is opened, nothing connected.
+        let root = src
+            .canonicalize()
+            .with_context(|| format!("source {}", src.display()))?;
+        let files = present_files(&root, args)?;
+        for (p, ..) in &files {
+            println!("record {p}");
+        }
+        println!(
+            "dry run: would record {} file(s) as already delivered; nothing was changed",
+            files.len()
+        );
+        return Ok(Exit::Ok);
+    }
     let prepared = super::prepare(src, dest, args, "baseline").await?;
     let root = prepared.mapping.source().to_path_buf();
+    let files = present_files(&root, args)?;
+    prepared.mapping.queue().record_delivered(&files)?;
+    println!(
+        "recorded {} file(s) as already at {}",
+        files.len(),
+        prepared.destination
+    );
+    Ok(Exit::Ok)
+}
+
+/// The files under `root` this mapping takes, as ledger rows.
+fn present_files(root: &Path, args: &MappingArgs) -> Result<Vec<Delivered>> {
     let filter = Filter::new(&args.excludes)?.with_includes(&args.includes)?;
     let mut files = Vec::new();
-    for entry in std::fs::read_dir(&root)? {
+    for entry in std::fs::read_dir(root)? {
         let entry = entry?;
-        let Ok(rel) = RelPath::from_abs(&root, &entry.path()) else {
+        let Ok(rel) = RelPath::from_abs(root, &entry.path()) else {
             continue;
         };
-        for p in local_files_within(&root, &rel, &filter) {
+        for p in local_files_within(root, &rel, &filter) {
             if !filter.admits_file(&p) {
                 continue;
             }
-            let abs = p.under(&root);
+            let abs = p.under(root);
             // `lstat`: a link swapped in since the walk is not followed.
             if let Ok(file) = SourceFile::stat(&abs) {
                 // Send-once compares content: record it, so a touched file is not re-sent.
@@ -40,11 +72,5 @@ pub async fn baseline(src: &Path, dest: Option<&str>, args: &MappingArgs) -> Res
             }
         }
     }
-    prepared.mapping.queue().record_delivered(&files)?;
-    println!(
-        "recorded {} file(s) as already at {}",
-        files.len(),
-        prepared.destination
-    );
-    Ok(Exit::Ok)
+    Ok(files)
 }

@@ -1,6 +1,7 @@
 //! One module per subcommand; `prepare` is what `run`, `sync` and `baseline` share.
 
 pub mod baseline;
+pub mod dry_run;
 pub mod ledger;
 pub mod queue;
 pub mod run;
@@ -39,20 +40,19 @@ pub async fn prepare(
     args: &MappingArgs,
     what: &str,
 ) -> Result<Prepared> {
-    let source = src
-        .canonicalize()
-        .with_context(|| format!("source {}", src.display()))?;
-    if !source.is_dir() {
+    let source = match src.canonicalize() {
+        Ok(source) => source,
+        // `run` waits for a source whose disk is away: the mapping pauses until it is back.
+        Err(e) if what == "run" && e.kind() == std::io::ErrorKind::NotFound => {
+            tracing::warn!(source = %src.display(), "the source is missing; waiting for it");
+            std::path::absolute(src).with_context(|| format!("source {}", src.display()))?
+        }
+        Err(e) => return Err(e).with_context(|| format!("source {}", src.display())),
+    };
+    if source.exists() && !source.is_dir() {
         anyhow::bail!("source {}: not a directory", src.display());
     }
-    let destination = match (dest, &args.exec) {
-        (Some(_), Some(_)) => {
-            anyhow::bail!("give a destination or --exec (a command destination), not both")
-        }
-        (Some(dest), None) => Destination::parse(dest)?,
-        (None, Some(argv)) => Destination::Exec(argv.0.clone()),
-        (None, None) => anyhow::bail!("no destination: give DEST or --exec"),
-    };
+    let destination = destination_of(dest, args)?;
     check_options(&destination, args)?;
     if let Destination::Local(root) = &destination {
         if root.starts_with(&source) || source.starts_with(root) {
@@ -64,14 +64,7 @@ pub async fn prepare(
         }
     }
     let identity = destination.identity();
-    // Two S3-compatible servers can hold the same bucket name: the endpoint is part of what
-    // the mapping is, so it names the state too.
-    let state_key = match (&destination, &args.s3_endpoint) {
-        (Destination::S3(url), Some(endpoint)) => format!("{url} {endpoint}"),
-        _ => identity.clone(),
-    };
-    let root = state::state_root(args.state_dir.as_deref())?;
-    let state_dir = root.join(state::mapping_name(&source, &state_key));
+    let state_dir = state_dir_of(&source, &destination, args)?;
     let lock = MappingLock::acquire(
         &state_dir,
         &format!("{} -> {identity} ({what})", source.display()),
@@ -96,6 +89,30 @@ pub async fn prepare(
         state_dir,
         _lock: lock,
     })
+}
+
+/// DEST, or the `--exec` command.
+fn destination_of(dest: Option<&str>, args: &MappingArgs) -> Result<Destination> {
+    Ok(match (dest, &args.exec) {
+        (Some(_), Some(_)) => {
+            anyhow::bail!("give a destination or --exec (a command destination), not both")
+        }
+        (Some(dest), None) => Destination::parse(dest)?,
+        (None, Some(argv)) => Destination::Exec(argv.0.clone()),
+        (None, None) => anyhow::bail!("no destination: give DEST or --exec"),
+    })
+}
+
+/// The state directory of the mapping from `source` to `destination`.
+fn state_dir_of(source: &Path, destination: &Destination, args: &MappingArgs) -> Result<PathBuf> {
+    // Two S3-compatible servers can hold the same bucket name: the endpoint is part of what
+    // the mapping is, so it names the state too.
+    let state_key = match (destination, &args.s3_endpoint) {
+        (Destination::S3(url), Some(endpoint)) => format!("{url} {endpoint}"),
+        _ => destination.identity(),
+    };
+    let root = state::state_root(args.state_dir.as_deref())?;
+    Ok(root.join(state::mapping_name(source, &state_key)))
 }
 
 /// Options that cannot go together, refused before anything starts.
@@ -164,6 +181,7 @@ pub fn mapping_options(args: &MappingArgs) -> Result<MappingOptions> {
             min_age: args.min_age.unwrap_or_default(),
             dated,
         },
+        max_delete: args.max_delete.unwrap_or_default(),
         handoff: HandoffOptions {
             remove_source: args.remove_source,
             on_delivered,

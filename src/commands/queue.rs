@@ -1,4 +1,4 @@
-//! `skynet queue list | retry ID | drop ID`.
+//! `skynet queue list | retry ID | drop ID | release [ID] | accept-source`.
 
 use std::path::{Path, PathBuf};
 
@@ -102,6 +102,18 @@ pub fn queue(
             let dir = &select(state_dir, mapping, true)?[0];
             Queue::open(&skynet_core::queue::database_path(dir))?.drop_action(*id)?;
             println!("action #{id} dropped");
+        }
+        QueueCommand::Release { id } => {
+            let dir = &select(state_dir, mapping, true)?[0];
+            let queue = Queue::open(&skynet_core::queue::database_path(dir))?;
+            let n = queue.release_deletions(*id)?;
+            println!("{n} held deletion(s) released; they run at the next sync, or now if skynet is running");
+        }
+        QueueCommand::AcceptSource => {
+            let dir = &select(state_dir, mapping, true)?[0];
+            let queue = Queue::open(&skynet_core::queue::database_path(dir))?;
+            skynet_core::source_root::forget(&queue)?;
+            println!("the source's filesystem will be recorded anew at the next start");
         }
     }
     Ok(Exit::Ok)

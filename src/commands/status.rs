@@ -27,6 +27,10 @@ pub struct MappingStatus {
     /// Held back by a gate (`min_age`, dated names) until their time.
     pub held: u64,
     pub failed: u64,
+    /// Deletions held by the mass-deletion guard until `skynet queue release`.
+    pub deletions_held: u64,
+    /// Why the daemon paused this mapping (its source is missing or unmounted), if it did.
+    pub paused: Option<String>,
     pub last_error: Option<String>,
     pub bytes_sent: u64,
     /// Over the last few seconds, while running.
@@ -93,6 +97,8 @@ pub fn read(dir: &Path) -> Result<MappingStatus> {
         retrying: counts.retrying,
         held: counts.held,
         failed: counts.failed,
+        deletions_held: counts.deletions_held,
+        paused: queue.meta(meta::PAUSED)?.filter(|p| live && !p.is_empty()),
         last_error,
         bytes_sent: number(meta::BYTES_SENT)?,
         bytes_per_sec: if live { number(meta::RATE)? } else { 0 },
@@ -168,6 +174,15 @@ fn print(root: &Path, json: bool) -> Result<()> {
             bytes(m.bytes_per_sec),
             bytes(m.bytes_sent)
         );
+        if let Some(why) = &m.paused {
+            println!("  paused: {why}");
+        }
+        if m.deletions_held > 0 {
+            println!(
+                "  {} deletion(s) held by the mass-deletion guard: confirm with `skynet queue release --mapping {}`, or see `skynet queue list`",
+                m.deletions_held, m.name
+            );
+        }
         if m.handoff_waiting > 0 || !m.handoff_failures.is_empty() {
             println!(
                 "  hand-off: {} waiting, {} failed",

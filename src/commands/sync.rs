@@ -7,7 +7,15 @@ use anyhow::Result;
 use crate::cli::MappingArgs;
 use crate::exit::Exit;
 
-pub async fn sync(src: &Path, dest: Option<&str>, args: &MappingArgs) -> Result<Exit> {
+pub async fn sync(
+    src: &Path,
+    dest: Option<&str>,
+    dry_run: bool,
+    args: &MappingArgs,
+) -> Result<Exit> {
+    if dry_run {
+        return super::dry_run::dry_run(src, dest, args);
+    }
     let prepared = super::prepare(src, dest, args, "sync").await?;
     let started = std::time::Instant::now();
     let summary = prepared.mapping.sync(prepared.conn.clone()).await?;
@@ -22,6 +30,14 @@ pub async fn sync(src: &Path, dest: Option<&str>, args: &MappingArgs) -> Result<
             "skynet: {} file(s) held back by min_age or dated names; they stay queued (see `skynet status`)",
             summary.held
         );
+    }
+    if summary.deletions_held > 0 {
+        eprintln!(
+            "skynet: {} deletion(s) held by the mass-deletion guard (nothing was deleted); if they are intended, run `skynet queue release --mapping {}` or sync again with --max-delete",
+            summary.deletions_held,
+            super::status::mapping_name(&prepared.state_dir)
+        );
+        return Ok(Exit::SomeFailed);
     }
     if summary.parked > 0 {
         eprintln!(

@@ -58,7 +58,7 @@ impl Scratch {
 
     /// `skynet ARGS` with this scratch's state directory.
     pub fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_skynet"));
+        let mut c = Command::new(skynet_bin());
         c.args(args)
             .env("SKYNET_STATE_DIR", &self.state)
             .env("RUST_LOG", test_log_level());
@@ -126,6 +126,14 @@ impl Scratch {
         );
         serde_json::from_slice(&out.stdout).expect("status json")
     }
+}
+
+/// The program under test: this build's `skynet`, or `SKYNET_TEST_BIN` (e.g. an older build,
+/// to see a regression test fail on the code before a fix).
+pub fn skynet_bin() -> PathBuf {
+    std::env::var_os("SKYNET_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_skynet")))
 }
 
 /// The log level of every `skynet` a test starts: `SKYNET_TEST_LOG` when set (e.g.
