@@ -186,7 +186,7 @@ pub fn catch_up(
     filter: &Filter,
     opts: &ScanOptions,
 ) -> Result<ScanReport, ScanError> {
-    let report = compare(root, queue, filter, opts)?;
+    let report = scan(root, queue, filter, opts, true)?;
     tracing::info!(
         files = report.files,
         sends = report.sends,
@@ -196,12 +196,24 @@ pub fn catch_up(
     Ok(report)
 }
 
-/// [`catch_up`] without its log line, for the scans that polling repeats (see `watcher`).
+/// [`catch_up`] without its log lines (they are written once, by the first scan), for the
+/// scans that polling repeats every few seconds (see `watcher`).
 pub fn compare(
     root: &Path,
     queue: &Queue,
     filter: &Filter,
     opts: &ScanOptions,
+) -> Result<ScanReport, ScanError> {
+    scan(root, queue, filter, opts, false)
+}
+
+/// The scan itself; `loud`: warn about the parts of the source that cannot be read.
+fn scan(
+    root: &Path,
+    queue: &Queue,
+    filter: &Filter,
+    opts: &ScanOptions,
+    loud: bool,
 ) -> Result<ScanReport, ScanError> {
     if !root.is_dir() {
         return Err(ScanError::RootMissing(root.display().to_string()));
@@ -223,7 +235,11 @@ pub fn compare(
                 if let Some(p) = e.path().and_then(|p| RelPath::from_abs(root, p).ok()) {
                     unreadable.push(p);
                 }
-                tracing::warn!(error = %e, "cannot read part of the source; skipping it");
+                if loud {
+                    tracing::warn!(error = %e, "cannot read part of the source; skipping it");
+                } else {
+                    tracing::debug!(error = %e, "cannot read part of the source; skipping it");
+                }
                 continue;
             }
         };
