@@ -265,7 +265,7 @@ impl Mapping {
             self.queue.set_meta(meta::SWEEP_TEMPS, "1")?;
         }
         // Links are counted per run (see `links`): this run notices them afresh.
-        self.queue.set_meta(meta::SKIPPED_LINKS, "0")?;
+        self.queue.reset_skipped_links()?;
         self.queue.set_meta(meta::RUNNING, "1")
     }
 

@@ -26,6 +26,14 @@ impl LinkNotices {
         let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
         seen.insert(rel.clone()).then(|| seen.len())
     }
+
+    /// Forgets every notice: a new run (or a run resumed after a pause) notices afresh.
+    pub fn clear(&self) {
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
 }
 
 #[cfg(test)]
@@ -39,5 +47,7 @@ mod tests {
         assert_eq!(n.note(&p("a")), Some(1));
         assert_eq!(n.note(&p("a")), None);
         assert_eq!(n.note(&p("d/b")), Some(2));
+        n.clear();
+        assert_eq!(n.note(&p("a")), Some(1));
     }
 }

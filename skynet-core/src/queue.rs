@@ -898,6 +898,12 @@ impl Queue {
         }
     }
 
+    /// Starts counting skipped links afresh (a run starts, or resumes after a pause).
+    pub fn reset_skipped_links(&self) -> Result<(), StateError> {
+        self.links.clear();
+        self.set_meta(crate::links::SKIPPED_LINKS, "0")
+    }
+
     pub fn delete_meta(&self, key: &str) -> Result<(), StateError> {
         let conn = self.lock();
         conn.execute("DELETE FROM meta WHERE key = ?1", [key])
