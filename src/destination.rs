@@ -1,7 +1,7 @@
 //! Turns a destination string into a [`Connection`]: a local folder (the embedded default),
 //! `file:///path`, `sftp://…` or `s3://…`.
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
@@ -85,10 +85,51 @@ impl Destination {
     }
 }
 
+/// The destination folder as it will be reached: the nearest existing ancestor resolved by
+/// the kernel (links followed, `..` taken physically), then the part that does not exist yet
+/// appended with `.` and `..` taken lexically (nothing there can be a link). So a folder has
+/// one identity however it is spelled (`link/mirror`, `./other/../src/mirror`, `dir/`),
+/// before and after its creation, and the overlap check sees where writes would land.
 fn absolute(p: &Path) -> Result<PathBuf> {
     let abs = std::path::absolute(p).with_context(|| format!("destination {}", p.display()))?;
-    // Resolve symlinks in the part that exists so one folder has one identity.
-    Ok(abs.canonicalize().unwrap_or(abs))
+    for existing in abs.ancestors() {
+        if existing.symlink_metadata().is_err() {
+            continue;
+        }
+        let mut resolved = existing.canonicalize().with_context(|| {
+            format!(
+                "destination {}: cannot resolve {}",
+                p.display(),
+                existing.display()
+            )
+        })?;
+        let rest = abs.strip_prefix(existing).unwrap_or(Path::new(""));
+        for part in rest.components() {
+            match part {
+                Component::ParentDir => {
+                    resolved.pop();
+                }
+                Component::Normal(name) => resolved.push(name),
+                Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
+            }
+        }
+        return Ok(resolved);
+    }
+    Ok(abs)
+}
+
+/// Refuses a local destination that lies inside the source or holds it: mirroring one into
+/// the other would copy the copies forever (or delete the source's files as "extra").
+/// Both paths must be resolved ([`Destination::parse`] and a canonical source).
+pub fn check_overlap(source: &Path, root: &Path) -> Result<()> {
+    if root.starts_with(source) || source.starts_with(root) {
+        bail!(
+            "destination {} and source {} overlap; mirroring one into the other would loop: choose a destination outside the source",
+            root.display(),
+            source.display()
+        );
+    }
+    Ok(())
 }
 
 fn percent_decode(s: &str) -> Result<String> {
@@ -124,6 +165,39 @@ mod tests {
         assert!(e.contains("unknown URL scheme \"ftp\""), "{e}");
         assert!(Destination::parse("file://relative").is_err());
         assert!(Destination::parse("").is_err());
+    }
+
+    /// Every spelling of one folder resolves to the same path, existing or not yet.
+    #[test]
+    fn resolves_links_and_dots_before_the_missing_part() {
+        let scratch = tempfile::tempdir().unwrap();
+        let base = scratch.path().canonicalize().unwrap();
+        std::fs::create_dir_all(base.join("src/sub")).unwrap();
+        std::fs::create_dir_all(base.join("other")).unwrap();
+        std::os::unix::fs::symlink(base.join("src"), base.join("link")).unwrap();
+        std::os::unix::fs::symlink(base.join("src/sub"), base.join("other/down")).unwrap();
+        let mirror = base.join("src/mirror");
+        for spelling in [
+            "link/mirror",
+            "link/mirror/",
+            "link/./mirror",
+            "other/../src/mirror",
+            "nothing/../src/mirror",
+            "src//mirror",
+            "other/down/../mirror",
+            "link/sub/../mirror",
+        ] {
+            let got = absolute(&base.join(spelling)).unwrap();
+            assert_eq!(got, mirror, "{spelling}");
+            assert!(
+                check_overlap(&base.join("src"), &got).is_err(),
+                "{spelling}"
+            );
+        }
+        assert_eq!(absolute(&base.join("link")).unwrap(), base.join("src"));
+        let e = check_overlap(&base.join("src/sub"), &base).unwrap_err();
+        assert!(format!("{e:#}").contains("overlap"), "{e:#}");
+        assert!(check_overlap(&base.join("src"), &base.join("srcx")).is_ok());
     }
 
     mod fuzz {

@@ -137,6 +137,19 @@ impl Collector for MappingsCollector {
 
         {
             let mut family = enc.encode_descriptor(
+                "skynet_sends_vanished",
+                "Sends settled without a delivery because the local file was gone, since start",
+                None,
+                MetricType::Counter,
+            )?;
+            for m in mappings {
+                let n = m.live.vanished.load(Ordering::Relaxed);
+                ConstCounter::new(n).encode(family.encode_family(&labels(m))?)?;
+            }
+        }
+
+        {
+            let mut family = enc.encode_descriptor(
                 "skynet_connected",
                 "1 while the destination is connected, else 0",
                 None,

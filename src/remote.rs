@@ -29,6 +29,8 @@ pub fn sftp(url: &str, args: &MappingArgs) -> Result<Arc<dyn Connection>> {
         cfg = cfg.with_timeout(timeout);
     }
     cfg = cfg.with_verify_read_back(args.verify_read_back);
+    // The hand-off removes the only local copy: flush each upload to the server's disk first.
+    cfg = cfg.with_fsync(args.remove_source);
     Ok(Arc::new(Blocking::new(skynet_sftp::SftpConnection::new(
         cfg,
     ))))

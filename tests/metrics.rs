@@ -124,3 +124,62 @@ fn metrics_and_status_reflect_the_files_sent() {
     assert_eq!(daemon.signal("TERM"), Some(0), "{}", daemon.log_text());
     assert!(get(port, "/metrics").is_none(), "still serving after exit");
 }
+
+/// A send whose local file vanished (here: the command destination removes it and fails) is
+/// counted in `skynet_sends_vanished`, never in the done or failed counters.
+#[test]
+fn a_vanished_send_is_counted_apart() {
+    let s = Scratch::new();
+    let program = script(s.dir.path(), "remove-and-fail.sh", "rm -- \"$1\"\nexit 1");
+    let template = format!(
+        "{} {{path}}",
+        shell_words::quote(program.to_str().expect("utf-8 temp path"))
+    );
+    // Before the start, so that the catch-up scan queues it (a file written while the
+    // watcher is being set up could be missed by both).
+    write(&s.src, "gone.txt", b"removed during its send");
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut daemon = s.spawn(&[
+        "run",
+        s.src_str(),
+        "--exec",
+        &template,
+        "--metrics",
+        &addr,
+        "--settle",
+        "0",
+    ]);
+    assert!(
+        wait_until(Duration::from_secs(15), || get(port, "/metrics").is_some()),
+        "the endpoint never answered: {}",
+        daemon.log_text()
+    );
+    let mut metrics = String::new();
+    let counted = wait_until(Duration::from_secs(15), || {
+        let Some((200, body)) = get(port, "/metrics") else {
+            return false;
+        };
+        metrics = body;
+        sample(&metrics, "skynet_sends_vanished_total", &[]) == Some(1.0)
+    });
+    assert!(
+        counted,
+        "vanished never counted:\n{metrics}\n{}",
+        daemon.log_text()
+    );
+    assert_eq!(
+        sample(&metrics, "skynet_actions_done_total", &["kind=\"send\""]),
+        Some(0.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, "skynet_actions_failed_total", &["kind=\"send\""]),
+        Some(0.0),
+        "{metrics}"
+    );
+    let (_, body) = get(port, "/status").expect("status answers");
+    let status: serde_json::Value = serde_json::from_str(&body).expect("status is JSON");
+    assert_eq!(status["mappings"][0]["vanished"], 1, "{body}");
+    assert_eq!(daemon.signal("TERM"), Some(0), "{}", daemon.log_text());
+}

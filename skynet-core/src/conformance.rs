@@ -13,7 +13,7 @@
 //! The destination must start empty. Each check panics with a message naming the case.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::connection::{is_temp_name, Connection, SourceFile};
 use crate::error::ErrorKind;
@@ -27,6 +27,10 @@ pub struct Options {
     /// The longest file name the destination holds: 255 on POSIX filesystems. Test servers
     /// with a lower limit (s3s-fs fails on keys over ~160 bytes) say so here.
     pub max_name_len: usize,
+    /// The destination root as a folder of this machine, when the backend's files live here
+    /// (the local folder): enables the cases that plant a link in the destination and read
+    /// file modes, which the [`Connection`] trait cannot see.
+    pub local_root: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -34,6 +38,7 @@ impl Default for Options {
         Options {
             non_utf8_names: true,
             max_name_len: 255,
+            local_root: None,
         }
     }
 }
@@ -185,7 +190,7 @@ pub async fn run(conn: &dyn Connection, opts: &Options) {
     expect_absent(conn, &rel("p/a.jpg.bak"), "rename source gone").await;
     expect_content(conn, &rel("q/r/moved.jpg"), b"1", "rename target").await;
     match conn.rename(&rel("not/there"), &rel("x")).await {
-        Err(e) => assert_eq!(e.kind, ErrorKind::SourceMissing, "rename missing: {e}"),
+        Err(e) => assert_eq!(e.kind, ErrorKind::RemoteMissing, "rename missing: {e}"),
         Ok(()) => panic!("rename of a missing source succeeded"),
     }
     conn.send(&v1, &rel("over/target")).await.expect("send");
@@ -272,6 +277,10 @@ pub async fn run(conn: &dyn Connection, opts: &Options) {
         "a file name was executed as a command"
     );
 
+    if let Some(root) = &opts.local_root {
+        confinement(conn, root, dir).await;
+    }
+
     // Flush succeeds, and nothing temporary is left anywhere.
     conn.flush().await.expect("flush");
     let all = files(conn).await;
@@ -295,4 +304,66 @@ pub async fn run(conn: &dyn Connection, opts: &Options) {
     ];
     let got: Vec<String> = all.keys().map(|p| p.display()).collect();
     assert_eq!(got, expected, "final destination listing");
+}
+
+/// A directory of the destination replaced by a link to a folder outside it: no send, delete
+/// or rename reaches that folder, and a send makes the path a real directory again. Only
+/// permission bits are copied: never setuid, setgid or sticky. Leaves nothing behind.
+async fn confinement(conn: &dyn Connection, root: &Path, dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let outside = dir.join("outside");
+    for name in ["x", "y", "z"] {
+        let path = outside.join("sub").join(name);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir outside");
+        std::fs::write(&path, b"outside").expect("write outside");
+    }
+    let one = local_file(dir, "one", b"1");
+    for p in ["linked/sub/x", "linked/sub/y", "linked/sub/z"] {
+        conn.send(&one, &rel(p)).await.expect("send");
+    }
+    std::fs::remove_dir_all(root.join("linked")).expect("remove a destination directory");
+    std::os::unix::fs::symlink(&outside, root.join("linked")).expect("plant a link");
+    conn.delete(&rel("linked/sub/y"))
+        .await
+        .expect("confinement: delete under a link finds nothing");
+    conn.delete(&rel("linked/sub"))
+        .await
+        .expect("confinement: delete under a link finds nothing");
+    match conn.rename(&rel("linked/sub/z"), &rel("moved-z")).await {
+        Err(e) => assert_eq!(e.kind, ErrorKind::RemoteMissing, "confinement: rename: {e}"),
+        Ok(()) => panic!("confinement: a rename moved a file from under a link"),
+    }
+    let untouched = |what: &str| {
+        for name in ["x", "y", "z"] {
+            assert_eq!(
+                std::fs::read(outside.join("sub").join(name))
+                    .ok()
+                    .as_deref(),
+                Some(&b"outside"[..]),
+                "confinement: {what} changed the folder behind the link ({name})"
+            );
+        }
+    };
+    untouched("delete or rename");
+    conn.send(&one, &rel("linked/sub/x"))
+        .await
+        .expect("confinement: send replaces the link");
+    untouched("send");
+    expect_content(conn, &rel("linked/sub/x"), b"1", "confinement").await;
+
+    let mut special = local_file(dir, "special", b"s");
+    special.mode = 0o7755;
+    conn.send(&special, &rel("linked/special"))
+        .await
+        .expect("send");
+    let mode = std::fs::metadata(root.join("linked/special"))
+        .expect("stat the copy")
+        .permissions()
+        .mode();
+    assert_eq!(
+        mode & 0o7777,
+        0o755,
+        "modes: setuid, setgid or sticky copied"
+    );
+    conn.delete(&rel("linked")).await.expect("delete");
 }

@@ -10,10 +10,14 @@
 //!   deleting a missing path succeeds, renaming onto an existing target replaces it.
 //! - **Delete** removes a file, or a whole directory tree. A missing path is success.
 //! - **Rename** moves a file or a whole directory, creating the target's parents and replacing
-//!   the target. When `from` does not exist it returns [`ErrorKind::SourceMissing`] and the
+//!   the target. When `from` does not exist it returns [`ErrorKind::RemoteMissing`] and the
 //!   handler falls back to sending the local target.
 //! - **Confinement.** Nothing is ever read or written outside the destination root;
-//!   [`RelPath`] cannot name such a place, so joining it to the root is safe.
+//!   [`RelPath`] cannot name such a place, and a backend that can see links in the destination
+//!   never follows one below the root (a directory swapped for a link must not redirect a
+//!   send, delete or rename; the local folder resolves every path from the root's handle).
+//! - **Modes.** A backend that keeps file modes applies the permission bits only
+//!   (`mode & 0o777`): setuid, setgid and sticky are never copied.
 //! - **Errors** are classified ([`ErrorKind`]); messages are one line and carry no secrets.
 //! - **Durability.** An operation that returned `Ok` is acknowledged after the next successful
 //!   [`Connection::flush`]; a backend that is durable per operation keeps the default no-op.
@@ -49,7 +53,7 @@ pub fn is_temp_name(name: &[u8]) -> bool {
 
 /// The local file a send reads, with what `lstat` said of it when the send was prepared.
 ///
-/// Why the identity (`dev`, `ino`): between the stat and the open the path may be swapped
+/// Why the identity (device, inode): between the stat and the open the path may be swapped
 /// for a symlink (to a private key, say), a FIFO (whose open would block a worker forever)
 /// or another file. [`SourceFile::open`] reads only the very file that was stat'ed.
 #[derive(Debug, Clone)]
@@ -60,9 +64,34 @@ pub struct SourceFile {
     pub mtime: SystemTime,
     /// Unix permission bits.
     pub mode: u32,
-    /// Device and inode at the stat: [`SourceFile::open`] refuses any other file.
+    /// Which file this is and when its inode last changed, as seen by the same `stat`: the
+    /// hand-off removes a local file only while it is still this one (see `crate::handoff`).
+    pub identity: FileIdentity,
+}
+
+/// A file's device, inode and ctime. A writer can set mtime back (`touch -d`), never ctime:
+/// any write, truncation, rename onto it or chmod moves ctime forward, so equal identities
+/// mean the same inode, unchanged since.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FileIdentity {
     pub dev: u64,
     pub ino: u64,
+    /// Nanoseconds since the epoch.
+    pub ctime_ns: i64,
+}
+
+impl FileIdentity {
+    pub fn of(meta: &Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        FileIdentity {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            ctime_ns: meta
+                .ctime()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(meta.ctime_nsec()),
+        }
+    }
 }
 
 /// Why a local file cannot be read for a send. Converts into a classified [`ConnError`].
@@ -90,11 +119,16 @@ pub enum SourceError {
 
 impl From<SourceError> for ConnError {
     fn from(e: SourceError) -> Self {
+        // No kind says "the local file is gone": the handler decides that by looking at the
+        // local path (see `ErrorKind::RemoteMissing`). Links and special files are never
+        // sent: retrying will not change that.
         match &e {
-            SourceError::Missing(_) | SourceError::Symlink(_) | SourceError::Special(_) => {
-                ConnError::source_missing(e.to_string())
+            SourceError::Symlink(_) | SourceError::Special(_) => {
+                ConnError::permanent(e.to_string())
             }
-            SourceError::Replaced(_) => ConnError::transient(e.to_string()),
+            SourceError::Missing(_) | SourceError::Replaced(_) => {
+                ConnError::transient(e.to_string())
+            }
             SourceError::Io { path, source } => ConnError::from_io(path.display(), source),
         }
     }
@@ -163,22 +197,21 @@ impl SourceFile {
         Ok(Self::from_metadata(path.to_path_buf(), &meta))
     }
 
-    /// [`SourceFile::lstat`], with the error classified for a [`Connection`]: a missing
-    /// file, a directory, a symlink or a special file all give [`ErrorKind::SourceMissing`]
-    /// (nothing to send).
+    /// [`SourceFile::lstat`], with the error classified for a [`Connection`]: a symlink or
+    /// a special file is [`ErrorKind::Permanent`]; a missing file or a directory is an error
+    /// the handler settles by looking at the local path itself.
     pub fn stat(path: &Path) -> Result<Self, ConnError> {
         Ok(Self::lstat(path)?)
     }
 
     pub fn from_metadata(path: PathBuf, meta: &Metadata) -> Self {
-        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        use std::os::unix::fs::PermissionsExt;
         SourceFile {
             path,
             size: meta.len(),
             mtime: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
             mode: meta.permissions().mode() & 0o7777,
-            dev: meta.dev(),
-            ino: meta.ino(),
+            identity: FileIdentity::of(meta),
         }
     }
 
@@ -193,7 +226,7 @@ impl SourceFile {
             Err(SourceError::Symlink(_) | SourceError::Special(_)) => return Err(replaced()),
             Err(e) => return Err(e),
         };
-        if (meta.dev(), meta.ino()) != (self.dev, self.ino) {
+        if (meta.dev(), meta.ino()) != (self.identity.dev, self.identity.ino) {
             return Err(replaced());
         }
         Ok(file)
@@ -217,7 +250,7 @@ impl SourceFile {
         let now = Self::stat(&self.path)?;
         if now.size != self.size
             || now.mtime != self.mtime
-            || (now.dev, now.ino) != (self.dev, self.ino)
+            || (now.identity.dev, now.identity.ino) != (self.identity.dev, self.identity.ino)
         {
             return Err(ConnError::transient(format!(
                 "{}: changed while being sent; will send again",
@@ -610,10 +643,7 @@ mod tests {
             SourceFile::lstat(&f),
             Err(SourceError::Symlink(_))
         ));
-        assert_eq!(
-            SourceFile::stat(&f).unwrap_err().kind,
-            ErrorKind::SourceMissing
-        );
+        assert_eq!(SourceFile::stat(&f).unwrap_err().kind, ErrorKind::Permanent);
         assert!(crate::digest::sha256_file(&f).is_err());
 
         std::fs::remove_file(&f).unwrap();

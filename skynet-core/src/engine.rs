@@ -21,6 +21,7 @@ use crate::queue::{now_ms, Queue, StateError};
 use crate::relpath::RelPath;
 use crate::scan::{self, Filter, FilterError, ScanError, ScanOptions};
 use crate::send_policy::SendPolicy;
+use crate::siblings::{self, SiblingFinder};
 use crate::source_root::{SourceProblem, SourceRoot};
 use crate::watcher::{WatchError, WatchOptions, Watcher};
 
@@ -128,6 +129,8 @@ pub struct Mapping {
     /// The database file and its (device, inode) when opened, to notice it being replaced.
     db_path: PathBuf,
     db_id: Option<(u64, u64)>,
+    /// The mapping's state directory; its parent holds the other mappings' (siblings).
+    state_dir: PathBuf,
     filter: Arc<Filter>,
     opts: MappingOptions,
     /// The handler's live figures, kept across runs for metrics.
@@ -165,6 +168,9 @@ impl Mapping {
             }
         }
         let filter = Arc::new(Filter::new(&excludes)?.with_includes(&opts.include)?);
+        // Other mappings of this source read them before removing a file (hand-off).
+        let dated = opts.gate.dated.as_ref().map(|d| d.pattern());
+        siblings::record_filters(&queue, &excludes, &opts.include, dated)?;
         queue.set_handoff(opts.handoff.enabled().then_some(opts.handoff.delay));
         // Only deletions that reach the destination need the guard.
         queue.set_delete_guard(opts.complete_sync.then_some(opts.max_delete));
@@ -173,6 +179,7 @@ impl Mapping {
             queue,
             db_path,
             db_id,
+            state_dir: state_dir.to_path_buf(),
             filter,
             opts,
             status: Arc::default(),
@@ -248,6 +255,15 @@ impl Mapping {
             conn,
             root: self.source.clone(),
             opts: self.opts.handoff.clone(),
+            siblings: self.opts.handoff.remove_source.then(|| SiblingFinder {
+                state_root: self
+                    .state_dir
+                    .parent()
+                    .unwrap_or(&self.state_dir)
+                    .to_path_buf(),
+                own_dir: self.state_dir.clone(),
+                source: self.source.clone(),
+            }),
         })
     }
 
@@ -365,7 +381,15 @@ impl Mapping {
                     }
                 }
             };
-            if std::mem::take(&mut paused) {
+            if paused {
+                // Back: give a remount (or a copy) a moment, and resume only if it stays.
+                tokio::select! {
+                    _ = tokio::time::sleep(SOURCE_POLL) => {}
+                    _ = stop.changed() => return Ok(Summary::default()),
+                }
+                if source.check().is_err() {
+                    continue;
+                }
                 let root = source.path().to_path_buf();
                 let dropped = self.queue.drop_deletes_of_present(false, |p| {
                     std::fs::symlink_metadata(p.under(&root)).is_ok()

@@ -22,10 +22,14 @@ pub enum ErrorKind {
     /// Retrying will not help this action (permission denied on that path, a name the
     /// destination cannot hold). Parked as failed at once; the others continue.
     Permanent,
-    /// The thing the action starts from no longer exists: the local file of a send, or the
-    /// remote source of a move. The handler treats a send as done (a later event covers the
-    /// file) and falls back to sending the local target of a move.
-    SourceMissing,
+    /// The destination has nothing at the path a rename starts from (never sent, removed by
+    /// someone, or moved by a run that died before acknowledging it): the handler sends the
+    /// local target instead. Only a move's answer is read that way; for any other action it
+    /// is a failure like `Transient`, retried and then parked.
+    ///
+    /// There is deliberately no kind for "the local file is gone": a destination's answer
+    /// cannot say that. The handler decides it by looking at the local file.
+    RemoteMissing,
 }
 
 /// A failed destination operation: a kind for the policy and a one-line message for people.
@@ -54,16 +58,19 @@ impl ConnError {
     pub fn permanent(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Permanent, message)
     }
-    pub fn source_missing(message: impl Into<String>) -> Self {
-        Self::new(ErrorKind::SourceMissing, message)
+    pub fn remote_missing(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::RemoteMissing, message)
     }
 
     /// Classifies a local or local-like I/O error about `what` (a path or operation).
+    ///
+    /// "Not found" is transient: on the destination side it means a parent vanished under
+    /// us, and on the source side the handler looks at the local file itself before it
+    /// reads any error, so a vanished source never gets this far.
     pub fn from_io(what: impl fmt::Display, err: &std::io::Error) -> Self {
         use std::io::ErrorKind as K;
         let message = format!("{what}: {err}");
         match err.kind() {
-            K::NotFound => Self::source_missing(message),
             K::PermissionDenied | K::ReadOnlyFilesystem | K::InvalidFilename => {
                 Self::permanent(message)
             }
@@ -92,3 +99,48 @@ impl fmt::Display for ConnError {
 }
 
 impl std::error::Error for ConnError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustix::io::Errno;
+    use std::io::{Error, ErrorKind as K};
+
+    /// Every local write, delete and rename error of the local destination (and every read
+    /// of a source file) goes through `from_io`: none of them may come out as the one kind
+    /// the handler reads as "nothing to do" (a move's missing source), and "not found" on a
+    /// write is a failure worth a retry, never a vanished local file.
+    #[test]
+    fn io_errors_table() {
+        let errno = |e: rustix::io::Errno| Error::from_raw_os_error(e.raw_os_error());
+        let cases: Vec<(Error, ErrorKind)> = vec![
+            (Error::from(K::NotFound), ErrorKind::Transient),
+            (errno(Errno::NOENT), ErrorKind::Transient),
+            (errno(Errno::NOTDIR), ErrorKind::Transient),
+            (errno(Errno::ISDIR), ErrorKind::Transient),
+            (errno(Errno::EXIST), ErrorKind::Transient),
+            (errno(Errno::NOTEMPTY), ErrorKind::Transient),
+            (errno(Errno::NOSPC), ErrorKind::Transient),
+            (errno(Errno::DQUOT), ErrorKind::Transient),
+            (errno(Errno::IO), ErrorKind::Transient),
+            (errno(Errno::BUSY), ErrorKind::Transient),
+            (errno(Errno::XDEV), ErrorKind::Transient),
+            (errno(Errno::STALE), ErrorKind::Transient),
+            (errno(Errno::ACCESS), ErrorKind::Permanent),
+            (errno(Errno::PERM), ErrorKind::Permanent),
+            (errno(Errno::ROFS), ErrorKind::Permanent),
+            (errno(Errno::NAMETOOLONG), ErrorKind::Permanent),
+            (Error::from(K::InvalidFilename), ErrorKind::Permanent),
+            (Error::from(K::ConnectionReset), ErrorKind::ConnectionLost),
+            (Error::from(K::BrokenPipe), ErrorKind::ConnectionLost),
+            (Error::from(K::TimedOut), ErrorKind::ConnectionLost),
+            (Error::other("odd"), ErrorKind::Transient),
+        ];
+        for (err, want) in cases {
+            let got = ConnError::from_io("/dst/a", &err);
+            assert_eq!(got.kind, want, "{err:?} -> {got}");
+            assert_ne!(got.kind, ErrorKind::RemoteMissing, "{err:?}");
+            assert!(got.message.starts_with("/dst/a: "), "{got}");
+        }
+    }
+}

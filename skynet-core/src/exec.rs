@@ -31,7 +31,7 @@ use crate::action::ActionKind;
 use crate::argv::{Template, Vars};
 use crate::command::{self, CommandError};
 use crate::connection::{Connection, RemoteEntry, SourceFile, Verification};
-use crate::error::{ConnError, ErrorKind};
+use crate::error::ConnError;
 use crate::relpath::RelPath;
 
 /// A time limit that suits a command copying one large file over a slow link.
@@ -169,18 +169,11 @@ impl Connection for ExecConnection {
         drop(file.open()?);
         let vars = Vars::single(ActionKind::Send, &file.path, to.as_os_str());
         let result = self.run(&vars, to).await;
-        // The program read the file itself: make sure it read what was dispatched, and tell a
-        // failure caused by the file vanishing from a failure of the destination.
-        match (result, file.check_unchanged()) {
-            (Ok(()), Ok(())) => Ok(file.size),
-            (Ok(()), Err(changed)) => Err(changed),
-            (Err(e), Err(gone))
-                if e.kind == ErrorKind::Transient && gone.kind == ErrorKind::SourceMissing =>
-            {
-                Err(gone)
-            }
-            (Err(e), _) => Err(e),
-        }
+        // The program read the file itself: make sure it read what was dispatched. Whether a
+        // failure came from the file vanishing is the handler's to tell, by looking at it.
+        result?;
+        file.check_unchanged()?;
+        Ok(file.size)
     }
 
     async fn delete(&self, path: &RelPath) -> Result<(), ConnError> {
@@ -210,5 +203,86 @@ impl Connection for ExecConnection {
     /// Refuses: a hand-off must never be approved without evidence.
     async fn verify(&self, _file: &SourceFile, _path: &RelPath) -> Result<Verification, ConnError> {
         Err(self.cannot_read_back("verify"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::Exit;
+    use crate::error::ErrorKind;
+    use std::io;
+
+    /// Every way a program can fail a send, delete or rename, and the kind it becomes: a
+    /// failure is never read as success, and never as the one answer the handler settles
+    /// without retrying (a move's missing remote source). Whatever the exit status (even
+    /// "not found" codes some tools use), the program's answer says nothing about the local
+    /// file; the handler looks at that itself.
+    #[test]
+    fn command_failures_table() {
+        let target = RelPath::from_bytes(b"dir/file").expect("valid path");
+        for action in [ActionKind::Send, ActionKind::Delete, ActionKind::Move] {
+            for (err, want) in cases() {
+                let shown = err.to_string();
+                let got = classify(action, &target, err);
+                assert_eq!(got.kind, want, "{action:?} {shown}");
+                assert_ne!(got.kind, ErrorKind::RemoteMissing, "{action:?} {shown}");
+                assert!(got.message.contains("prog"), "{got}");
+            }
+        }
+    }
+
+    /// The rows of the table (`CommandError` holds `io::Error`s, which do not clone).
+    fn cases() -> Vec<(CommandError, ErrorKind)> {
+        let start = |kind: io::ErrorKind| CommandError::Start {
+            program: "prog".into(),
+            source: io::Error::from(kind),
+        };
+        let failed = |exit: Exit| CommandError::Failed {
+            program: "prog".into(),
+            exit,
+            stderr: "No such file or directory".into(),
+        };
+        vec![
+            (start(io::ErrorKind::NotFound), ErrorKind::Setup),
+            (start(io::ErrorKind::PermissionDenied), ErrorKind::Setup),
+            (start(io::ErrorKind::InvalidInput), ErrorKind::Setup),
+            (
+                CommandError::Start {
+                    program: "prog".into(),
+                    source: io::Error::from_raw_os_error(rustix::io::Errno::NOEXEC.raw_os_error()),
+                },
+                ErrorKind::Setup,
+            ),
+            (
+                CommandError::Start {
+                    program: "prog".into(),
+                    source: io::Error::from_raw_os_error(rustix::io::Errno::AGAIN.raw_os_error()),
+                },
+                ErrorKind::Transient,
+            ),
+            (failed(Exit::Code(1)), ErrorKind::Transient),
+            (failed(Exit::Code(2)), ErrorKind::Transient),
+            // rsync's "some files vanished", curl's 404 with --fail: still failures.
+            (failed(Exit::Code(24)), ErrorKind::Transient),
+            (failed(Exit::Code(22)), ErrorKind::Transient),
+            (failed(Exit::Code(127)), ErrorKind::Transient),
+            (failed(Exit::Code(-1)), ErrorKind::Transient),
+            (failed(Exit::Signal(9)), ErrorKind::Transient),
+            (
+                CommandError::TimedOut {
+                    program: "prog".into(),
+                    timeout: Duration::from_secs(1),
+                },
+                ErrorKind::Transient,
+            ),
+            (
+                CommandError::Wait {
+                    program: "prog".into(),
+                    source: io::Error::from(io::ErrorKind::NotFound),
+                },
+                ErrorKind::Transient,
+            ),
+        ]
     }
 }

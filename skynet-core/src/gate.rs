@@ -82,6 +82,11 @@ impl DatedNames {
             })
     }
 
+    /// The pattern, as given (`%Y%m%d`).
+    pub fn pattern(&self) -> &str {
+        &self.pattern
+    }
+
     /// The date of the outermost part of `rel` that carries one.
     pub fn date_of(&self, rel: &RelPath) -> Option<NaiveDate> {
         String::from_utf8_lossy(rel.as_bytes())

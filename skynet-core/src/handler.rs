@@ -9,9 +9,12 @@
 //!   connection pauses everything and reconnects with capped, jittered backoff; a transient
 //!   error retries the action with backoff and parks it after `max_attempts`; a permanent one
 //!   parks it at once; others continue either way.
+//! - Whether a send's local file vanished is decided here, by looking at the local file
+//!   ([`settle_by_local_file`]), never from a destination's answer: a vanished send is
+//!   neither done nor failed, it is counted apart (`vanished`).
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -87,6 +90,8 @@ pub struct HandlerStatus {
     pub bytes_sent: AtomicU64,
     pub actions_done: AtomicU64,
     pub actions_failed: AtomicU64,
+    /// Sends settled without a delivery because the local file was gone.
+    pub vanished: AtomicU64,
     pub last_error: Mutex<Option<String>>,
     /// Actions done (acknowledged or skipped as unchanged), by kind.
     pub done_by_kind: KindCounters,
@@ -206,6 +211,9 @@ pub struct Summary {
     pub handoff_parked: u64,
     /// Deletions the mass-deletion guard holds until someone confirms them.
     pub deletions_held: u64,
+    /// Sends whose local file was gone before it could be delivered (neither done nor
+    /// failed).
+    pub vanished: u64,
 }
 
 /// The result of executing one action, before acknowledgement.
@@ -223,6 +231,11 @@ enum Step {
     Did(LedgerUpdate),
     /// A gate holds it until `until` (see [`crate::gate`]).
     Held { until: u64, reason: String },
+    /// A send whose local file is gone: nothing was delivered.
+    Vanished(RelPath),
+    /// A send whose path is no longer a regular file (a directory moved in, or carried
+    /// there by a parent's rename): the files in it are sent instead.
+    NotAFile(RelPath),
 }
 
 /// What every worker task needs.
@@ -699,6 +712,23 @@ impl Handler {
                     ready_at: until,
                 }));
             }
+            Ok(Step::Vanished(p)) => {
+                tracing::info!(path = %p, "vanished before it could be sent; not delivered");
+                self.status.vanished.fetch_add(1, Ordering::Relaxed);
+                summary.vanished += 1;
+                return Ok(Some(Outcome::Vanished {
+                    id,
+                    ledger: self.gone_ledger(&p)?,
+                }));
+            }
+            Ok(Step::NotAFile(p)) => {
+                tracing::debug!(path = %p, "not a regular file any more; sending the files in it");
+                self.queue_fallback_sends(&p)?;
+                return Ok(Some(Outcome::Done {
+                    id,
+                    ledger: self.gone_ledger(&p)?,
+                }));
+            }
             Ok(Step::Did(ledger)) => {
                 self.status.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
                 self.status.actions_done.fetch_add(1, Ordering::Relaxed);
@@ -710,9 +740,6 @@ impl Handler {
             Err(e) => e,
         };
         self.status.set_error(&error.message);
-        if error.kind == ErrorKind::SourceMissing {
-            tracing::debug!(action = %claimed.action, error = %error.message, "source missing");
-        }
         let outcome = match error.kind {
             ErrorKind::ConnectionLost => {
                 if *connected {
@@ -741,37 +768,26 @@ impl Handler {
                     failed: false,
                 }
             }
-            ErrorKind::SourceMissing => match &claimed.action {
-                // The move's remote source is gone (never sent, or removed by someone):
-                // send the local target instead. The sends wait for this row's acknowledgement.
-                Action::Move { from, to } => {
-                    self.resend_moved(to)?;
-                    Outcome::Done {
-                        id,
-                        ledger: LedgerUpdate::MovedUnverified {
-                            from: from.clone(),
-                            to: to.clone(),
-                        },
-                    }
-                }
-                // The local file is gone (its delete or move event covers it), or the path is
-                // now a directory (a directory moved in or carried by a parent's rename):
-                // send the files in it, if any.
-                Action::Send(p) => {
-                    self.queue_fallback_sends(p)?;
-                    let ledger = if self.delete_if_gone(p)? {
-                        LedgerUpdate::Vanished(p.clone())
-                    } else {
-                        LedgerUpdate::Stale(p.clone())
-                    };
-                    Outcome::Done { id, ledger }
-                }
-                Action::Delete(_) => Outcome::Done {
+            // The move's remote source is gone (never sent, or removed by someone): send the
+            // local target instead. The sends wait for this row's acknowledgement.
+            ErrorKind::RemoteMissing if matches!(claimed.action, Action::Move { .. }) => {
+                let Action::Move { from, to } = &claimed.action else {
+                    unreachable!("matched a move");
+                };
+                self.resend_moved(to)?;
+                Outcome::Done {
                     id,
-                    ledger: LedgerUpdate::Unchanged,
-                },
-            },
-            ErrorKind::Transient if claimed.attempts + 1 < self.cfg.max_attempts => {
+                    ledger: LedgerUpdate::MovedUnverified {
+                        from: from.clone(),
+                        to: to.clone(),
+                    },
+                }
+            }
+            // "Not found" from the destination for anything but a move's source is a failed
+            // write like any other: it says nothing about the local file.
+            ErrorKind::Transient | ErrorKind::RemoteMissing
+                if claimed.attempts + 1 < self.cfg.max_attempts =>
+            {
                 let delay = backoff(self.cfg.retry_base, self.cfg.retry_cap, claimed.attempts);
                 tracing::warn!(action = %claimed.action, error = %error.message, retry_in = ?delay, "will retry");
                 let ready_at = now_ms() + delay.as_millis() as u64;
@@ -782,7 +798,7 @@ impl Handler {
                     failed: true,
                 }
             }
-            ErrorKind::Transient | ErrorKind::Permanent => {
+            ErrorKind::Transient | ErrorKind::RemoteMissing | ErrorKind::Permanent => {
                 tracing::error!(action = %claimed.action, error = %error.message, "parked as failed");
                 self.status.actions_failed.fetch_add(1, Ordering::Relaxed);
                 self.status.failed_by_kind.add(kind, 1);
@@ -793,6 +809,16 @@ impl Handler {
             }
         };
         Ok(Some(outcome))
+    }
+
+    /// The ledger update of a send whose local file is gone or no longer a file: whatever the
+    /// destination holds at `path` is not known to be current.
+    fn gone_ledger(&self, path: &RelPath) -> Result<LedgerUpdate, StateError> {
+        Ok(if self.delete_if_gone(path)? {
+            LedgerUpdate::Vanished(path.clone())
+        } else {
+            LedgerUpdate::Stale(path.clone())
+        })
     }
 
     /// With complete-sync, queues the remote deletion of `path` when nothing is there
@@ -1065,9 +1091,10 @@ async fn prepare_send(
     p: &RelPath,
 ) -> Result<(SourceFile, Option<Sha256Digest>), (Result<Step, ConnError>, u64)> {
     // A link or a special file is never read: settled here, with nothing to record.
-    // Gone, or a directory: settled in `outcome`.
+    // Gone, or a directory: settled by looking at the local path.
+    let local = p.under(&cx.root);
     let skipped = Err((Ok(Step::Did(LedgerUpdate::Unchanged)), 0));
-    let file = match SourceFile::lstat(&p.under(&cx.root)) {
+    let file = match SourceFile::lstat(&local) {
         Ok(file) => file,
         Err(SourceError::Symlink(_)) => {
             cx.queue.note_skipped_link(p);
@@ -1077,7 +1104,7 @@ async fn prepare_send(
             tracing::info!(path = %p, "not a regular file (FIFO, device or socket); not read, not sent");
             return skipped;
         }
-        Err(e) => return Err((Err(e.into()), 0)),
+        Err(e) => return Err((settle_by_local_file(&local, p, e.into()), 0)),
     };
     let verdict = cx.policy.judge(&cx.queue, p, &file, now_ms()).await;
     let step = match verdict {
@@ -1093,7 +1120,7 @@ async fn prepare_send(
             })
         }
         Ok(Verdict::Hold { until, reason }) => Step::Held { until, reason },
-        Err(e) => return Err((Err(e), 0)),
+        Err(e) => return Err((settle_by_local_file(&local, p, e), 0)),
     };
     Err((Ok(step), 0))
 }
@@ -1112,11 +1139,40 @@ fn send_result(
                 size: file.size,
                 mtime_ns: mtime_ns(file.mtime),
                 hash,
+                identity: Some(file.identity),
             })),
             bytes,
         ),
-        Err(e) if e.kind == ErrorKind::SourceMissing => (Ok(Step::Did(LedgerUpdate::Unchanged)), 0),
-        Err(e) => (Err(e), 0),
+        Err(e) => (settle_by_local_file(&file.path, &path, e), 0),
+    }
+}
+
+/// What a send that failed comes to, decided by looking at the local file (`local`, the
+/// absolute path of `path`), never from the error: a destination's "not found" says nothing
+/// about the local file.
+/// - gone (or a parent is no longer a directory): [`Step::Vanished`], nothing to deliver;
+/// - a directory now (or a link to one): [`Step::NotAFile`], the files in it are sent;
+/// - still there: `err` stands, for the policy in [`Handler::outcome`].
+///
+/// A lost link or a refused destination stands as it is, so that the handler pauses; the
+/// retry finds the file gone, if it is.
+fn settle_by_local_file(local: &Path, path: &RelPath, err: ConnError) -> Result<Step, ConnError> {
+    use std::io::ErrorKind as K;
+    if matches!(err.kind, ErrorKind::ConnectionLost | ErrorKind::Setup) {
+        return Err(err);
+    }
+    match std::fs::symlink_metadata(local) {
+        Err(e) if matches!(e.kind(), K::NotFound | K::NotADirectory) => {
+            Ok(Step::Vanished(path.clone()))
+        }
+        Ok(meta) if meta.is_dir() => Ok(Step::NotAFile(path.clone())),
+        Ok(meta)
+            if meta.file_type().is_symlink()
+                && std::fs::metadata(local).is_ok_and(|m| m.is_dir()) =>
+        {
+            Ok(Step::NotAFile(path.clone()))
+        }
+        _ => Err(err),
     }
 }
 

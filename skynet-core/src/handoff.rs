@@ -3,20 +3,28 @@
 //! Once a send is acknowledged (durable at the destination), its hand-off row (filed in the
 //! same transaction, see `Queue::finish`) is worked here:
 //!
-//! 1. the local file must still be the version that was delivered (same size and mtime);
-//!    if it changed or vanished, this hand-off is dropped (a changed file's next delivery
-//!    files its own);
+//! 1. the local file must still be the version that was delivered: same inode, size, mtime
+//!    and ctime (a writer can set mtime back, never ctime). If it vanished, this hand-off is
+//!    dropped; if it changed, too, and its send is queued again (a catch-up scan, comparing
+//!    size and mtime, would miss a rewrite whose mtime was set back);
 //! 2. with `remove_source`, the destination must verify that it holds the same bytes
-//!    ([`Connection::verify`]: size, and a content hash where the backend can);
+//!    ([`Connection::verify`]: size, and a content hash where the backend can; a backend that
+//!    can make writes durable, e.g. SFTP's `fsync@openssh.com`, did so before acknowledging);
 //! 3. the `on_delivered` hook runs (after verification, so it never announces a bad copy;
 //!    before removal, so it can still read the file);
-//! 4. with `remove_source`, the local file is removed, after checking once more that it is
-//!    unchanged.
+//! 4. with `remove_source`, the local file is removed, only if, checked right before on a
+//!    descriptor opened without following links: it is still the delivered version (step 1
+//!    again: the hook may take a while), no process has it open for writing
+//!    ([`crate::open_writers`]), and every other mapping of the source that takes it holds
+//!    the same version, marked in its ledger so that it never propagates this removal as a
+//!    deletion ([`crate::siblings`]). Waiting for a writer or a sibling is not a failure: the
+//!    hand-off looks again later and never parks for it.
 //!
 //! A failure at any step retries with backoff and parks after `max_attempts`, visible in
 //! `status`; nothing is removed unless step 2 passed. A crash replays the hand-off: the hook
 //! runs at least once per delivery, never zero times.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,14 +32,19 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::watch;
 
-use crate::action::ActionKind;
+use crate::action::{Action, ActionKind};
 use crate::argv::{Template, Vars};
 use crate::command;
 use crate::connection::{Connection, SourceFile, Verification};
 use crate::error::ErrorKind;
 use crate::handler::backoff;
+use crate::merge::Entry;
 use crate::queue::{mtime_ns, now_ms, HandoffRow, Queue, StateError};
 use crate::relpath::RelPath;
+use crate::siblings::SiblingFinder;
+
+mod removal;
+use removal::Remover;
 
 /// Something to run for each delivered file (`on_delivered`).
 #[async_trait]
@@ -114,7 +127,14 @@ pub struct Handoff {
     pub conn: Arc<dyn Connection>,
     pub root: PathBuf,
     pub opts: HandoffOptions,
+    /// Where the other mappings of this source are (see [`crate::siblings`]); `None`: this
+    /// mapping is taken to be the only one.
+    pub siblings: Option<SiblingFinder>,
 }
+
+/// How long a hand-off that waits (a writer has the file open, a sibling mapping has not
+/// delivered it yet) waits before looking again. Waiting is not failing: it never parks.
+pub const WAIT_RETRY: Duration = Duration::from_secs(3);
 
 /// What one hand-off came to.
 enum Step {
@@ -123,16 +143,24 @@ enum Step {
     /// The destination is unreachable: try again later without counting an attempt, so an
     /// outage does not park every hand-off.
     Unreachable(String),
+    /// Not yet, and not a failure: look again after [`WAIT_RETRY`].
+    Wait(String),
+    /// Verified and announced: remove the local file (`remove_source`).
+    Remove,
 }
 
 impl Handoff {
-    /// Works due hand-offs until `stop` turns true; with `until_drained`, returns once none is
-    /// waiting (parked ones aside). Returns how many are parked.
+    /// Works due hand-offs until `stop` turns true; with `until_drained` (`sync`), returns
+    /// once none is due but parked ones and ones that wait (a writer has the file open, a
+    /// sibling mapping has not delivered it): those are left for a later run, said in the log.
+    /// Returns how many are parked.
     pub async fn run(
         &self,
         mut stop: watch::Receiver<bool>,
         until_drained: bool,
     ) -> Result<u64, StateError> {
+        // Paths whose hand-off waited in this run (`until_drained` does not wait for them).
+        let mut waited: HashSet<RelPath> = HashSet::new();
         loop {
             if *stop.borrow() {
                 break;
@@ -142,6 +170,21 @@ impl Handoff {
                 let next = self.queue.handoff_next_due()?;
                 if until_drained && next.is_none() {
                     break;
+                }
+                if until_drained {
+                    let left: Vec<HandoffRow> = self
+                        .queue
+                        .handoff_rows()?
+                        .into_iter()
+                        .filter(|r| !r.parked)
+                        .collect();
+                    if left.iter().all(|r| waited.contains(&r.path)) {
+                        tracing::info!(
+                            waiting = left.len(),
+                            "hand-offs left waiting (see above why); the local files are kept until a later run or sync"
+                        );
+                        break;
+                    }
                 }
                 let wait = next
                     .map(|at| Duration::from_millis(at.saturating_sub(now_ms())))
@@ -153,11 +196,35 @@ impl Handoff {
                 }
                 continue;
             }
+            // With remove_source: first what would hold the removal back (a writer, a sibling
+            // that lacks the file), so that a waiting hand-off is not verified and announced
+            // again each time it looks. Then verify and announce each, then remove the ready
+            // ones together: one walk of /proc and one look at the siblings serve the whole
+            // batch, right before removing.
+            let due = if self.opts.remove_source {
+                let mut free = Vec::new();
+                for (row, step) in self.check_all(due, false).await {
+                    match step {
+                        Step::Remove => free.push(row),
+                        step => self.settle(&row, step, &mut waited)?,
+                    }
+                }
+                free
+            } else {
+                due
+            };
+            let mut ready = Vec::new();
             for row in due {
-                match self.one(&row).await {
-                    Step::Done => self.queue.handoff_done(&row)?,
-                    Step::Failed(why) => self.failed(&row, &why, true)?,
-                    Step::Unreachable(why) => self.failed(&row, &why, false)?,
+                let step = self.one(&row).await;
+                if matches!(step, Step::Remove) {
+                    ready.push(row);
+                } else {
+                    self.settle(&row, step, &mut waited)?;
+                }
+            }
+            if !ready.is_empty() {
+                for (row, step) in self.check_all(ready, true).await {
+                    self.settle(&row, step, &mut waited)?;
                 }
             }
         }
@@ -169,14 +236,29 @@ impl Handoff {
             .count() as u64)
     }
 
+    fn settle(
+        &self,
+        row: &HandoffRow,
+        step: Step,
+        waited: &mut HashSet<RelPath>,
+    ) -> Result<(), StateError> {
+        match step {
+            Step::Done | Step::Remove => self.queue.handoff_done(row),
+            Step::Failed(why) => self.failed(row, &why, true),
+            Step::Unreachable(why) => self.failed(row, &why, false),
+            Step::Wait(why) => {
+                waited.insert(row.path.clone());
+                self.wait(row, &why)
+            }
+        }
+    }
+
+    /// Verification and the hook: everything before the removal.
     async fn one(&self, row: &HandoffRow) -> Step {
         let local = row.path.under(&self.root);
-        let delivered_version =
-            |f: &SourceFile| f.size == row.size && mtime_ns(f.mtime) == row.mtime_ns;
-        let file = match SourceFile::stat(&local) {
-            Ok(f) if delivered_version(&f) => f,
+        let Some(file) = self.delivered_version(row, &local) else {
             // Gone, or changed since (its next delivery hands off): nothing to do.
-            _ => return Step::Done,
+            return Step::Done;
         };
         if self.opts.remove_source {
             match self.conn.verify(&file, &row.path).await {
@@ -196,18 +278,65 @@ impl Handoff {
             }
         }
         if self.opts.remove_source {
-            match SourceFile::stat(&local) {
-                Ok(f) if delivered_version(&f) => {}
-                _ => return Step::Done,
-            }
-            if let Err(e) = std::fs::remove_file(&local) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    return Step::Failed(format!("cannot remove {}: {e}", local.display()));
-                }
-            }
-            tracing::info!(path = %row.path, "delivered and verified; local copy removed");
+            Step::Remove
+        } else {
+            Step::Done
         }
-        Step::Done
+    }
+
+    /// Looks at the local file without following links: is it still the delivered version?
+    /// A file whose size and mtime match but whose inode or ctime do not was rewritten (a
+    /// writer can set mtime back, never ctime): its send is queued again, since a catch-up
+    /// scan, comparing size and mtime, would never notice.
+    fn delivered_version(&self, row: &HandoffRow, local: &Path) -> Option<SourceFile> {
+        let meta = match std::fs::symlink_metadata(local) {
+            Ok(m) if m.is_file() => m,
+            _ => return None,
+        };
+        let file = SourceFile::from_metadata(local.to_path_buf(), &meta);
+        let same_bytes = file.size == row.size && mtime_ns(file.mtime) == row.mtime_ns;
+        let same_inode = row.identity.is_none_or(|id| id == file.identity);
+        if same_bytes && same_inode {
+            return Some(file);
+        }
+        if same_bytes {
+            tracing::info!(path = %row.path, "rewritten since its delivery (same size and mtime, new ctime); sending it again");
+            if let Err(e) = self
+                .queue
+                .push(&[Entry::new(Action::Send(row.path.clone()), 0)])
+            {
+                tracing::warn!(path = %row.path, error = %e, "cannot queue the send again");
+            }
+        }
+        None
+    }
+
+    /// Checks each of `rows`: is the local file still the delivered version, with no process
+    /// holding it open for writing, and held by every sibling mapping that takes it? Then
+    /// (`remove`) removes it (verified, announced), or says it is free to ([`Step::Remove`]).
+    async fn check_all(&self, rows: Vec<HandoffRow>, remove: bool) -> Vec<(HandoffRow, Step)> {
+        let root = self.root.clone();
+        let queue = Arc::clone(&self.queue);
+        let siblings = self.siblings.clone();
+        let this = Remover { root, queue };
+        tokio::task::spawn_blocking(move || this.remove_all(rows, siblings.as_ref(), remove))
+            .await
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "hand-off removal task failed");
+                Vec::new()
+            })
+    }
+
+    /// Not yet: look again after [`WAIT_RETRY`], without counting an attempt. Said at INFO
+    /// when the reason is new, so a long wait does not fill the log.
+    fn wait(&self, row: &HandoffRow, why: &str) -> Result<(), StateError> {
+        if row.last_error.as_deref() != Some(why) {
+            tracing::info!(path = %row.path, reason = %why, "hand-off waits; the local file is kept");
+        } else {
+            tracing::debug!(path = %row.path, reason = %why, "hand-off still waits");
+        }
+        let ready_at = now_ms() + WAIT_RETRY.as_millis() as u64;
+        self.queue.handoff_failed(row, why, ready_at, false, false)
     }
 
     /// Schedules the next try of `row` with backoff; `counts`: this try counts toward

@@ -9,6 +9,9 @@
 //! 3. [`handler`] drains the queue through a [`Connection`] with N workers, keeping per-path
 //!    order, retrying, parking, pausing while the link is down.
 //! 4. [`ledger`] records what the destination holds after each acknowledged action.
+//! 5. [`handoff`] works deliveries that need more (`remove_source`, `on_delivered`): a local
+//!    file is removed only while it is the delivered inode, unchanged ([`open_writers`]: no
+//!    process writing it), and held by every other mapping of the source ([`siblings`]).
 //!
 //! [`engine`] wires these together for one mapping. Destinations implement [`Connection`]
 //! (or [`BlockingConnection`]); [`local`] is the embedded local-folder one, [`exec`] runs a
@@ -18,6 +21,7 @@
 
 pub mod action;
 pub mod argv;
+pub mod beneath;
 pub mod command;
 pub mod connection;
 pub mod digest;
@@ -31,10 +35,12 @@ pub mod handoff;
 pub mod links;
 pub mod local;
 pub mod merge;
+pub mod open_writers;
 pub mod queue;
 pub mod relpath;
 pub mod scan;
 pub mod send_policy;
+pub mod siblings;
 pub mod source_root;
 pub mod throttle;
 pub mod watcher;

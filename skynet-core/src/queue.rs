@@ -23,6 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{params, OptionalExtension, Transaction};
 
 use crate::action::{Action, ActionKind};
+use crate::connection::FileIdentity;
 use crate::guard::MaxDelete;
 use crate::merge::{self, Change, Entry, PendingView};
 use crate::relpath::RelPath;
@@ -36,10 +37,11 @@ pub use ledger_rows::{today, Forget};
 pub use handoff::HandoffRow;
 pub use ledger_rows::LedgerRow;
 
-const MIGRATIONS: &[&str] = &[
+pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("schema/001_init.sql"),
     include_str!("schema/002_workflows.sql"),
     include_str!("schema/003_guard.sql"),
+    include_str!("schema/004_handoff_identity.sql"),
 ];
 
 const PENDING: i64 = 0;
@@ -78,6 +80,9 @@ pub enum StateError {
     NoSuchId(i64),
 }
 
+/// The meta key of [`Queue::vanished`], counted in the transaction that settles each send.
+const VANISHED_KEY: &str = "vanished";
+
 /// Milliseconds since the Unix epoch, the unit of every time in the database.
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -112,6 +117,8 @@ pub enum LedgerUpdate {
         mtime_ns: i64,
         /// SHA-256 of the content sent, where it was computed (send-once mode).
         hash: Option<crate::digest::Sha256Digest>,
+        /// The local file's identity when it was read (none for `baseline`).
+        identity: Option<FileIdentity>,
     },
     /// Send-once: the destination already holds these bytes (a touched file); recorded like
     /// a send, but not counted as a delivery and not handed off again.
@@ -151,6 +158,9 @@ pub enum LedgerUpdate {
 pub enum Outcome {
     /// Done and durable: remove the row, update the ledger.
     Done { id: i64, ledger: LedgerUpdate },
+    /// A send whose local file was gone: remove the row, update the ledger, and count it in
+    /// the mapping's `vanished` total (see [`Queue::vanished`]). Never a delivery.
+    Vanished { id: i64, ledger: LedgerUpdate },
     /// Try again at `ready_at`; `failed` counts it as a failed attempt (a lost connection
     /// is not the action's fault and does not).
     Retry {
@@ -341,6 +351,8 @@ impl Queue {
     fn push_judged(&self, entries: &[Entry], judged: bool) -> Result<u64, StateError> {
         let mut conn = self.lock();
         let tx = self.write_tx(&mut conn)?;
+        let entries = handoff::spare_handed_off(&tx, entries).map_err(|e| self.err(e))?;
+        let entries = &entries[..];
         // Collapse repeated sends of one path before touching SQL: a burst of a million
         // writes costs one merge per distinct path. Only within a run of sends: a move or
         // delete in between must see the sends before it (`send(a)`, `move(a→b)`, `send(a)`
@@ -594,8 +606,16 @@ impl Queue {
         let now = now_ms() as i64;
         let handoff = self.handoff.load(std::sync::atomic::Ordering::Relaxed);
         let (mut files, mut bytes) = (0i64, 0i64);
+        let mut vanished = 0i64;
         for outcome in outcomes {
             match outcome {
+                Outcome::Vanished { id, ledger } => {
+                    tx.prepare_cached("DELETE FROM queue WHERE seq = ?1")
+                        .and_then(|mut st| st.execute([id]))
+                        .map_err(|e| self.err(e))?;
+                    apply_ledger(&tx, ledger, now).map_err(|e| self.err(e))?;
+                    vanished += 1;
+                }
                 Outcome::Done { id, ledger } => {
                     tx.prepare_cached("DELETE FROM queue WHERE seq = ?1")
                         .and_then(|mut st| st.execute([id]))
@@ -605,6 +625,7 @@ impl Queue {
                         path,
                         size,
                         mtime_ns,
+                        identity,
                         ..
                     } = ledger
                     {
@@ -615,7 +636,7 @@ impl Queue {
                                 .handoff_delay_ms
                                 .load(std::sync::atomic::Ordering::Relaxed);
                             let ready_at = now.saturating_add(delay as i64);
-                            handoff::file(&tx, path, *size, *mtime_ns, ready_at)
+                            handoff::file(&tx, path, *size, *mtime_ns, *identity, ready_at)
                                 .map_err(|e| self.err(e))?;
                         }
                     }
@@ -663,7 +684,25 @@ impl Queue {
         if files > 0 {
             ledger_rows::count_delivered(&tx, files, bytes).map_err(|e| self.err(e))?;
         }
+        if vanished > 0 {
+            tx.prepare_cached(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + excluded.value",
+            )
+            .and_then(|mut st| st.execute(params![VANISHED_KEY, vanished]))
+            .map_err(|e| self.err(e))?;
+        }
         tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Sends settled without a delivery because their local file was gone, over the life of
+    /// this state database (`status` shows it: a file removed before it was sent is a loss
+    /// someone may want to know about, not a delivery).
+    pub fn vanished(&self) -> Result<u64, StateError> {
+        Ok(self
+            .meta(VANISHED_KEY)?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
     }
 
     /// Rows by state.
@@ -868,6 +907,7 @@ impl Queue {
                 size: *size,
                 mtime_ns: *mtime_ns,
                 hash: *hash,
+                identity: None,
             };
             apply_ledger(&tx, &update, now).map_err(|e| self.err(e))?;
         }
@@ -961,6 +1001,7 @@ fn apply_ledger(tx: &Transaction<'_>, update: &LedgerUpdate, now: i64) -> rusqli
             size,
             mtime_ns,
             hash,
+            identity: _,
         }
         | LedgerUpdate::Confirmed {
             path,
@@ -968,17 +1009,29 @@ fn apply_ledger(tx: &Transaction<'_>, update: &LedgerUpdate, now: i64) -> rusqli
             mtime_ns,
             hash,
         } => {
+            let identity = match update {
+                LedgerUpdate::Sent { identity, .. } => *identity,
+                _ => None,
+            };
+            // A new delivery: whatever a sibling's hand-off did to the older version, this
+            // one is the user's file again (`handed_off` cleared).
             tx.prepare_cached(
-                "INSERT INTO ledger (path, size, mtime_ns, hash, sent_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                "INSERT INTO ledger (path, size, mtime_ns, hash, sent_at, dev, ino, ctime_ns)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                  ON CONFLICT(path) DO UPDATE SET size = excluded.size,
-                 mtime_ns = excluded.mtime_ns, hash = excluded.hash, sent_at = excluded.sent_at",
+                 mtime_ns = excluded.mtime_ns, hash = excluded.hash, sent_at = excluded.sent_at,
+                 dev = excluded.dev, ino = excluded.ino, ctime_ns = excluded.ctime_ns,
+                 handed_off = 0",
             )?
             .execute(params![
                 path.as_bytes(),
                 *size as i64,
                 mtime_ns,
                 hash.as_ref().map(|h| &h[..]),
-                now
+                now,
+                identity.map(|i| i.dev as i64),
+                identity.map(|i| i.ino as i64),
+                identity.map(|i| i.ctime_ns),
             ])?;
             // A file replaces whatever directory stood there.
             let (lo, hi) = within_bounds(path);
@@ -1009,26 +1062,45 @@ fn apply_ledger(tx: &Transaction<'_>, update: &LedgerUpdate, now: i64) -> rusqli
                 params![to.as_bytes(), lo, hi],
             )?;
             let (lo, hi) = within_bounds(from);
-            type Row = (Vec<u8>, i64, i64, Option<Vec<u8>>);
+            type Row = (Vec<u8>, i64, i64, Option<Vec<u8>>, [Option<i64>; 3], i64);
             let moved: Vec<Row> = tx
                 .prepare(
-                    "SELECT path, size, mtime_ns, hash FROM ledger
+                    "SELECT path, size, mtime_ns, hash, dev, ino, ctime_ns, handed_off FROM ledger
                      WHERE path = ?1 OR (path > ?2 AND path < ?3)",
                 )?
                 .query_map(params![from.as_bytes(), lo, hi], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        [r.get(4)?, r.get(5)?, r.get(6)?],
+                        r.get(7)?,
+                    ))
                 })?
                 .collect::<rusqlite::Result<_>>()?;
-            for (old, size, mtime, hash) in moved {
+            for (old, size, mtime, hash, [dev, ino, ctime], handed_off) in moved {
                 tx.execute("DELETE FROM ledger WHERE path = ?1", [&old])?;
                 let Ok(old) = RelPath::from_bytes(&old) else {
                     continue;
                 };
+                // The rows travel whole: a handed-off file keeps its mark where it lands.
                 if let Some(new) = old.rebase(from, to) {
                     tx.execute(
-                        "INSERT OR REPLACE INTO ledger (path, size, mtime_ns, hash, sent_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5)",
-                        params![new.as_bytes(), size, mtime, hash, now],
+                        "INSERT OR REPLACE INTO ledger
+                         (path, size, mtime_ns, hash, sent_at, dev, ino, ctime_ns, handed_off)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                        params![
+                            new.as_bytes(),
+                            size,
+                            mtime,
+                            hash,
+                            now,
+                            dev,
+                            ino,
+                            ctime,
+                            handed_off
+                        ],
                     )?;
                 }
             }
@@ -1243,6 +1315,7 @@ mod tests {
             size: 3,
             mtime_ns: 7,
             hash: None,
+            identity: None,
         };
         q.finish(&[Outcome::Done {
             id: c[0].id,
@@ -1413,6 +1486,7 @@ mod tests {
                     size: 3,
                     mtime_ns: 7,
                     hash: None,
+                    identity: None,
                 },
             }])
             .unwrap();

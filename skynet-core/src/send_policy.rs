@@ -184,6 +184,7 @@ mod tests {
                 size: f.size,
                 mtime_ns: crate::queue::mtime_ns(f.mtime),
                 hash: Some(hash),
+                identity: None,
             },
         }])
         .unwrap();

@@ -5,8 +5,13 @@ use skynet_core::{conformance, Blocking, LocalConnection};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_folder_conforms() {
     let dest = tempfile::tempdir().expect("tempdir");
-    let conn = Blocking::new(LocalConnection::new(dest.path().join("root")));
-    conformance::run(&conn, &conformance::Options::default()).await;
+    let root = dest.path().join("root");
+    let conn = Blocking::new(LocalConnection::new(&root));
+    let opts = conformance::Options {
+        local_root: Some(root),
+        ..Default::default()
+    };
+    conformance::run(&conn, &opts).await;
 }
 
 /// Verification (which approves removing the local file) compares content, not only size:

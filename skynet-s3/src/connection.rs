@@ -30,7 +30,7 @@ use skynet_core::{
 use tokio::task::JoinSet;
 
 use crate::config::{redact_endpoint, S3Config, S3ConfigError};
-use crate::errors::{classify, one_line, S3Failure};
+use crate::errors::{classify, copy_error, delete_answer, one_line};
 use crate::keys::{encode_copy_source, KeyMap};
 use crate::resume_store::ResumeStore;
 
@@ -244,11 +244,6 @@ impl Inner {
             if let Some(err) = out.errors().first() {
                 let code = err.code().unwrap_or("error");
                 let kind = crate::errors::kind_for(500, Some(code));
-                let kind = if kind == ErrorKind::SourceMissing {
-                    ErrorKind::Transient
-                } else {
-                    kind
-                };
                 return Err(ConnError::new(
                     kind,
                     one_line(&format!(
@@ -272,14 +267,7 @@ impl Inner {
             .await
         {
             Ok(_) => Ok(()),
-            Err(e) => {
-                let f = classify(e, &self.what("delete", key));
-                if f.is_not_found() && f.code.as_deref() != Some("NoSuchBucket") {
-                    Ok(())
-                } else {
-                    Err(f.into())
-                }
-            }
+            Err(e) => delete_answer(classify(e, &self.what("delete", key))),
         }
     }
 
@@ -562,15 +550,6 @@ impl Inner {
     }
 }
 
-/// A copy whose source vanished is the rename's missing source.
-fn copy_error(f: S3Failure) -> ConnError {
-    if f.is_not_found() && f.code.as_deref() != Some("NoSuchBucket") {
-        ConnError::source_missing(f.message)
-    } else {
-        f.into()
-    }
-}
-
 /// Nanoseconds since the Unix epoch (negative before it), the resume table's mtime.
 pub(crate) fn mtime_ns(t: SystemTime) -> i64 {
     match t.duration_since(UNIX_EPOCH) {
@@ -695,7 +674,7 @@ impl Connection for S3Connection {
         let under = inner.list_prefix(&from_dir).await?;
         let is_dir = !under.is_empty();
         if exact.is_none() && under.is_empty() {
-            return Err(ConnError::source_missing(format!(
+            return Err(ConnError::remote_missing(format!(
                 "{}: nothing to rename at {from_key:?}",
                 inner.describe
             )));
@@ -876,7 +855,7 @@ impl Connection for S3Connection {
                 let f = classify(e, &inner.what("get", &key));
                 if f.is_plain_server_error() {
                     // A "directory" on s3s-fs: there is no file to read.
-                    ConnError::source_missing(f.message)
+                    ConnError::remote_missing(f.message)
                 } else {
                     f.into()
                 }

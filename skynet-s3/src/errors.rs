@@ -5,6 +5,13 @@
 //! (`ConnectionLost`), server trouble and throttling are retried (`Transient`), bad credentials
 //! or a missing bucket stop the mapping (`Setup`), and a problem with one object parks that
 //! action (`Permanent`).
+//!
+//! "Not found" is never read from a status code alone: a 404 to a PUT comes from a server or
+//! proxy that did not take the request (moto answers one to a key holding a newline), so
+//! by itself it is a failure, retried and then parked. Only the callers that asked whether
+//! something exists (a HEAD, a delete, the source of a copy) read a "no such key" answer,
+//! through [`S3Failure::is_not_found`], [`delete_answer`] and [`copy_error`]. Nothing here
+//! can say that the local file vanished: the handler decides that by looking at it.
 
 use std::error::Error as StdError;
 
@@ -40,6 +47,27 @@ impl S3Failure {
     /// A 500 answer without a more specific code (s3s-fs gives it for HEAD on a "directory").
     pub(crate) fn is_plain_server_error(&self) -> bool {
         self.status == Some(500)
+    }
+}
+
+/// What a failed DeleteObject comes to. Deleting a missing key is success (the contract),
+/// but only when the server said so with S3's own code: a bare 404 (no code, or another
+/// one) comes from something that did not take the request, and proves nothing.
+pub(crate) fn delete_answer(f: S3Failure) -> Result<(), ConnError> {
+    if f.code.as_deref() == Some("NoSuchKey") {
+        Ok(())
+    } else {
+        Err(f.into())
+    }
+}
+
+/// What a failed copy (the first half of a rename) comes to: a missing source is the
+/// rename's missing source, which the handler answers by sending the local target.
+pub(crate) fn copy_error(f: S3Failure) -> ConnError {
+    if f.is_not_found() && f.code.as_deref() != Some("NoSuchBucket") {
+        ConnError::remote_missing(f.message)
+    } else {
+        f.into()
     }
 }
 
@@ -161,14 +189,10 @@ pub(crate) fn kind_for(status: u16, code: Option<&str>) -> ErrorKind {
         if TRANSIENT_CODES.contains(&code) {
             return ErrorKind::Transient;
         }
-        if code == "NoSuchKey" {
-            return ErrorKind::SourceMissing;
-        }
     }
     match status {
         401 | 403 => ErrorKind::Setup,
-        404 => ErrorKind::SourceMissing,
-        408 | 409 | 429 => ErrorKind::Transient,
+        404 | 408 | 409 | 429 => ErrorKind::Transient,
         500..=599 => ErrorKind::Transient,
         _ => ErrorKind::Permanent,
     }
@@ -229,22 +253,167 @@ pub(crate) fn one_line(text: &str) -> String {
 mod tests {
     use super::*;
 
+    /// An error answer as `classify` makes it.
+    fn answer(status: u16, code: Option<&str>) -> S3Failure {
+        S3Failure {
+            kind: kind_for(status, code),
+            status: Some(status),
+            code: code.map(str::to_string),
+            message: format!("put b/k: {} (HTTP {status})", code.unwrap_or("-")),
+        }
+    }
+
+    /// What a delete made of an answer: done, or the kind of its error.
+    fn deleted(f: S3Failure) -> Result<(), ErrorKind> {
+        delete_answer(f).map_err(|e| e.kind)
+    }
+
+    /// Every error answer to a write (PUT, multipart), a delete and a rename (copy), and
+    /// what it becomes. No answer to a write is success or "nothing to do"; a delete is done
+    /// only when S3 itself says the key does not exist; a rename's source is missing only
+    /// on a "not found"; and no answer can say anything about the local file (no kind does).
     #[test]
-    fn table() {
-        assert_eq!(kind_for(503, Some("SlowDown")), ErrorKind::Transient);
-        assert_eq!(kind_for(500, None), ErrorKind::Transient);
-        assert_eq!(kind_for(503, None), ErrorKind::Transient);
-        assert_eq!(kind_for(403, Some("AccessDenied")), ErrorKind::Setup);
-        assert_eq!(
-            kind_for(403, Some("SignatureDoesNotMatch")),
-            ErrorKind::Setup
+    fn error_answers_table() {
+        use ErrorKind::*;
+        type Row = (
+            u16,
+            Option<&'static str>,
+            ErrorKind,
+            Result<(), ErrorKind>,
+            ErrorKind,
         );
-        assert_eq!(kind_for(403, Some("InvalidAccessKeyId")), ErrorKind::Setup);
-        assert_eq!(kind_for(404, Some("NoSuchBucket")), ErrorKind::Setup);
-        assert_eq!(kind_for(403, None), ErrorKind::Setup);
-        assert_eq!(kind_for(404, Some("NoSuchKey")), ErrorKind::SourceMissing);
-        assert_eq!(kind_for(400, Some("KeyTooLongError")), ErrorKind::Permanent);
-        assert_eq!(kind_for(400, Some("EntityTooLarge")), ErrorKind::Permanent);
+        // (status, code, write, delete, rename)
+        let rows: &[Row] = &[
+            // moto's answer to a key holding a newline: a router's 404, no S3 code.
+            (404, None, Transient, Err(Transient), RemoteMissing),
+            (404, Some("404"), Transient, Err(Transient), RemoteMissing),
+            (
+                404,
+                Some("NotFound"),
+                Transient,
+                Err(Transient),
+                RemoteMissing,
+            ),
+            (404, Some("NoSuchKey"), Transient, Ok(()), RemoteMissing),
+            (
+                404,
+                Some("NoSuchUpload"),
+                Transient,
+                Err(Transient),
+                RemoteMissing,
+            ),
+            (404, Some("NoSuchBucket"), Setup, Err(Setup), Setup),
+            (403, Some("AccessDenied"), Setup, Err(Setup), Setup),
+            (403, Some("SignatureDoesNotMatch"), Setup, Err(Setup), Setup),
+            (403, Some("InvalidAccessKeyId"), Setup, Err(Setup), Setup),
+            (403, None, Setup, Err(Setup), Setup),
+            (401, None, Setup, Err(Setup), Setup),
+            (301, Some("PermanentRedirect"), Setup, Err(Setup), Setup),
+            (
+                307,
+                Some("TemporaryRedirect"),
+                Permanent,
+                Err(Permanent),
+                Permanent,
+            ),
+            (
+                400,
+                Some("KeyTooLongError"),
+                Permanent,
+                Err(Permanent),
+                Permanent,
+            ),
+            (
+                400,
+                Some("EntityTooLarge"),
+                Permanent,
+                Err(Permanent),
+                Permanent,
+            ),
+            (
+                400,
+                Some("InvalidArgument"),
+                Permanent,
+                Err(Permanent),
+                Permanent,
+            ),
+            (400, Some("BadDigest"), Transient, Err(Transient), Transient),
+            (
+                400,
+                Some("RequestTimeout"),
+                Transient,
+                Err(Transient),
+                Transient,
+            ),
+            (400, None, Permanent, Err(Permanent), Permanent),
+            (
+                405,
+                Some("MethodNotAllowed"),
+                Permanent,
+                Err(Permanent),
+                Permanent,
+            ),
+            (
+                409,
+                Some("OperationAborted"),
+                Transient,
+                Err(Transient),
+                Transient,
+            ),
+            (409, None, Transient, Err(Transient), Transient),
+            (
+                411,
+                Some("MissingContentLength"),
+                Permanent,
+                Err(Permanent),
+                Permanent,
+            ),
+            (
+                412,
+                Some("PreconditionFailed"),
+                Permanent,
+                Err(Permanent),
+                Permanent,
+            ),
+            (429, None, Transient, Err(Transient), Transient),
+            (
+                500,
+                Some("InternalError"),
+                Transient,
+                Err(Transient),
+                Transient,
+            ),
+            (500, None, Transient, Err(Transient), Transient),
+            (
+                501,
+                Some("NotImplemented"),
+                Transient,
+                Err(Transient),
+                Transient,
+            ),
+            (503, Some("SlowDown"), Transient, Err(Transient), Transient),
+            (503, None, Transient, Err(Transient), Transient),
+            // An error inside a 200 answer (CopyObject, CompleteMultipartUpload).
+            (
+                200,
+                Some("InternalError"),
+                Transient,
+                Err(Transient),
+                Transient,
+            ),
+        ];
+        for &(status, code, write, delete, rename) in rows {
+            let row = format!("HTTP {status} {code:?}");
+            let put: ConnError = answer(status, code).into();
+            assert_eq!(put.kind, write, "write: {row}");
+            assert_ne!(put.kind, RemoteMissing, "write: {row}");
+            assert_eq!(deleted(answer(status, code)), delete, "delete: {row}");
+            assert_eq!(
+                copy_error(answer(status, code)).kind,
+                rename,
+                "rename: {row}"
+            );
+        }
         assert_eq!(one_line("a\nb  c"), "a b c");
     }
 }

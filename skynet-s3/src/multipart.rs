@@ -369,6 +369,13 @@ impl PartJob {
     }
 }
 
+/// True when the local file is gone: the handler then settles the send as vanished, so no
+/// retry will ever resume this upload.
+fn local_gone(path: &std::path::Path) -> bool {
+    use std::io::ErrorKind as K;
+    matches!(std::fs::symlink_metadata(path), Err(e) if matches!(e.kind(), K::NotFound | K::NotADirectory))
+}
+
 /// Reads `len` bytes at `offset`; a short read means the file shrank while being sent.
 fn read_range(source: &SourceFile, offset: u64, len: u64) -> Result<Vec<u8>, ConnError> {
     let path = &source.path;
@@ -464,7 +471,7 @@ pub(crate) async fn send_multipart(
                         "{}; the upload is gone, starting over",
                         err.message
                     )));
-                } else if matches!(err.kind, ErrorKind::Permanent | ErrorKind::SourceMissing) {
+                } else if err.kind == ErrorKind::Permanent || local_gone(&file.path) {
                     abort_quietly(inner, key, &id).await;
                 }
                 // Otherwise the upload stays recorded and the retry resumes it.
@@ -557,7 +564,7 @@ pub(crate) async fn copy_multipart(
         .map_err(|e| {
             let f = classify(e, &inner.what("copy", from));
             if f.is_not_found() {
-                ConnError::source_missing(f.message)
+                ConnError::remote_missing(f.message)
             } else {
                 f.into()
             }
@@ -641,7 +648,7 @@ async fn copy_parts(
                     .map_err(|e| {
                         let f = classify(e, &what);
                         if f.code.as_deref() == Some("NoSuchKey") {
-                            ConnError::source_missing(f.message)
+                            ConnError::remote_missing(f.message)
                         } else {
                             f.into()
                         }

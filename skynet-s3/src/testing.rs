@@ -19,6 +19,9 @@ use rand::distributions::{Alphanumeric, DistString};
 
 use crate::config::{S3Config, StaticCredentials};
 
+pub mod moto;
+pub use moto::MotoServer;
+
 /// A running (or stopped, between `stop` and `restart`) s3s-fs server.
 pub struct S3Server {
     binary: PathBuf,

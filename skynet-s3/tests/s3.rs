@@ -325,7 +325,7 @@ async fn directory_rename_moves_everything_and_converges() {
         .rename(&rel("src"), &rel("dst"))
         .await
         .expect_err("source gone");
-    assert_eq!(err.kind, ErrorKind::SourceMissing, "{err}");
+    assert_eq!(err.kind, ErrorKind::RemoteMissing, "{err}");
     // Short hostile names survive a rename and a directory delete.
     for name in ["-rf", "$(touch x)", "new\nline", "ünï 😀", "q'\"s", "a b"] {
         conn.send(&one, &rel(&format!("h/{name}"))).await.unwrap();

@@ -94,6 +94,9 @@ pub struct SftpConfig {
     /// file's. SFTP v3 has no hash request (OpenSSH offers none, and skynet never runs remote
     /// commands), so proving content costs a full download; off, `verify` checks the size.
     pub verify_read_back: bool,
+    /// Flush every upload to the server's disk (`fsync@openssh.com`) before acknowledging
+    /// it: on when the mapping removes the local copy after delivery (`remove_source`).
+    pub fsync: bool,
 }
 
 impl SftpConfig {
@@ -136,6 +139,7 @@ impl SftpConfig {
             timeout: Self::DEFAULT_TIMEOUT,
             pool_size: Self::DEFAULT_POOL_SIZE,
             verify_read_back: false,
+            fsync: false,
         })
     }
 
@@ -171,6 +175,12 @@ impl SftpConfig {
     /// See [`SftpConfig::verify_read_back`].
     pub fn with_verify_read_back(mut self, read_back: bool) -> Self {
         self.verify_read_back = read_back;
+        self
+    }
+
+    /// See [`SftpConfig::fsync`].
+    pub fn with_fsync(mut self, fsync: bool) -> Self {
+        self.fsync = fsync;
         self
     }
 
@@ -218,6 +228,7 @@ impl fmt::Debug for SftpConfig {
             .field("timeout", &self.timeout)
             .field("pool_size", &self.pool_size)
             .field("verify_read_back", &self.verify_read_back)
+            .field("fsync", &self.fsync)
             .finish()
     }
 }

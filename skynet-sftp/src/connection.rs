@@ -47,6 +47,7 @@ use skynet_core::relpath::RelPath;
 use ssh2::{FileStat, OpenFlags, OpenType};
 
 use crate::config::SftpConfig;
+use crate::durable::Durability;
 use crate::errors::{classify, classify_io, is_lost, is_missing, local_io, Op};
 use crate::pool::{Link, Pool};
 
@@ -72,6 +73,8 @@ pub struct SftpConnection {
     known_dirs: Mutex<HashSet<RelPath>>,
     /// Temp files left by sends cut off by a lost connection, by target.
     leftovers: Mutex<HashMap<RelPath, PathBuf>>,
+    /// Flushing uploads before acknowledging them (hand-off), see [`crate::durable`].
+    durable: Durability,
 }
 
 fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -82,6 +85,7 @@ impl SftpConnection {
     pub fn new(config: SftpConfig) -> SftpConnection {
         SftpConnection {
             server: config.server(),
+            durable: Durability::new(config.fsync, config.verify_read_back),
             pool: Pool::new(config),
             known_dirs: Mutex::new(HashSet::new()),
             leftovers: Mutex::new(HashMap::new()),
@@ -90,6 +94,12 @@ impl SftpConnection {
 
     pub fn config(&self) -> &SftpConfig {
         self.pool.config()
+    }
+
+    /// With [`SftpConfig::fsync`]: whether the server flushed uploads (`fsync@openssh.com`),
+    /// once one was tried.
+    pub fn fsync_offered(&self) -> Option<bool> {
+        self.durable.server_offers()
     }
 
     fn root(&self) -> &Path {
@@ -419,11 +429,14 @@ impl SftpConnection {
                 size: None,
                 uid: None,
                 gid: None,
-                perm: Some(file.mode & 0o7777),
+                // Permission bits only: a copied setuid or setgid bit would make a file owned by
+                // the server account that runs as that account.
+                perm: Some(file.mode & 0o777),
                 atime: Some(mtime),
                 mtime: Some(mtime),
             })
             .map_err(|e| self.err(&e, Op::Other, temp))?;
+        self.durable.flush(&mut remote, &self.server, temp)?;
         remote.close().map_err(|e| self.err(&e, Op::Write, temp))?;
         Ok(sent)
     }
@@ -446,6 +459,7 @@ impl SftpConnection {
         let result = self.upload(link, file, to, &temp).and_then(|n| {
             file.check_unchanged()?;
             self.rename_replacing(link, &temp, &target, Op::Other)?;
+            self.flush_name(link, &target)?;
             Ok(n)
         });
         match &result {
@@ -458,6 +472,42 @@ impl SftpConnection {
             }
         }
         result
+    }
+
+    /// At the first connection of a connection that flushes uploads: finds out whether the
+    /// server offers `fsync@openssh.com` on an empty temporary file in the root, so that a
+    /// server without it is warned about at start, not at the first upload.
+    fn probe_fsync(&self, link: &Link) -> Result<(), ConnError> {
+        if !self.durable.wanted() || self.durable.server_offers().is_some() {
+            return Ok(());
+        }
+        let probe = self.root().join(temp_name());
+        let mut f = link
+            .sftp
+            .open_mode(
+                &probe,
+                OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE,
+                0o600,
+                OpenType::File,
+            )
+            .map_err(|e| self.err(&e, Op::Write, &probe))?;
+        let flushed = self.durable.flush(&mut f, &self.server, &probe);
+        drop(f);
+        let _ = link.sftp.unlink(&probe);
+        flushed
+    }
+
+    /// Flushes the file just renamed to `target`, when uploads are flushed: see
+    /// [`crate::durable`] (the rename is what a power loss must not undo).
+    fn flush_name(&self, link: &Link, target: &Path) -> Result<(), ConnError> {
+        if self.durable.server_offers() != Some(true) {
+            return Ok(());
+        }
+        let mut f = link
+            .sftp
+            .open(target)
+            .map_err(|e| self.err(&e, Op::Write, target))?;
+        self.durable.flush(&mut f, &self.server, target)
     }
 
     /// After reconnecting: removes the random-named temps of sends cut off by the lost
@@ -588,7 +638,9 @@ impl BlockingConnection for SftpConnection {
     fn connect(&self) -> Result<(), ConnError> {
         self.pool.reset();
         let lease = self.pool.checkout()?;
-        let result = self.ensure_root(lease.link());
+        let result = self
+            .ensure_root(lease.link())
+            .and_then(|()| self.probe_fsync(lease.link()));
         match &result {
             Ok(()) => self.drop_random_leftovers(lease.link()),
             Err(e) if is_lost(e) => lease.discard(),
@@ -644,7 +696,7 @@ impl BlockingConnection for SftpConnection {
             match link.sftp.lstat(&src) {
                 Ok(_) => {}
                 Err(e) if is_missing(&e) => {
-                    return Err(ConnError::source_missing(format!(
+                    return Err(ConnError::remote_missing(format!(
                         "{}: {}: not in the destination",
                         self.server,
                         src.display()
@@ -682,7 +734,7 @@ impl BlockingConnection for SftpConnection {
             let mut f = match link.sftp.open(&abs) {
                 Ok(f) => f,
                 Err(e) if is_missing(&e) => {
-                    return Err(ConnError::source_missing(format!(
+                    return Err(ConnError::remote_missing(format!(
                         "{}: {}: no such file",
                         self.server,
                         abs.display()

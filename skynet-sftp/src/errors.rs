@@ -8,7 +8,10 @@
 //! - SFTP `PERMISSION_DENIED` / `WRITE_PROTECT` → `Permanent`, naming the remote path;
 //! - SFTP `NO_SPACE` / `QUOTA_EXCEEDED`, and the generic `FAILURE` OpenSSH answers for ENOSPC
 //!   and most other errnos → `Transient`;
-//! - SFTP `NO_SUCH_FILE` on a rename source → `SourceMissing` (callers decide that case).
+//! - SFTP `NO_SUCH_FILE` on a rename source → `RemoteMissing` (the handler then sends the
+//!   local target); on a write it is `Transient` like any failed write, and on a delete the
+//!   callers read it as done (deleting a missing path succeeds). No answer says anything
+//!   about the local file: the handler decides that by looking at it.
 //!
 //! Messages are one line: `sftp://user@host:port: <path>: <what> failed: <reason>`.
 
@@ -144,7 +147,7 @@ fn classify_sftp(code: i32, text: &str, op: Op, what: &str) -> ConnError {
         )),
         FX_NO_CONNECTION | FX_CONNECTION_LOST => ConnError::connection_lost(message(text)),
         FX_NO_SUCH_FILE | FX_NO_SUCH_PATH if op == Op::Rename => {
-            ConnError::source_missing(message("no such file on the server"))
+            ConnError::remote_missing(message("no such file on the server"))
         }
         FX_OP_UNSUPPORTED => ConnError::permanent(message("operation not supported by the server")),
         _ => ConnError::transient(message(text)),
@@ -168,6 +171,16 @@ pub(crate) fn classify_io(err: &io::Error, op: Op, server: &str, path: &Path) ->
         "no space on filesystem" => Some(FX_NO_SPACE_ON_FILESYSTEM),
         "quota exceeded" => Some(FX_QUOTA_EXCEEDED),
         "invalid filename" => Some(FX_INVALID_FILENAME),
+        // The rest, so that none of them passes for a lost link (which is retried forever).
+        "bad message" => Some(5),
+        "invalid handle" => Some(9),
+        "file already exists" => Some(11),
+        "no media available" => Some(13),
+        "unknown principal" => Some(16),
+        "lock conflict" => Some(17),
+        "directory not empty" => Some(18),
+        "not a directory" => Some(19),
+        "link loop" => Some(21),
         _ => None,
     };
     let what = format!("{server}: {}", path.display());
@@ -200,6 +213,85 @@ mod tests {
         ssh2::Error::from_errno(ErrorCode::SFTP(code))
     }
 
+    /// Every SFTP status a server can answer to a write (open, write, close, the rename into
+    /// place), a delete (unlink, rmdir) and a rename, and what it becomes. No answer to a
+    /// write is success or "nothing to do"; a delete is done only on "no such file"; a
+    /// rename's source is missing only on "no such file"; no kind can say that the local
+    /// file vanished.
+    #[test]
+    fn status_answers_table() {
+        use ErrorKind::*;
+        // (code, write, delete, rename); `Ok` in the delete column: done.
+        let rows: &[(i32, ErrorKind, Result<(), ErrorKind>, ErrorKind)] = &[
+            (1, Transient, Err(Transient), Transient), // EOF
+            (FX_NO_SUCH_FILE, Transient, Ok(()), RemoteMissing),
+            (FX_PERMISSION_DENIED, Permanent, Err(Permanent), Permanent),
+            (FX_FAILURE, Transient, Err(Transient), Transient),
+            (5, Transient, Err(Transient), Transient), // BAD_MESSAGE
+            (
+                FX_NO_CONNECTION,
+                ConnectionLost,
+                Err(ConnectionLost),
+                ConnectionLost,
+            ),
+            (
+                FX_CONNECTION_LOST,
+                ConnectionLost,
+                Err(ConnectionLost),
+                ConnectionLost,
+            ),
+            (FX_OP_UNSUPPORTED, Permanent, Err(Permanent), Permanent),
+            (9, Transient, Err(Transient), Transient), // INVALID_HANDLE
+            (FX_NO_SUCH_PATH, Transient, Ok(()), RemoteMissing),
+            (11, Transient, Err(Transient), Transient), // FILE_ALREADY_EXISTS
+            (FX_WRITE_PROTECT, Permanent, Err(Permanent), Permanent),
+            (13, Transient, Err(Transient), Transient), // NO_MEDIA
+            (
+                FX_NO_SPACE_ON_FILESYSTEM,
+                Transient,
+                Err(Transient),
+                Transient,
+            ),
+            (FX_QUOTA_EXCEEDED, Transient, Err(Transient), Transient),
+            (16, Transient, Err(Transient), Transient), // UNKNOWN_PRINCIPAL
+            (17, Transient, Err(Transient), Transient), // LOCK_CONFLICT
+            (18, Transient, Err(Transient), Transient), // DIR_NOT_EMPTY
+            (19, Transient, Err(Transient), Transient), // NOT_A_DIRECTORY
+            (FX_INVALID_FILENAME, Permanent, Err(Permanent), Permanent),
+            (21, Transient, Err(Transient), Transient), // LINK_LOOP
+        ];
+        let (server, p) = ("sftp://u@h:22", Path::new("/srv/x"));
+        for &(code, write, delete, rename) in rows {
+            let err = sftp(code);
+            let put = classify(&err, Op::Write, server, Some(p));
+            assert_eq!(put.kind, write, "write: SFTP status {code}");
+            // Writes through a file handle reach us as io::Errors: the same answer, except
+            // "end of file", whose text is also that of a closed channel (a lost link).
+            let io: io::Error = sftp(code).into();
+            let through_handle = if code == 1 { ConnectionLost } else { write };
+            assert_eq!(
+                classify_io(&io, Op::Write, server, p).kind,
+                through_handle,
+                "write through a handle: SFTP status {code}"
+            );
+            // The send's rename into place is an `Op::Other` rename: a write.
+            assert_eq!(
+                classify(&err, Op::Other, server, Some(p)).kind,
+                write,
+                "rename into place: SFTP status {code}"
+            );
+            let deleted = if is_missing(&err) {
+                Ok(())
+            } else {
+                Err(classify(&err, Op::Other, server, Some(p)).kind)
+            };
+            assert_eq!(deleted, delete, "delete: SFTP status {code}");
+            let moved = classify(&err, Op::Rename, server, Some(p)).kind;
+            assert_eq!(moved, rename, "rename: SFTP status {code}");
+            assert_ne!(put.kind, RemoteMissing, "write: SFTP status {code}");
+        }
+    }
+
     #[test]
     fn sftp_codes() {
         let p = Path::new("/srv/x");
@@ -217,10 +309,6 @@ mod tests {
         assert_eq!(
             c(FX_NO_SPACE_ON_FILESYSTEM, Op::Other).kind,
             ErrorKind::Transient
-        );
-        assert_eq!(
-            c(FX_NO_SUCH_FILE, Op::Rename).kind,
-            ErrorKind::SourceMissing
         );
         assert_eq!(
             c(FX_CONNECTION_LOST, Op::Other).kind,

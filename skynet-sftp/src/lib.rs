@@ -13,6 +13,7 @@
 mod auth;
 mod config;
 mod connection;
+mod durable;
 mod errors;
 mod hostkey;
 mod pool;

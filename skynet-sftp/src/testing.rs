@@ -30,7 +30,13 @@ pub struct SshServer {
     user: String,
     child: Option<Child>,
     extra_host_keys: Vec<PathBuf>,
+    /// The `Subsystem sftp` command: `internal-sftp`, or a logging `sftp-server` (see
+    /// [`SshServer::start_logging_sftp`]).
+    sftp_subsystem: String,
 }
+
+/// OpenSSH's stand-alone SFTP server (Debian's path), for [`SshServer::start_logging_sftp`].
+const SFTP_SERVER: &str = "/usr/lib/openssh/sftp-server";
 
 fn run(cmd: &mut Command) {
     let out = cmd
@@ -153,7 +159,49 @@ impl SshServer {
         Self::start_for(user.to_string())
     }
 
+    /// Starts sshd (as the current user) whose SFTP server logs every request it serves to
+    /// [`SshServer::sftp_log`], refusing the requests named in `refused` (`sftp-server -P`,
+    /// e.g. `fsync` for a server without `fsync@openssh.com`).
+    pub fn start_logging_sftp(refused: &[&str]) -> SshServer {
+        assert!(
+            Path::new(SFTP_SERVER).exists(),
+            "{SFTP_SERVER} not found: run scripts/install-test-deps"
+        );
+        Self::start_with(current_user(), Some(refused))
+    }
+
+    /// Writes the wrapper that runs OpenSSH's `sftp-server` logging to `sftp.log`, and makes
+    /// it the SFTP subsystem.
+    fn log_sftp(&mut self, refused: &[&str]) {
+        let wrapper = self.dir.path().join("sftp-server.sh");
+        let refuse = if refused.is_empty() {
+            String::new()
+        } else {
+            format!(" -P {}", refused.join(","))
+        };
+        fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\nexec {SFTP_SERVER} -e -l DEBUG3{refuse} 2>>'{}'\n",
+                self.dir.path().join("sftp.log").display()
+            ),
+        )
+        .expect("write sftp-server wrapper");
+        fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).expect("chmod");
+        self.sftp_subsystem = wrapper.display().to_string();
+    }
+
+    /// What the SFTP server of [`SshServer::start_logging_sftp`] logged so far.
+    pub fn sftp_log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("sftp.log")).unwrap_or_default()
+    }
+
     fn start_for(user: String) -> SshServer {
+        Self::start_with(user, None)
+    }
+
+    /// `sftp_log`: see [`SshServer::start_logging_sftp`].
+    fn start_with(user: String, sftp_log: Option<&[&str]>) -> SshServer {
         assert!(
             Path::new(SSHD).exists(),
             "sshd not found: run scripts/install-test-deps"
@@ -174,7 +222,11 @@ impl SshServer {
             user,
             child: None,
             extra_host_keys: Vec::new(),
+            sftp_subsystem: "internal-sftp".to_string(),
         };
+        if let Some(refused) = sftp_log {
+            server.log_sftp(refused);
+        }
         let p = |n: &str| server.dir.path().join(n);
         keygen(&p("host_key"));
         keygen(&p("client_key"));
@@ -208,7 +260,7 @@ impl SshServer {
         let config = format!(
             "Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\nPidFile {pid}\n\
              AuthorizedKeysFile {auth}\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-             PubkeyAuthentication yes\nSubsystem sftp internal-sftp\nStrictModes no\nUsePAM no\n\
+             PubkeyAuthentication yes\nSubsystem sftp {sftp}\nStrictModes no\nUsePAM no\n\
              PermitRootLogin prohibit-password\nAllowUsers {user}\nMaxStartups 100\n\
              MaxSessions 100\nLogLevel ERROR\n",
             port = self.port,
@@ -216,6 +268,7 @@ impl SshServer {
             pid = p("sshd.pid"),
             auth = p("authorized_keys"),
             user = self.user,
+            sftp = self.sftp_subsystem,
         );
         let extra: String = self
             .extra_host_keys

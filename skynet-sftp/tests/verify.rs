@@ -107,9 +107,5 @@ fn read_back_with_a_missing_source_is_an_error() {
     conn.send(&file, &rel("a")).expect("send");
     fs::remove_file(&file.path).expect("remove source");
     let err = conn.verify(&file, &rel("a")).expect_err("nothing to hash");
-    assert_eq!(
-        err.kind,
-        skynet_core::error::ErrorKind::SourceMissing,
-        "{err}"
-    );
+    assert_eq!(err.kind, skynet_core::error::ErrorKind::Transient, "{err}");
 }

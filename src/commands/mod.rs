@@ -55,13 +55,7 @@ pub async fn prepare(
     let destination = destination_of(dest, args)?;
     check_options(&destination, args)?;
     if let Destination::Local(root) = &destination {
-        if root.starts_with(&source) || source.starts_with(root) {
-            anyhow::bail!(
-                "destination {} and source {} overlap; mirroring one into the other would loop",
-                root.display(),
-                source.display()
-            );
-        }
+        crate::destination::check_overlap(&source, root)?;
     }
     let identity = destination.identity();
     let state_dir = state_dir_of(&source, &destination, args)?;

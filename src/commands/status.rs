@@ -37,12 +37,18 @@ pub struct MappingStatus {
     pub bytes_per_sec: u64,
     pub delivered_today: u64,
     pub delivered_today_bytes: u64,
+    /// Sends whose local file was gone before it could be delivered (removed by the user,
+    /// or by another mapping's hand-off): never counted as delivered.
+    pub vanished: u64,
     /// Deliveries waiting for their hand-off (verify, on_delivered, remove the local copy).
     pub handoff_waiting: u64,
     /// Symlinks in the source that the last run or sync skipped (never followed, not sent).
     pub skipped_links: u64,
     pub failures: Vec<QueueRow>,
     pub handoff_failures: Vec<HandoffRow>,
+    /// Waiting hand-offs that said why (a writer has the file open, another mapping of the
+    /// source has not delivered it yet, the last failure before a retry).
+    pub handoff_waits: Vec<HandoffRow>,
 }
 
 /// The directory name that names a mapping in `status`, `queue` and `ledger`.
@@ -104,10 +110,15 @@ pub fn read(dir: &Path) -> Result<MappingStatus> {
         bytes_per_sec: if live { number(meta::RATE)? } else { 0 },
         delivered_today,
         delivered_today_bytes,
+        vanished: queue.vanished()?,
         handoff_waiting: handoff_waiting.len() as u64,
         skipped_links: number(meta::SKIPPED_LINKS)?,
         failures,
         handoff_failures,
+        handoff_waits: handoff_waiting
+            .into_iter()
+            .filter(|r| r.last_error.is_some())
+            .collect(),
     })
 }
 
@@ -183,6 +194,12 @@ fn print(root: &Path, json: bool) -> Result<()> {
                 m.deletions_held, m.name
             );
         }
+        if m.vanished > 0 {
+            println!(
+                "  vanished {} file(s): removed locally before they could be sent (not delivered)",
+                m.vanished
+            );
+        }
         if m.handoff_waiting > 0 || !m.handoff_failures.is_empty() {
             println!(
                 "  hand-off: {} waiting, {} failed",
@@ -207,6 +224,16 @@ fn print(root: &Path, json: bool) -> Result<()> {
                 f.path,
                 f.last_error.as_deref().unwrap_or("")
             );
+        }
+        for w in m.handoff_waits.iter().take(5) {
+            println!(
+                "  hand-off waits {}: {}",
+                w.path,
+                w.last_error.as_deref().unwrap_or("")
+            );
+        }
+        if m.handoff_waits.len() > 5 {
+            println!("  … and {} more waiting", m.handoff_waits.len() - 5);
         }
         for f in &m.handoff_failures {
             println!(

@@ -22,6 +22,7 @@ pub async fn sync(
     tracing::info!(
         done = summary.done,
         failed = summary.parked,
+        vanished = summary.vanished,
         seconds = started.elapsed().as_secs_f64(),
         "sync finished"
     );

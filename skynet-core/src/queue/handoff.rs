@@ -3,12 +3,16 @@
 //! [`Queue::finish`]), so a crash between delivery and hand-off loses nothing; the hand-off
 //! worker (`crate::handoff`) takes rows from here.
 
+use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rusqlite::{params, Transaction};
 
 use super::{Queue, StateError, PARKED};
+use crate::action::Action;
+use crate::connection::FileIdentity;
+use crate::merge::Entry;
 use crate::relpath::RelPath;
 
 /// One delivery waiting for its hand-off, with the size and mtime the destination received.
@@ -22,6 +26,10 @@ pub struct HandoffRow {
     pub last_error: Option<String>,
     /// Gave up after repeated failures; kept for `status` until the file is delivered again.
     pub parked: bool,
+    /// The local file's device, inode and ctime when the delivery read it; `None` for rows
+    /// filed by versions that did not record it.
+    #[serde(skip)]
+    pub identity: Option<FileIdentity>,
 }
 
 /// Files (or refiles) the hand-off of a delivery; a newer delivery of the same path replaces
@@ -31,14 +39,94 @@ pub(super) fn file(
     path: &RelPath,
     size: u64,
     mtime_ns: i64,
+    identity: Option<FileIdentity>,
     ready_at: i64,
 ) -> rusqlite::Result<()> {
     tx.prepare_cached(
-        "INSERT OR REPLACE INTO handoff (path, size, mtime_ns, state, ready_at, attempts)
-         VALUES (?1, ?2, ?3, 0, ?4, 0)",
+        "INSERT OR REPLACE INTO handoff
+         (path, size, mtime_ns, state, ready_at, attempts, dev, ino, ctime_ns)
+         VALUES (?1, ?2, ?3, 0, ?4, 0, ?5, ?6, ?7)",
     )?
-    .execute(params![path.as_bytes(), size as i64, mtime_ns, ready_at])?;
+    .execute(params![
+        path.as_bytes(),
+        size as i64,
+        mtime_ns,
+        ready_at,
+        identity.map(|i| i.dev as i64),
+        identity.map(|i| i.ino as i64),
+        identity.map(|i| i.ctime_ns),
+    ])?;
     Ok(())
+}
+
+/// Deletions of files that a sibling mapping's hand-off removed locally (ledger rows marked
+/// `handed_off`) are not the user's: they are dropped, so the destination keeps its copy. A
+/// directory's deletion becomes the deletion of the unmarked files in it. Entries other
+/// than deletions pass through. Borrowed when nothing is marked (the usual case: one lookup
+/// in a partial index).
+pub(super) fn spare_handed_off<'e>(
+    tx: &Transaction<'_>,
+    entries: &'e [Entry],
+) -> rusqlite::Result<Cow<'e, [Entry]>> {
+    let deletes = entries
+        .iter()
+        .any(|e| matches!(e.action, Action::Delete(_)));
+    if !deletes
+        || !tx.query_row(
+            "SELECT EXISTS(SELECT 1 FROM ledger WHERE handed_off = 1)",
+            [],
+            |r| r.get::<_, bool>(0),
+        )?
+    {
+        return Ok(Cow::Borrowed(entries));
+    }
+    let mut out = Vec::with_capacity(entries.len());
+    for e in entries {
+        let Action::Delete(p) = &e.action else {
+            out.push(e.clone());
+            continue;
+        };
+        let (lo, hi) = super::within_bounds(p);
+        let rows = |sql: &str| -> rusqlite::Result<Vec<Vec<u8>>> {
+            tx.prepare_cached(sql)?
+                .query_map(params![p.as_bytes(), lo, hi], |r| r.get(0))?
+                .collect()
+        };
+        let marked = rows(
+            "SELECT path FROM ledger WHERE handed_off = 1
+             AND (path = ?1 OR (path > ?2 AND path < ?3))",
+        )?;
+        if marked.is_empty() {
+            out.push(e.clone());
+            continue;
+        }
+        tracing::debug!(path = %p, files = marked.len(), "not deleted remotely: removed locally by another mapping's hand-off after this one delivered it");
+        if marked.iter().any(|m| m.as_slice() == p.as_bytes()) {
+            continue;
+        }
+        for q in rows("SELECT path FROM ledger WHERE handed_off = 0 AND path > ?2 AND path < ?3")? {
+            if let Ok(q) = RelPath::from_bytes(&q) {
+                out.push(Entry::new(Action::Delete(q), e.ready_at));
+            }
+        }
+    }
+    Ok(Cow::Owned(out))
+}
+
+/// A ledger row holding the version a hand-off row delivered (parameters: [`version_params`]).
+const SAME_VERSION: &str = "path = ?1 AND size = ?2 AND mtime_ns = ?3
+    AND (ctime_ns IS NULL OR ?4 IS NULL OR (ctime_ns = ?4 AND ino = ?5 AND dev = ?6))";
+
+fn version_params(row: &HandoffRow) -> impl rusqlite::Params + '_ {
+    let id = row.identity;
+    (
+        row.path.as_bytes(),
+        row.size as i64,
+        row.mtime_ns,
+        id.map(|i| i.ctime_ns),
+        id.map(|i| i.ino as i64),
+        id.map(|i| i.dev as i64),
+    )
 }
 
 impl Queue {
@@ -52,7 +140,7 @@ impl Queue {
     /// Up to `limit` waiting hand-offs that are due at `now` (ms), oldest first.
     pub fn handoff_due(&self, limit: usize, now: u64) -> Result<Vec<HandoffRow>, StateError> {
         self.handoff_query(
-            "SELECT path, size, mtime_ns, attempts, last_error, state FROM handoff
+            "SELECT path, size, mtime_ns, attempts, last_error, state, dev, ino, ctime_ns FROM handoff
              WHERE state = 0 AND ready_at <= ?1 ORDER BY ready_at LIMIT ?2",
             params![now as i64, limit as i64],
         )
@@ -61,7 +149,7 @@ impl Queue {
     /// Every hand-off row, waiting and parked, for `status`.
     pub fn handoff_rows(&self) -> Result<Vec<HandoffRow>, StateError> {
         self.handoff_query(
-            "SELECT path, size, mtime_ns, attempts, last_error, state FROM handoff ORDER BY path",
+            "SELECT path, size, mtime_ns, attempts, last_error, state, dev, ino, ctime_ns FROM handoff ORDER BY path",
             [],
         )
     }
@@ -82,13 +170,26 @@ impl Queue {
                     r.get::<_, i64>(3)?,
                     r.get::<_, Option<String>>(4)?,
                     r.get::<_, i64>(5)?,
+                    (
+                        r.get::<_, Option<i64>>(6)?,
+                        r.get::<_, Option<i64>>(7)?,
+                        r.get::<_, Option<i64>>(8)?,
+                    ),
                 ))
             })
             .map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         for row in rows {
-            let (path, size, mtime_ns, attempts, last_error, state) =
+            let (path, size, mtime_ns, attempts, last_error, state, ident) =
                 row.map_err(|e| self.err(e))?;
+            let identity = match ident {
+                (Some(dev), Some(ino), Some(ctime_ns)) => Some(FileIdentity {
+                    dev: dev as u64,
+                    ino: ino as u64,
+                    ctime_ns,
+                }),
+                _ => None,
+            };
             if let Ok(path) = RelPath::from_bytes(&path) {
                 out.push(HandoffRow {
                     path,
@@ -97,6 +198,7 @@ impl Queue {
                     attempts: attempts.max(0) as u32,
                     last_error,
                     parked: state == PARKED,
+                    identity,
                 });
             }
         }
@@ -155,6 +257,33 @@ impl Queue {
         .map_err(|e| self.err(e))
     }
 
+    /// As a sibling mapping: whether this mapping's ledger holds the version of `path` that
+    /// the hand-off `row` delivered elsewhere (same size and mtime, and inode and ctime where
+    /// both recorded them; rows recorded without, by older versions or `baseline`, match on
+    /// size and mtime). Read only.
+    pub fn holds_handed_off(&self, row: &HandoffRow) -> Result<bool, StateError> {
+        let conn = self.lock();
+        let sql = format!("SELECT EXISTS(SELECT 1 FROM ledger WHERE {SAME_VERSION})");
+        conn.prepare_cached(&sql)
+            .and_then(|mut st| st.query_row(version_params(row), |r| r.get::<_, bool>(0)))
+            .map_err(|e| self.err(e))
+    }
+
+    /// [`Queue::holds_handed_off`], and if so marks the row `handed_off` (its local removal
+    /// is then never propagated as the user's deletion). One conditional UPDATE is both check
+    /// and mark, committed with `synchronous = FULL` so that the mark is on disk before the
+    /// caller removes the file.
+    pub fn mark_handed_off(&self, row: &HandoffRow) -> Result<bool, StateError> {
+        let conn = self.lock();
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(|e| self.err(e))?;
+        let sql = format!("UPDATE ledger SET handed_off = 1 WHERE {SAME_VERSION}");
+        conn.prepare_cached(&sql)
+            .and_then(|mut st| st.execute(version_params(row)))
+            .map(|n| n > 0)
+            .map_err(|e| self.err(e))
+    }
+
     /// Parked hand-offs become due again now, attempts reset (`skynet queue retry all`).
     pub fn handoff_retry_parked(&self) -> Result<u64, StateError> {
         let conn = self.lock();
@@ -188,6 +317,7 @@ mod tests {
                 size: 3,
                 mtime_ns,
                 hash: None,
+                identity: None,
             },
         }])
         .unwrap();
@@ -218,6 +348,129 @@ mod tests {
         assert!(q.handoff_rows().unwrap()[0].parked);
         assert_eq!(q.handoff_retry_parked().unwrap(), 1);
         assert_eq!(q.handoff_due(10, now_ms()).unwrap().len(), 1);
+    }
+
+    /// A row as a sibling's hand-off sees it.
+    fn row(path: &str, mtime_ns: i64, identity: Option<FileIdentity>) -> HandoffRow {
+        HandoffRow {
+            path: p(path),
+            size: 3,
+            mtime_ns,
+            attempts: 0,
+            last_error: None,
+            parked: false,
+            identity,
+        }
+    }
+
+    fn queued(q: &Queue) -> Vec<String> {
+        q.queued_actions()
+            .unwrap()
+            .iter()
+            .map(|a| a.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn a_sibling_marks_only_the_version_this_mapping_holds() {
+        let q = Queue::open_in_memory().unwrap();
+        let id = FileIdentity {
+            dev: 1,
+            ino: 2,
+            ctime_ns: 3,
+        };
+        q.push(&[Entry::new(Action::Send(p("a")), 0)]).unwrap();
+        let c = q.claim(10, now_ms()).unwrap();
+        let sent = LedgerUpdate::Sent {
+            path: p("a"),
+            size: 3,
+            mtime_ns: 7,
+            hash: None,
+            identity: Some(id),
+        };
+        q.finish(&[Outcome::Done {
+            id: c[0].id,
+            ledger: sent,
+        }])
+        .unwrap();
+        assert!(!q.mark_handed_off(&row("a", 8, Some(id))).unwrap(), "mtime");
+        let rewritten = FileIdentity { ctime_ns: 4, ..id };
+        assert!(
+            !q.mark_handed_off(&row("a", 7, Some(rewritten))).unwrap(),
+            "ctime"
+        );
+        assert!(
+            !q.mark_handed_off(&row("b", 7, Some(id))).unwrap(),
+            "never sent"
+        );
+        assert!(q.mark_handed_off(&row("a", 7, Some(id))).unwrap());
+        // Rows without an identity (baseline, older versions) match on size and mtime.
+        q.record_delivered(&[(p("old"), 3, 7, None)]).unwrap();
+        assert!(q.mark_handed_off(&row("old", 7, Some(id))).unwrap());
+    }
+
+    #[test]
+    fn deletions_of_handed_off_files_are_dropped_and_carried_by_moves() {
+        let q = Queue::open_in_memory().unwrap();
+        q.record_delivered(&[
+            (p("d/gone"), 3, 7, None),
+            (p("d/mine"), 3, 7, None),
+            (p("x"), 3, 7, None),
+        ])
+        .unwrap();
+        assert!(q.mark_handed_off(&row("d/gone", 7, None)).unwrap());
+        assert!(q.mark_handed_off(&row("x", 7, None)).unwrap());
+        let delete = |s: &str| Entry::new(Action::Delete(p(s)), 0);
+        q.push(&[delete("x")]).unwrap();
+        assert!(queued(&q).is_empty(), "{:?}", queued(&q));
+        // A directory renamed carries the mark with it.
+        q.push(&[Entry::new(
+            Action::Move {
+                from: p("d"),
+                to: p("e"),
+            },
+            0,
+        )])
+        .unwrap();
+        let c = q.claim(10, now_ms()).unwrap();
+        q.finish(&[Outcome::Done {
+            id: c[0].id,
+            ledger: LedgerUpdate::Moved {
+                from: p("d"),
+                to: p("e"),
+            },
+        }])
+        .unwrap();
+        // The folder deleted: only the user's own file goes.
+        q.push(&[delete("e")]).unwrap();
+        assert_eq!(queued(&q), vec!["delete e/mine".to_string()]);
+        // A new delivery of the path is the user's file again.
+        deliver(&q, "x", 9);
+        q.push(&[delete("x")]).unwrap();
+        assert_eq!(queued(&q).last().map(String::as_str), Some("delete x"));
+    }
+
+    #[test]
+    fn a_version_2_database_opens_and_keeps_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("q.sqlite");
+        {
+            let conn = rusqlite::Connection::open(&db).unwrap();
+            for sql in &crate::queue::MIGRATIONS[..2] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 2).unwrap();
+            conn.execute_batch(
+                "INSERT INTO ledger (path, size, mtime_ns, sent_at) VALUES (x'61', 3, 7, 0);
+                 INSERT INTO handoff (path, size, mtime_ns, ready_at) VALUES (x'61', 3, 7, 0);",
+            )
+            .unwrap();
+        }
+        let q = Queue::open(&db).unwrap();
+        let rows = q.handoff_rows().unwrap();
+        assert_eq!((rows.len(), rows[0].identity), (1, None));
+        assert_eq!(q.ledger().unwrap()[&p("a")].mtime_ns, 7);
+        assert!(q.mark_handed_off(&rows[0]).unwrap());
     }
 
     #[test]

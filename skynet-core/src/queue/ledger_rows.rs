@@ -214,6 +214,7 @@ mod tests {
                     size: 5,
                     mtime_ns: 1,
                     hash: None,
+                    identity: None,
                 },
             },
             Outcome::Done {

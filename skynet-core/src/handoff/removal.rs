@@ -1,0 +1,146 @@
+//! The removal step of a hand-off (`remove_source`): the last checks, right before the
+//! local file goes, for a whole batch at once (one walk of /proc, one look at the siblings).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::Step;
+use crate::action::Action;
+use crate::connection::FileIdentity;
+use crate::merge::Entry;
+use crate::open_writers::OpenWriters;
+use crate::queue::{mtime_ns, HandoffRow, Queue, StateError};
+use crate::siblings::{Sibling, SiblingFinder};
+
+/// The removal step, run on a blocking thread (it walks /proc and opens databases).
+pub(super) struct Remover {
+    pub(super) root: PathBuf,
+    pub(super) queue: Arc<Queue>,
+}
+
+impl Remover {
+    pub(super) fn remove_all(
+        &self,
+        rows: Vec<HandoffRow>,
+        siblings: Option<&SiblingFinder>,
+        remove: bool,
+    ) -> Vec<(HandoffRow, Step)> {
+        let wanted: HashSet<(u64, u64)> = rows
+            .iter()
+            .filter_map(|r| {
+                let meta = std::fs::symlink_metadata(r.path.under(&self.root)).ok()?;
+                let id = FileIdentity::of(&meta);
+                Some((id.dev, id.ino))
+            })
+            .collect();
+        let writers = OpenWriters::scan(&wanted);
+        let siblings: Vec<Result<Sibling, StateError>> =
+            siblings.map(SiblingFinder::find).unwrap_or_default();
+        rows.into_iter()
+            .map(|row| {
+                let step = self.remove(&row, &writers, &siblings, remove);
+                (row, step)
+            })
+            .collect()
+    }
+
+    fn remove(
+        &self,
+        row: &HandoffRow,
+        writers: &OpenWriters,
+        siblings: &[Result<Sibling, StateError>],
+        remove: bool,
+    ) -> Step {
+        let local = row.path.under(&self.root);
+        // Opened without following links and without blocking, then judged by fstat: what is
+        // checked is what is removed (short of a rename in the few calls between).
+        let id = match still_delivered(row, &local) {
+            Ok(Some(id)) => id,
+            Ok(None) => {
+                tracing::info!(path = %row.path, "changed or gone since its delivery; not removed");
+                if std::fs::symlink_metadata(&local).is_ok_and(|m| m.is_file()) {
+                    if let Err(e) = self
+                        .queue
+                        .push(&[Entry::new(Action::Send(row.path.clone()), 0)])
+                    {
+                        tracing::warn!(path = %row.path, error = %e, "cannot queue the send again");
+                    }
+                }
+                return Step::Done;
+            }
+            Err(e) => return Step::Failed(format!("cannot check {}: {e}", local.display())),
+        };
+        if let Some(w) = writers.of(id.dev, id.ino) {
+            return Step::Wait(format!("open for writing by {w}; kept until it is closed"));
+        }
+        let mut takers = Vec::new();
+        for s in siblings {
+            match s {
+                Ok(s) if !s.selects(&row.path) => {}
+                Ok(s) => takers.push(s),
+                Err(e) => {
+                    return Step::Wait(format!(
+                        "cannot tell whether another mapping of this source holds it: {e}"
+                    ))
+                }
+            }
+        }
+        for s in &takers {
+            let holds = if remove {
+                s.queue.mark_handed_off(row)
+            } else {
+                s.queue.holds_handed_off(row)
+            };
+            match holds {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Step::Wait(format!("waiting for mapping {} to deliver it too", s.name))
+                }
+                Err(e) => {
+                    return Step::Wait(format!(
+                        "cannot tell whether mapping {} holds it: {e}",
+                        s.name
+                    ))
+                }
+            }
+        }
+        if !remove {
+            return Step::Remove;
+        }
+        if let Err(e) = std::fs::remove_file(&local) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                return Step::Failed(format!("cannot remove {}: {e}", local.display()));
+            }
+        }
+        tracing::info!(path = %row.path, "delivered and verified; local copy removed");
+        Step::Done
+    }
+}
+
+/// Opens `local` with `O_NOFOLLOW | O_NONBLOCK` (a link or a FIFO swapped in is neither
+/// followed nor waited on) and compares its fstat with the delivered version: regular file,
+/// same size and mtime, and where recorded the same device, inode and ctime. `Ok(None)`:
+/// gone or changed.
+fn still_delivered(row: &HandoffRow, local: &Path) -> std::io::Result<Option<FileIdentity>> {
+    use rustix::fs::{Mode, OFlags};
+    let fd = match rustix::fs::open(
+        local,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(e) if e == rustix::io::Errno::NOENT || e == rustix::io::Errno::LOOP => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let meta = std::fs::File::from(fd).metadata()?;
+    if !meta.is_file() {
+        return Ok(None);
+    }
+    let id = FileIdentity::of(&meta);
+    let mtime = meta.modified().map(mtime_ns).unwrap_or(0);
+    let same = meta.len() == row.size
+        && mtime == row.mtime_ns
+        && row.identity.is_none_or(|delivered| delivered == id);
+    Ok(same.then_some(id))
+}

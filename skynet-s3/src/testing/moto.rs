@@ -1,0 +1,161 @@
+//! A second S3 implementation for tests: moto's server (PyPI `moto[server]`, command
+//! `moto_server`) on a free loopback port, killed and reaped when dropped.
+//!
+//! Why a second server: s3s-fs and moto answer differently where the S3 API leaves room (moto
+//! answers a bare `404` to a PUT or DELETE whose key holds a newline), and skynet must read
+//! every such answer as a failure, never as a delivery. moto keeps everything in memory and
+//! accepts any credentials.
+//!
+//! The program is taken from `SKYNET_MOTO_SERVER`, then
+//! `$HOME/.cache/skynet-tools/moto/bin/moto_server` (where `scripts/install-test-deps` puts
+//! it), then `PATH`. When it is missing the harness panics (tests never skip silently).
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::config::{S3Config, StaticCredentials};
+
+/// A running moto server.
+pub struct MotoServer {
+    /// Holds `server.log`.
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Option<Child>,
+}
+
+/// Where `moto_server` is, or a panic saying how to install it.
+pub fn moto_server_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("SKYNET_MOTO_SERVER") {
+        let p = PathBuf::from(p);
+        if p.is_file() {
+            return p;
+        }
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        let p = Path::new(&home).join(".cache/skynet-tools/moto/bin/moto_server");
+        if p.is_file() {
+            return p;
+        }
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let p = dir.join("moto_server");
+            if p.is_file() {
+                return p;
+            }
+        }
+    }
+    panic!("moto_server not found: run scripts/install-test-deps");
+}
+
+impl MotoServer {
+    /// Starts a server on a free loopback port and waits until it accepts connections.
+    pub fn start() -> MotoServer {
+        let binary = moto_server_binary();
+        let dir = tempfile::tempdir().expect("temp dir for moto");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let port = super::free_port();
+            let log = std::fs::File::create(dir.path().join("server.log")).expect("moto log");
+            let mut child = Command::new(&binary)
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .current_dir(dir.path())
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("log"))
+                .stderr(log)
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            loop {
+                if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                    return MotoServer {
+                        dir,
+                        port,
+                        child: Some(child),
+                    };
+                }
+                if let Ok(Some(_)) = child.try_wait() {
+                    break; // exited (port taken meanwhile?): try another port
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("moto_server did not start listening on {addr}");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "moto_server kept exiting: {}",
+                    std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default()
+                );
+            }
+        }
+    }
+
+    /// The server's output so far, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// moto accepts any keys; these are the ones the tests pass.
+    pub fn access_key(&self) -> &str {
+        "moto-test-key"
+    }
+
+    pub fn secret_key(&self) -> &str {
+        "moto-test-secret"
+    }
+
+    /// A config for `bucket`/`prefix` on this server, like [`super::S3Server::config`].
+    pub fn config(&self, bucket: &str, prefix: &str) -> S3Config {
+        let mut cfg = S3Config::new(bucket, prefix).expect("valid test bucket and prefix");
+        cfg.endpoint = Some(self.endpoint());
+        cfg.path_style = true;
+        cfg.region = Some("us-east-1".to_string());
+        cfg.credentials = Some(StaticCredentials {
+            access_key_id: self.access_key().to_string(),
+            secret_access_key: self.secret_key().to_string(),
+            session_token: None,
+        });
+        cfg.connect_timeout = Duration::from_secs(2);
+        cfg.read_timeout = Duration::from_secs(20);
+        cfg.attempt_timeout = Duration::from_secs(60);
+        cfg.max_attempts = 1;
+        cfg
+    }
+
+    /// Creates a bucket through the S3 API (names of 3 to 63 characters: moto checks).
+    pub async fn create_bucket(&self, name: &str) {
+        let conn = crate::S3Connection::new(self.config(name, ""))
+            .await
+            .expect("client for create_bucket");
+        conn.client()
+            .create_bucket()
+            .bucket(name)
+            .send()
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "create bucket {name}: {}",
+                    aws_sdk_s3::error::DisplayErrorContext(e)
+                )
+            });
+    }
+}
+
+impl Drop for MotoServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
