@@ -196,7 +196,10 @@ fn a_source_that_vanishes_under_run_deletes_nothing_and_resumes() {
     // The copy back may still be under way when the mapping resumes: what it had not
     // copied yet may be deleted and sent again meanwhile, but it ends equal.
     if let Err(diff) = wait_converged(&s.src, &s.dst, true, Duration::from_secs(30)) {
-        panic!("not converged after the return: {diff}\n{}", daemon.log_text());
+        panic!(
+            "not converged after the return: {diff}\n{}",
+            daemon.log_text()
+        );
     }
     assert_eq!(count_files(&s.dst), 201);
     assert_eq!(daemon.signal("TERM"), Some(0));

@@ -1,8 +1,8 @@
 //! The inotify instance limit exhausted: `skynet run` cannot get an inotify instance, falls
-//! back to polling, says so in its log, and still mirrors. Alone in its test binary. To leave
-//! other processes on the machine alone, skynet runs as a dedicated unprivileged account and
-//! only that account's instances (`fs.inotify.max_user_instances` is per user) are used up,
-//! by a forked child holding them until the test ends.
+//! back to polling, says so in its log, and still mirrors creations and edits. Alone in its
+//! test binary. To leave other processes on the machine alone, skynet runs as a dedicated
+//! unprivileged account and only that account's instances (`fs.inotify.max_user_instances`
+//! is per user) are used up, by a forked child holding them until the test ends.
 
 mod common;
 use common::*;
@@ -115,6 +115,12 @@ fn no_inotify_instance_left_falls_back_to_polling() {
         log.contains("falling back to polling"),
         "the fallback is not in the log: {log}"
     );
+    // Edits, not only creations: the same size with other bytes, then a longer version.
+    for content in [&b"edit by polling"[..], b"a longer edit, seen by polling"] {
+        std::fs::write(s.src.join("polled.txt"), content).expect("edit");
+        let edited = wait_converged(&s.src, &s.dst, true, Duration::from_secs(15));
+        assert!(edited.is_ok(), "{edited:?}\n{}", daemon.log_text());
+    }
     assert_eq!(daemon.signal("TERM"), Some(0), "{}", daemon.log_text());
     drop(hog);
 }

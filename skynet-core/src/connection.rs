@@ -51,7 +51,11 @@ pub fn is_temp_name(name: &[u8]) -> bool {
     name.starts_with(TEMP_PREFIX.as_bytes())
 }
 
-/// The local file a send reads, with the size and mtime seen when the send was dispatched.
+/// The local file a send reads, with what `lstat` said of it when the send was prepared.
+///
+/// Why the identity (device, inode): between the stat and the open the path may be swapped
+/// for a symlink (to a private key, say), a FIFO (whose open would block a worker forever)
+/// or another file. [`SourceFile::open`] reads only the very file that was stat'ed.
 #[derive(Debug, Clone)]
 pub struct SourceFile {
     /// Absolute local path.
@@ -90,19 +94,114 @@ impl FileIdentity {
     }
 }
 
+/// Why a local file cannot be read for a send. Converts into a classified [`ConnError`].
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// Nothing there any more, or a directory (not a file to send).
+    #[error("{0}: gone")]
+    Missing(PathBuf),
+    /// A symbolic link: never followed, its target never read (design invariant 10).
+    #[error("{0}: is a symbolic link; not followed (skipped)")]
+    Symlink(PathBuf),
+    /// A FIFO, device or socket: never opened for reading.
+    #[error("{0}: not a regular file (FIFO, device or socket); skipped")]
+    Special(PathBuf),
+    /// The path no longer names the file that was stat'ed (swapped for a link, a FIFO or
+    /// another file): it is not read now; the send is tried again.
+    #[error("{0}: replaced since it was queued; will send again")]
+    Replaced(PathBuf),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl From<SourceError> for ConnError {
+    fn from(e: SourceError) -> Self {
+        // No kind says "the local file is gone": the handler decides that by looking at the
+        // local path (see `ErrorKind::RemoteMissing`). Links and special files are never
+        // sent: retrying will not change that.
+        match &e {
+            SourceError::Symlink(_) | SourceError::Special(_) => {
+                ConnError::permanent(e.to_string())
+            }
+            SourceError::Missing(_) | SourceError::Replaced(_) => {
+                ConnError::transient(e.to_string())
+            }
+            SourceError::Io { path, source } => ConnError::from_io(path.display(), source),
+        }
+    }
+}
+
+/// Opens `path` for reading without following a final symlink and without blocking (a FIFO
+/// with no writer would block the open forever), then checks with `fstat` that what was
+/// opened is a regular file. The one way skynet opens a source file.
+pub fn open_regular(path: &Path) -> Result<(File, Metadata), SourceError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(
+            rustix::fs::OFlags::NOFOLLOW.bits() as i32 | rustix::fs::OFlags::NONBLOCK.bits() as i32,
+        )
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(code) if code == rustix::io::Errno::LOOP.raw_os_error() => {
+                SourceError::Symlink(path.to_path_buf())
+            }
+            _ if e.kind() == std::io::ErrorKind::NotFound => {
+                SourceError::Missing(path.to_path_buf())
+            }
+            _ => SourceError::Io {
+                path: path.to_path_buf(),
+                source: e,
+            },
+        })?;
+    let meta = file.metadata().map_err(|source| SourceError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if meta.is_dir() {
+        return Err(SourceError::Missing(path.to_path_buf()));
+    }
+    if !meta.is_file() {
+        return Err(SourceError::Special(path.to_path_buf()));
+    }
+    Ok((file, meta))
+}
+
 impl SourceFile {
-    /// Stats `path` now. A missing file or one that is not a regular file (a directory)
-    /// is an error; the handler looks at the local path itself to tell a vanished file from
-    /// a failure.
-    pub fn stat(path: &Path) -> Result<Self, ConnError> {
-        let meta = std::fs::metadata(path).map_err(|e| ConnError::from_io(path.display(), &e))?;
-        if !meta.is_file() {
-            return Err(ConnError::permanent(format!(
-                "{}: not a regular file",
-                path.display()
-            )));
+    /// `lstat`s `path` now: the link itself, never its target. A missing path or a directory
+    /// is [`SourceError::Missing`]; a symlink and a special file are refused by name.
+    pub fn lstat(path: &Path) -> Result<Self, SourceError> {
+        let meta = std::fs::symlink_metadata(path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                SourceError::Missing(path.to_path_buf())
+            } else {
+                SourceError::Io {
+                    path: path.to_path_buf(),
+                    source: e,
+                }
+            }
+        })?;
+        let kind = meta.file_type();
+        if kind.is_symlink() {
+            return Err(SourceError::Symlink(path.to_path_buf()));
+        }
+        if kind.is_dir() {
+            return Err(SourceError::Missing(path.to_path_buf()));
+        }
+        if !kind.is_file() {
+            return Err(SourceError::Special(path.to_path_buf()));
         }
         Ok(Self::from_metadata(path.to_path_buf(), &meta))
+    }
+
+    /// [`SourceFile::lstat`], with the error classified for a [`Connection`]: a symlink or
+    /// a special file is [`ErrorKind::Permanent`]; a missing file or a directory is an error
+    /// the handler settles by looking at the local path itself.
+    pub fn stat(path: &Path) -> Result<Self, ConnError> {
+        Ok(Self::lstat(path)?)
     }
 
     pub fn from_metadata(path: PathBuf, meta: &Metadata) -> Self {
@@ -116,17 +215,43 @@ impl SourceFile {
         }
     }
 
-    /// Opens the file for reading, with a classified error naming it.
-    pub fn open(&self) -> Result<File, ConnError> {
-        File::open(&self.path).map_err(|e| ConnError::from_io(self.path.display(), &e))
+    /// Opens the file for reading: without following links, without blocking, and only when
+    /// it is still the regular file that was stat'ed (same device and inode). Anything else
+    /// is [`SourceError::Replaced`]: nothing is read, and the send is tried again later.
+    pub fn open_checked(&self) -> Result<File, SourceError> {
+        use std::os::unix::fs::MetadataExt;
+        let replaced = || SourceError::Replaced(self.path.clone());
+        let (file, meta) = match open_regular(&self.path) {
+            Ok(opened) => opened,
+            Err(SourceError::Symlink(_) | SourceError::Special(_)) => return Err(replaced()),
+            Err(e) => return Err(e),
+        };
+        if (meta.dev(), meta.ino()) != (self.identity.dev, self.identity.ino) {
+            return Err(replaced());
+        }
+        Ok(file)
     }
 
-    /// Fails with a transient error when the file changed (size or mtime) since it was
-    /// stat'ed: call it after reading and before making the copy visible, so that a file
-    /// rewritten during the upload never shows up half old, half new.
+    /// [`SourceFile::open_checked`], with the error classified for a [`Connection`].
+    pub fn open(&self) -> Result<File, ConnError> {
+        Ok(self.open_checked()?)
+    }
+
+    /// SHA-256 of the file's content, read through [`SourceFile::open`].
+    pub fn sha256(&self) -> Result<crate::digest::Sha256Digest, ConnError> {
+        crate::digest::sha256_reader(self.open()?)
+            .map_err(|e| ConnError::from_io(self.path.display(), &e))
+    }
+
+    /// Fails with a transient error when the file changed (size, mtime, or which file the
+    /// path names) since it was stat'ed: call it after reading and before making the copy
+    /// visible, so that a file rewritten during the upload never shows up half old, half new.
     pub fn check_unchanged(&self) -> Result<(), ConnError> {
         let now = Self::stat(&self.path)?;
-        if now.size != self.size || now.mtime != self.mtime {
+        if now.size != self.size
+            || now.mtime != self.mtime
+            || (now.identity.dev, now.identity.ino) != (self.identity.dev, self.identity.ino)
+        {
             return Err(ConnError::transient(format!(
                 "{}: changed while being sent; will send again",
                 self.path.display()
@@ -471,5 +596,107 @@ impl<T: Connection + ?Sized> Connection for Arc<T> {
     }
     async fn verify(&self, file: &SourceFile, path: &RelPath) -> Result<Verification, ConnError> {
         (**self).verify(file, path).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn mkfifo(path: &Path) {
+        use rustix::fs::{mknodat, FileType, Mode, CWD};
+        mknodat(CWD, path, FileType::Fifo, Mode::from_raw_mode(0o644), 0).unwrap();
+    }
+
+    /// Runs `f` on its own thread: a hang (a blocking open of a FIFO) fails the test instead
+    /// of stalling the suite. The bound is generous; it only guards against blocking forever.
+    fn without_blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(60))
+            .expect("blocked on a special file")
+    }
+
+    #[test]
+    fn open_reads_the_file_that_was_stated() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f");
+        std::fs::write(&f, b"content").unwrap();
+        let file = SourceFile::stat(&f).unwrap();
+        let mut got = Vec::new();
+        file.open().unwrap().read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"content");
+        file.check_unchanged().unwrap();
+    }
+
+    #[test]
+    fn a_link_is_refused_at_stat_and_when_swapped_in_before_the_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, b"private key").unwrap();
+        let f = dir.path().join("f");
+        std::os::unix::fs::symlink(&secret, &f).unwrap();
+        assert!(matches!(
+            SourceFile::lstat(&f),
+            Err(SourceError::Symlink(_))
+        ));
+        assert_eq!(SourceFile::stat(&f).unwrap_err().kind, ErrorKind::Permanent);
+        assert!(crate::digest::sha256_file(&f).is_err());
+
+        std::fs::remove_file(&f).unwrap();
+        std::fs::write(&f, b"ordinary").unwrap();
+        let file = SourceFile::stat(&f).unwrap();
+        std::fs::remove_file(&f).unwrap();
+        std::os::unix::fs::symlink(&secret, &f).unwrap();
+        assert!(matches!(file.open_checked(), Err(SourceError::Replaced(_))));
+        let err = file.open().unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Transient, "{err}");
+        assert!(file.sha256().is_err());
+    }
+
+    #[test]
+    fn a_fifo_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f");
+        mkfifo(&f);
+        assert!(matches!(
+            SourceFile::lstat(&f),
+            Err(SourceError::Special(_))
+        ));
+        let path = f.clone();
+        let hashed = without_blocking(move || crate::digest::sha256_file(&path).is_err());
+        assert!(hashed, "a FIFO was hashed");
+
+        // Stat'ed as a file, then swapped for a FIFO with no writer: the open must not wait
+        // for one.
+        std::fs::remove_file(&f).unwrap();
+        std::fs::write(&f, b"ordinary").unwrap();
+        let file = SourceFile::stat(&f).unwrap();
+        std::fs::remove_file(&f).unwrap();
+        mkfifo(&f);
+        let opened = without_blocking(move || file.open_checked());
+        assert!(
+            matches!(opened, Err(SourceError::Replaced(_))),
+            "{opened:?}"
+        );
+    }
+
+    #[test]
+    fn another_file_renamed_over_it_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f");
+        std::fs::write(&f, b"first").unwrap();
+        let file = SourceFile::stat(&f).unwrap();
+        let other = dir.path().join("other");
+        std::fs::write(&other, b"first").unwrap();
+        std::fs::rename(&other, &f).unwrap();
+        assert!(matches!(file.open_checked(), Err(SourceError::Replaced(_))));
+        assert_eq!(
+            file.check_unchanged().unwrap_err().kind,
+            ErrorKind::Transient
+        );
     }
 }

@@ -26,9 +26,11 @@ pub fn sha256_reader(mut reader: impl Read) -> std::io::Result<Sha256Digest> {
     Ok(hasher.finalize().into())
 }
 
-/// SHA-256 of the file at `path`.
+/// SHA-256 of the regular file at `path`, opened as every source file is (no link
+/// followed, no FIFO or device read: see [`crate::connection::open_regular`]).
 pub fn sha256_file(path: &Path) -> std::io::Result<Sha256Digest> {
-    sha256_reader(std::fs::File::open(path)?)
+    let (file, _) = crate::connection::open_regular(path).map_err(std::io::Error::other)?;
+    sha256_reader(file)
 }
 
 /// Lower-case hex, for logs, `ledger list` and the database.

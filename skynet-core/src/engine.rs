@@ -21,8 +21,8 @@ use crate::queue::{now_ms, Queue, StateError};
 use crate::relpath::RelPath;
 use crate::scan::{self, Filter, FilterError, ScanError, ScanOptions};
 use crate::send_policy::SendPolicy;
-use crate::source_root::{SourceProblem, SourceRoot};
 use crate::siblings::{self, SiblingFinder};
+use crate::source_root::{SourceProblem, SourceRoot};
 use crate::watcher::{WatchError, WatchOptions, Watcher};
 
 /// Everything that can end a mapping, each naming what went wrong.
@@ -115,6 +115,8 @@ pub mod meta {
     /// start after a run that died, cleared only once a sweep completed, so a run killed
     /// before (or during) its sweep hands it on to the next one.
     pub const SWEEP_TEMPS: &str = "sweep_temps";
+    /// Distinct symlinks skipped since this run started (see `links`).
+    pub const SKIPPED_LINKS: &str = crate::links::SKIPPED_LINKS;
     /// Why the running daemon has paused this mapping (its source is missing or unmounted);
     /// empty while it works.
     pub const PAUSED: &str = "paused";
@@ -278,6 +280,8 @@ impl Mapping {
             tracing::info!("the previous run did not end cleanly; temporary files will be swept");
             self.queue.set_meta(meta::SWEEP_TEMPS, "1")?;
         }
+        // Links are counted per run (see `links`): this run notices them afresh.
+        self.queue.reset_skipped_links()?;
         self.queue.set_meta(meta::RUNNING, "1")
     }
 

@@ -163,6 +163,10 @@ impl Connection for ExecConnection {
     }
 
     async fn send(&self, file: &SourceFile, to: &RelPath) -> Result<u64, ConnError> {
+        // The program opens the path itself, following links: check just before it starts
+        // that the path still names the regular file that was stat'ed (not a link or a FIFO
+        // swapped in since). What is swapped in while it runs is caught by the check after.
+        drop(file.open()?);
         let vars = Vars::single(ActionKind::Send, &file.path, to.as_os_str());
         let result = self.run(&vars, to).await;
         // The program read the file itself: make sure it read what was dispatched. Whether a

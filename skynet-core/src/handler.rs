@@ -23,7 +23,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 
 use crate::action::{Action, ActionKind};
-use crate::connection::{Connection, SourceFile};
+use crate::connection::{Connection, SourceError, SourceFile};
 use crate::digest::Sha256Digest;
 use crate::engine::meta;
 use crate::error::{ConnError, ErrorKind};
@@ -1090,8 +1090,22 @@ async fn prepare_send(
     cx: &Context,
     p: &RelPath,
 ) -> Result<(SourceFile, Option<Sha256Digest>), (Result<Step, ConnError>, u64)> {
+    // A link or a special file is never read: settled here, with nothing to record.
+    // Gone, or a directory: settled by looking at the local path.
     let local = p.under(&cx.root);
-    let file = SourceFile::stat(&local).map_err(|e| (settle_by_local_file(&local, p, e), 0))?;
+    let skipped = Err((Ok(Step::Did(LedgerUpdate::Unchanged)), 0));
+    let file = match SourceFile::lstat(&local) {
+        Ok(file) => file,
+        Err(SourceError::Symlink(_)) => {
+            cx.queue.note_skipped_link(p);
+            return skipped;
+        }
+        Err(SourceError::Special(_)) => {
+            tracing::info!(path = %p, "not a regular file (FIFO, device or socket); not read, not sent");
+            return skipped;
+        }
+        Err(e) => return Err((settle_by_local_file(&local, p, e.into()), 0)),
+    };
     let verdict = cx.policy.judge(&cx.queue, p, &file, now_ms()).await;
     let step = match verdict {
         Ok(Verdict::Send { hash }) => return Ok((file, hash)),

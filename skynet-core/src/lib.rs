@@ -32,6 +32,7 @@ pub mod gate;
 pub mod guard;
 pub mod handler;
 pub mod handoff;
+pub mod links;
 pub mod local;
 pub mod merge;
 pub mod open_writers;

@@ -513,8 +513,7 @@ impl BlockingConnection for LocalConnection {
         if !by_size.holds() {
             return Ok(by_size);
         }
-        let local = digest::sha256_file(&file.path)
-            .map_err(|e| ConnError::from_io(file.path.display(), &e))?;
+        let local = file.sha256()?;
         let abs = path.under(&self.root);
         // Removed or replaced (by a directory, a link) since the stat: it does not hold the bytes.
         let Some(remote_file) = self.open_file(path)? else {

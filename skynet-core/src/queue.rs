@@ -23,8 +23,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{params, OptionalExtension, Transaction};
 
 use crate::action::{Action, ActionKind};
-use crate::guard::MaxDelete;
 use crate::connection::FileIdentity;
+use crate::guard::MaxDelete;
 use crate::merge::{self, Change, Entry, PendingView};
 use crate::relpath::RelPath;
 
@@ -224,6 +224,8 @@ pub struct Queue {
     handoff: std::sync::atomic::AtomicBool,
     /// How long a filed hand-off waits before it is tried, in milliseconds.
     handoff_delay_ms: std::sync::atomic::AtomicU64,
+    /// Symlinks met in the source this run (see [`Queue::note_skipped_link`]).
+    links: crate::links::LinkNotices,
     /// The mass-deletion guard's limit; `None`: deletions are not judged.
     delete_guard: Mutex<Option<MaxDelete>>,
 }
@@ -274,6 +276,7 @@ impl Queue {
             path,
             handoff: Default::default(),
             handoff_delay_ms: Default::default(),
+            links: Default::default(),
             delete_guard: Mutex::new(None),
         })
     }
@@ -921,6 +924,24 @@ impl Queue {
         )
         .map(|_| ())
         .map_err(|e| self.err(e))
+    }
+
+    /// Records that the symlink at `rel` was skipped (never followed, see [`crate::links`]):
+    /// logged and counted for `status` the first time this process meets that path.
+    pub fn note_skipped_link(&self, rel: &RelPath) {
+        let Some(count) = self.links.note(rel) else {
+            return;
+        };
+        tracing::warn!(path = %rel, "is a symbolic link; not followed, not sent");
+        if let Err(e) = self.set_meta(crate::links::SKIPPED_LINKS, &count.to_string()) {
+            tracing::warn!(error = %e, "cannot record the skipped link count");
+        }
+    }
+
+    /// Starts counting skipped links afresh (a run starts, or resumes after a pause).
+    pub fn reset_skipped_links(&self) -> Result<(), StateError> {
+        self.links.clear();
+        self.set_meta(crate::links::SKIPPED_LINKS, "0")
     }
 
     pub fn delete_meta(&self, key: &str) -> Result<(), StateError> {

@@ -186,6 +186,35 @@ pub fn catch_up(
     filter: &Filter,
     opts: &ScanOptions,
 ) -> Result<ScanReport, ScanError> {
+    let report = scan(root, queue, filter, opts, true)?;
+    tracing::info!(
+        files = report.files,
+        sends = report.sends,
+        deletes = report.deletes,
+        "catch-up scan done"
+    );
+    Ok(report)
+}
+
+/// [`catch_up`] without its log lines (they are written once, by the first scan), for the
+/// scans that polling repeats every few seconds (see `watcher`).
+pub fn compare(
+    root: &Path,
+    queue: &Queue,
+    filter: &Filter,
+    opts: &ScanOptions,
+) -> Result<ScanReport, ScanError> {
+    scan(root, queue, filter, opts, false)
+}
+
+/// The scan itself; `loud`: warn about the parts of the source that cannot be read.
+fn scan(
+    root: &Path,
+    queue: &Queue,
+    filter: &Filter,
+    opts: &ScanOptions,
+    loud: bool,
+) -> Result<ScanReport, ScanError> {
     if !root.is_dir() {
         return Err(ScanError::RootMissing(root.display().to_string()));
     }
@@ -206,10 +235,22 @@ pub fn catch_up(
                 if let Some(p) = e.path().and_then(|p| RelPath::from_abs(root, p).ok()) {
                     unreadable.push(p);
                 }
-                tracing::warn!(error = %e, "cannot read part of the source; skipping it");
+                if loud {
+                    tracing::warn!(error = %e, "cannot read part of the source; skipping it");
+                } else {
+                    tracing::debug!(error = %e, "cannot read part of the source; skipping it");
+                }
                 continue;
             }
         };
+        // walkdir does not follow links (its default): a link is skipped, counted and named
+        // once, and the directory it may point to is never walked.
+        if entry.path_is_symlink() {
+            if let Ok(rel) = RelPath::from_abs(root, entry.path()) {
+                queue.note_skipped_link(&rel);
+            }
+            continue;
+        }
         if !entry.file_type().is_file() {
             continue;
         }
@@ -272,12 +313,6 @@ pub fn catch_up(
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    tracing::info!(
-        files = report.files,
-        sends = report.sends,
-        deletes = report.deletes,
-        "catch-up scan done"
-    );
     Ok(report)
 }
 
@@ -445,6 +480,45 @@ mod tests {
             .collect();
         assert_eq!(rows, vec!["Send d/new", "Delete gone"]);
         assert!(catch_up(&src.path().join("missing"), &q, &Filter::default(), &opts).is_err());
+    }
+
+    /// Links are not followed: neither a link to a file outside nor a symlinked directory
+    /// pointing outside queues anything; each is counted once, however often it is scanned.
+    #[test]
+    fn scan_does_not_follow_links() {
+        let top = tempfile::tempdir().unwrap();
+        let (src, outside) = (top.path().join("src"), top.path().join("outside"));
+        std::fs::create_dir_all(src.join("d")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("secret"), b"s").unwrap();
+        std::fs::write(src.join("d/own"), b"o").unwrap();
+        std::os::unix::fs::symlink(outside.join("secret"), src.join("key")).unwrap();
+        std::os::unix::fs::symlink(&outside, src.join("d/linked")).unwrap();
+        let q = Queue::open_in_memory().unwrap();
+        let opts = ScanOptions {
+            queue_deletes: true,
+            gate: Default::default(),
+            settle: Duration::ZERO,
+            progress: false,
+        };
+        for _ in 0..2 {
+            catch_up(&src, &q, &Filter::default(), &opts).unwrap();
+        }
+        let rows: Vec<String> = q
+            .rows()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.path.to_string())
+            .collect();
+        assert_eq!(rows, vec!["d/own"]);
+        assert_eq!(
+            q.meta(crate::links::SKIPPED_LINKS).unwrap().as_deref(),
+            Some("2")
+        );
+        assert_eq!(
+            local_files_within(&src, &p("d"), &Filter::default()),
+            vec![p("d/own")]
+        );
     }
 
     /// Events lost in a crash after moves were queued: the scan must not trust a queued move

@@ -13,7 +13,7 @@
 use std::sync::Arc;
 
 use crate::connection::SourceFile;
-use crate::digest::{sha256_file, Sha256Digest};
+use crate::digest::Sha256Digest;
 use crate::error::ConnError;
 use crate::gate::{Admission, Gate};
 use crate::queue::Queue;
@@ -87,11 +87,10 @@ impl SendPolicy {
         if !self.send_once {
             return Ok(Verdict::Send { hash: None });
         }
-        let path = file.path.clone();
-        let hash = tokio::task::spawn_blocking(move || sha256_file(&path))
+        let source = file.clone();
+        let hash = tokio::task::spawn_blocking(move || source.sha256())
             .await
-            .map_err(|e| ConnError::transient(format!("{rel}: hashing task failed: {e}")))?
-            .map_err(|e| ConnError::from_io(file.path.display(), &e))?;
+            .map_err(|e| ConnError::transient(format!("{rel}: hashing task failed: {e}")))??;
         let delivered = queue
             .ledger_digest(rel)
             .map_err(|e| ConnError::transient(e.to_string()))?;

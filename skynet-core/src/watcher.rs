@@ -18,7 +18,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
+use notify::event::{AccessKind, AccessMode, MetadataKind, ModifyKind, RenameMode};
 use notify::{Event, EventKind, RecursiveMode, Watcher as _};
 use tokio::sync::Notify;
 
@@ -83,6 +83,7 @@ impl Watcher {
         let (backend, polling) = start_backend(&root, tx, &opts)?;
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
         let mut mapper = EventMapper::new(root, filter, opts);
+        mapper.polling = polling;
         let thread = std::thread::Builder::new()
             .name("skynet-watcher".into())
             .spawn(move || mapper.run(rx, stop_rx, &queue, &wake))
@@ -132,11 +133,19 @@ fn start_backend(
         path: root.display().to_string(),
         source,
     };
+    // Never through a symlinked directory: a link inside the source may point anywhere, and
+    // what lies there is not the source (design invariant 10).
+    let config = notify::Config::default()
+        .with_follow_symlinks(false)
+        .with_poll_interval(opts.poll_interval);
     if !opts.poll {
         let native_tx = tx.clone();
-        let native = notify::recommended_watcher(move |res| {
-            let _ = native_tx.send(res);
-        });
+        let native = notify::RecommendedWatcher::new(
+            move |res| {
+                let _ = native_tx.send(res);
+            },
+            config,
+        );
         match native.and_then(|mut w| w.watch(root, RecursiveMode::Recursive).map(|_| w)) {
             Ok(w) => return Ok((Box::new(w), false)),
             Err(e) => tracing::warn!(
@@ -147,7 +156,6 @@ fn start_backend(
             ),
         }
     }
-    let config = notify::Config::default().with_poll_interval(opts.poll_interval);
     let mut poller = notify::PollWatcher::new(
         move |res| {
             let _ = tx.send(res);
@@ -177,6 +185,11 @@ struct EventMapper {
     reconcile_due: bool,
     last_event: Instant,
     rescan: bool,
+    /// Symlinks met while mapping the current batch, noticed once the batch is mapped.
+    links: Vec<RelPath>,
+    /// Watching by polling: see [`EventMapper::poll_compare`].
+    polling: bool,
+    last_compare: Instant,
 }
 
 impl EventMapper {
@@ -191,6 +204,9 @@ impl EventMapper {
             reconcile_due: false,
             last_event: Instant::now(),
             rescan: false,
+            links: Vec::new(),
+            polling: false,
+            last_compare: Instant::now(),
         }
     }
 
@@ -228,6 +244,9 @@ impl EventMapper {
                 Err(RecvTimeoutError::Disconnected) => return,
             }
             self.expire_renames(&mut out);
+            for link in self.links.drain(..) {
+                queue.note_skipped_link(&link);
+            }
             if !out.is_empty() {
                 tracing::trace!(batch = ?out.iter().map(|e| e.action.to_string()).collect::<Vec<_>>(), "queueing");
                 match queue.push(&out) {
@@ -251,10 +270,49 @@ impl EventMapper {
                     self.catch_up(queue, wake);
                 }
             }
+            if self.polling && self.last_compare.elapsed() >= self.opts.poll_interval {
+                self.last_compare = Instant::now();
+                self.poll_compare(queue, wake);
+            }
             if self.rescan {
                 self.rescan = false;
                 tracing::warn!("the watcher lost events; running a catch-up scan");
                 self.catch_up(queue, wake);
+            }
+        }
+    }
+
+    /// While polling, compares the source with the ledger once per poll interval when the
+    /// queue is idle. Why: notify's poller compares mtimes in whole seconds (and not sizes),
+    /// so an edit made within the second it last looked is never reported; the scan compares
+    /// size and nanosecond mtime. It walks the tree as the poller does, so polling costs about
+    /// twice as much, and only while nothing else is queued.
+    fn poll_compare(&mut self, queue: &Queue, wake: &Notify) {
+        let idle = queue
+            .counts()
+            .map(|c| c.pending + c.in_flight + c.retrying == 0)
+            .unwrap_or(false);
+        if !idle {
+            return;
+        }
+        let opts = ScanOptions {
+            queue_deletes: self.opts.queue_deletes,
+            gate: self.opts.gate.clone(),
+            settle: self.opts.settle,
+            progress: false,
+        };
+        match scan::compare(&self.root, queue, &self.filter, &opts) {
+            Ok(r) if r.sends + r.deletes > 0 => {
+                tracing::debug!(
+                    sends = r.sends,
+                    deletes = r.deletes,
+                    "polling: changes found by comparing with the ledger"
+                );
+                wake.notify_one();
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "polling: comparing with the ledger failed; next poll tries again")
             }
         }
     }
@@ -291,9 +349,16 @@ impl EventMapper {
         }
     }
 
-    /// Sends the file, or every file under the directory, at `rel`.
-    fn send_within(&self, rel: &RelPath, out: &mut Vec<Entry>) {
+    /// Sends the file, or every file under the directory, at `rel`. A symlink is neither
+    /// sent nor followed: it is noticed (see `links`).
+    fn send_within(&mut self, rel: &RelPath, out: &mut Vec<Entry>) {
         let ready = self.send_ready();
+        if self.is_link(rel) {
+            if !self.filter.excluded(rel) {
+                self.links.push(rel.clone());
+            }
+            return;
+        }
         if !self.exists(rel) {
             // Gone already, most likely carried away by a rename of a parent that is later in
             // the event stream: a plain send is rewritten by that move's merge, and a send of
@@ -317,6 +382,14 @@ impl EventMapper {
 
     fn exists(&self, rel: &RelPath) -> bool {
         std::fs::symlink_metadata(rel.under(&self.root)).is_ok()
+    }
+
+    fn is_link(&self, rel: &RelPath) -> bool {
+        std::fs::symlink_metadata(rel.under(&self.root)).is_ok_and(|m| m.file_type().is_symlink())
+    }
+
+    fn is_file(&self, rel: &RelPath) -> bool {
+        std::fs::symlink_metadata(rel.under(&self.root)).is_ok_and(|m| m.is_file())
     }
 
     /// Maps an event path that may be stale (see `recent_moves`) to the path it names now.
@@ -407,6 +480,14 @@ impl EventMapper {
             | EventKind::Modify(ModifyKind::Other)
             | EventKind::Access(AccessKind::Close(AccessMode::Write)) => {
                 if let Some(rel) = first {
+                    self.send(rel, out);
+                }
+            }
+            // The poll watcher reports an edit as a newer mtime (inotify never reports this
+            // kind): a file whose content may have changed. Directories' mtimes change too
+            // when entries come and go; their own events cover those.
+            EventKind::Modify(ModifyKind::Metadata(MetadataKind::WriteTime)) => {
+                if let Some(rel) = first.filter(|r| self.is_file(r)) {
                     self.send(rel, out);
                 }
             }
@@ -636,6 +717,54 @@ mod tests {
             &mut out,
         );
         assert_eq!(actions(&out), vec!["move a -> D4", "send D4/b/deep"]);
+    }
+
+    /// The poller reports an edit as a newer mtime: a file is sent, a directory is not.
+    #[test]
+    fn a_newer_mtime_from_the_poller_sends_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("d")).unwrap();
+        std::fs::write(root.join("d/f"), b"edited").unwrap();
+        let mut m = mapper(root);
+        let mut out = Vec::new();
+        let write_time = EventKind::Modify(ModifyKind::Metadata(MetadataKind::WriteTime));
+        m.map(ev(write_time, &[&root.join("d/f")], None), &mut out);
+        m.map(ev(write_time, &[&root.join("d")], None), &mut out);
+        assert_eq!(actions(&out), vec!["send d/f"]);
+    }
+
+    /// A link created or moved in is neither sent nor followed; it is noticed.
+    #[test]
+    fn links_are_noticed_not_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, outside) = (dir.path().join("src"), dir.path().join("outside"));
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("secret"), b"s").unwrap();
+        std::os::unix::fs::symlink(outside.join("secret"), root.join("key")).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("dir")).unwrap();
+        let mut m = mapper(&root);
+        let mut out = Vec::new();
+        m.map(
+            ev(
+                EventKind::Create(CreateKind::File),
+                &[&root.join("key")],
+                None,
+            ),
+            &mut out,
+        );
+        m.map(
+            ev(
+                EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+                &[&root.join("dir")],
+                Some(4),
+            ),
+            &mut out,
+        );
+        assert!(out.is_empty(), "{:?}", actions(&out));
+        let links: Vec<String> = m.links.iter().map(|l| l.to_string()).collect();
+        assert_eq!(links, vec!["key", "dir"]);
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! the uploader chose. Files are read in pieces: memory stays flat for any size.
 
 use std::io::{self, Read};
-use std::path::Path;
+
+use skynet_core::SourceFile;
 
 use base64::Engine;
 use crc_fast::{CrcAlgorithm, Digest};
@@ -87,14 +88,14 @@ pub(crate) fn composite_parts(checksum: &str) -> Option<u64> {
     checksum.rsplit_once('-').and_then(|(_, n)| n.parse().ok())
 }
 
-/// [`full_crc32c`] of the file at `path`.
-pub(crate) fn full_crc32c_file(path: &Path) -> io::Result<String> {
-    full_crc32c(std::fs::File::open(path)?)
+/// [`full_crc32c`] of the local file, read through [`SourceFile::open`].
+pub(crate) fn full_crc32c_file(file: &SourceFile) -> io::Result<String> {
+    full_crc32c(file.open_checked().map_err(io::Error::other)?)
 }
 
-/// [`composite_crc32c`] of the file at `path`.
-pub(crate) fn composite_crc32c_file(path: &Path, part_size: u64) -> io::Result<String> {
-    composite_crc32c(std::fs::File::open(path)?, part_size)
+/// [`composite_crc32c`] of the local file, read through [`SourceFile::open`].
+pub(crate) fn composite_crc32c_file(file: &SourceFile, part_size: u64) -> io::Result<String> {
+    composite_crc32c(file.open_checked().map_err(io::Error::other)?, part_size)
 }
 
 #[cfg(test)]

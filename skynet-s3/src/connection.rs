@@ -520,13 +520,13 @@ impl Inner {
                 sizes
             }
         };
-        let (local_path, remote_owned) = (file.path.clone(), remote.to_string());
+        let (source, remote_owned) = (file.clone(), remote.to_string());
         let local = tokio::task::spawn_blocking(move || -> std::io::Result<Option<String>> {
             if candidates.is_empty() {
-                return crate::checksum::full_crc32c_file(&local_path).map(Some);
+                return crate::checksum::full_crc32c_file(&source).map(Some);
             }
             for part_size in candidates {
-                let ours = crate::checksum::composite_crc32c_file(&local_path, part_size)?;
+                let ours = crate::checksum::composite_crc32c_file(&source, part_size)?;
                 if ours == remote_owned {
                     return Ok(Some(ours));
                 }

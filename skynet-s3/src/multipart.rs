@@ -298,7 +298,9 @@ struct PartJob {
     inner: Arc<Inner>,
     key: String,
     upload_id: String,
-    path: PathBuf,
+    /// The local file, read through [`SourceFile::open`] (never a link, a FIFO or a file
+    /// swapped in since the stat).
+    file: SourceFile,
 }
 
 impl PartJob {
@@ -308,9 +310,9 @@ impl PartJob {
             upload_gone: false,
             denied: false,
         };
-        let path = self.path.clone();
+        let file = self.file.clone();
         let (data, crc32c) = tokio::task::spawn_blocking(move || {
-            read_range(&path, offset, len).map(|d| {
+            read_range(&file, offset, len).map(|d| {
                 let crc = crate::checksum::crc32c_of(&d);
                 (d, crc)
             })
@@ -375,8 +377,9 @@ fn local_gone(path: &std::path::Path) -> bool {
 }
 
 /// Reads `len` bytes at `offset`; a short read means the file shrank while being sent.
-fn read_range(path: &std::path::Path, offset: u64, len: u64) -> Result<Vec<u8>, ConnError> {
-    let file = std::fs::File::open(path).map_err(|e| ConnError::from_io(path.display(), &e))?;
+fn read_range(source: &SourceFile, offset: u64, len: u64) -> Result<Vec<u8>, ConnError> {
+    let path = &source.path;
+    let file = source.open()?;
     let mut buf = vec![0u8; len as usize];
     file.read_exact_at(&mut buf, offset).map_err(|e| {
         if e.kind() == std::io::ErrorKind::UnexpectedEof {
@@ -436,7 +439,7 @@ pub(crate) async fn send_multipart(
         inner: Arc::clone(inner),
         key: key.to_string(),
         upload_id: id.clone(),
-        path: file.path.clone(),
+        file: file.clone(),
     };
     let mut sent = 0u64;
     let mut set: JoinSet<Result<PartRecord, PartError>> = JoinSet::new();

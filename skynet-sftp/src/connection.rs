@@ -759,7 +759,7 @@ impl BlockingConnection for SftpConnection {
             return Ok(by_size);
         }
         // Hashed before a session is taken from the pool, so none is held idle meanwhile.
-        let local = digest::sha256_file(&file.path).map_err(|e| local_io(&file.path, &e))?;
+        let local = file.sha256()?;
         let abs = self.remote(path);
         let remote = self.with_link(|link| {
             let handle = match link.sftp.open(&abs) {

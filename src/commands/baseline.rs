@@ -3,10 +3,9 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use skynet_core::digest::sha256_file;
 use skynet_core::queue::{mtime_ns, Delivered};
 use skynet_core::scan::{local_files_within, Filter};
-use skynet_core::RelPath;
+use skynet_core::{RelPath, SourceFile};
 
 use crate::cli::MappingArgs;
 use crate::exit::Exit;
@@ -58,18 +57,18 @@ fn present_files(root: &Path, args: &MappingArgs) -> Result<Vec<Delivered>> {
                 continue;
             }
             let abs = p.under(root);
-            if let Ok(meta) = std::fs::metadata(&abs) {
+            // `lstat`: a link swapped in since the walk is not followed.
+            if let Ok(file) = SourceFile::stat(&abs) {
                 // Send-once compares content: record it, so a touched file is not re-sent.
                 let hash = if args.send_once {
                     Some(
-                        sha256_file(&abs)
+                        file.sha256()
                             .with_context(|| format!("cannot read {}", abs.display()))?,
                     )
                 } else {
                     None
                 };
-                let mtime = meta.modified().map(mtime_ns).unwrap_or(0);
-                files.push((p, meta.len(), mtime, hash));
+                files.push((p, file.size, mtime_ns(file.mtime), hash));
             }
         }
     }

@@ -42,6 +42,8 @@ pub struct MappingStatus {
     pub vanished: u64,
     /// Deliveries waiting for their hand-off (verify, on_delivered, remove the local copy).
     pub handoff_waiting: u64,
+    /// Symlinks in the source that the last run or sync skipped (never followed, not sent).
+    pub skipped_links: u64,
     pub failures: Vec<QueueRow>,
     pub handoff_failures: Vec<HandoffRow>,
     /// Waiting hand-offs that said why (a writer has the file open, another mapping of the
@@ -110,6 +112,7 @@ pub fn read(dir: &Path) -> Result<MappingStatus> {
         delivered_today_bytes,
         vanished: queue.vanished()?,
         handoff_waiting: handoff_waiting.len() as u64,
+        skipped_links: number(meta::SKIPPED_LINKS)?,
         failures,
         handoff_failures,
         handoff_waits: handoff_waiting
@@ -202,6 +205,12 @@ fn print(root: &Path, json: bool) -> Result<()> {
                 "  hand-off: {} waiting, {} failed",
                 m.handoff_waiting,
                 m.handoff_failures.len()
+            );
+        }
+        if m.skipped_links > 0 {
+            println!(
+                "  skipped {} symbolic link(s) (not followed, not sent)",
+                m.skipped_links
             );
         }
         if let Some(e) = &m.last_error {
