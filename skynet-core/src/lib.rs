@@ -5,7 +5,8 @@
 //! 1. [`watcher`] turns filesystem events (notify) into [`Action`]s; [`scan`] finds what
 //!    changed while nobody watched (on start, and after the watcher lost events).
 //! 2. [`queue`] stores them in SQLite, one pending action per path, merged by the pure rules of
-//!    [`merge`]; it survives `kill -9`.
+//!    [`merge`]; it survives `kill -9`. Deletions that would remove too much of the
+//!    destination are held there until confirmed ([`guard`]).
 //! 3. [`handler`] drains the queue through a [`Connection`] with N workers, keeping per-path
 //!    order, retrying, parking, pausing while the link is down.
 //! 4. [`ledger`] records what the destination holds after each acknowledged action.
@@ -13,7 +14,8 @@
 //!    file is removed only while it is the delivered inode, unchanged ([`open_writers`]: no
 //!    process writing it), and held by every other mapping of the source ([`siblings`]).
 //!
-//! [`engine`] wires these together for one mapping. Destinations implement [`Connection`]
+//! [`engine`] wires these together for one mapping, and pauses it while its source folder is
+//! missing or on another filesystem (an unmounted disk; [`source_root`]). Destinations implement [`Connection`]
 //! (or [`BlockingConnection`]); [`local`] is the embedded local-folder one, [`exec`] runs a
 //! user's program per action ([`argv`] templates, run by [`command`]), [`throttle`] limits a
 //! destination's bandwidth, and the exported [`conformance`] suite (feature `conformance`)
