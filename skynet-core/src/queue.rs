@@ -23,8 +23,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{params, OptionalExtension, Transaction};
 
 use crate::action::{Action, ActionKind};
-use crate::guard::MaxDelete;
 use crate::connection::FileIdentity;
+use crate::guard::MaxDelete;
 use crate::merge::{self, Change, Entry, PendingView, Queued};
 use crate::relpath::RelPath;
 
@@ -893,6 +893,22 @@ impl Queue {
             }
         }
         Ok(out)
+    }
+
+    /// The ledger row of one path, if the ledger holds it (a stale row has size `u64::MAX`).
+    pub fn ledger_entry(&self, path: &RelPath) -> Result<Option<LedgerEntry>, StateError> {
+        let conn = self.lock();
+        conn.prepare_cached("SELECT size, mtime_ns FROM ledger WHERE path = ?1")
+            .and_then(|mut st| {
+                st.query_row([path.as_bytes()], |r| {
+                    Ok(LedgerEntry {
+                        size: r.get::<_, i64>(0)? as u64,
+                        mtime_ns: r.get(1)?,
+                    })
+                })
+                .optional()
+            })
+            .map_err(|e| self.err(e))
     }
 
     /// Records files as delivered without sending them (`skynet baseline`): path, size,
