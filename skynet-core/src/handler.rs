@@ -1032,13 +1032,18 @@ async fn execute(cx: Context, claimed: Claimed) -> Executed {
             )
         }
         Action::Move { from, to } => match conn.rename(from, to).await {
-            Ok(()) => (
-                Ok(Step::Did(LedgerUpdate::Moved {
+            Ok(()) => {
+                let moved = LedgerUpdate::Moved {
                     from: from.clone(),
                     to: to.clone(),
-                })),
-                0,
-            ),
+                };
+                (
+                    Ok(cx
+                        .resend_if_carried_other(from, to)
+                        .unwrap_or(Step::Did(moved))),
+                    0,
+                )
+            }
             Err(e) => (Err(e), 0),
         },
     };
@@ -1051,6 +1056,36 @@ async fn execute(cx: Context, claimed: Claimed) -> Executed {
 }
 
 impl Context {
+    /// After a file rename: it carried what the destination held at `from`, the bytes the
+    /// ledger records there. A rename keeps size and mtime, so when the local file now at
+    /// `to` differs in either, those were other bytes: a send of `from` read the file after a
+    /// rename onto it that the queue had not heard of yet (a rotation `mv a t; mv b a; mv t b`
+    /// racing a send of `b`; found by tests/convergence.rs). `to` is then sent again. `Some`
+    /// settles the move otherwise: held when the repair could not be queued, so that it runs
+    /// again and, its source gone, falls back to sending `to`.
+    fn resend_if_carried_other(&self, from: &RelPath, to: &RelPath) -> Option<Step> {
+        let meta = std::fs::symlink_metadata(to.under(&self.root)).ok()?;
+        if !meta.is_file() {
+            return None;
+        }
+        let local = (meta.len(), meta.modified().ok().map(mtime_ns));
+        let carried = match self.queue.ledger_entry(from) {
+            Ok(entry) => entry.map(|e| (e.size, Some(e.mtime_ns))),
+            Err(e) => return Some(held(e)),
+        };
+        if carried == Some(local) {
+            return None;
+        }
+        tracing::debug!(%from, %to, "the rename carried other bytes than the local file's; sending it");
+        match self
+            .queue
+            .push_repair(&[Entry::new(Action::Send(to.clone()), 0)])
+        {
+            Ok(_) => None,
+            Err(e) => Some(held(e)),
+        }
+    }
+
     /// Whether the remote copy of `p` may be deleted now. `Err` settles the delete instead:
     /// held while the source is missing or unmounted (a vanished source is no user's
     /// deletion), or dropped when the local file is there after all (the delete is stale:
@@ -1072,6 +1107,14 @@ impl Context {
             });
         }
         Ok(())
+    }
+}
+
+/// Held for a second: the state database refused a write the action needs.
+fn held(e: StateError) -> Step {
+    Step::Held {
+        until: now_ms() + 1000,
+        reason: e.to_string(),
     }
 }
 

@@ -7,7 +7,13 @@
 //! - pending send(a) + move(a→b) → send(b), plus delete(a) when `a` may exist remotely
 //!   (the design says only send(b); without the delete, an older copy of `a` at the
 //!   destination would be left behind, breaking convergence).
-//! - move(a→b) + move(b→c) → move(a→c); move(a→b) + move(b→a) → nothing.
+//! - move(a→b) + move(b→c) → move(a→c); move(a→b) + move(b→a) → nothing; in both, plus
+//!   delete(b) when the destination may hold an older `b` (the first move overwrote it).
+//! - Rename cycles: the merged move(a→c) takes move(a→b)'s place, ahead of the rows filed in
+//!   between. When one of those touches `c` or `b` (in the swap `mv a t; mv b a; mv t b`, the
+//!   `move b→a` in between still reads b, the final target), renaming early would overwrite a
+//!   source before it is read. The chain then degrades: `a` is deleted in place (unless a
+//!   later row overwrites it anyway) and `send(c)` goes last. See [`merge_chain`] for why.
 //! - move(a→b) + send(b) → send(b), plus delete(a) when `a` may exist remotely.
 //! - move(a→b) + delete(b) → delete(b), plus delete(a) likewise.
 //! - A move onto `b` drops what was pending at `b` (it is overwritten).
@@ -38,8 +44,20 @@ impl Entry {
     }
 }
 
+/// A queued row in any state, with its place in the order (see [`PendingView::touching`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queued {
+    /// The row's place: among related paths, rows run in `seq` order.
+    pub seq: i64,
+    /// Pending rows merge; in-flight, retrying, held and parked ones are committed.
+    pub pending: bool,
+    pub action: Action,
+}
+
 /// What the merge needs to know about the queue and the ledger.
 pub trait PendingView {
+    /// Every queued row, in any state, with a path that is `path`, lies below it or above it.
+    fn touching(&self, path: &RelPath) -> Vec<Queued>;
     /// The pending (not in-flight) entry filed under `key`.
     fn pending(&self, key: &RelPath) -> Option<Entry>;
     /// Pending entries whose key lies strictly below `dir`.
@@ -206,25 +224,7 @@ fn merge_move(view: &dyn PendingView, a: RelPath, b: RelPath, ready: u64) -> Vec
         Some(Entry {
             action: Action::Move { from: x, .. },
             ..
-        }) => {
-            if x == b {
-                // Moved back where it was: the destination already has it there.
-                out.push(Change::Remove(a.clone()));
-            } else {
-                // Still one rename, at the place in the order where x is known to be.
-                let with = Entry::new(
-                    Action::Move {
-                        from: x,
-                        to: b.clone(),
-                    },
-                    ready,
-                );
-                out.push(Change::Replace {
-                    key: a.clone(),
-                    with,
-                });
-            }
-        }
+        }) => merge_chain(view, x, &a, &b, ready, &mut out),
         Some(Entry {
             action: Action::Delete(_),
             ..
@@ -265,29 +265,124 @@ fn merge_move(view: &dyn PendingView, a: RelPath, b: RelPath, ready: u64) -> Vec
     out
 }
 
+/// A pending move(x→m) followed by move(m→b).
+///
+/// The merged action takes the pending move's place in the order, because that is where `x`
+/// is known to hold the content (a later directory move may carry `x` away). Running the
+/// rename there is the same as running it at the end only when no row after that place
+/// touches `b` or `m` (or lies above or below them): otherwise a rename cycle
+/// (`x→m, b→x, m→b`, or longer) would overwrite `b` before the row that still reads it, and a
+/// directory moved through `m` would miss what the rows after it did there.
+///
+/// When such a row exists the chain degrades: `x` is deleted in place (the first rename
+/// vacated it there; nothing is deleted when a later row already overwrites `x`, as in every
+/// cycle, where x's new content comes from the next rename) and `send(b)` goes last, after
+/// every row that still reads `b`; a directory send sends each file under it. Why this design
+/// and not a rename through a temporary remote name: it adds no new kind of remote state.
+/// Deletes and sends are already idempotent and crash-safe (a `kill -9` between any two
+/// steps replays one of them, or the fallback of a move whose source is gone), the ledger
+/// records only real names, and no stray temporary can survive a crash. The price is one
+/// re-upload per cycle (for a directory cycle, of that directory), paid only for cycles.
+///
+/// Either way `m` no longer exists locally; when the destination may hold something there
+/// (an older file the first rename overwrote, or whatever rows touching `m` leave), it is
+/// deleted last.
+///
+/// Known limit: a directory moved away and back (`x == b`) with a row after it that touches
+/// it is degraded to `send(x)` without deleting `x` first (one pending row per key), so files
+/// removed inside it meanwhile may stay at the destination until the next catch-up scan.
+fn merge_chain(
+    view: &dyn PendingView,
+    x: RelPath,
+    m: &RelPath,
+    b: &RelPath,
+    ready: u64,
+    out: &mut Vec<Change>,
+) {
+    let near_m = view.touching(m);
+    let near_b = view.touching(b);
+    // The pending move under `m`; not found (never: `pending(m)` returned it) means degrade.
+    let place = near_m
+        .iter()
+        .find(|r| r.pending && r.action.key() == m)
+        .map_or(i64::MIN, |r| r.seq);
+    // The rows this merge itself replaces: the pending move under `m`, and whatever is pending
+    // under `b` (dropped or turned into a delete of another path by the caller).
+    let merged = |r: &Queued| r.pending && (r.action.key() == m || r.action.key() == b);
+    let overtaken = near_m
+        .iter()
+        .chain(&near_b)
+        .any(|r| r.seq > place && !merged(r));
+    match (overtaken, &x == b) {
+        // Moved back where it was: the destination already has it there.
+        (_, true) => out.push(Change::Remove(m.clone())),
+        (false, false) => {
+            let with = Entry::new(
+                Action::Move {
+                    from: x,
+                    to: b.clone(),
+                },
+                ready,
+            );
+            out.push(Change::Replace {
+                key: m.clone(),
+                with,
+            });
+        }
+        (true, false) => supersede(view, m, Some(&x), out),
+    }
+    let others_at_m = near_m.iter().any(|r| !(r.pending && r.action.key() == m));
+    if others_at_m || view.known_remotely(m) {
+        out.push(Change::Put(Entry::new(Action::Delete(m.clone()), ready)));
+    }
+    if overtaken {
+        out.push(Change::Put(Entry::new(Action::Send(b.clone()), ready)));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::{BTreeMap, BTreeSet};
 
-    /// An in-memory queue: pending entries by key, committed sends, ledger paths.
+    /// An in-memory queue: pending entries by key with their place in the order (`seq`),
+    /// committed sends, ledger paths.
     #[derive(Default)]
     struct Model {
-        pending: BTreeMap<RelPath, Entry>,
+        pending: BTreeMap<RelPath, (i64, Entry)>,
+        next_seq: i64,
         committed: BTreeSet<RelPath>,
         ledger: BTreeSet<RelPath>,
         stale: BTreeSet<RelPath>,
     }
 
     impl PendingView for Model {
+        fn touching(&self, path: &RelPath) -> Vec<Queued> {
+            let related = |p: &RelPath| p.is_within(path) || path.is_within(p);
+            // Committed sends are older than every pending row.
+            let committed = self.committed.iter().map(|p| Queued {
+                seq: 0,
+                pending: false,
+                action: Action::Send(p.clone()),
+            });
+            let pending = self.pending.values().map(|(seq, e)| Queued {
+                seq: *seq,
+                pending: true,
+                action: e.action.clone(),
+            });
+            committed
+                .chain(pending)
+                .filter(|r| r.action.paths().any(related))
+                .collect()
+        }
         fn pending(&self, key: &RelPath) -> Option<Entry> {
-            self.pending.get(key).cloned()
+            self.pending.get(key).map(|(_, e)| e.clone())
         }
         fn pending_under(&self, dir: &RelPath) -> Vec<Entry> {
             self.pending
                 .iter()
                 .filter(|(k, _)| k.is_strictly_within(dir))
-                .map(|(_, e)| e.clone())
+                .map(|(_, (_, e))| e.clone())
                 .collect()
         }
         fn committed_sends_within(&self, path: &RelPath) -> Vec<RelPath> {
@@ -311,30 +406,55 @@ mod tests {
     impl Model {
         /// The pending actions, sorted, as text.
         fn actions(&self) -> Vec<String> {
-            let mut got: Vec<String> = self
-                .pending
-                .values()
-                .map(|e| e.action.to_string())
-                .collect();
+            let mut got = self.in_order();
             got.sort();
             got
+        }
+
+        /// The pending actions in the order they run, as text.
+        fn in_order(&self) -> Vec<String> {
+            let mut rows: Vec<&(i64, Entry)> = self.pending.values().collect();
+            rows.sort_by_key(|(seq, _)| *seq);
+            rows.iter().map(|(_, e)| e.action.to_string()).collect()
+        }
+
+        fn put(&mut self, e: Entry) {
+            self.next_seq += 1;
+            self.pending
+                .insert(e.action.key().clone(), (self.next_seq, e));
         }
 
         fn apply(&mut self, changes: Vec<Change>) {
             for change in changes {
                 match change {
-                    Change::Put(e) => {
-                        self.pending.insert(e.action.key().clone(), e);
-                    }
+                    Change::Put(e) => self.put(e),
                     Change::Remove(k) => {
                         self.pending.remove(&k);
                     }
                     Change::Replace { key, with } => {
-                        self.pending.remove(&key);
-                        self.pending.insert(with.action.key().clone(), with);
+                        if let Some((seq, _)) = self.pending.remove(&key) {
+                            self.pending.insert(with.action.key().clone(), (seq, with));
+                        }
                     }
                 }
             }
+        }
+
+        /// The model after `case`'s incoming actions.
+        fn after(case: &Case) -> Model {
+            let mut model = Model {
+                ledger: case.ledger.iter().map(|s| p(s)).collect(),
+                committed: case.committed.iter().map(|s| p(s)).collect(),
+                ..Model::default()
+            };
+            for s in case.pending {
+                model.put(Entry::new(act(s), 0));
+            }
+            for s in case.incoming {
+                let changes = merge(&model, Entry::new(act(s), 0));
+                model.apply(changes);
+            }
+            model
         }
     }
 
@@ -401,24 +521,40 @@ mod tests {
     #[test]
     fn table_of_cases() {
         for case in CASES {
-            let mut model = Model {
-                ledger: case.ledger.iter().map(|s| p(s)).collect(),
-                committed: case.committed.iter().map(|s| p(s)).collect(),
-                ..Model::default()
-            };
-            for s in case.pending {
-                let a = act(s);
-                model.pending.insert(a.key().clone(), Entry::new(a, 0));
-            }
-            for s in case.incoming {
-                let changes = merge(&model, Entry::new(act(s), 0));
-                model.apply(changes);
-            }
-            let got = model.actions();
+            let got = Model::after(case).actions();
             let mut want: Vec<String> = case.expect.iter().map(|s| act(s).to_string()).collect();
             want.sort();
             assert_eq!(got, want, "case {:?}", case.name);
         }
+    }
+
+    /// Rename cycles (issue 12): `expect` lists the pending actions in the order they run.
+    /// No move may run before a move whose source is its target: `mv a t; mv b a; mv t b`
+    /// used to merge into `move a b` then `move b a`, and the first destroyed b.
+    #[rustfmt::skip]
+    const CYCLES: &[Case] = &[
+        Case { name: "file swap through a temporary name", ledger: &["a", "b"], committed: &[], pending: &[], incoming: &["move a t", "move b a", "move t b"], expect: &["move b a", "send b"] },
+        Case { name: "3-cycle", ledger: &["a", "b", "c"], committed: &[], pending: &[], incoming: &["move a t", "move b a", "move c b", "move t c"], expect: &["move b a", "move c b", "send c"] },
+        Case { name: "directory swap", ledger: &["d/x", "e/y"], committed: &[], pending: &[], incoming: &["move d t", "move e d", "move t e"], expect: &["move e d", "send e"] },
+        Case { name: "swap in a batch with a send and a delete", ledger: &["a", "b", "c", "d"], committed: &[], pending: &[], incoming: &["move a t", "send c", "move b a", "delete d", "move t b"], expect: &["send c", "move b a", "delete d", "send b"] },
+        Case { name: "swap, then the swapped files are edited and one deleted", ledger: &["a", "b"], committed: &[], pending: &[], incoming: &["move a t", "move b a", "move t b", "send a", "delete b"], expect: &["send a", "delete b"] },
+        Case { name: "a file edited at the temporary name", ledger: &["a", "b"], committed: &[], pending: &[], incoming: &["move a t", "send t", "move b a", "move t b"], expect: &["move b a", "send b"] },
+        Case { name: "swap in a renamed directory", ledger: &["d/a", "d/b"], committed: &[], pending: &[], incoming: &["move d/a d/t", "move d/b d/a", "move d/t d/b", "move d e"], expect: &["move d/b d/a", "move d e", "send e/b"] },
+        Case { name: "moved onto an existing name, then on: the overwritten copy goes", ledger: &["x", "m"], committed: &[], pending: &[], incoming: &["move x m", "move m b"], expect: &["move x b", "delete m"] },
+        Case { name: "moved onto an existing name and back: the overwritten copy goes", ledger: &["x", "m"], committed: &[], pending: &[], incoming: &["move x m", "move m x"], expect: &["delete m"] },
+    ];
+
+    #[test]
+    fn rename_cycles_never_overwrite_a_pending_source() {
+        let mut wrong = Vec::new();
+        for case in CYCLES {
+            let got = Model::after(case).in_order();
+            let want: Vec<String> = case.expect.iter().map(|s| act(s).to_string()).collect();
+            if got != want {
+                wrong.push(format!("{:?}: got {got:?}, want {want:?}", case.name));
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     }
 
     #[test]
@@ -437,7 +573,7 @@ mod tests {
         model.apply(merge(&model, Entry::new(act("send a"), 100)));
         model.apply(merge(&model, Entry::new(act("send a"), 300)));
         model.apply(merge(&model, Entry::new(act("send a"), 200)));
-        assert_eq!(model.pending[&p("a")].ready_at, 300);
+        assert_eq!(model.pending[&p("a")].1.ready_at, 300);
     }
 
     #[test]

@@ -25,12 +25,14 @@ use rusqlite::{params, OptionalExtension, Transaction};
 use crate::action::{Action, ActionKind};
 use crate::connection::FileIdentity;
 use crate::guard::MaxDelete;
-use crate::merge::{self, Change, Entry, PendingView};
+use crate::merge::{self, Change, Entry, PendingView, Queued};
 use crate::relpath::RelPath;
 
 mod deletion_guard;
 mod handoff;
 mod ledger_rows;
+#[cfg(test)]
+mod rename_cycles;
 
 pub use ledger_rows::{today, Forget};
 
@@ -42,6 +44,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("schema/002_workflows.sql"),
     include_str!("schema/003_guard.sql"),
     include_str!("schema/004_handoff_identity.sql"),
+    include_str!("schema/005_move_sources.sql"),
 ];
 
 const PENDING: i64 = 0;
@@ -895,6 +898,22 @@ impl Queue {
         Ok(out)
     }
 
+    /// The ledger row of one path, if the ledger holds it (a stale row has size `u64::MAX`).
+    pub fn ledger_entry(&self, path: &RelPath) -> Result<Option<LedgerEntry>, StateError> {
+        let conn = self.lock();
+        conn.prepare_cached("SELECT size, mtime_ns FROM ledger WHERE path = ?1")
+            .and_then(|mut st| {
+                st.query_row([path.as_bytes()], |r| {
+                    Ok(LedgerEntry {
+                        size: r.get::<_, i64>(0)? as u64,
+                        mtime_ns: r.get(1)?,
+                    })
+                })
+                .optional()
+            })
+            .map_err(|e| self.err(e))
+    }
+
     /// Records files as delivered without sending them (`skynet baseline`): path, size,
     /// mtime and, where computed, content hash.
     pub fn record_delivered(&self, files: &[Delivered]) -> Result<(), StateError> {
@@ -1164,6 +1183,46 @@ impl SqlView<'_, '_> {
 }
 
 impl PendingView for SqlView<'_, '_> {
+    fn touching(&self, path: &RelPath) -> Vec<Queued> {
+        // Indexed terms only (by path, by from_path): equal or below, then each ancestor.
+        let (lo, hi) = within_bounds(path);
+        let mut sql = String::from(
+            "SELECT seq, state, path, kind, from_path FROM queue WHERE
+             path = ?1 OR (path > ?2 AND path < ?3) OR from_path = ?1
+             OR (from_path > ?2 AND from_path < ?3)",
+        );
+        let mut args: Vec<Vec<u8>> = vec![path.as_bytes().to_vec(), lo, hi];
+        for parent in path.ancestors() {
+            args.push(parent.as_bytes().to_vec());
+            let n = args.len();
+            sql.push_str(&format!(" OR path = ?{n} OR from_path = ?{n}"));
+        }
+        let found = self.tx.prepare_cached(&sql).and_then(|mut stmt| {
+            let rows = stmt.query_map(rusqlite::params_from_iter(&args), |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, Option<Vec<u8>>>(4)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (seq, state, path, kind, from) = row?;
+                if let Ok(action) = decode_action(&path, &kind, from.as_deref()) {
+                    out.push(Queued {
+                        seq,
+                        pending: state == PENDING,
+                        action,
+                    });
+                }
+            }
+            Ok(out)
+        });
+        self.keep(found)
+    }
+
     fn pending(&self, key: &RelPath) -> Option<Entry> {
         let found = self.entries(
             "SELECT path, kind, from_path, ready_at FROM queue WHERE path = ?1 AND state = 0",

@@ -412,12 +412,18 @@ impl EventMapper {
     /// Maps an event path that may be stale (see `recent_moves`) to the path it names now.
     /// `present`: the event says the path exists (create, write, rename target); otherwise it
     /// says the path is gone (remove, rename source).
+    ///
+    /// Only paths strictly below a renamed directory can be stale (notify names them through
+    /// the directory's watch); the renamed path itself is reported by its parent's watch,
+    /// correctly. So a name used again right after its rename (`mv a t; mv b a; mv t b`, twice)
+    /// is never mapped to where the first rename took it.
     fn resolve(&self, rel: RelPath, present: bool) -> RelPath {
         let Some(now) = self
             .recent_moves
             .iter()
             .rev()
             .filter(|(_, _, at)| at.elapsed() < STALE_WINDOW)
+            .filter(|(from, _, _)| rel.is_strictly_within(from))
             .find_map(|(from, to, _)| rel.rebase(from, to).filter(|q| *q != rel))
         else {
             return rel;
@@ -808,6 +814,37 @@ mod tests {
         assert!(out.is_empty(), "{:?}", actions(&out));
         let links: Vec<String> = m.links.iter().map(|l| l.to_string()).collect();
         assert_eq!(links, vec!["key", "dir"]);
+    }
+
+    #[test]
+    fn a_renamed_file_s_old_name_used_again_is_not_mapped_away() {
+        // Two swaps of a and b through t in one batch (found by tests/convergence.rs): the
+        // second round names a, b and t again, which are no stale paths. Only paths below a
+        // renamed directory can be stale; mapping `a` to where the first round moved it
+        // turned the second swap into nonsense (`move t -> b`).
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::write(root.join("a"), b"A").unwrap();
+        std::fs::write(root.join("b"), b"B").unwrap();
+        let mut m = mapper(root);
+        let mut out = Vec::new();
+        for (i, (from, to)) in [("a", "t"), ("b", "a"), ("t", "b")]
+            .iter()
+            .cycle()
+            .take(6)
+            .enumerate()
+        {
+            m.map(
+                ev(
+                    EventKind::Modify(ModifyKind::Name(RenameMode::Both)),
+                    &[&root.join(from), &root.join(to)],
+                    Some(20 + i),
+                ),
+                &mut out,
+            );
+        }
+        let round = ["move a -> t", "move b -> a", "move t -> b"];
+        assert_eq!(actions(&out), [round, round].concat());
     }
 
     #[test]
