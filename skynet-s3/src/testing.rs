@@ -35,27 +35,35 @@ pub struct S3Server {
 
 /// Where the s3s-fs binary is, or a panic saying how to install it.
 pub fn s3s_fs_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("SKYNET_S3S_FS") {
-        let p = PathBuf::from(p);
+    find_tool("SKYNET_S3S_FS", "bin/s3s-fs", "s3s-fs")
+}
+
+/// A test server's program: the path in `var`, else `$HOME/.cache/skynet-tools/{in_tools}`
+/// (where `scripts/install-test-deps` puts it), else `name` on `PATH`; a panic naming the
+/// install script when none exists (tests never skip silently).
+pub(crate) fn find_tool(var: &str, in_tools: &str, name: &str) -> PathBuf {
+    let candidates = std::env::var_os(var)
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(
+            std::env::var_os("HOME")
+                .map(|home| Path::new(&home).join(".cache/skynet-tools").join(in_tools)),
+        )
+        .chain(
+            std::env::var_os("PATH")
+                .map(|path| {
+                    std::env::split_paths(&path)
+                        .map(|d| d.join(name))
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default(),
+        );
+    for p in candidates {
         if p.is_file() {
             return p;
         }
     }
-    if let Some(home) = std::env::var_os("HOME") {
-        let p = Path::new(&home).join(".cache/skynet-tools/bin/s3s-fs");
-        if p.is_file() {
-            return p;
-        }
-    }
-    if let Some(path) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&path) {
-            let p = dir.join("s3s-fs");
-            if p.is_file() {
-                return p;
-            }
-        }
-    }
-    panic!("s3s-fs not found: run scripts/install-test-deps");
+    panic!("{name} not found: run scripts/install-test-deps");
 }
 
 fn free_port() -> u16 {

@@ -11,7 +11,7 @@
 //! it), then `PATH`. When it is missing the harness panics (tests never skip silently).
 
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -27,27 +27,7 @@ pub struct MotoServer {
 
 /// Where `moto_server` is, or a panic saying how to install it.
 pub fn moto_server_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("SKYNET_MOTO_SERVER") {
-        let p = PathBuf::from(p);
-        if p.is_file() {
-            return p;
-        }
-    }
-    if let Some(home) = std::env::var_os("HOME") {
-        let p = Path::new(&home).join(".cache/skynet-tools/moto/bin/moto_server");
-        if p.is_file() {
-            return p;
-        }
-    }
-    if let Some(path) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&path) {
-            let p = dir.join("moto_server");
-            if p.is_file() {
-                return p;
-            }
-        }
-    }
-    panic!("moto_server not found: run scripts/install-test-deps");
+    super::find_tool("SKYNET_MOTO_SERVER", "moto/bin/moto_server", "moto_server")
 }
 
 impl MotoServer {
