@@ -306,6 +306,12 @@ fn scan(
             if !skip {
                 batch.push(Entry::new(Action::Delete(path.clone()), 0));
                 report.deletes += 1;
+                // A file that is a folder now: the delete of the file drops the sends queued
+                // under its path, so they are queued again, after it.
+                if std::fs::symlink_metadata(path.under(root)).is_ok_and(|m| m.is_dir()) {
+                    let files = local_files_within(root, path, filter);
+                    batch.extend(files.into_iter().map(|p| Entry::new(Action::Send(p), 0)));
+                }
             }
         }
     }
@@ -519,6 +525,32 @@ mod tests {
             local_files_within(&src, &p("d"), &Filter::default()),
             vec![p("d/own")]
         );
+    }
+
+    /// A file replaced by a folder while skynet was stopped: the file's delete must not drop
+    /// the sends of the files in the folder (found by the widened convergence generator:
+    /// `missing d/inner`).
+    #[test]
+    fn a_file_that_became_a_folder_is_deleted_then_its_files_sent() {
+        let src = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(src.path().join("d")).unwrap();
+        std::fs::write(src.path().join("d/inner"), b"x").unwrap();
+        let q = Queue::open_in_memory().unwrap();
+        q.record_delivered(&[(p("d"), 1, 1, None)]).unwrap();
+        let opts = ScanOptions {
+            queue_deletes: true,
+            gate: Default::default(),
+            settle: Duration::ZERO,
+            progress: false,
+        };
+        catch_up(src.path(), &q, &Filter::default(), &opts).unwrap();
+        let rows: Vec<String> = q
+            .rows()
+            .unwrap()
+            .into_iter()
+            .map(|r| format!("{:?} {}", r.kind, r.path))
+            .collect();
+        assert_eq!(rows, vec!["Delete d", "Send d/inner"]);
     }
 
     /// Events lost in a crash after moves were queued: the scan must not trust a queued move
