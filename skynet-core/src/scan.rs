@@ -427,6 +427,16 @@ mod tests {
         RelPath::from_bytes(s.as_bytes()).unwrap()
     }
 
+    /// A scan that queues deletes, settles nothing and shows no progress.
+    fn complete_sync() -> ScanOptions {
+        ScanOptions {
+            queue_deletes: true,
+            gate: Default::default(),
+            settle: Duration::ZERO,
+            progress: false,
+        }
+    }
+
     #[test]
     fn filter_by_name_and_path() {
         let f = Filter::new(&["*.tmp".into(), ".git".into(), "build/out/**".into()]).unwrap();
@@ -470,12 +480,7 @@ mod tests {
             (p("gone"), 1, 1, None),
         ])
         .unwrap();
-        let opts = ScanOptions {
-            queue_deletes: true,
-            gate: Default::default(),
-            settle: Duration::ZERO,
-            progress: false,
-        };
+        let opts = complete_sync();
         let report = catch_up(src.path(), &q, &Filter::default(), &opts).unwrap();
         assert_eq!((report.files, report.sends, report.deletes), (2, 1, 1));
         let rows: Vec<String> = q
@@ -501,12 +506,7 @@ mod tests {
         std::os::unix::fs::symlink(outside.join("secret"), src.join("key")).unwrap();
         std::os::unix::fs::symlink(&outside, src.join("d/linked")).unwrap();
         let q = Queue::open_in_memory().unwrap();
-        let opts = ScanOptions {
-            queue_deletes: true,
-            gate: Default::default(),
-            settle: Duration::ZERO,
-            progress: false,
-        };
+        let opts = complete_sync();
         for _ in 0..2 {
             catch_up(&src, &q, &Filter::default(), &opts).unwrap();
         }
@@ -537,12 +537,7 @@ mod tests {
         std::fs::write(src.path().join("d/inner"), b"x").unwrap();
         let q = Queue::open_in_memory().unwrap();
         q.record_delivered(&[(p("d"), 1, 1, None)]).unwrap();
-        let opts = ScanOptions {
-            queue_deletes: true,
-            gate: Default::default(),
-            settle: Duration::ZERO,
-            progress: false,
-        };
+        let opts = complete_sync();
         catch_up(src.path(), &q, &Filter::default(), &opts).unwrap();
         let rows: Vec<String> = q
             .rows()
@@ -598,12 +593,7 @@ mod tests {
         assert_eq!(q.claim(10, now_ms()).unwrap().len(), 1);
         q.recover().unwrap();
         q.push(&[mv("d", "e"), mv("f", "g"), mv("k", "l")]).unwrap();
-        let opts = ScanOptions {
-            queue_deletes: true,
-            gate: Default::default(),
-            settle: Duration::ZERO,
-            progress: false,
-        };
+        let opts = complete_sync();
         catch_up(root, &q, &Filter::default(), &opts).unwrap();
         let rows: Vec<String> = q
             .rows()

@@ -66,6 +66,46 @@ pub(crate) fn find_tool(var: &str, in_tools: &str, name: &str) -> PathBuf {
     panic!("{name} not found: run scripts/install-test-deps");
 }
 
+/// The client settings of every test server (s3s-fs, moto): `endpoint`, path style, region
+/// and keys set explicitly (no process environment involved), short timeouts, one attempt per
+/// request (so a dead server shows at once).
+pub(crate) fn test_config(
+    endpoint: String,
+    credentials: StaticCredentials,
+    bucket: &str,
+    prefix: &str,
+) -> S3Config {
+    let mut cfg = S3Config::new(bucket, prefix).expect("valid test bucket and prefix");
+    cfg.endpoint = Some(endpoint);
+    cfg.path_style = true;
+    cfg.region = Some("us-east-1".to_string());
+    cfg.credentials = Some(credentials);
+    cfg.connect_timeout = Duration::from_secs(2);
+    cfg.read_timeout = Duration::from_secs(20);
+    cfg.attempt_timeout = Duration::from_secs(60);
+    cfg.max_attempts = 1;
+    cfg
+}
+
+/// Creates the bucket `cfg` names through the S3 API.
+pub(crate) async fn create_bucket(cfg: S3Config) {
+    let name = cfg.bucket.clone();
+    let conn = crate::S3Connection::new(cfg)
+        .await
+        .expect("client for create_bucket");
+    conn.client()
+        .create_bucket()
+        .bucket(&name)
+        .send()
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "create bucket {name}: {}",
+                aws_sdk_s3::error::DisplayErrorContext(e)
+            )
+        });
+}
+
 fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free loopback port");
     listener.local_addr().expect("local address").port()
@@ -178,34 +218,12 @@ impl S3Server {
     /// request (so a dead server shows at once); sizes stay at the defaults (multipart from
     /// 16 MiB, 8 MiB parts).
     pub fn config(&self, bucket: &str, prefix: &str) -> S3Config {
-        let mut cfg = S3Config::new(bucket, prefix).expect("valid test bucket and prefix");
-        cfg.endpoint = Some(self.endpoint());
-        cfg.path_style = true;
-        cfg.region = Some("us-east-1".to_string());
-        cfg.credentials = Some(self.credentials());
-        cfg.connect_timeout = Duration::from_secs(2);
-        cfg.read_timeout = Duration::from_secs(20);
-        cfg.attempt_timeout = Duration::from_secs(60);
-        cfg.max_attempts = 1;
-        cfg
+        test_config(self.endpoint(), self.credentials(), bucket, prefix)
     }
 
     /// Creates a bucket through the S3 API.
     pub async fn create_bucket(&self, name: &str) {
-        let conn = crate::S3Connection::new(self.config(name, ""))
-            .await
-            .expect("client for create_bucket");
-        conn.client()
-            .create_bucket()
-            .bucket(name)
-            .send()
-            .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "create bucket {name}: {}",
-                    aws_sdk_s3::error::DisplayErrorContext(e)
-                )
-            });
+        create_bucket(self.config(name, "")).await
     }
 
     /// Ids of multipart uploads in progress (neither completed nor aborted). s3s-fs does not

@@ -96,38 +96,17 @@ impl MotoServer {
 
     /// A config for `bucket`/`prefix` on this server, like [`super::S3Server::config`].
     pub fn config(&self, bucket: &str, prefix: &str) -> S3Config {
-        let mut cfg = S3Config::new(bucket, prefix).expect("valid test bucket and prefix");
-        cfg.endpoint = Some(self.endpoint());
-        cfg.path_style = true;
-        cfg.region = Some("us-east-1".to_string());
-        cfg.credentials = Some(StaticCredentials {
+        let credentials = StaticCredentials {
             access_key_id: self.access_key().to_string(),
             secret_access_key: self.secret_key().to_string(),
             session_token: None,
-        });
-        cfg.connect_timeout = Duration::from_secs(2);
-        cfg.read_timeout = Duration::from_secs(20);
-        cfg.attempt_timeout = Duration::from_secs(60);
-        cfg.max_attempts = 1;
-        cfg
+        };
+        super::test_config(self.endpoint(), credentials, bucket, prefix)
     }
 
     /// Creates a bucket through the S3 API (names of 3 to 63 characters: moto checks).
     pub async fn create_bucket(&self, name: &str) {
-        let conn = crate::S3Connection::new(self.config(name, ""))
-            .await
-            .expect("client for create_bucket");
-        conn.client()
-            .create_bucket()
-            .bucket(name)
-            .send()
-            .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "create bucket {name}: {}",
-                    aws_sdk_s3::error::DisplayErrorContext(e)
-                )
-            });
+        super::create_bucket(self.config(name, "")).await
     }
 }
 
