@@ -275,38 +275,19 @@ impl Mapping {
     /// only after a crash, never on an ordinary start; in exchange, no temporary file left by a
     /// crash survives, wherever renames have carried it since.
     fn mark_started(&self, recovered: &[RelPath]) -> Result<(), StateError> {
-        let died = !recovered.is_empty() || self.queue.meta(meta::RUNNING)?.as_deref() == Some("1");
-        if died {
-            tracing::info!("the previous run did not end cleanly; temporary files will be swept");
-            self.queue.set_meta(meta::SWEEP_TEMPS, "1")?;
-        }
-        // Links are counted per run (see `links`): this run notices them afresh.
-        self.queue.reset_skipped_links()?;
-        self.queue.set_meta(meta::RUNNING, "1")
+        mark_started(&self.queue, recovered)
     }
 
     /// Records a clean end, unless the handler abandoned sends or the connection knows of
     /// temporaries it could not remove: then the next start sweeps.
     fn mark_ended(&self, handler: &Handler, conn: &dyn Connection) -> Result<(), StateError> {
-        if handler.ended_cleanly() && !conn.stranded_temps() {
-            self.queue.set_meta(meta::RUNNING, "0")?;
-        }
-        Ok(())
+        mark_ended(&self.queue, handler, conn)
     }
 
     /// The source root, checked against the identity recorded on first use.
     /// Also judges the deletions the guard holds again, under this start's limit.
     fn establish_source(&self) -> Result<Result<Arc<SourceRoot>, SourceProblem>, EngineError> {
-        let source = SourceRoot::establish(&self.source, &self.queue)?.map(Arc::new);
-        if source.is_ok() {
-            // A held deletion whose file is back (the user restored the folder) is obsolete.
-            let root = &self.source;
-            self.queue.drop_deletes_of_present(true, |p| {
-                std::fs::symlink_metadata(p.under(root)).is_ok()
-            })?;
-            self.queue.rejudge_held_deletions()?;
-        }
-        Ok(source)
+        establish_source(&self.source, &self.queue)
     }
 
     /// Catch-up scan, then drain the queue, then return. A missing or unmounted source ends
@@ -530,6 +511,46 @@ impl Mapping {
             None => Watched::Stopped(summary),
         })
     }
+}
+
+/// See [`Mapping::establish_source`].
+pub(crate) fn establish_source(
+    root: &Path,
+    queue: &Queue,
+) -> Result<Result<Arc<SourceRoot>, SourceProblem>, EngineError> {
+    let source = SourceRoot::establish(root, queue)?.map(Arc::new);
+    if source.is_ok() {
+        // A held deletion whose file is back (the user restored the folder) is obsolete.
+        queue
+            .drop_deletes_of_present(true, |p| std::fs::symlink_metadata(p.under(root)).is_ok())?;
+        queue.rejudge_held_deletions()?;
+    }
+    Ok(source)
+}
+
+/// See [`Mapping::mark_started`] (shared with the simulation, which starts the engine's
+/// parts itself).
+pub(crate) fn mark_started(queue: &Queue, recovered: &[RelPath]) -> Result<(), StateError> {
+    let died = !recovered.is_empty() || queue.meta(meta::RUNNING)?.as_deref() == Some("1");
+    if died {
+        tracing::info!("the previous run did not end cleanly; temporary files will be swept");
+        queue.set_meta(meta::SWEEP_TEMPS, "1")?;
+    }
+    // Links are counted per run (see `links`): this run notices them afresh.
+    queue.reset_skipped_links()?;
+    queue.set_meta(meta::RUNNING, "1")
+}
+
+/// See [`Mapping::mark_ended`].
+pub(crate) fn mark_ended(
+    queue: &Queue,
+    handler: &Handler,
+    conn: &dyn Connection,
+) -> Result<(), StateError> {
+    if handler.ended_cleanly() && !conn.stranded_temps() {
+        queue.set_meta(meta::RUNNING, "0")?;
+    }
+    Ok(())
 }
 
 /// How `run_watching` ended.

@@ -17,7 +17,9 @@ use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::clock::Instant;
 
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
@@ -451,6 +453,7 @@ impl Handler {
                         reconnect_attempt = reconnect_attempt.saturating_add(1);
                         tracing::warn!(error = %e.message, retry_in = ?delay, "cannot connect");
                         tokio::select! {
+                            biased;
                             _ = tokio::time::sleep(delay) => {}
                             _ = stop.changed() => {}
                         }
@@ -531,7 +534,10 @@ impl Handler {
                 None
             };
             let timer = self.next_wake(ack_timer, idle)?;
+            // `biased`: polled in this order, so that a simulated run replays exactly (an
+            // unbiased select draws its order from a random source nobody can seed).
             tokio::select! {
+                biased;
                 Some(flushed) = flush_task.join_next(), if !flush_task.is_empty() => {
                     let flushed = flushed.unwrap_or_else(|e| {
                         Err(ConnError::transient(format!("flush task failed: {e}")))
@@ -876,7 +882,7 @@ impl Handler {
 /// the same server do not all come back at the same instant.
 pub fn backoff(base: Duration, cap: Duration, attempt: u32) -> Duration {
     let step = base.saturating_mul(1u32 << attempt.min(20)).min(cap);
-    let jitter = 0.5 + rand::random::<f64>() * 0.5;
+    let jitter = crate::clock::jitter();
     step.mul_f64(jitter)
 }
 

@@ -19,11 +19,13 @@
 //! (or [`BlockingConnection`]); [`local`] is the embedded local-folder one, [`exec`] runs a
 //! user's program per action ([`argv`] templates, run by [`command`]), [`throttle`] limits a
 //! destination's bandwidth, and the exported [`conformance`] suite (feature `conformance`)
-//! checks any implementation against the contract.
+//! checks any implementation against the contract. [`clock`] is the engine's one sense of
+//! time, which the deterministic simulation (`sim`, feature `sim`) makes virtual.
 
 pub mod action;
 pub mod argv;
 pub mod beneath;
+pub mod clock;
 pub mod command;
 pub mod connection;
 pub mod digest;
@@ -49,6 +51,8 @@ pub mod watcher;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+#[cfg(feature = "sim")]
+pub mod sim;
 
 pub use action::{Action, ActionKind};
 pub use connection::{
