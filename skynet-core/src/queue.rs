@@ -853,10 +853,20 @@ impl Queue {
     /// are left out: they run again only when someone retries them, and a resumable temp is
     /// an optimisation, not worth keeping around until then.
     pub fn queued_sends(&self) -> Result<HashSet<RelPath>, StateError> {
+        self.sends_in("SELECT path FROM queue WHERE kind = 'send' AND state != 2")
+    }
+
+    /// Targets of the sends that have not read their file yet (pending, retrying, held): each
+    /// will send the file as it is when it runs. An in-flight send may have read an older
+    /// version, and a parked one runs only when someone retries it, so neither stands for the
+    /// file's current content (the catch-up scan relies on this).
+    pub fn waiting_sends(&self) -> Result<HashSet<RelPath>, StateError> {
+        self.sends_in("SELECT path FROM queue WHERE kind = 'send' AND state IN (0, 3, 4)")
+    }
+
+    fn sends_in(&self, sql: &str) -> Result<HashSet<RelPath>, StateError> {
         let conn = self.lock();
-        let mut stmt = conn
-            .prepare("SELECT path FROM queue WHERE kind = 'send' AND state != 2")
-            .map_err(|e| self.err(e))?;
+        let mut stmt = conn.prepare(sql).map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map([], |r| r.get::<_, Vec<u8>>(0))
             .map_err(|e| self.err(e))?;
@@ -1026,6 +1036,60 @@ fn forget_files_above(tx: &Transaction<'_>, path: &RelPath) -> rusqlite::Result<
     Ok(())
 }
 
+/// Moves the ledger rows at `from` and below it to the same places under `to`, whole (a
+/// handed-off file keeps its mark where it lands), replacing rows there.
+fn carry_rows(
+    tx: &Transaction<'_>,
+    from: &RelPath,
+    to: &RelPath,
+    now: i64,
+) -> rusqlite::Result<()> {
+    let (lo, hi) = within_bounds(from);
+    type Row = (Vec<u8>, i64, i64, Option<Vec<u8>>, [Option<i64>; 3], i64);
+    let moved: Vec<Row> = tx
+        .prepare(
+            "SELECT path, size, mtime_ns, hash, dev, ino, ctime_ns, handed_off FROM ledger
+             WHERE path = ?1 OR (path > ?2 AND path < ?3)",
+        )?
+        .query_map(params![from.as_bytes(), lo, hi], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                [r.get(4)?, r.get(5)?, r.get(6)?],
+                r.get(7)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    for (old, size, mtime, hash, [dev, ino, ctime], handed_off) in moved {
+        tx.execute("DELETE FROM ledger WHERE path = ?1", [&old])?;
+        let Ok(old) = RelPath::from_bytes(&old) else {
+            continue;
+        };
+        // The rows travel whole: a handed-off file keeps its mark where it lands.
+        if let Some(new) = old.rebase(from, to) {
+            tx.execute(
+                "INSERT OR REPLACE INTO ledger
+                 (path, size, mtime_ns, hash, sent_at, dev, ino, ctime_ns, handed_off)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    new.as_bytes(),
+                    size,
+                    mtime,
+                    hash,
+                    now,
+                    dev,
+                    ino,
+                    ctime,
+                    handed_off
+                ],
+            )?;
+        }
+    }
+    Ok(())
+}
+
 fn apply_ledger(tx: &Transaction<'_>, update: &LedgerUpdate, now: i64) -> rusqlite::Result<()> {
     match update {
         LedgerUpdate::Sent {
@@ -1077,11 +1141,12 @@ fn apply_ledger(tx: &Transaction<'_>, update: &LedgerUpdate, now: i64) -> rusqli
                 .execute(params![path.as_bytes(), lo, hi])?;
         }
         LedgerUpdate::MovedUnverified { from, to } => {
-            let moved = LedgerUpdate::Moved {
-                from: from.clone(),
-                to: to.clone(),
-            };
-            apply_ledger(tx, &moved, now)?;
+            // Whether the rename happened is not known: rows already at `to` stay (marked
+            // stale below), for the destination may still hold those files. Dropping them
+            // made the ledger deny files the destination kept (found by the simulation,
+            // seed 322: a directory swap whose move found its source missing).
+            forget_files_above(tx, to)?;
+            carry_rows(tx, from, to, now)?;
             let (lo, hi) = within_bounds(to);
             tx.prepare_cached(
                 "UPDATE ledger SET size = -1 WHERE path = ?1 OR (path > ?2 AND path < ?3)",
@@ -1095,49 +1160,7 @@ fn apply_ledger(tx: &Transaction<'_>, update: &LedgerUpdate, now: i64) -> rusqli
                 params![to.as_bytes(), lo, hi],
             )?;
             forget_files_above(tx, to)?;
-            let (lo, hi) = within_bounds(from);
-            type Row = (Vec<u8>, i64, i64, Option<Vec<u8>>, [Option<i64>; 3], i64);
-            let moved: Vec<Row> = tx
-                .prepare(
-                    "SELECT path, size, mtime_ns, hash, dev, ino, ctime_ns, handed_off FROM ledger
-                     WHERE path = ?1 OR (path > ?2 AND path < ?3)",
-                )?
-                .query_map(params![from.as_bytes(), lo, hi], |r| {
-                    Ok((
-                        r.get(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        [r.get(4)?, r.get(5)?, r.get(6)?],
-                        r.get(7)?,
-                    ))
-                })?
-                .collect::<rusqlite::Result<_>>()?;
-            for (old, size, mtime, hash, [dev, ino, ctime], handed_off) in moved {
-                tx.execute("DELETE FROM ledger WHERE path = ?1", [&old])?;
-                let Ok(old) = RelPath::from_bytes(&old) else {
-                    continue;
-                };
-                // The rows travel whole: a handed-off file keeps its mark where it lands.
-                if let Some(new) = old.rebase(from, to) {
-                    tx.execute(
-                        "INSERT OR REPLACE INTO ledger
-                         (path, size, mtime_ns, hash, sent_at, dev, ino, ctime_ns, handed_off)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                        params![
-                            new.as_bytes(),
-                            size,
-                            mtime,
-                            hash,
-                            now,
-                            dev,
-                            ino,
-                            ctime,
-                            handed_off
-                        ],
-                    )?;
-                }
-            }
+            carry_rows(tx, from, to, now)?;
         }
         LedgerUpdate::Vanished(path) | LedgerUpdate::Stale(path) => {
             tx.prepare_cached(
@@ -1145,6 +1168,13 @@ fn apply_ledger(tx: &Transaction<'_>, update: &LedgerUpdate, now: i64) -> rusqli
                  ON CONFLICT(path) DO UPDATE SET size = -1",
             )?
             .execute(params![path.as_bytes(), now])?;
+            // An earlier attempt may have been delivered (its acknowledgement lost), making
+            // the files above it directories at the destination: they are not known any more
+            // (found by the simulation, seed 1328).
+            let mut stmt = tx.prepare_cached("UPDATE ledger SET size = -1 WHERE path = ?1")?;
+            for dir in path.ancestors() {
+                stmt.execute([dir.as_bytes()])?;
+            }
         }
         LedgerUpdate::Unchanged => {}
     }

@@ -7,7 +7,7 @@
 //! it (a queued move carries its source's entry to its target, a queued delete drops it), so a
 //! pending move of an unchanged file is not turned into a re-upload, while a move target that
 //! changed or vanished since (events lost in a crash) is still sent or deleted after the move.
-//! Files with a queued send are left to it.
+//! Files with a queued send that has not read them yet are left to it.
 //!
 //! Safety: a directory that cannot be read is never taken as "its files are gone"; the scan
 //! refuses to run at all when the source root itself is missing, so an unmounted disk does not
@@ -333,12 +333,9 @@ fn projected_ledger(queue: &Queue) -> Result<(Projected, HashSet<RelPath>), Stat
         .into_iter()
         .map(|(p, e)| (p.as_bytes().to_vec(), (p, e)))
         .collect();
-    let mut sends = HashSet::new();
     for action in queue.queued_actions()? {
         match action {
-            Action::Send(p) => {
-                sends.insert(p);
-            }
+            Action::Send(_) => {}
             Action::Delete(p) => {
                 take_within(&mut ledger, &p);
             }
@@ -353,7 +350,10 @@ fn projected_ledger(queue: &Queue) -> Result<(Projected, HashSet<RelPath>), Stat
             }
         }
     }
-    Ok((ledger, sends))
+    // Only sends that have not read their file yet stand for its current content: an edit
+    // made while a send was in flight, whose event was lost, was otherwise never sent (found
+    // by the simulation, seed 1600).
+    Ok((ledger, queue.waiting_sends()?))
 }
 
 type Projected = std::collections::BTreeMap<Vec<u8>, (RelPath, LedgerEntry)>;

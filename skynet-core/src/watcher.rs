@@ -20,7 +20,7 @@ use std::time::Duration;
 use crate::clock::Instant;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use notify::event::{AccessKind, AccessMode, MetadataKind, ModifyKind, RenameMode};
+use notify::event::{AccessKind, AccessMode, MetadataKind, ModifyKind, RemoveKind, RenameMode};
 use notify::{Event, EventKind, RecursiveMode, Watcher as _};
 use tokio::sync::Notify;
 
@@ -467,6 +467,10 @@ impl EventMapper {
         std::fs::symlink_metadata(rel.under(&self.root)).is_ok_and(|m| m.file_type().is_symlink())
     }
 
+    fn is_dir(&self, rel: &RelPath) -> bool {
+        std::fs::symlink_metadata(rel.under(&self.root)).is_ok_and(|m| m.is_dir())
+    }
+
     fn is_file(&self, rel: &RelPath) -> bool {
         std::fs::symlink_metadata(rel.under(&self.root)).is_ok_and(|m| m.is_file())
     }
@@ -634,10 +638,15 @@ impl EventMapper {
                     }
                 }
             }
-            EventKind::Remove(_) => {
+            EventKind::Remove(kind) => {
                 if let Some(rel) = first {
-                    // Already there again (re-created): its create event sends it.
-                    if !self.exists(&rel) {
+                    // Already there again (re-created): its create event sends it. Unless a
+                    // directory replaced the file: the files in it replace the remote file
+                    // when they are sent, but an empty directory (or one whose files moved
+                    // on) sends nothing, and the file would stay (found by the simulation,
+                    // seed 390).
+                    let replaced_by_dir = kind == RemoveKind::File && self.is_dir(&rel);
+                    if !self.exists(&rel) || replaced_by_dir {
                         self.delete(rel, out);
                     }
                 }

@@ -116,4 +116,128 @@ fn histories_found_by_the_simulation() {
             },
         ],
     );
+    // Seed 322, without complete-sync: a directory swap (`mv "c d" t; mv a "c d"; mv t a`)
+    // while `a/f0` was still settling. The move `a -> "c d"` found no `a` remotely, so it
+    // did not happen and the local files were sent instead, but the ledger dropped its rows
+    // under `"c d"`: it denied `"c d/f4"`, which the destination still held.
+    check(
+        322,
+        &Setup {
+            settle_ms: 50,
+            ..plain(false)
+        },
+        &[
+            Step::Create {
+                dir: 3,
+                name: 4,
+                len: 1,
+            },
+            Step::Wait { ms: 400 },
+            Step::Create {
+                dir: 1,
+                name: 0,
+                len: 7,
+            },
+            Step::Wait { ms: 40 },
+            Step::Rotate {
+                pick: 221,
+                len: 2,
+                dirs: true,
+            },
+        ],
+    );
+    // Seed 390: a file replaced by a directory whose only file was then renamed away. The
+    // removal of `f0` was not filed (something stood at `f0` again) and the empty directory
+    // sent nothing: the destination kept the file `f0`.
+    check(
+        390,
+        &plain(true),
+        &[
+            Step::Create {
+                dir: 0,
+                name: 0,
+                len: 100,
+            },
+            Step::Create {
+                dir: 2,
+                name: 3,
+                len: 1,
+            },
+            Step::MoveOut {
+                pick: 102,
+                dir: false,
+            },
+            Step::Wait { ms: 400 },
+            Step::FileToDir { pick: 11 },
+            Step::RenameFile {
+                pick: 6,
+                dir: 0,
+                name: 0,
+            },
+        ],
+    );
+    // Seed 1328, without complete-sync: `a/f0` replaced by a directory; the send of `a/f0/x`
+    // replaced the remote file, but its acknowledgement was lost twice (a lost reply, then
+    // the link), and `a/f0/x` was renamed away before the retry. The ledger went on saying
+    // the destination held the file `a/f0`.
+    check(
+        1328,
+        &plain(false),
+        &[
+            Step::Fail {
+                skip: 4,
+                fault: Fault::LinkDownAfter { attempts: 3 },
+            },
+            Step::Fail {
+                skip: 3,
+                fault: Fault::ReplyLost,
+            },
+            Step::Create {
+                dir: 1,
+                name: 0,
+                len: 1,
+            },
+            Step::Wait { ms: 400 },
+            Step::FileToDir { pick: 153 },
+            Step::Wait { ms: 2500 },
+            Step::RenameFile {
+                pick: 26,
+                dir: 2,
+                name: 1,
+            },
+        ],
+    );
+    // Seed 1600: an append made while the send of `c d/f1` was in flight (after a kill and a
+    // restart), its events lost to an overflow. The catch-up scan left the file to the send
+    // under way, which had read the older version: the append never reached the destination.
+    check(
+        1600,
+        &Setup {
+            latency_ms: 30,
+            ..plain(true)
+        },
+        &[
+            Step::Fail {
+                skip: 1,
+                fault: Fault::LinkDownAfter { attempts: 0 },
+            },
+            Step::Create {
+                dir: 3,
+                name: 1,
+                len: 100,
+            },
+            Step::Fail {
+                skip: 4,
+                fault: Fault::Kill { done: true },
+            },
+            Step::Create {
+                dir: 2,
+                name: 1,
+                len: 1,
+            },
+            Step::Wait { ms: 400 },
+            Step::Append { pick: 217, len: 38 },
+            Step::Overflow,
+        ],
+    );
 }

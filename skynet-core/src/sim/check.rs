@@ -180,7 +180,10 @@ pub(super) async fn drained(
             .ok()
             .and_then(|m| Some((m.len(), mtime_ns(m.modified().ok()?))));
         let recorded = ledger.get(path).map(|e| (e.size, e.mtime_ns));
-        if here != recorded {
+        // A stale row claims nothing (the next catch-up scan sends the file again): the
+        // engine marks rows stale when it cannot know, which costs an upload, never a file.
+        let stale = recorded.is_some_and(|(size, _)| size == u64::MAX);
+        if here != recorded && !stale {
             wrong.push(format!(
                 "{path}: ledger has {recorded:?}, the local file {here:?}"
             ));

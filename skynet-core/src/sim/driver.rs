@@ -205,7 +205,24 @@ impl Sim<'_> {
             return Ok(());
         };
         let _ = e.stop.send(true);
-        let (handler, result) = e.handler.await.map_err(state)?;
+        let mut running = e.handler;
+        // A call that stands for the engine's death hangs forever, and the handler waits for
+        // a flush under way to finish before it stops: the kill it stands for lands first.
+        let joined = loop {
+            tokio::select! {
+                biased;
+                joined = &mut running => break joined,
+                _ = tokio::time::sleep(TICK) => {
+                    if self.faulty.take_kill_request() {
+                        self.faulty.kill();
+                        running.abort();
+                        let _ = running.await;
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        let (handler, result) = joined.map_err(state)?;
         result.map_err(state)?;
         engine::mark_ended(&self.queue, &handler, self.faulty.as_ref()).map_err(state)
     }
