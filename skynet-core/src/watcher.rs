@@ -18,7 +18,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use notify::event::{AccessKind, AccessMode, MetadataKind, ModifyKind, RenameMode};
+use notify::event::{AccessKind, AccessMode, MetadataKind, ModifyKind, RemoveKind, RenameMode};
 use notify::{Event, EventKind, RecursiveMode, Watcher as _};
 use tokio::sync::Notify;
 
@@ -409,6 +409,10 @@ impl EventMapper {
         std::fs::symlink_metadata(rel.under(&self.root)).is_ok_and(|m| m.is_file())
     }
 
+    fn is_dir(&self, rel: &RelPath) -> bool {
+        std::fs::symlink_metadata(rel.under(&self.root)).is_ok_and(|m| m.is_dir())
+    }
+
     /// Maps an event path that may be stale (see `recent_moves`) to the path it names now.
     /// `present`: the event says the path exists (create, write, rename target); otherwise it
     /// says the path is gone (remove, rename source).
@@ -572,10 +576,16 @@ impl EventMapper {
                     }
                 }
             }
-            EventKind::Remove(_) => {
+            EventKind::Remove(kind) => {
                 if let Some(rel) = first {
-                    // Already there again (re-created): its create event sends it.
-                    if !self.exists(&rel) {
+                    // Already there again (re-created): its create event sends it. Except a
+                    // file that is a directory now (`rm f; mkdir f`): the create event sends
+                    // only the files in it, which leaves the old file at the destination when
+                    // the directory is empty (and beside its files on S3, where `f` and `f/x`
+                    // are distinct keys). Its delete is filed before those sends, which then
+                    // wait for it (rows on related paths run in order).
+                    let file_now_dir = kind == RemoveKind::File && self.is_dir(&rel);
+                    if !self.exists(&rel) || file_now_dir {
                         self.delete(rel, out);
                     }
                 }
@@ -618,7 +628,7 @@ impl EventMapper {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use notify::event::{CreateKind, RemoveKind};
+    use notify::event::CreateKind;
 
     fn mapper(root: &Path) -> EventMapper {
         let opts = WatchOptions {
@@ -892,5 +902,39 @@ mod tests {
             actions(&out),
             vec!["send in/sub/x", "delete gone", "send in/sub/x"]
         );
+    }
+
+    /// `rm f; mkdir f` (then perhaps files in it): the remove of the file is a delete even
+    /// though the path exists again, filed before the sends of the files in the directory.
+    /// Found by the widened tests/convergence.rs: an emptied directory left the old file at
+    /// the destination (`extra a/b/deep`).
+    #[test]
+    fn a_file_replaced_by_a_directory_is_deleted_before_its_files_are_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("f")).unwrap();
+        std::fs::write(root.join("f/x"), b"x").unwrap();
+        std::fs::write(root.join("g"), b"g").unwrap();
+        let mut m = mapper(root);
+        let mut out = Vec::new();
+        let (f, g) = (root.join("f"), root.join("g"));
+        m.map(
+            ev(EventKind::Remove(RemoveKind::File), &[&f], None),
+            &mut out,
+        );
+        m.map(
+            ev(EventKind::Create(CreateKind::Folder), &[&f], None),
+            &mut out,
+        );
+        // A file re-created as a file: its create event sends it, no delete.
+        m.map(
+            ev(EventKind::Remove(RemoveKind::File), &[&g], None),
+            &mut out,
+        );
+        m.map(
+            ev(EventKind::Create(CreateKind::File), &[&g], None),
+            &mut out,
+        );
+        assert_eq!(actions(&out), vec!["delete f", "send f/x", "send g"]);
     }
 }
