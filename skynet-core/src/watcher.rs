@@ -640,13 +640,15 @@ impl EventMapper {
             }
             EventKind::Remove(kind) => {
                 if let Some(rel) = first {
-                    // Already there again (re-created): its create event sends it. Unless a
-                    // directory replaced the file: the files in it replace the remote file
-                    // when they are sent, but an empty directory (or one whose files moved
-                    // on) sends nothing, and the file would stay (found by the simulation,
-                    // seed 390).
-                    let replaced_by_dir = kind == RemoveKind::File && self.is_dir(&rel);
-                    if !self.exists(&rel) || replaced_by_dir {
+                    // Already there again (re-created): its create event sends it. Except a
+                    // file that is a directory now (`rm f; mkdir f`): the create event sends
+                    // only the files in it, which leaves the old file at the destination when
+                    // the directory is empty (and beside its files on S3, where `f` and `f/x`
+                    // are distinct keys). Its delete is filed before those sends, which then
+                    // wait for it (rows on related paths run in order). Found by tests/convergence.rs and
+                    // by the simulation (seed 390).
+                    let file_now_dir = kind == RemoveKind::File && self.is_dir(&rel);
+                    if !self.exists(&rel) || file_now_dir {
                         self.delete(rel, out);
                     }
                 }
@@ -689,7 +691,7 @@ impl EventMapper {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use notify::event::{CreateKind, RemoveKind};
+    use notify::event::CreateKind;
 
     fn mapper(root: &Path) -> EventMapper {
         let opts = WatchOptions {
@@ -963,5 +965,39 @@ mod tests {
             actions(&out),
             vec!["send in/sub/x", "delete gone", "send in/sub/x"]
         );
+    }
+
+    /// `rm f; mkdir f` (then perhaps files in it): the remove of the file is a delete even
+    /// though the path exists again, filed before the sends of the files in the directory.
+    /// Found by the widened tests/convergence.rs: an emptied directory left the old file at
+    /// the destination (`extra a/b/deep`).
+    #[test]
+    fn a_file_replaced_by_a_directory_is_deleted_before_its_files_are_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("f")).unwrap();
+        std::fs::write(root.join("f/x"), b"x").unwrap();
+        std::fs::write(root.join("g"), b"g").unwrap();
+        let mut m = mapper(root);
+        let mut out = Vec::new();
+        let (f, g) = (root.join("f"), root.join("g"));
+        m.map(
+            ev(EventKind::Remove(RemoveKind::File), &[&f], None),
+            &mut out,
+        );
+        m.map(
+            ev(EventKind::Create(CreateKind::Folder), &[&f], None),
+            &mut out,
+        );
+        // A file re-created as a file: its create event sends it, no delete.
+        m.map(
+            ev(EventKind::Remove(RemoveKind::File), &[&g], None),
+            &mut out,
+        );
+        m.map(
+            ev(EventKind::Create(CreateKind::File), &[&g], None),
+            &mut out,
+        );
+        assert_eq!(actions(&out), vec!["delete f", "send f/x", "send g"]);
     }
 }
