@@ -590,12 +590,14 @@ impl Queue {
         })
     }
 
-    /// The earliest time a pending or retrying action becomes ready, if any is queued.
-    pub fn next_ready_at(&self) -> Result<Option<u64>, StateError> {
+    /// The earliest time after `now` at which a pending or retrying action becomes ready, if
+    /// any is queued. Actions ready already are not counted: if they were not claimed, they
+    /// wait behind an action in flight, whose result wakes the handler anyway.
+    pub fn next_ready_after(&self, now: u64) -> Result<Option<u64>, StateError> {
         let conn = self.lock();
         conn.query_row(
-            "SELECT MIN(ready_at) FROM queue WHERE state IN (0, 3, 4)",
-            [],
+            "SELECT MIN(ready_at) FROM queue WHERE state IN (0, 3, 4) AND ready_at > ?1",
+            [now as i64],
             |r| r.get::<_, Option<i64>>(0),
         )
         .map(|v| v.map(|v| v.max(0) as u64))
@@ -1567,7 +1569,9 @@ mod tests {
         let q = Queue::open_in_memory().unwrap();
         q.push(&[Entry::new(Action::Send(p("a")), 5_000)]).unwrap();
         assert!(q.claim(10, 4_999).unwrap().is_empty());
-        assert_eq!(q.next_ready_at().unwrap(), Some(5_000));
+        assert_eq!(q.next_ready_after(4_999).unwrap(), Some(5_000));
+        // Ready already: not a time to wake up for.
+        assert_eq!(q.next_ready_after(5_000).unwrap(), None);
         assert_eq!(q.claim(10, 5_000).unwrap().len(), 1);
     }
 
