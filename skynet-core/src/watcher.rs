@@ -495,8 +495,13 @@ impl EventMapper {
             return rel;
         };
         let parent_exists = |p: &RelPath| p.parent().map(|d| self.exists(&d)).unwrap_or(true);
+        // Present: the new name when the file is there, or when the old name cannot be right
+        // because its directory is gone (both gone: the renamed directory was removed or
+        // replaced since, and its removal is reported under the new name too; taking the old
+        // one filed a rename onto a path nothing would ever delete, found by the simulation,
+        // seed 6655).
         let use_now = if present {
-            !self.exists(&rel) && self.exists(&now)
+            !self.exists(&rel) && (self.exists(&now) || !parent_exists(&rel))
         } else {
             self.exists(&rel) || !parent_exists(&rel)
         };
@@ -669,17 +674,25 @@ impl EventMapper {
     /// "From" halves that never met their "to" were moves out of the tree.
     fn expire_renames(&mut self, out: &mut Vec<Entry>) {
         let now = Instant::now();
-        let expired: Vec<usize> = self
+        // Oldest first (a map's order would make the simulation's replays differ).
+        let mut expired: Vec<(Instant, usize)> = self
             .moved_from
             .iter()
             .filter(|(_, (_, at))| now.duration_since(*at) >= RENAME_PAIRING)
-            .map(|(t, _)| *t)
+            .map(|(t, (_, at))| (*at, *t))
             .collect();
-        for t in expired {
+        expired.sort();
+        for (_, t) in expired {
             if let Some((rel, _)) = self.moved_from.remove(&t) {
-                // Something new stands there already: its own events send it.
-                if !self.exists(&rel) {
-                    self.delete(rel, out);
+                let again = self.exists(&rel);
+                self.delete(rel.clone(), out);
+                // Something new stands there already (`mv a elsewhere; mkdir a`): its own
+                // events sent it, but what was moved out may have been a directory whose
+                // files the new thing does not replace (found by the simulation, seed 6854:
+                // `a/b/f1` stayed). The delete goes first, then the new files are sent again
+                // (the delete would drop their pending sends).
+                if again && self.opts.queue_deletes {
+                    self.send_within(&rel, out);
                 }
             }
         }

@@ -1,4 +1,4 @@
-use skynet_core::sim::{self, Fault, Setup, Step};
+use skynet_core::sim::{self, Setup, Step};
 #[test]
 fn scratch() {
     let _ = tracing_subscriber::fmt()
@@ -10,30 +10,30 @@ fn scratch() {
         workers: 1,
         send_batch: 1,
         settle_ms: 0,
-        latency_ms: 30,
+        latency_ms: 0,
     };
     let steps = [
-        Step::Fail {
-            skip: 1,
-            fault: Fault::LinkDownAfter { attempts: 0 },
-        },
         Step::Create {
             dir: 3,
-            name: 1,
-            len: 100,
+            name: 3,
+            len: 3000,
         },
-        Step::Fail {
-            skip: 4,
-            fault: Fault::Kill { done: true },
-        },
+        Step::FileToDir { pick: 121 },
+        Step::FileToDir { pick: 177 },
         Step::Create {
             dir: 2,
-            name: 1,
-            len: 1,
+            name: 2,
+            len: 7,
         },
-        Step::Wait { ms: 400 },
-        Step::Append { pick: 217, len: 38 },
-        Step::Overflow,
+        Step::Create {
+            dir: 1,
+            name: 1,
+            len: 3000,
+        },
+        Step::Wait { ms: 150 },
+        Step::RenameDir { pick: 50, name: 1 },
+        Step::RenameOnto { pick: 68, onto: 30 },
+        Step::DirToFile { pick: 225 },
     ];
-    sim::run_virtual(1600, &setup, &steps).unwrap();
+    sim::run_virtual(6655, &setup, &steps).unwrap();
 }

@@ -240,4 +240,64 @@ fn histories_found_by_the_simulation() {
             Step::Overflow,
         ],
     );
+    // Seed 6655: `mv a D1`, then a file renamed into `D1/b`, then `D1` replaced by a file, all
+    // read in one batch. notify named the rename's target by the old path `a/b/f2`; neither
+    // name existed any more, and the watcher kept the old one: the destination got a file at
+    // `a/b/f2` that nothing would delete.
+    check(
+        6655,
+        &plain(true),
+        &[
+            Step::Create {
+                dir: 3,
+                name: 3,
+                len: 3000,
+            },
+            Step::FileToDir { pick: 121 },
+            Step::FileToDir { pick: 177 },
+            Step::Create {
+                dir: 2,
+                name: 2,
+                len: 7,
+            },
+            Step::Create {
+                dir: 1,
+                name: 1,
+                len: 3000,
+            },
+            Step::Wait { ms: 150 },
+            Step::RenameDir { pick: 50, name: 1 },
+            Step::RenameOnto { pick: 68, onto: 30 },
+            Step::DirToFile { pick: 225 },
+        ],
+    );
+    // Seed 6854: the directory `a` moved out of the source, `a` made again by a rename into
+    // it (whose own events were not reported: the new `a` was not watched yet). The move out
+    // expired as a delete only when nothing stood at `a`: `a/b/f1` stayed at the destination.
+    check(
+        6854,
+        &plain(true),
+        &[
+            Step::Create {
+                dir: 3,
+                name: 2,
+                len: 100,
+            },
+            Step::Create {
+                dir: 2,
+                name: 1,
+                len: 3000,
+            },
+            Step::Wait { ms: 2500 },
+            Step::MoveOut {
+                pick: 27,
+                dir: true,
+            },
+            Step::RenameFile {
+                pick: 44,
+                dir: 1,
+                name: 3,
+            },
+        ],
+    );
 }
