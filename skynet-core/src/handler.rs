@@ -734,6 +734,14 @@ impl Handler {
             }
             Ok(Step::NotAFile(p)) => {
                 tracing::debug!(path = %p, "not a regular file any more; sending the files in it");
+                // With complete-sync, what the destination holds at `p` goes first: this send
+                // may have superseded the file's deletion (delete+send merge into the send),
+                // and the files in the directory replace a remote file only if there are any
+                // (found by the simulation, seed 7397: the file `D1/f4` stayed).
+                if self.cfg.complete_sync {
+                    self.queue
+                        .push_repair(&[Entry::new(Action::Delete(p.clone()), 0)])?;
+                }
                 self.queue_fallback_sends(&p)?;
                 return Ok(Some(Outcome::Done {
                     id,

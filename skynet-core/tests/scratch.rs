@@ -14,26 +14,30 @@ fn scratch() {
     };
     let steps = [
         Step::Create {
-            dir: 3,
-            name: 3,
+            dir: 1,
+            name: 4,
             len: 3000,
-        },
-        Step::FileToDir { pick: 121 },
-        Step::FileToDir { pick: 177 },
-        Step::Create {
-            dir: 2,
-            name: 2,
-            len: 7,
         },
         Step::Create {
             dir: 1,
-            name: 1,
-            len: 3000,
+            name: 2,
+            len: 100,
         },
-        Step::Wait { ms: 150 },
-        Step::RenameDir { pick: 50, name: 1 },
-        Step::RenameOnto { pick: 68, onto: 30 },
-        Step::DirToFile { pick: 225 },
+        Step::Wait { ms: 400 },
+        Step::RenameFile {
+            pick: 250,
+            dir: 2,
+            name: 3,
+        },
+        Step::FileToDir { pick: 237 },
+        Step::DeleteTree { pick: 10 },
+        Step::RenameDir { pick: 96, name: 1 },
+        Step::Wait { ms: 1 },
+        Step::Kill,
+        Step::MoveOut {
+            pick: 22,
+            dir: false,
+        },
     ];
-    sim::run_virtual(6655, &setup, &steps).unwrap();
+    sim::run_virtual(7397, &setup, &steps).unwrap();
 }

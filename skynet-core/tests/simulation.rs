@@ -56,6 +56,58 @@ fn check(seed: u64, setup: &Setup, steps: &[Step]) {
 /// Minimised histories the simulation found, kept as fixed cases (each failed before its fix).
 #[test]
 fn histories_found_by_the_simulation() {
+    // Seed 896, run on the merge rules before the rename-cycle fix: a plain swap of two files
+    // (`mv a/f2 a/swap-tmp; mv f0 a/f2; mv a/swap-tmp f0`) lost `f0`. Seed 21 is a 3-cycle
+    // that lost `c d/f2` the same way.
+    check(
+        896,
+        &plain(true),
+        &[
+            Step::Create {
+                dir: 1,
+                name: 2,
+                len: 1,
+            },
+            Step::Create {
+                dir: 0,
+                name: 0,
+                len: 0,
+            },
+            Step::Wait { ms: 400 },
+            Step::Rotate {
+                pick: 216,
+                len: 2,
+                dirs: false,
+            },
+        ],
+    );
+    check(
+        21,
+        &plain(true),
+        &[
+            Step::Create {
+                dir: 2,
+                name: 0,
+                len: 0,
+            },
+            Step::Create {
+                dir: 3,
+                name: 2,
+                len: 100,
+            },
+            Step::Create {
+                dir: 0,
+                name: 4,
+                len: 1,
+            },
+            Step::Wait { ms: 2500 },
+            Step::Rotate {
+                pick: 116,
+                len: 3,
+                dirs: false,
+            },
+        ],
+    );
     // Seed 12: a file replaced by a directory. The send of `f1/x` replaced the file `f1` at
     // the destination, but the ledger kept `f1` as a file; a later catch-up scan would have
     // deleted the directory `f1` remotely (and `f1/x` with it) before sending it again.
@@ -297,6 +349,40 @@ fn histories_found_by_the_simulation() {
                 pick: 44,
                 dir: 1,
                 name: 3,
+            },
+        ],
+    );
+    // Seed 7397: `a/f4` replaced by a directory (its delete merged into the send that
+    // followed), whose only file left before that send ran. The send found a directory and
+    // sent the files in it, none: the destination kept the file `D1/f4`.
+    check(
+        7397,
+        &plain(true),
+        &[
+            Step::Create {
+                dir: 1,
+                name: 4,
+                len: 3000,
+            },
+            Step::Create {
+                dir: 1,
+                name: 2,
+                len: 100,
+            },
+            Step::Wait { ms: 400 },
+            Step::RenameFile {
+                pick: 250,
+                dir: 2,
+                name: 3,
+            },
+            Step::FileToDir { pick: 237 },
+            Step::DeleteTree { pick: 10 },
+            Step::RenameDir { pick: 96, name: 1 },
+            Step::Wait { ms: 1 },
+            Step::Kill,
+            Step::MoveOut {
+                pick: 22,
+                dir: false,
             },
         ],
     );
