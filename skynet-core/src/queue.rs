@@ -1170,13 +1170,16 @@ fn apply_ledger(tx: &Transaction<'_>, update: &LedgerUpdate, now: i64) -> rusqli
                  ON CONFLICT(path) DO UPDATE SET size = -1",
             )?
             .execute(params![path.as_bytes(), now])?;
-            // An earlier attempt may have been delivered (its acknowledgement lost), making
-            // the files above it directories at the destination: they are not known any more
-            // (found by the simulation, seed 1328).
+            // An earlier attempt may have been delivered (its acknowledgement lost), replacing
+            // the files above it by directories and the directory at it by a file: none of
+            // those is known any more (found by the simulation, seeds 1328 and 7557).
             let mut stmt = tx.prepare_cached("UPDATE ledger SET size = -1 WHERE path = ?1")?;
             for dir in path.ancestors() {
                 stmt.execute([dir.as_bytes()])?;
             }
+            let (lo, hi) = within_bounds(path);
+            tx.prepare_cached("UPDATE ledger SET size = -1 WHERE path > ?1 AND path < ?2")?
+                .execute(params![lo, hi])?;
         }
         LedgerUpdate::Unchanged => {}
     }

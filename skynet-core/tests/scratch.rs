@@ -1,4 +1,4 @@
-use skynet_core::sim::{self, Setup, Step};
+use skynet_core::sim::{self, Fault, Setup, Step};
 #[test]
 fn scratch() {
     let _ = tracing_subscriber::fmt()
@@ -6,7 +6,7 @@ fn scratch() {
         .with_test_writer()
         .try_init();
     let setup = Setup {
-        complete_sync: true,
+        complete_sync: false,
         workers: 1,
         send_batch: 1,
         settle_ms: 0,
@@ -14,30 +14,42 @@ fn scratch() {
     };
     let steps = [
         Step::Create {
-            dir: 1,
+            dir: 2,
             name: 4,
-            len: 3000,
-        },
-        Step::Create {
-            dir: 1,
-            name: 2,
             len: 100,
         },
-        Step::Wait { ms: 400 },
         Step::RenameFile {
-            pick: 250,
+            pick: 60,
+            dir: 1,
+            name: 1,
+        },
+        Step::Create {
             dir: 2,
-            name: 3,
+            name: 1,
+            len: 7,
         },
-        Step::FileToDir { pick: 237 },
-        Step::DeleteTree { pick: 10 },
-        Step::RenameDir { pick: 96, name: 1 },
-        Step::Wait { ms: 1 },
+        Step::Create {
+            dir: 0,
+            name: 2,
+            len: 1,
+        },
+        Step::Fail {
+            skip: 4,
+            fault: Fault::ReplyLost,
+        },
+        Step::Wait { ms: 150 },
+        Step::DirToFile { pick: 193 },
+        Step::Create {
+            dir: 0,
+            name: 4,
+            len: 7,
+        },
+        Step::Wait { ms: 150 },
+        Step::RenameOnto {
+            pick: 192,
+            onto: 165,
+        },
         Step::Kill,
-        Step::MoveOut {
-            pick: 22,
-            dir: false,
-        },
     ];
-    sim::run_virtual(7397, &setup, &steps).unwrap();
+    sim::run_virtual(7557, &setup, &steps).unwrap();
 }

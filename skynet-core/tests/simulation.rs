@@ -386,4 +386,50 @@ fn histories_found_by_the_simulation() {
             },
         ],
     );
+    // Seed 7557, without complete-sync: the directory `a/b` replaced by a file whose send lost
+    // its reply (it did replace `a/b/f1` at the destination), then renamed away before the
+    // retry. The retry found it gone; the ledger went on listing `a/b/f1`.
+    check(
+        7557,
+        &plain(false),
+        &[
+            Step::Create {
+                dir: 2,
+                name: 4,
+                len: 100,
+            },
+            Step::RenameFile {
+                pick: 60,
+                dir: 1,
+                name: 1,
+            },
+            Step::Create {
+                dir: 2,
+                name: 1,
+                len: 7,
+            },
+            Step::Create {
+                dir: 0,
+                name: 2,
+                len: 1,
+            },
+            Step::Fail {
+                skip: 4,
+                fault: Fault::ReplyLost,
+            },
+            Step::Wait { ms: 150 },
+            Step::DirToFile { pick: 193 },
+            Step::Create {
+                dir: 0,
+                name: 4,
+                len: 7,
+            },
+            Step::Wait { ms: 150 },
+            Step::RenameOnto {
+                pick: 192,
+                onto: 165,
+            },
+            Step::Kill,
+        ],
+    );
 }
