@@ -993,14 +993,26 @@ impl Queue {
 /// Removes the claimed send `id` when a newer pending send of the same path exists (that one
 /// covers it). True when it was removed.
 fn drop_superseded_send(tx: &Transaction<'_>, id: i64) -> rusqlite::Result<bool> {
-    let n = tx
+    let path: Option<Vec<u8>> = tx
         .prepare_cached(
             "DELETE FROM queue WHERE seq = ?1 AND kind = 'send' AND EXISTS
              (SELECT 1 FROM queue q WHERE q.path = queue.path AND q.state = 0
-              AND q.kind = 'send')",
+              AND q.kind = 'send') RETURNING path",
         )?
-        .execute([id])?;
-    Ok(n > 0)
+        .query_row([id], |r| r.get(0))
+        .optional()?;
+    let Some(path) = path else {
+        return Ok(false);
+    };
+    // The failed attempt may have been delivered (a lost reply, a failed flush): the ledger
+    // must not deny the copy, or a move merged into the newer send would not delete it at
+    // its old name (found by the simulation, seed 9173).
+    tx.prepare_cached(
+        "INSERT INTO ledger (path, size, mtime_ns, hash, sent_at) VALUES (?1, -1, 0, NULL, 0)
+         ON CONFLICT(path) DO UPDATE SET size = -1",
+    )?
+    .execute([&path])?;
+    Ok(true)
 }
 
 fn decode_action(path: &[u8], kind: &str, from: Option<&[u8]>) -> Result<Action, String> {

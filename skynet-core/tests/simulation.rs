@@ -432,4 +432,47 @@ fn histories_found_by_the_simulation() {
             Step::Kill,
         ],
     );
+    // Seed 9173: the send of `D2/b/f2` was delivered but its flush failed (the link dropped),
+    // and an append queued a newer send, so the failed one was dropped as redundant; then the
+    // file was renamed to `a/r0`. Nothing said the destination held `D2/b/f2`: the rename
+    // became a send of `a/r0` without deleting the old name, which stayed.
+    check(
+        9173,
+        &Setup {
+            latency_ms: 5,
+            ..plain(true)
+        },
+        &[
+            Step::Fail {
+                skip: 5,
+                fault: Fault::LinkDown { attempts: 2 },
+            },
+            Step::Create {
+                dir: 2,
+                name: 2,
+                len: 3000,
+            },
+            Step::RenameDir { pick: 216, name: 2 },
+            Step::Wait { ms: 10 },
+            Step::Create {
+                dir: 2,
+                name: 3,
+                len: 100,
+            },
+            Step::Create {
+                dir: 3,
+                name: 4,
+                len: 0,
+            },
+            Step::Delete { pick: 34 },
+            Step::Wait { ms: 10 },
+            Step::Append { pick: 38, len: 58 },
+            Step::Wait { ms: 10 },
+            Step::RenameFile {
+                pick: 48,
+                dir: 1,
+                name: 0,
+            },
+        ],
+    );
 }
