@@ -1030,6 +1030,10 @@ async fn execute(cx: Context, claimed: Claimed) -> Executed {
                 0,
             ),
         },
+        // A directory into itself or out of itself is no rename any destination can make.
+        Action::Move { from, to } if to.is_strictly_within(from) || from.is_strictly_within(to) => {
+            (Ok(cx.remirror_nested(from, to)), 0)
+        }
         // Renamed to a name this mapping does not take (routing): drop the old name.
         Action::Move { from, to } if cx.policy.moves_out(&cx.root, to) => {
             if let Some(Err(problem)) = cx.source.as_ref().map(|s| s.check()) {
@@ -1102,6 +1106,31 @@ impl Context {
         {
             Ok(_) => None,
             Err(e) => Some(held(e)),
+        }
+    }
+
+    /// A merged move between nested paths (`a -> a/b`): a rename cycle through a directory
+    /// and its own subdirectory can merge into one, which no destination can perform (it was
+    /// parked, and the mirror never converged: found by the simulation's soak, seed 16012).
+    /// Instead the outer path is removed remotely and the local files under it sent again,
+    /// after this row: the destination ends up as the source is, at the price of re-uploading
+    /// that directory.
+    fn remirror_nested(&self, from: &RelPath, to: &RelPath) -> Step {
+        let outer = if to.is_strictly_within(from) {
+            from
+        } else {
+            to
+        };
+        tracing::info!(%from, %to, "a move between nested paths; sending {outer} again instead");
+        let mut entries = vec![Entry::new(Action::Delete(outer.clone()), 0)];
+        entries.extend(
+            scan::local_files_within(&self.root, outer, &self.policy.filter)
+                .into_iter()
+                .map(|p| Entry::new(Action::Send(p), 0)),
+        );
+        match self.queue.push_repair(&entries) {
+            Ok(_) => Step::Did(LedgerUpdate::Unchanged),
+            Err(e) => held(e),
         }
     }
 

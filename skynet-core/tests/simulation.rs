@@ -475,4 +475,35 @@ fn histories_found_by_the_simulation() {
             },
         ],
     );
+    // Seed 16012 (found by a soak): `mv a D2`, a new `a`, then a directory swap of `D2/b` and
+    // `a` through `D2/swap-tmp`. The queue merged the renames into `move a -> a/b`, which no
+    // destination can do: it was parked and the mirror never converged.
+    check(
+        16012,
+        &plain(true),
+        &[
+            Step::Create {
+                dir: 2,
+                name: 0,
+                len: 0,
+            },
+            Step::Wait { ms: 10 },
+            Step::RenameDir { pick: 186, name: 2 },
+            Step::Create {
+                dir: 1,
+                name: 0,
+                len: 100,
+            },
+            Step::Rotate {
+                pick: 118,
+                len: 2,
+                dirs: true,
+            },
+            Step::Create {
+                dir: 2,
+                name: 1,
+                len: 3000,
+            },
+        ],
+    );
 }
