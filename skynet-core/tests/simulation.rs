@@ -506,4 +506,37 @@ fn histories_found_by_the_simulation() {
             },
         ],
     );
+    // Seed 42185 (found by a soak): the send of `c d/r2` lost its reply and waited to retry;
+    // `c d` was renamed to `D2`, the file renamed back into a new `c d`, then the engine was
+    // killed before those events were read. The catch-up scan left `c d/r2` to the queued
+    // send, which ran before the queued move carried it off to `D2/r2`: `c d/r2` was missing.
+    check(
+        42185,
+        &plain(true),
+        &[
+            Step::Create {
+                dir: 3,
+                name: 4,
+                len: 3000,
+            },
+            Step::Fail {
+                skip: 0,
+                fault: Fault::ReplyLost,
+            },
+            Step::RenameFile {
+                pick: 33,
+                dir: 3,
+                name: 2,
+            },
+            Step::Wait { ms: 400 },
+            Step::RenameDir { pick: 238, name: 2 },
+            Step::Wait { ms: 400 },
+            Step::RenameFile {
+                pick: 42,
+                dir: 3,
+                name: 2,
+            },
+            Step::Kill,
+        ],
+    );
 }
