@@ -95,7 +95,15 @@ pub fn may_exist_remotely(view: &dyn PendingView, path: &RelPath) -> bool {
                 }
             }
         }
-        false
+        // A move already under way (or to be retried after a crash) carries it there too
+        // (found by the simulation's soak, seed 51727: a file renamed out of a directory
+        // whose own rename was being retried stayed at the destination).
+        view.touching(path).into_iter().any(|q| match &q.action {
+            Action::Move { from, to } if !q.pending => path
+                .rebase(to, from)
+                .is_some_and(|before| go(view, &before, depth - 1)),
+            _ => false,
+        })
     }
     go(view, path, 16)
 }

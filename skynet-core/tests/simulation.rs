@@ -539,4 +539,44 @@ fn histories_found_by_the_simulation() {
             Step::Kill,
         ],
     );
+    // Seed 51727 (found by a soak): `mv a D2` was in flight when the engine was killed; after
+    // the restart (the rename to be retried) `D2/b/f2` was renamed onto `c d/f1`. Its pending
+    // send became a send of `c d/f1`, and nothing deleted `D2/b/f2`, where the retried rename
+    // then put the old file: only a pending move counted as carrying it there.
+    check(
+        51727,
+        &Setup {
+            latency_ms: 5,
+            ..plain(true)
+        },
+        &[
+            Step::Create {
+                dir: 3,
+                name: 1,
+                len: 0,
+            },
+            Step::Create {
+                dir: 2,
+                name: 2,
+                len: 7,
+            },
+            Step::Wait { ms: 2500 },
+            Step::RenameDir { pick: 84, name: 2 },
+            Step::Burst {
+                pick: 48,
+                times: 11,
+            },
+            Step::Create {
+                dir: 2,
+                name: 0,
+                len: 0,
+            },
+            Step::Wait { ms: 1 },
+            Step::Kill,
+            Step::RenameOnto {
+                pick: 234,
+                onto: 20,
+            },
+        ],
+    );
 }
