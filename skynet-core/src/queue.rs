@@ -866,6 +866,12 @@ impl Queue {
         self.sends_in("SELECT path FROM queue WHERE kind = 'send' AND state IN (0, 3, 4)")
     }
 
+    /// Targets of the sends in flight: each may deliver the version it read, whatever the
+    /// local file became since.
+    pub fn sends_in_flight(&self) -> Result<HashSet<RelPath>, StateError> {
+        self.sends_in("SELECT path FROM queue WHERE kind = 'send' AND state = 1")
+    }
+
     fn sends_in(&self, sql: &str) -> Result<HashSet<RelPath>, StateError> {
         let conn = self.lock();
         let mut stmt = conn.prepare(sql).map_err(|e| self.err(e))?;

@@ -298,6 +298,18 @@ fn scan(
         }
     }
     if opts.queue_deletes {
+        // A send in flight may still deliver a file that is gone now (renamed or removed,
+        // its events lost): its deletion goes after it (found by the simulation's soak, seed
+        // 69785: a directory renamed during an overflow left `a/b/f0` behind).
+        for path in queue.sends_in_flight()? {
+            let skip = seen.contains(&path)
+                || filter.excluded(&path)
+                || unreadable.iter().any(|u| path.is_within(u));
+            if !skip {
+                batch.push(Entry::new(Action::Delete(path), 0));
+                report.deletes += 1;
+            }
+        }
         for path in ledger.values().map(|(p, _)| p) {
             let skip = seen.contains(path)
                 || queued.contains(path)

@@ -579,4 +579,30 @@ fn histories_found_by_the_simulation() {
             },
         ],
     );
+    // Seed 69785 (found by a soak): `mv a D0` while the send of `a/b/f0` was in flight, the
+    // rename's events lost to an overflow. The catch-up scan did not know `a/b/f0` (not in the
+    // ledger yet); the send then delivered it, and nothing deleted it.
+    check(
+        69785,
+        &Setup {
+            settle_ms: 300,
+            latency_ms: 30,
+            ..plain(true)
+        },
+        &[
+            Step::Create {
+                dir: 2,
+                name: 0,
+                len: 1,
+            },
+            Step::Create {
+                dir: 1,
+                name: 2,
+                len: 3000,
+            },
+            Step::Wait { ms: 400 },
+            Step::RenameDir { pick: 175, name: 0 },
+            Step::Overflow,
+        ],
+    );
 }
