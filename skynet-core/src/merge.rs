@@ -170,6 +170,13 @@ fn merge_send(view: &dyn PendingView, p: RelPath, ready: u64) -> Vec<Change> {
             ready_at,
         }) => ready_at.max(ready),
         Some(Entry {
+            action: Action::Delete(_),
+            ..
+        }) => {
+            delete_where_carried(view, &p, &mut out);
+            ready
+        }
+        Some(Entry {
             action: Action::Move { from, .. },
             ..
         }) => {
@@ -180,6 +187,33 @@ fn merge_send(view: &dyn PendingView, p: RelPath, ready: u64) -> Vec<Change> {
     };
     out.push(Change::Put(Entry::new(Action::Send(p), ready_at)));
     out
+}
+
+/// A pending delete of `p` superseded by a send of `p`: the send runs last, so a directory
+/// move queued after the delete (`rm d/f; mv d e; … d/f made again`) carries the old remote
+/// `d/f` to `e/f` first, and nothing would remove it there (found by the simulation's soak,
+/// seed 73244). Each such copy is deleted after its move; the handler sends the file instead
+/// if one stands there locally.
+fn delete_where_carried(view: &dyn PendingView, p: &RelPath, out: &mut Vec<Change>) {
+    let rows = view.touching(p);
+    let Some(since) = rows
+        .iter()
+        .find(|q| q.pending && q.action == Action::Delete(p.clone()))
+        .map(|q| q.seq)
+    else {
+        return;
+    };
+    let mut at = p.clone();
+    let mut moves: Vec<&Queued> = rows.iter().filter(|q| q.seq > since).collect();
+    moves.sort_by_key(|q| q.seq);
+    for q in moves {
+        if let Action::Move { from, to } = &q.action {
+            if let Some(moved) = at.rebase(from, to).filter(|m| *m != at) {
+                at = moved;
+                out.push(Change::Put(Entry::new(Action::Delete(at.clone()), 0)));
+            }
+        }
+    }
 }
 
 fn merge_delete(view: &dyn PendingView, p: RelPath, ready: u64) -> Vec<Change> {

@@ -605,4 +605,28 @@ fn histories_found_by_the_simulation() {
             Step::Overflow,
         ],
     );
+    // Seed 73244 (found by a soak), no faults at all: `rm "c d/f2"; mv "c d" D0`, then a new
+    // `c d/f2`. Its send superseded the pending delete and ran after the directory move, which
+    // carried the old `c d/f2` to `D0/f2`, where it stayed.
+    check(
+        73244,
+        &plain(true),
+        &[
+            Step::Create {
+                dir: 3,
+                name: 2,
+                len: 100,
+            },
+            Step::Wait { ms: 2500 },
+            Step::Delete { pick: 206 },
+            Step::RenameDir { pick: 118, name: 0 },
+            Step::Wait { ms: 1 },
+            Step::Create {
+                dir: 3,
+                name: 2,
+                len: 1,
+            },
+            Step::Restart,
+        ],
+    );
 }
