@@ -1043,13 +1043,16 @@ fn within_bounds(p: &RelPath) -> (Vec<u8>, Vec<u8>) {
     (lo, hi)
 }
 
-/// Drops the ledger rows of the directories above `path`: a file delivered at `a/b` makes `a`
-/// a directory at the destination (every backend replaces a file standing where a parent
-/// goes), so a row saying `a` is a file is wrong. Left there, a catch-up scan would take `a`
-/// for a file the user deleted and remove the whole directory remotely (found by the
-/// simulation, seed 12: a file replaced by a directory holding a file).
-fn forget_files_above(tx: &Transaction<'_>, path: &RelPath) -> rusqlite::Result<()> {
-    let mut stmt = tx.prepare_cached("DELETE FROM ledger WHERE path = ?1")?;
+/// Marks stale the ledger rows of the paths above `path`: a file delivered at `a/b` makes `a` a
+/// directory at a filesystem destination (a file standing where a parent goes is replaced), so
+/// a row saying `a` is a file is wrong there; on S3, where keys are independent, the object
+/// `a` may still exist. Stale says both: nothing is known. Left as it was, a catch-up scan took
+/// `a` for a file the user deleted, with nothing sent again after (found by the simulation,
+/// seed 12); dropped, the ledger forgot an S3 object that stayed (found by running the
+/// simulation's histories against S3). A stale row costs one delete and re-send of that
+/// directory at the next catch-up scan.
+fn mark_files_above_stale(tx: &Transaction<'_>, path: &RelPath) -> rusqlite::Result<()> {
+    let mut stmt = tx.prepare_cached("UPDATE ledger SET size = -1 WHERE path = ?1")?;
     for dir in path.ancestors() {
         stmt.execute([dir.as_bytes()])?;
     }
@@ -1153,7 +1156,7 @@ fn apply_ledger(tx: &Transaction<'_>, update: &LedgerUpdate, now: i64) -> rusqli
             let (lo, hi) = within_bounds(path);
             tx.prepare_cached("DELETE FROM ledger WHERE path > ?1 AND path < ?2")?
                 .execute(params![lo, hi])?;
-            forget_files_above(tx, path)?;
+            mark_files_above_stale(tx, path)?;
         }
         LedgerUpdate::Deleted(path) => {
             let (lo, hi) = within_bounds(path);
@@ -1165,7 +1168,7 @@ fn apply_ledger(tx: &Transaction<'_>, update: &LedgerUpdate, now: i64) -> rusqli
             // stale below), for the destination may still hold those files. Dropping them
             // made the ledger deny files the destination kept (found by the simulation,
             // seed 322: a directory swap whose move found its source missing).
-            forget_files_above(tx, to)?;
+            mark_files_above_stale(tx, to)?;
             carry_rows(tx, from, to, now)?;
             let (lo, hi) = within_bounds(to);
             tx.prepare_cached(
@@ -1179,7 +1182,7 @@ fn apply_ledger(tx: &Transaction<'_>, update: &LedgerUpdate, now: i64) -> rusqli
                 "DELETE FROM ledger WHERE path = ?1 OR (path > ?2 AND path < ?3)",
                 params![to.as_bytes(), lo, hi],
             )?;
-            forget_files_above(tx, to)?;
+            mark_files_above_stale(tx, to)?;
             carry_rows(tx, from, to, now)?;
         }
         LedgerUpdate::Vanished(path) | LedgerUpdate::Stale(path) => {
@@ -1191,10 +1194,7 @@ fn apply_ledger(tx: &Transaction<'_>, update: &LedgerUpdate, now: i64) -> rusqli
             // An earlier attempt may have been delivered (its acknowledgement lost), replacing
             // the files above it by directories and the directory at it by a file: none of
             // those is known any more (found by the simulation, seeds 1328 and 7557).
-            let mut stmt = tx.prepare_cached("UPDATE ledger SET size = -1 WHERE path = ?1")?;
-            for dir in path.ancestors() {
-                stmt.execute([dir.as_bytes()])?;
-            }
+            mark_files_above_stale(tx, path)?;
             let (lo, hi) = within_bounds(path);
             tx.prepare_cached("UPDATE ledger SET size = -1 WHERE path > ?1 AND path < ?2")?
                 .execute(params![lo, hi])?;
