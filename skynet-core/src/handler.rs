@@ -738,11 +738,7 @@ impl Handler {
                 // may have superseded the file's deletion (delete+send merge into the send),
                 // and the files in the directory replace a remote file only if there are any
                 // (found by the simulation, seed 7397: the file `D1/f4` stayed).
-                if self.cfg.complete_sync {
-                    self.queue
-                        .push_repair(&[Entry::new(Action::Delete(p.clone()), 0)])?;
-                }
-                self.queue_fallback_sends(&p)?;
+                self.resend_within(&p, self.cfg.complete_sync)?;
                 return Ok(Some(Outcome::Done {
                     id,
                     ledger: self.gone_ledger(&p)?,
@@ -861,34 +857,45 @@ impl Handler {
     /// again (the price of the crash is a re-upload of that folder, never a stale file);
     /// without it, the local files are sent over whatever is there.
     fn resend_moved(&self, to: &RelPath) -> Result<(), StateError> {
-        let mut entries = Vec::new();
-        if self.cfg.complete_sync {
-            entries.push(Entry::new(Action::Delete(to.clone()), 0));
-        }
-        entries.extend(
-            scan::local_files_within(&self.source_root, to, &self.policy.filter)
-                .into_iter()
-                .map(|p| Entry::new(Action::Send(p), 0)),
-        );
-        if !entries.is_empty() {
-            self.queue.push_repair(&entries)?;
-        }
-        Ok(())
+        self.resend_within(to, self.cfg.complete_sync)
     }
 
-    /// Queues sends for the local files at `to` (a file or a directory): a send whose path
-    /// turned out to be a directory, or gone.
-    pub fn queue_fallback_sends(&self, to: &RelPath) -> Result<(), StateError> {
-        let entries: Vec<Entry> =
-            scan::local_files_within(&self.source_root, to, &self.policy.filter)
-                .into_iter()
-                .map(|p| Entry::new(Action::Send(p), 0))
-                .collect();
-        if !entries.is_empty() {
-            self.queue.push_repair(&entries)?;
-        }
-        Ok(())
+    fn resend_within(&self, path: &RelPath, delete_first: bool) -> Result<(), StateError> {
+        resend_within(
+            &self.queue,
+            &self.source_root,
+            &self.policy.filter,
+            path,
+            delete_first,
+        )
     }
+}
+
+/// Queues sends of the local files at `path` (a file, or every file of a directory), after
+/// the removal of whatever the destination holds there when `delete_first`. The one repair
+/// for a remote path that no longer matches what stands locally (a move found missing, a send
+/// that found a directory, a move between nested paths); the delete goes first in the order,
+/// and the sends it would drop are filed after it.
+fn resend_within(
+    queue: &Queue,
+    root: &Path,
+    filter: &crate::scan::Filter,
+    path: &RelPath,
+    delete_first: bool,
+) -> Result<(), StateError> {
+    let mut entries = Vec::new();
+    if delete_first {
+        entries.push(Entry::new(Action::Delete(path.clone()), 0));
+    }
+    entries.extend(
+        scan::local_files_within(root, path, filter)
+            .into_iter()
+            .map(|p| Entry::new(Action::Send(p), 0)),
+    );
+    if !entries.is_empty() {
+        queue.push_repair(&entries)?;
+    }
+    Ok(())
 }
 
 /// Capped exponential backoff with jitter (50–100% of the step), so many clients that lost
@@ -1122,13 +1129,7 @@ impl Context {
             to
         };
         tracing::info!(%from, %to, "a move between nested paths; sending {outer} again instead");
-        let mut entries = vec![Entry::new(Action::Delete(outer.clone()), 0)];
-        entries.extend(
-            scan::local_files_within(&self.root, outer, &self.policy.filter)
-                .into_iter()
-                .map(|p| Entry::new(Action::Send(p), 0)),
-        );
-        match self.queue.push_repair(&entries) {
+        match resend_within(&self.queue, &self.root, &self.policy.filter, outer, true) {
             Ok(_) => Step::Did(LedgerUpdate::Unchanged),
             Err(e) => held(e),
         }

@@ -345,19 +345,21 @@ fn projected_ledger(queue: &Queue) -> Result<(Projected, HashSet<RelPath>), Stat
         .into_iter()
         .map(|(p, e)| (p.as_bytes().to_vec(), (p, e)))
         .collect();
-    // Sends whose result no later queued move or delete carries off or removes.
-    let mut lasting: HashSet<RelPath> = HashSet::new();
+    // Sends whose result no later queued move or delete carries off or removes, by path bytes
+    // (a directory's contents are one range: the queue after a crash may hold many thousands
+    // of sends and deletes, and a scan per delete over every send would be quadratic).
+    let mut lasting: std::collections::BTreeMap<Vec<u8>, ()> = Default::default();
     for action in queue.queued_actions()? {
         match action {
             Action::Send(p) => {
-                lasting.insert(p);
+                lasting.insert(p.as_bytes().to_vec(), ());
             }
             Action::Delete(p) => {
-                lasting.retain(|s| !s.is_within(&p));
+                take_within(&mut lasting, &p);
                 take_within(&mut ledger, &p);
             }
             Action::Move { from, to } => {
-                lasting.retain(|s| !s.is_within(&from));
+                take_within(&mut lasting, &from);
                 let moved = take_within(&mut ledger, &from);
                 take_within(&mut ledger, &to);
                 for (p, e) in moved {
@@ -374,22 +376,22 @@ fn projected_ledger(queue: &Queue) -> Result<(Projected, HashSet<RelPath>), Stat
     // directory move after a send carries the sent file off, and a file made again at that
     // path since (its events lost in a crash) was never sent (seed 42185).
     let mut waiting = queue.waiting_sends()?;
-    waiting.retain(|p| lasting.contains(p));
+    waiting.retain(|p| lasting.contains_key(p.as_bytes()));
     Ok((ledger, waiting))
 }
 
 type Projected = std::collections::BTreeMap<Vec<u8>, (RelPath, LedgerEntry)>;
 
 /// Removes and returns the entries at `path` or below it.
-fn take_within(ledger: &mut Projected, path: &RelPath) -> Vec<(RelPath, LedgerEntry)> {
+fn take_within<V>(map: &mut std::collections::BTreeMap<Vec<u8>, V>, path: &RelPath) -> Vec<V> {
     let exact = path.as_bytes().to_vec();
     let mut lo = exact.clone();
     lo.push(b'/');
     let mut hi = exact.clone();
     hi.push(b'/' + 1);
-    let mut keys: Vec<Vec<u8>> = ledger.range(lo..hi).map(|(k, _)| k.clone()).collect();
+    let mut keys: Vec<Vec<u8>> = map.range(lo..hi).map(|(k, _)| k.clone()).collect();
     keys.push(exact);
-    keys.into_iter().filter_map(|k| ledger.remove(&k)).collect()
+    keys.into_iter().filter_map(|k| map.remove(&k)).collect()
 }
 
 fn progress_bar(wanted: bool) -> Option<indicatif::ProgressBar> {
