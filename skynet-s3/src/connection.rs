@@ -62,6 +62,10 @@ pub(crate) struct Inner {
     /// When this connection was made (ms since the epoch): upload creations announced before
     /// it and never recorded were interrupted by an earlier run.
     opened_at: i64,
+    /// Keys of parent directories this connection found free of an object at the key itself
+    /// (see [`Inner::clear_files_above`]), so that it looks once per directory, not per send.
+    /// A send or rename onto a key forgets it and everything below it.
+    dirs_clear: Mutex<HashSet<String>>,
 }
 
 impl S3Connection {
@@ -142,6 +146,7 @@ impl S3Connection {
                 target,
                 live_uploads: Mutex::new(HashSet::new()),
                 opened_at: crate::resume_store::now_ms(),
+                dirs_clear: Mutex::new(HashSet::new()),
             }),
         })
     }
@@ -439,6 +444,42 @@ impl Inner {
         Ok(true)
     }
 
+    /// Deletes any object standing where a parent directory of `path` goes, as a send or a
+    /// rename on a filesystem replaces a file in the way of the directories it creates. The
+    /// engine counts on it: once a send of `a/x` is acknowledged, its ledger forgets a file
+    /// `a` (`forget_files_above`), and a merged queue may drop a pending `Delete(a)` for it.
+    /// S3 keys are independent, so without this the object `a` survived an upload of `a/x`:
+    /// it lingered at the destination unknown to the ledger (moto), or, on servers that store
+    /// keys as paths (s3s-fs), the upload failed with HTTP 500 until it was parked. Found by
+    /// running the simulation's histories against real servers (tests/sim_backends.rs, seed
+    /// 18: a file replaced by a directory holding a file). One exact-key listing per parent
+    /// directory, then remembered (`dirs_clear`) until a send or rename lands on it.
+    pub(crate) async fn clear_files_above(&self, path: &RelPath) -> Result<(), ConnError> {
+        for dir in path.ancestors() {
+            let key = self.keys.key(&dir)?;
+            if self.clear_known().contains(&key) {
+                continue;
+            }
+            if self.exact_size(&key).await?.is_some() {
+                tracing::info!(key, "deleting a file replaced by a directory");
+                self.delete_key(&key).await?;
+            }
+            self.clear_known().insert(key);
+        }
+        Ok(())
+    }
+
+    fn clear_known(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.dirs_clear.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// An object may now stand at `key` or below it: directories there are not known clear.
+    pub(crate) fn forget_clear_dirs(&self, key: &str) {
+        let below = format!("{key}/");
+        self.clear_known()
+            .retain(|k| k != key && !k.starts_with(&below));
+    }
+
     async fn send_small(&self, file: &SourceFile, key: &str) -> Result<u64, ConnError> {
         let src = file.clone();
         let data = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, ConnError> {
@@ -479,7 +520,14 @@ impl Inner {
             // with a bare 500: clear it and try once more, as the contract says a send
             // replaces a directory. Real S3 never needs this (keys are independent).
             if !f.is_plain_server_error() || !self.clear_dir_in_the_way(key).await? {
-                return Err(f.into());
+                // Such servers also keep the folder a deleted key was the last one in: an
+                // empty "directory" in the way, which only its marker's deletion removes
+                // (s3s-fs; simulation against it, seed 74). Elsewhere, a no-op.
+                if !f.is_plain_server_error() {
+                    return Err(f.into());
+                }
+                // Best effort: the second put says whether the way is clear now.
+                let _ = self.delete_keys(&[format!("{key}/")]).await;
             }
             put(ByteStream::new(data))
                 .await
@@ -629,6 +677,13 @@ impl Connection for S3Connection {
     async fn send(&self, file: &SourceFile, to: &RelPath) -> Result<u64, ConnError> {
         let inner = &self.inner;
         let key = inner.keys.key(to)?;
+        inner.forget_clear_dirs(&key);
+        inner.clear_files_above(to).await?;
+        // A send replaces a directory in the way (the contract; the ledger forgets the files
+        // under `to` once it is acknowledged). S3 would keep `to/...` beside the new object:
+        // clear it first, one exact listing of `to/` (found by the simulation against moto,
+        // seed 126: a directory replaced by a file left its files at the destination).
+        inner.clear_dir_in_the_way(&key).await?;
         if file.size > 0 && file.size >= inner.cfg.multipart_threshold {
             return crate::multipart::send_multipart(inner, file, &key).await;
         }
@@ -700,6 +755,8 @@ impl Connection for S3Connection {
         // directory replaces a file. Both are replay-safe (nothing here is a source). Keys
         // already under `to/` that the source lacks are kept: after an interrupted move they
         // may be files whose source was already deleted.
+        inner.forget_clear_dirs(&to_key);
+        inner.clear_files_above(to).await?;
         if !is_dir {
             inner.clear_dir_in_the_way(&to_key).await?;
         } else if exact.is_none() && inner.exact_size(&to_key).await?.is_some() {
