@@ -214,7 +214,7 @@ pub struct MappingArgs {
     /// SFTP: verify deliveries by reading them back and comparing SHA-256 (--remove-source).
     #[arg(long)]
     pub verify_read_back: bool,
-    /// Run this command for each delivered file, e.g. "logger delivered {remote}". Split
+    /// Run this command for each delivered file, e.g. "logger -- delivered {remote}". Split
     /// into words like a shell would, but no shell runs it; placeholders ({path}, {remote},
     /// {action}, {from}, {to}) are replaced inside single arguments.
     #[arg(long, value_parser = parse_argv)]
@@ -232,6 +232,12 @@ pub struct MappingArgs {
     /// Longest a command (--exec, --on-delivered) may run before it is killed [default: 10m].
     #[arg(long, value_parser = parse_duration)]
     pub exec_timeout: Option<Duration>,
+    /// Let a command (--exec, --on-delivered) see this secret variable of skynet's
+    /// environment (repeatable). By default they never see skynet's credentials
+    /// (SKYNET_SFTP_PASSWORD, SKYNET_SFTP_PASSPHRASE, AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, …); everything else passes.
+    #[arg(long = "pass-env", value_name = "NAME")]
+    pub pass_env: Vec<String>,
     /// Limit sends to this many bytes per second, shared by all workers of the destination:
     /// 500K, 1M (powers of 1000), 10MiB (powers of 1024), or plain bytes. Charged per file,
     /// not per packet.

@@ -68,6 +68,7 @@ const OPTION_KEYS: &[&str] = &[
     "exec_delete",
     "exec_move",
     "exec_timeout",
+    "pass_env",
     "bwlimit",
     "max_delete",
 ];
@@ -128,6 +129,7 @@ pub struct MappingToml {
     pub exec_delete: Option<Argv>,
     pub exec_move: Option<Argv>,
     pub exec_timeout: Option<String>,
+    pub pass_env: Option<Vec<String>>,
     pub bwlimit: Option<RateToml>,
     pub max_delete: Option<MaxDeleteToml>,
 }
@@ -225,6 +227,7 @@ impl MappingToml {
             exec_delete,
             exec_move,
             exec_timeout,
+            pass_env,
             bwlimit,
             max_delete
         )
@@ -277,6 +280,11 @@ impl MappingToml {
             exec_timeout: cli
                 .exec_timeout
                 .or(duration("exec_timeout", &self.exec_timeout)?),
+            pass_env: {
+                let mut v = self.pass_env.unwrap_or_default();
+                v.extend(cli.pass_env.iter().cloned());
+                v
+            },
             bwlimit: cli
                 .bwlimit
                 .or(self.bwlimit.as_ref().map(RateToml::parse).transpose()?),

@@ -1,5 +1,11 @@
 //! Turns a destination string into a [`Connection`]: a local folder (the embedded default),
-//! `file:///path`, `sftp://…` or `s3://…`.
+//! `file:///path`, `sftp://…`, `s3://…`, or a command (`--exec`).
+//!
+//! Each destination is parsed **once**, into its typed config, before anything is written:
+//! a refused URL (a password in it, a bad bucket) leaves no state behind. The mapping's
+//! identity is the normalised, secret-free form (default port filled in, `//` and a trailing
+//! `/` dropped), so `sftp://h/x` and `sftp://h:22/x/` are one mapping; [`Destination::display`]
+//! is the one form shown anywhere (logs, `status`, metrics labels).
 
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
@@ -11,16 +17,26 @@ use skynet_core::{Blocking, Connection, ExecConfig, ExecConnection, LocalConnect
 use crate::cli::MappingArgs;
 
 /// A parsed destination.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Destination {
     Local(PathBuf),
-    Sftp(String),
-    S3(String),
+    /// An SFTP server; `typed` is the URL as given, to find state kept under it by versions
+    /// that named mappings by the raw URL (it holds no password: those are refused).
+    Sftp {
+        cfg: Box<skynet_sftp::SftpConfig>,
+        typed: String,
+    },
+    /// An S3 bucket and prefix; the endpoint (`--s3-endpoint`) is set by [`Self::with_args`].
+    S3 {
+        cfg: Box<skynet_s3::S3Config>,
+        typed: String,
+    },
     /// A command run for every action (`--exec`), its argv template as given.
     Exec(Vec<String>),
 }
 
 impl Destination {
+    /// Parses and validates `text`; nothing is written before this succeeds.
     pub fn parse(text: &str) -> Result<Destination> {
         if let Some((scheme, rest)) = text.split_once("://") {
             return match scheme.to_ascii_lowercase().as_str() {
@@ -32,10 +48,29 @@ impl Destination {
                         .with_context(|| format!("destination {text:?}"))?;
                     Ok(Destination::Local(absolute(Path::new(&decoded))?))
                 }
-                "sftp" => Ok(Destination::Sftp(text.to_string())),
-                "s3" => Ok(Destination::S3(text.to_string())),
+                "sftp" => {
+                    let url = format!("sftp://{rest}");
+                    let mut cfg = skynet_sftp::SftpConfig::from_url(&url)
+                        .with_context(|| format!("destination {}", redact(&url)))?;
+                    // One spelling per folder: `/x/`, `//x` and `/x/./` are `/x`.
+                    cfg.root = cfg.root.components().collect();
+                    Ok(Destination::Sftp {
+                        cfg: Box::new(cfg),
+                        typed: text.to_string(),
+                    })
+                }
+                "s3" => {
+                    let url = format!("s3://{rest}");
+                    let cfg = skynet_s3::S3Config::from_url(&url)
+                        .with_context(|| format!("destination {}", redact(&url)))?;
+                    Ok(Destination::S3 {
+                        cfg: Box::new(cfg),
+                        typed: text.to_string(),
+                    })
+                }
                 other => bail!(
-                    "destination {text:?}: unknown URL scheme {other:?} (use a folder, file://, sftp:// or s3://)"
+                    "destination {:?}: unknown URL scheme {other:?} (use a folder, file://, sftp:// or s3://)",
+                    redact(text)
                 ),
             };
         }
@@ -45,13 +80,64 @@ impl Destination {
         Ok(Destination::Local(absolute(Path::new(text))?))
     }
 
-    /// The canonical text used to name the mapping's state.
-    pub fn identity(&self) -> String {
+    /// Applies the options that are part of what the destination is (the S3 endpoint: two
+    /// servers may hold the same bucket name), validating them too.
+    pub fn with_args(mut self, args: &MappingArgs) -> Result<Destination> {
+        if let (Destination::S3 { cfg, .. }, Some(endpoint)) = (&mut self, &args.s3_endpoint) {
+            let shown = redact(endpoint);
+            if shown != *endpoint {
+                bail!(
+                    "--s3-endpoint {shown}: credentials in the endpoint URL are not used; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY instead"
+                );
+            }
+            cfg.endpoint = Some(endpoint.trim_end_matches('/').to_string());
+            cfg.validate()
+                .with_context(|| format!("destination {}", cfg.url()))?;
+        }
+        Ok(self)
+    }
+
+    /// The destination as shown everywhere: normalised, without secrets, and a command as
+    /// its program and a count of arguments (they may carry a token).
+    pub fn display(&self) -> String {
         match self {
             Destination::Local(p) => p.display().to_string(),
-            Destination::Sftp(u) | Destination::S3(u) => u.clone(),
-            Destination::Exec(argv) => format!("exec:{}", shell_words::join(argv)),
+            Destination::Sftp { cfg, .. } => cfg.describe(),
+            Destination::S3 { cfg, .. } => match &cfg.endpoint {
+                Some(endpoint) => format!("{} at {endpoint}", cfg.url()),
+                None => cfg.url(),
+            },
+            Destination::Exec(argv) => match Template::parse(argv.clone()) {
+                Ok(t) => format!("exec:{t}"),
+                Err(_) => "exec:(invalid command)".to_string(),
+            },
         }
+    }
+
+    /// What names the mapping's state (hashed with the source, see
+    /// [`crate::state::mapping_name`]): the normalised destination. A command is named by
+    /// its whole template (only the hash is ever written).
+    pub fn state_key(&self) -> String {
+        match self {
+            Destination::Exec(argv) => format!("exec:{}", shell_words::join(argv)),
+            Destination::S3 { cfg, .. } => match &cfg.endpoint {
+                Some(endpoint) => format!("{} {endpoint}", cfg.url()),
+                None => cfg.url(),
+            },
+            other => other.display(),
+        }
+    }
+
+    /// The state key earlier versions used (the URL as typed), when it differs: state kept
+    /// under it is moved to [`Self::state_key`]'s name rather than forgotten.
+    pub fn legacy_state_key(&self, args: &MappingArgs) -> Option<String> {
+        let old = match (self, &args.s3_endpoint) {
+            (Destination::Sftp { typed, .. }, _) => typed.clone(),
+            (Destination::S3 { typed, .. }, Some(endpoint)) => format!("{typed} {endpoint}"),
+            (Destination::S3 { typed, .. }, None) => typed.clone(),
+            _ => return None,
+        };
+        (old != self.state_key()).then_some(old)
     }
 
     /// Builds the connection. `state_dir` is the mapping's own state directory.
@@ -74,14 +160,56 @@ impl Destination {
                 cfg.delete = parse("--exec-delete", &args.exec_delete)?;
                 cfg.rename = parse("--exec-move", &args.exec_move)?;
                 cfg.timeout = args.exec_timeout.unwrap_or(crate::commands::EXEC_TIMEOUT);
+                cfg.child_env = skynet_core::command::ChildEnv::passing(args.pass_env.clone());
                 Ok(Arc::new(ExecConnection::new(cfg)))
             }
             Destination::Local(root) => {
                 Ok(Arc::new(Blocking::new(LocalConnection::new(root.clone()))))
             }
-            Destination::Sftp(url) => crate::remote::sftp(url, args),
-            Destination::S3(url) => crate::remote::s3(url, args, state_dir).await,
+            Destination::Sftp { cfg, .. } => Ok(crate::remote::sftp((**cfg).clone(), args)),
+            Destination::S3 { cfg, .. } => {
+                crate::remote::s3((**cfg).clone(), args, state_dir).await
+            }
         }
+    }
+}
+
+/// A destination as stored in a mapping's state, as shown: older versions stored the URL as
+/// typed (a refused one with its password) and a command's whole template.
+pub fn shown(stored: &str) -> String {
+    if let Some(command) = stored.strip_prefix("exec:") {
+        if let Some(t) = shell_words::split(command)
+            .ok()
+            .and_then(|argv| Template::parse(argv).ok())
+        {
+            return format!("exec:{t}");
+        }
+    }
+    redact(stored)
+}
+
+/// A URL or endpoint without any `user:password@` part: the one redaction for every place a
+/// destination given by the user is echoed before it is parsed.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            let user = userinfo.split(':').next().unwrap_or_default();
+            // An SFTP user name is no secret; anything else before '@' may be a key.
+            let hidden = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else if scheme.eq_ignore_ascii_case("sftp") {
+                user.to_string()
+            } else {
+                "***".to_string()
+            };
+            format!("{scheme}://{hidden}@{}", &rest[at + 1..])
+        }
+        None => url.to_string(),
     }
 }
 
@@ -145,22 +273,59 @@ mod tests {
 
     #[test]
     fn parses_destinations() {
-        assert_eq!(
+        assert!(matches!(
             Destination::parse("/tmp").unwrap(),
-            Destination::Local(PathBuf::from("/tmp"))
-        );
-        assert_eq!(
+            Destination::Local(p) if p == Path::new("/tmp")
+        ));
+        assert!(matches!(
             Destination::parse("file:///nonexistent/a%20b").unwrap(),
-            Destination::Local(PathBuf::from("/nonexistent/a b"))
+            Destination::Local(p) if p == Path::new("/nonexistent/a b")
+        ));
+        // One normalised, secret-free identity per destination, however it is spelled.
+        for spelling in [
+            "sftp://u@h:22/x",
+            "sftp://u@h/x/",
+            "SFTP://u@h//x",
+            "sftp://u@h/x/./",
+        ] {
+            let d = Destination::parse(spelling).unwrap();
+            assert_eq!(d.display(), "sftp://u@h:22/x", "{spelling}");
+            assert_eq!(d.state_key(), "sftp://u@h:22/x", "{spelling}");
+        }
+        assert_eq!(
+            Destination::parse("sftp://u@[::1]:2222/~/in/")
+                .unwrap()
+                .display(),
+            "sftp://u@[::1]:2222/~/in"
         );
-        assert!(matches!(
-            Destination::parse("sftp://u@h:22/x").unwrap(),
-            Destination::Sftp(_)
-        ));
-        assert!(matches!(
-            Destination::parse("s3://b/p").unwrap(),
-            Destination::S3(_)
-        ));
+        let s3 = Destination::parse("s3://bkt/p/").unwrap();
+        assert_eq!(s3.display(), "s3://bkt/p");
+        let args = MappingArgs {
+            s3_endpoint: Some("http://127.0.0.1:9000/".into()),
+            ..MappingArgs::default()
+        };
+        let s3 = s3.with_args(&args).unwrap();
+        assert_eq!(s3.display(), "s3://bkt/p at http://127.0.0.1:9000");
+        assert_eq!(
+            s3.legacy_state_key(&args).as_deref(),
+            Some("s3://bkt/p/ http://127.0.0.1:9000/")
+        );
+        let creds = MappingArgs {
+            s3_endpoint: Some("http://AKID:secret@127.0.0.1:9000".into()),
+            ..MappingArgs::default()
+        };
+        let e = Destination::parse("s3://bkt/p")
+            .unwrap()
+            .with_args(&creds)
+            .unwrap_err();
+        assert!(!format!("{e:#}").contains("secret"), "{e:#}");
+        for refused in ["sftp://u:pw@h/x", "s3://AKID:pw@bkt/p"] {
+            let e = format!("{:#}", Destination::parse(refused).unwrap_err());
+            assert!(!e.contains("pw"), "{e}");
+        }
+        let exec = Destination::Exec(vec!["curl".into(), "-H".into(), "token: t0k".into()]);
+        assert_eq!(exec.display(), "exec:curl (2 arguments)");
+        assert!(exec.state_key().contains("t0k"), "hashed, never shown");
         let e = Destination::parse("ftp://h/x").unwrap_err().to_string();
         assert!(e.contains("unknown URL scheme \"ftp\""), "{e}");
         assert!(Destination::parse("file://relative").is_err());
@@ -198,6 +363,29 @@ mod tests {
         let e = check_overlap(&base.join("src/sub"), &base).unwrap_err();
         assert!(format!("{e:#}").contains("overlap"), "{e:#}");
         assert!(check_overlap(&base.join("src"), &base.join("srcx")).is_ok());
+    }
+
+    #[test]
+    fn shows_what_older_versions_stored_without_secrets() {
+        assert_eq!(shown("sftp://u:pw@h/x"), "sftp://u:***@h/x");
+        assert_eq!(
+            shown("exec:curl -H 'token: t0k' {path}"),
+            "exec:curl (3 arguments)"
+        );
+        assert_eq!(
+            shown("exec:deliver (2 arguments)"),
+            "exec:deliver (2 arguments)"
+        );
+        assert_eq!(shown("/mnt/backup"), "/mnt/backup");
+    }
+
+    #[test]
+    fn redacts_credentials() {
+        assert_eq!(redact("sftp://u:secret@h/x"), "sftp://u:***@h/x");
+        assert_eq!(redact("sftp://u@h/x"), "sftp://u@h/x");
+        assert_eq!(redact("s3://b/p"), "s3://b/p");
+        assert_eq!(redact("s3://AKID@b/p"), "s3://***@b/p");
+        assert_eq!(redact("http://k:s@h:1/a@b"), "http://k:***@h:1/a@b");
     }
 
     mod fuzz {

@@ -3,8 +3,13 @@
 //! Layout: `<state dir>/<name>/queue.sqlite` plus `<name>/lock`, where `<name>` is the
 //! source folder's name and a hash of the (source, destination) pair, so two mappings of the
 //! same folder to different destinations have separate queues and ledgers.
+//!
+//! The state is private: it names every file, the destinations and the errors met. Directories
+//! are created 0700 and files 0600; state an older version left looser is tightened on open,
+//! with a warning ([`make_private`]).
 
-use std::fs::{File, OpenOptions};
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -46,6 +51,75 @@ pub fn mapping_name(source: &Path, destination: &str) -> String {
     format!("{stem}-{hex}")
 }
 
+/// Makes the mapping directory `dir` private before its database is opened: the directory
+/// 0700, every file in it 0600, and the database created 0600 when missing (SQLite gives its
+/// journal files the database's mode). Looser modes, left by older versions, are tightened
+/// with one warning.
+pub fn make_private(dir: &Path) -> Result<()> {
+    let db = skynet_core::queue::database_path(dir);
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&db)
+        .with_context(|| format!("cannot create {}", db.display()))?;
+    let mut tightened = Vec::new();
+    let entries = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read state directory {}", dir.display()))?;
+    let files = entries.filter_map(|e| e.ok().map(|e| e.path()));
+    for path in std::iter::once(dir.to_path_buf()).chain(files) {
+        let meta = std::fs::symlink_metadata(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let want = if meta.is_dir() {
+            0o700
+        } else if meta.is_file() {
+            0o600
+        } else {
+            continue;
+        };
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(want)).with_context(
+                || format!("cannot make {} private (chmod {want:o})", path.display()),
+            )?;
+            tightened.push(path);
+        }
+    }
+    if !tightened.is_empty() {
+        tracing::warn!(
+            state = %dir.display(),
+            files = tightened.len(),
+            "the state was readable by other users; tightened to owner-only"
+        );
+    }
+    Ok(())
+}
+
+/// Moves the state an earlier version kept under another name (`old`) to `new`, when only
+/// the old one exists: the destination's identity was normalised, and its queued work must
+/// not be forgotten.
+pub fn adopt_legacy(old: &Path, new: &Path) -> Result<()> {
+    if new.exists() || !skynet_core::queue::database_path(old).is_file() {
+        return Ok(());
+    }
+    if MappingLock::is_held(old) {
+        bail!(
+            "another skynet is running with the state {} (an older version?); stop it first",
+            old.display()
+        );
+    }
+    std::fs::rename(old, new).with_context(|| {
+        format!(
+            "cannot move state {} to {}; move it by hand",
+            old.display(),
+            new.display()
+        )
+    })?;
+    tracing::info!(from = %old.display(), to = %new.display(), "state moved to the destination's normalised name");
+    Ok(())
+}
+
 /// Every mapping directory under the state root (those holding a database).
 pub fn mapping_dirs(root: &Path) -> Result<Vec<PathBuf>> {
     let entries = match std::fs::read_dir(root) {
@@ -71,13 +145,17 @@ pub struct MappingLock {
 
 impl MappingLock {
     pub fn acquire(dir: &Path, what: &str) -> Result<MappingLock> {
-        std::fs::create_dir_all(dir)
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
             .with_context(|| format!("cannot create state directory {}", dir.display()))?;
         let path = dir.join("lock");
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
             .open(&path)
             .with_context(|| format!("cannot open lock file {}", path.display()))?;
         match file.try_lock() {

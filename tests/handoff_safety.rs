@@ -486,8 +486,13 @@ fn killed_at_any_moment_a_hand_off_never_leaves_a_file_in_neither_place() {
     assert!(
         wait_until(Duration::from_secs(20), || {
             s.status()["mappings"].as_array().is_some_and(|m| {
-                m.iter()
-                    .all(|m| m["pending"] == 0 && m["in_flight"] == 0 && m["retrying"] == 0)
+                // Running: the stop below must find the daemon started, not starting.
+                m.iter().all(|m| {
+                    m["running"] == true
+                        && m["pending"] == 0
+                        && m["in_flight"] == 0
+                        && m["retrying"] == 0
+                })
             })
         }),
         "{}",

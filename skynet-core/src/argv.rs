@@ -219,10 +219,44 @@ impl Template {
     }
 }
 
+impl Template {
+    /// The template as written (placeholders, not values). Its arguments may carry a token
+    /// (`--header=Authorization: …`): show it only when the user asked (`-v`); everywhere
+    /// else, [`Display`](fmt::Display) gives the program and a count of arguments.
+    pub fn as_written(&self) -> String {
+        format!("{:?}", self.source)
+    }
+
+    /// Placeholders standing at the start of an argument with no `--` argument before them,
+    /// whose value is a relative path (`{remote}`, `{from}`, `{to}`): a file named `-f` would
+    /// reach the program as an option. (`{path}` is absolute, so it starts with `/`.)
+    pub fn option_like_placeholders(&self) -> Vec<&'static str> {
+        let mut found = Vec::new();
+        for arg in &self.args {
+            if matches!(arg.as_slice(), [Piece::Literal(l)] if l == "--") {
+                break;
+            }
+            let name = match arg.first() {
+                Some(Piece::Var(Var::Remote)) => "{remote}",
+                Some(Piece::Var(Var::From)) => "{from}",
+                Some(Piece::Var(Var::To)) => "{to}",
+                _ => continue,
+            };
+            if !found.contains(&name) {
+                found.push(name);
+            }
+        }
+        found
+    }
+}
+
 impl fmt::Display for Template {
-    /// The template as written (placeholders, not values): safe for logs.
+    /// The program and how many arguments it takes, never the arguments: safe for logs,
+    /// `status` and metrics labels (see [`Template::as_written`]).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", self.source)
+        let n = self.args.len();
+        let plural = if n == 1 { "" } else { "s" };
+        write!(f, "{} ({n} argument{plural})", self.program_name())
     }
 }
 
@@ -384,6 +418,19 @@ mod tests {
     }
 
     #[test]
+    fn finds_relative_placeholders_that_may_read_as_options() {
+        let found = |t: &[&str]| template(t).unwrap().option_like_placeholders();
+        assert_eq!(found(&["logger", "delivered {remote}"]), Vec::<&str>::new());
+        assert_eq!(found(&["logger", "{remote}"]), ["{remote}"]);
+        assert_eq!(
+            found(&["mv", "{from}", "{to}", "{from}"]),
+            ["{from}", "{to}"]
+        );
+        assert_eq!(found(&["mv", "--", "{from}", "{to}"]), Vec::<&str>::new());
+        assert_eq!(found(&["cp", "{path}", "x:/{remote}"]), Vec::<&str>::new());
+    }
+
+    #[test]
     fn refuses_malformed_templates() {
         assert_eq!(Template::parse(vec![]), Err(TemplateError::Empty));
         assert_eq!(template(&["", "{path}"]), Err(TemplateError::EmptyProgram));
@@ -414,6 +461,7 @@ mod tests {
     #[test]
     fn display_shows_the_template_not_values() {
         let t = template(&["rsync", "{path}"]).unwrap();
-        assert_eq!(t.to_string(), r#"["rsync", "{path}"]"#);
+        assert_eq!(t.as_written(), r#"["rsync", "{path}"]"#);
+        assert_eq!(t.to_string(), "rsync (1 argument)");
     }
 }

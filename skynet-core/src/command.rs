@@ -13,7 +13,8 @@
 //!   exits by itself is not policed: whatever it left in the background is its business.
 //!   Processes that leave the group on purpose (`setsid`) are out of reach.
 //! - **Secrets.** Arguments may carry credentials: only the program's name is ever logged or
-//!   put in an error message, never the rendered arguments.
+//!   put in an error message, never the rendered arguments. Skynet's own credentials in its
+//!   environment are withheld from the program ([`ChildEnv`]).
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
@@ -26,6 +27,8 @@ use std::time::{Duration, Instant};
 
 use rustix::process::{Pid, Signal};
 use tokio::io::AsyncReadExt;
+
+pub use crate::child_env::ChildEnv;
 
 /// How many bytes at the end of a command's stderr are kept for its error message.
 pub const STDERR_TAIL: usize = 2048;
@@ -132,11 +135,13 @@ fn seconds(d: Duration) -> String {
     }
 }
 
-/// Runs `argv` (program first) with extra environment variables `env`, waiting at most
-/// `timeout`. Succeeds when the program exits with status 0.
+/// Runs `argv` (program first) with extra environment variables `env` and skynet's own
+/// environment filtered by `inherit`, waiting at most `timeout`. Succeeds when the program
+/// exits with status 0.
 pub async fn run(
     argv: &[OsString],
     env: &[(&str, &OsStr)],
+    inherit: &ChildEnv,
     timeout: Duration,
 ) -> Result<(), CommandError> {
     let Some((program, args)) = argv.split_first() else {
@@ -148,6 +153,7 @@ pub async fn run(
     let name = program.to_string_lossy().into_owned();
     let started = Instant::now();
     let mut command = tokio::process::Command::new(program);
+    inherit.apply(&mut command);
     command
         .args(args)
         .envs(env.iter().map(|(k, v)| (k, v)))
@@ -458,12 +464,18 @@ mod tests {
 
     #[tokio::test]
     async fn success_and_failure_with_stderr() {
-        run(&argv(&["true"]), &[], Duration::from_secs(10))
-            .await
-            .unwrap();
+        run(
+            &argv(&["true"]),
+            &[],
+            &ChildEnv::default(),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
         let err = run(
             &argv(&["sh", "-c", "echo 'bad  thing\nhappened' >&2; exit 7"]),
             &[],
+            &ChildEnv::default(),
             Duration::from_secs(10),
         )
         .await
@@ -486,6 +498,7 @@ mod tests {
         let err = run(
             &argv(&["sh", "-c", "kill -TERM $$"]),
             &[],
+            &ChildEnv::default(),
             Duration::from_secs(10),
         )
         .await
@@ -508,6 +521,7 @@ mod tests {
         let ok = run(
             &argv(&["sh", "-c", r#"test "$SKYNET_X" = 'a b'"#]),
             &[("SKYNET_X", OsStr::new("a b"))],
+            &ChildEnv::default(),
             Duration::from_secs(10),
         )
         .await;
@@ -519,13 +533,16 @@ mod tests {
         let err = run(
             &argv(&["skynet-no-such-program-4711"]),
             &[],
+            &ChildEnv::default(),
             Duration::from_secs(10),
         )
         .await
         .unwrap_err();
         assert!(err.program_unusable(), "{err:?}");
         assert!(err.to_string().contains("skynet-no-such-program-4711"));
-        let err = run(&[], &[], Duration::from_secs(1)).await.unwrap_err();
+        let err = run(&[], &[], &ChildEnv::default(), Duration::from_secs(1))
+            .await
+            .unwrap_err();
         assert!(matches!(err, CommandError::Start { .. }));
     }
 
@@ -536,6 +553,7 @@ mod tests {
         run(
             &argv(&["sh", "-c", "sleep 5 & exit 0"]),
             &[],
+            &ChildEnv::default(),
             Duration::from_secs(20),
         )
         .await
@@ -549,6 +567,7 @@ mod tests {
         let err = run(
             &argv(&["sh", "-c", "sleep 30"]),
             &[],
+            &ChildEnv::default(),
             Duration::from_millis(300),
         )
         .await
@@ -574,7 +593,8 @@ mod tests {
         let pidfile = dir.path().join("pid");
         let script = format!("sleep 30 & echo $! > '{}'; wait", pidfile.display());
         let command = argv(&["sh", "-c", &script]);
-        let mut running = Box::pin(run(&command, &[], Duration::from_secs(60)));
+        let inherit = ChildEnv::default();
+        let mut running = Box::pin(run(&command, &[], &inherit, Duration::from_secs(60)));
         // Poll the command until its background child is known, then give up on it the way
         // a shutting-down caller does: by dropping the future.
         let started = Instant::now();

@@ -219,6 +219,47 @@ pub async fn run(conn: &dyn Connection, opts: &Options) {
     expect_content(conn, &rel("moved/tree2/sub/two"), b"1", "dir rename").await;
     expect_content(conn, &rel("treex/keep"), b"1", "dir rename is prefix-exact").await;
 
+    // A send replaces what stands in its way, as on a filesystem: the engine counts on it
+    // (once a send is acknowledged its ledger forgets the files under and above that path).
+    // Found by running the simulation's histories against real S3 servers, which kept both.
+    for p in ["way/dir/x", "way/dir/sub/y", "way/file"] {
+        conn.send(&one, &rel(p)).await.expect("send way");
+    }
+    conn.send(&v1, &rel("way/dir"))
+        .await
+        .expect("send onto a directory");
+    expect_content(
+        conn,
+        &rel("way/dir"),
+        b"first version",
+        "send replaces a dir",
+    )
+    .await;
+    expect_absent(conn, &rel("way/dir/x"), "send replaces a dir").await;
+    expect_absent(conn, &rel("way/dir/sub/y"), "send replaces a dir").await;
+    conn.send(&v2, &rel("way/file/inside"))
+        .await
+        .expect("send below a file");
+    expect_content(
+        conn,
+        &rel("way/file/inside"),
+        b"second, longer version of the file",
+        "send replaces a file where a parent directory goes",
+    )
+    .await;
+    let left: Vec<String> = files(conn)
+        .await
+        .into_keys()
+        .map(|p| p.display())
+        .filter(|p| p.starts_with("way/"))
+        .collect();
+    assert_eq!(
+        left,
+        ["way/dir", "way/file/inside"],
+        "send replaces what is in its way"
+    );
+    conn.delete(&rel("way")).await.expect("delete way");
+
     // Hostile names pass through untouched, as names, never as commands or options.
     let long = "n".repeat(opts.max_name_len);
     let mut hostile = vec![

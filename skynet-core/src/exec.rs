@@ -29,7 +29,7 @@ use async_trait::async_trait;
 
 use crate::action::ActionKind;
 use crate::argv::{Template, Vars};
-use crate::command::{self, CommandError};
+use crate::command::{self, ChildEnv, CommandError};
 use crate::connection::{Connection, RemoteEntry, SourceFile, Verification};
 use crate::error::ConnError;
 use crate::relpath::RelPath;
@@ -51,6 +51,8 @@ pub struct ExecConfig {
     pub rename: Option<Template>,
     /// How long one run may take before it is killed (with its process group).
     pub timeout: Duration,
+    /// What the program inherits of skynet's environment (its secrets are withheld).
+    pub child_env: ChildEnv,
 }
 
 impl ExecConfig {
@@ -62,6 +64,7 @@ impl ExecConfig {
             delete: None,
             rename: None,
             timeout: DEFAULT_TIMEOUT,
+            child_env: ChildEnv::default(),
         }
     }
 
@@ -103,7 +106,7 @@ impl ExecConnection {
         let env = vars.env();
         // Only the program and the action: rendered arguments may carry secrets.
         tracing::debug!(program = %template.program_name(), action = vars.action.as_str(), path = %target, "running command");
-        command::run(&argv, &env, self.config.timeout)
+        command::run(&argv, &env, &self.config.child_env, self.config.timeout)
             .await
             .map_err(|e| classify(vars.action, target, e))
     }

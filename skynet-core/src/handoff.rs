@@ -59,11 +59,17 @@ pub trait DeliveredHook: Send + Sync {
 pub struct CommandHook {
     template: Template,
     timeout: Duration,
+    child_env: command::ChildEnv,
 }
 
 impl CommandHook {
-    pub fn new(template: Template, timeout: Duration) -> Self {
-        CommandHook { template, timeout }
+    /// `child_env`: what the program inherits of skynet's environment (secrets withheld).
+    pub fn new(template: Template, timeout: Duration, child_env: command::ChildEnv) -> Self {
+        CommandHook {
+            template,
+            timeout,
+            child_env,
+        }
     }
 }
 
@@ -72,7 +78,7 @@ impl DeliveredHook for CommandHook {
     async fn delivered(&self, rel: &RelPath, local: &Path) -> Result<(), String> {
         let vars = Vars::single(ActionKind::Send, local, rel.as_os_str());
         let argv = self.template.render(&vars);
-        command::run(&argv, &vars.env(), self.timeout)
+        command::run(&argv, &vars.env(), &self.child_env, self.timeout)
             .await
             .map_err(|e| e.to_string())
     }

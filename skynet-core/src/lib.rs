@@ -25,6 +25,7 @@
 pub mod action;
 pub mod argv;
 pub mod beneath;
+pub mod child_env;
 pub mod clock;
 pub mod command;
 pub mod connection;

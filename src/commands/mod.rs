@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use skynet_core::argv::Template;
+use skynet_core::command::ChildEnv;
 use skynet_core::gate::{DatedNames, Gate};
 use skynet_core::handoff::{CommandHook, HandoffOptions};
 use skynet_core::{Connection, HandlerConfig, Mapping, MappingOptions, Throttled};
@@ -65,12 +66,14 @@ pub async fn prepare(
     if let Destination::Local(root) = &destination {
         crate::destination::check_overlap(&source, root)?;
     }
-    let identity = destination.identity();
+    let identity = destination.display();
+    warn_option_like_placeholders(&destination, args);
     let state_dir = state_dir_of(&source, &destination, args)?;
     let lock = MappingLock::acquire(
         &state_dir,
         &format!("{} -> {identity} ({what})", source.display()),
     )?;
+    state::make_private(&state_dir)?;
     let opts = mapping_options(args)?;
     let mapping = Mapping::open(&source, &state_dir, opts)?;
     mapping.queue().set_meta(
@@ -99,22 +102,53 @@ fn destination_of(dest: Option<&str>, args: &MappingArgs) -> Result<Destination>
         (Some(_), Some(_)) => {
             anyhow::bail!("give a destination or --exec (a command destination), not both")
         }
-        (Some(dest), None) => Destination::parse(dest)?,
-        (None, Some(argv)) => Destination::Exec(argv.0.clone()),
+        (Some(dest), None) => Destination::parse(dest)?.with_args(args)?,
+        (None, Some(argv)) => {
+            // The whole template only on request (`-v`): its arguments may carry a token.
+            tracing::debug!(command = %Template::parse(argv.0.clone()).map(|t| t.as_written()).unwrap_or_default(), "command destination");
+            Destination::Exec(argv.0.clone())
+        }
         (None, None) => anyhow::bail!("no destination: give DEST or --exec"),
     })
 }
 
-/// The state directory of the mapping from `source` to `destination`.
-fn state_dir_of(source: &Path, destination: &Destination, args: &MappingArgs) -> Result<PathBuf> {
-    // Two S3-compatible servers can hold the same bucket name: the endpoint is part of what
-    // the mapping is, so it names the state too.
-    let state_key = match (destination, &args.s3_endpoint) {
-        (Destination::S3(url), Some(endpoint)) => format!("{url} {endpoint}"),
-        _ => destination.identity(),
+/// Warns about each command whose arguments begin with a relative path placeholder
+/// (`{remote}`, `{from}`, `{to}`) with no `--` before it: a file named `-f` would reach the
+/// program as an option. A warning, not a refusal: some programs take no `--`.
+fn warn_option_like_placeholders(destination: &Destination, args: &MappingArgs) {
+    let exec = match destination {
+        Destination::Exec(argv) => Some(argv),
+        _ => None,
     };
+    let commands = [
+        ("--exec", exec),
+        ("--exec-delete", args.exec_delete.as_ref().map(|a| &a.0)),
+        ("--exec-move", args.exec_move.as_ref().map(|a| &a.0)),
+        ("--on-delivered", args.on_delivered.as_ref().map(|a| &a.0)),
+    ];
+    for (option, argv) in commands {
+        let Some(Ok(template)) = argv.map(|a| Template::parse(a.clone())) else {
+            continue;
+        };
+        for placeholder in template.option_like_placeholders() {
+            tracing::warn!(
+                "{option} {template}: an argument starts with {placeholder}, so a file named like an option (-f) would be read as one; put -- before it if the program accepts it"
+            );
+        }
+    }
+}
+
+/// The state directory of the mapping from `source` to `destination`.
+/// State kept by an earlier version under the destination as typed is moved to the
+/// normalised name, so that no queued work is forgotten.
+fn state_dir_of(source: &Path, destination: &Destination, args: &MappingArgs) -> Result<PathBuf> {
     let root = state::state_root(args.state_dir.as_deref())?;
-    Ok(root.join(state::mapping_name(source, &state_key)))
+    let dir = root.join(state::mapping_name(source, &destination.state_key()));
+    if let Some(old_key) = destination.legacy_state_key(args) {
+        let old = root.join(state::mapping_name(source, &old_key));
+        state::adopt_legacy(&old, &dir)?;
+    }
+    Ok(dir)
 }
 
 /// Options that cannot go together, refused before anything starts.
@@ -129,7 +163,7 @@ fn check_options(destination: &Destination, args: &MappingArgs) -> Result<()> {
             "--remove-source needs a destination that can verify a delivery; a command destination cannot"
         );
     }
-    if args.verify_read_back && !matches!(destination, Destination::Sftp(_)) {
+    if args.verify_read_back && !matches!(destination, Destination::Sftp { .. }) {
         anyhow::bail!("--verify-read-back is for SFTP destinations");
     }
     if !matches!(destination, Destination::Exec(_))
@@ -164,7 +198,11 @@ pub fn mapping_options(args: &MappingArgs) -> Result<MappingOptions> {
     let on_delivered = match &args.on_delivered {
         Some(argv) => {
             let template = Template::parse(argv.0.clone()).context("--on-delivered")?;
-            let hook = CommandHook::new(template, args.exec_timeout.unwrap_or(EXEC_TIMEOUT));
+            let hook = CommandHook::new(
+                template,
+                args.exec_timeout.unwrap_or(EXEC_TIMEOUT),
+                ChildEnv::passing(args.pass_env.clone()),
+            );
             Some(Arc::new(hook) as Arc<dyn skynet_core::handoff::DeliveredHook>)
         }
         None => None,
@@ -193,4 +231,39 @@ pub fn mapping_options(args: &MappingArgs) -> Result<MappingOptions> {
             retry_cap: handler.retry_cap,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// State kept by an older version under the URL as typed is found again under the
+    /// normalised name, with its queue, rather than started afresh.
+    #[test]
+    fn state_under_the_typed_url_is_adopted() {
+        let scratch = tempfile::tempdir().unwrap();
+        let source = scratch.path().join("src");
+        let args = MappingArgs {
+            state_dir: Some(scratch.path().join("state")),
+            ..MappingArgs::default()
+        };
+        let typed = "sftp://u@h/x/";
+        let old = scratch
+            .path()
+            .join("state")
+            .join(state::mapping_name(&source, typed));
+        std::fs::create_dir_all(&old).unwrap();
+        std::fs::write(skynet_core::queue::database_path(&old), b"queued work").unwrap();
+        let dest = Destination::parse(typed).unwrap();
+        let dir = state_dir_of(&source, &dest, &args).unwrap();
+        assert_ne!(dir, old);
+        assert_eq!(
+            std::fs::read(skynet_core::queue::database_path(&dir)).unwrap(),
+            b"queued work"
+        );
+        assert!(!old.exists());
+        // Spelled the normalised way, it is the same mapping.
+        let again = Destination::parse("sftp://u@h:22/x").unwrap();
+        assert_eq!(state_dir_of(&source, &again, &args).unwrap(), dir);
+    }
 }

@@ -38,6 +38,9 @@ pub async fn run(
         ),
         _ => anyhow::bail!("run needs SRC and DEST (or --exec), or --config FILE"),
     };
+    // Listen before preparing: a SIGTERM during start-up (a service manager stopping us
+    // early) is then a clean stop, not the default action killing the process.
+    let signalled = stop_signal();
     // Prepare every mapping before starting any, so a bad one is reported at once.
     let mut prepared = Vec::new();
     for (src, dest, args) in &mappings {
@@ -62,7 +65,7 @@ pub async fn run(
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signalled.await;
         tracing::info!("stopping: finishing what is in flight");
         let _ = stop_tx.send(true);
     });
@@ -90,18 +93,33 @@ pub async fn run(
     Ok(exit)
 }
 
-async fn wait_for_signal() {
+/// Registers for SIGTERM and SIGINT now (replacing their default action at once), and
+/// returns a future that completes when either arrives.
+fn stop_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
+    let listen = |kind: SignalKind, name: &str| match signal(kind) {
+        Ok(s) => Some(s),
         Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGTERM");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+            tracing::error!(error = %e, "cannot listen for {name}");
+            None
         }
     };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    let mut term = listen(SignalKind::terminate(), "SIGTERM");
+    let mut int = listen(SignalKind::interrupt(), "SIGINT");
+    async move {
+        tokio::select! {
+            () = next(&mut term) => {}
+            () = next(&mut int) => {}
+        }
+    }
+}
+
+/// The next delivery of `signal`, or never when it could not be registered.
+async fn next(signal: &mut Option<tokio::signal::unix::Signal>) {
+    match signal {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending().await,
     }
 }

@@ -95,7 +95,7 @@ pub fn read(dir: &Path) -> Result<MappingStatus> {
     Ok(MappingStatus {
         name: mapping_name(dir),
         source: queue.meta(meta::SOURCE)?.unwrap_or_default(),
-        destination: queue.meta(meta::DESTINATION)?.unwrap_or_default(),
+        destination: crate::destination::shown(&queue.meta(meta::DESTINATION)?.unwrap_or_default()),
         running,
         connected,
         pending: counts.pending + counts.retrying,
