@@ -1,41 +1,112 @@
 //! Host key verification against an OpenSSH known_hosts file.
 //!
-//! libssh2's `KnownHosts` does the matching (hashed `|1|` entries, `[host]:port` entries).
-//! Refusals are `Setup` errors showing the key's fingerprint the way OpenSSH prints it
-//! (`SHA256:` + unpadded base64), so a user can compare it with `ssh-keygen -lf`.
-//! Under `AcceptNew` an unknown key is appended as one line, leaving the rest of the file
-//! untouched (rewriting it through libssh2 could drop entries libssh2 cannot parse).
+//! Which entries vouch for which server, and what they say about its key, is decided in
+//! [`crate::known_hosts`] (OpenSSH's `[host]:port` rules; libssh2's lookup deviates from them).
+//! Refusals are [`HostKeyError`]s, one line each, showing the key's fingerprint the way OpenSSH
+//! prints it (`SHA256:` + unpadded base64) so a user can compare it with `ssh-keygen -lf`, and
+//! naming the file, the line and what to do next.
+//! Under `AcceptNew` an unknown key is appended as one line under the server's known_hosts
+//! name, leaving the rest of the file untouched (rewriting it could drop entries).
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use base64::Engine;
 use sha2::{Digest, Sha256};
 use skynet_core::error::ConnError;
-use ssh2::{CheckResult, KnownHostFileKind, Session};
+use ssh2::Session;
 
 use crate::config::{HostKeyPolicy, SftpConfig};
+use crate::known_hosts::{self, key_type, Marker, Verdict};
 
 /// `SHA256:<base64 without padding>` of a raw public key blob, as `ssh-keygen -lf` shows it.
 pub fn fingerprint(key: &[u8]) -> String {
     format!("SHA256:{}", STANDARD_NO_PAD.encode(Sha256::digest(key)))
 }
 
-/// The algorithm name at the start of an SSH public key blob (`ssh-ed25519`, `ssh-rsa`, ...).
-fn key_type(blob: &[u8]) -> Option<&str> {
-    let len = u32::from_be_bytes(blob.get(..4)?.try_into().ok()?) as usize;
-    std::str::from_utf8(blob.get(4..4 + len)?).ok()
+/// Why a server's host key was not accepted. All are `Setup` errors: retrying cannot help
+/// until someone looks at the key or the file.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum HostKeyError {
+    #[error("{server}: the server sent no host key")]
+    NoKey { server: String },
+    #[error("{server}: no known_hosts file: $HOME is not set; pass --known-hosts FILE")]
+    NoFile { server: String },
+    #[error("{server}: cannot read known_hosts file {}: {source}", .path.display())]
+    Read {
+        server: String,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error(
+        "{server}: host key unknown: server offers {algo} {fingerprint}, and {} has no entry \
+         for {name}; check the fingerprint and add the key (ssh-keyscan -p {port} {host} >> \
+         '{}'), or use --host-key-policy accept-new",
+        .path.display(),
+        .path.display()
+    )]
+    Unknown {
+        server: String,
+        name: String,
+        host: String,
+        port: u16,
+        algo: String,
+        fingerprint: String,
+        path: PathBuf,
+    },
+    #[error(
+        "{server}: host key CHANGED for {name}: server offers {algo} {fingerprint}, but {}:{line} \
+         records another {known_algo} key; refusing to connect (possible man-in-the-middle); if \
+         the server's key really changed, remove the old entry (ssh-keygen -R '{name}' -f '{}') \
+         and connect again",
+        .path.display(),
+        .path.display()
+    )]
+    Changed {
+        server: String,
+        name: String,
+        algo: String,
+        fingerprint: String,
+        known_algo: String,
+        path: PathBuf,
+        line: usize,
+    },
+    #[error(
+        "{server}: host key REVOKED: server offers {algo} {fingerprint}, which {}:{line} marks \
+         @revoked; refusing to connect; ask the server's administrator for its current key",
+        .path.display()
+    )]
+    Revoked {
+        server: String,
+        algo: String,
+        fingerprint: String,
+        path: PathBuf,
+        line: usize,
+    },
+    #[error("{server}: cannot record host key in {}: {source}", .path.display())]
+    Record {
+        server: String,
+        path: PathBuf,
+        source: io::Error,
+    },
 }
 
-/// The host as known_hosts names it: `host` on port 22, `[host]:port` elsewhere.
-pub(crate) fn known_hosts_name(host: &str, port: u16) -> String {
-    if port == 22 {
-        host.to_string()
-    } else {
-        format!("[{host}]:{port}")
+impl From<Box<HostKeyError>> for ConnError {
+    fn from(e: Box<HostKeyError>) -> ConnError {
+        ConnError::setup(e.to_string())
+    }
+}
+
+/// The known_hosts file's text; a missing file is an empty one (every server unknown).
+fn read_known_hosts(path: &Path) -> io::Result<String> {
+    match fs::read(path) {
+        Ok(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(String::new()),
+        Err(e) => Err(e),
     }
 }
 
@@ -43,35 +114,16 @@ pub(crate) fn known_hosts_name(host: &str, port: u16) -> String {
 /// key types first, as OpenSSH does. Otherwise a server known by its RSA key that also has an
 /// ed25519 key would present the ed25519 one and be refused as "changed". Best effort.
 pub(crate) fn prefer_known_types(session: &Session, cfg: &SftpConfig) {
-    if !cfg.known_hosts.exists() {
-        return;
-    }
-    let Ok(mut known) = session.known_hosts() else {
+    let Ok(text) = read_known_hosts(&cfg.known_hosts) else {
         return;
     };
-    if known
-        .read_file(&cfg.known_hosts, KnownHostFileKind::OpenSSH)
-        .is_err()
-    {
-        return;
-    }
-    let Ok(hosts) = known.hosts() else {
-        return;
-    };
+    let name = known_hosts::host_name(&cfg.host, cfg.port);
     let mut methods: Vec<&str> = Vec::new();
-    for host in &hosts {
-        let Ok(blob) = STANDARD.decode(host.key()) else {
-            continue;
-        };
-        // Matching the entry's own key against this host tells whether the entry is for this
-        // host, hashed (`|1|`) names included.
-        if !matches!(
-            known.check_port(&cfg.host, cfg.port, &blob),
-            CheckResult::Match
-        ) {
+    for entry in known_hosts::entries_for(&text, &name) {
+        if entry.marker != Marker::None {
             continue;
         }
-        let names: &[&str] = match key_type(&blob) {
+        let names: &[&str] = match key_type(&entry.key) {
             Some("ssh-ed25519") => &["ssh-ed25519"],
             Some("ecdsa-sha2-nistp256") => &["ecdsa-sha2-nistp256"],
             Some("ecdsa-sha2-nistp384") => &["ecdsa-sha2-nistp384"],
@@ -90,63 +142,72 @@ pub(crate) fn prefer_known_types(session: &Session, cfg: &SftpConfig) {
     }
 }
 
-/// Checks the session's host key; records it under `AcceptNew` when unknown.
-pub(crate) fn verify(session: &Session, cfg: &SftpConfig) -> Result<(), ConnError> {
+/// Serialises check-and-record: the pool opens several sessions at once, and under
+/// `AcceptNew` each would otherwise find the server unknown and append its own line.
+static KNOWN_HOSTS_LOCK: Mutex<()> = Mutex::new(());
+
+/// Checks the session's host key; records it under `AcceptNew` when unknown. (The error is
+/// boxed: refusals carry their whole story, and happen once per connection attempt.)
+pub(crate) fn verify(session: &Session, cfg: &SftpConfig) -> Result<(), Box<HostKeyError>> {
     let server = cfg.server();
-    let (key, _) = session
-        .host_key()
-        .ok_or_else(|| ConnError::setup(format!("{server}: the server sent no host key")))?;
-    let fp = fingerprint(key);
-    let algo = key_type(key).unwrap_or("unknown-key-type");
-    let mut known = session
-        .known_hosts()
-        .map_err(|e| ConnError::setup(format!("{server}: known_hosts: {}", e.message())))?;
+    let (key, _) = session.host_key().ok_or_else(|| HostKeyError::NoKey {
+        server: server.clone(),
+    })?;
+    let fingerprint = fingerprint(key);
+    let algo = key_type(key).unwrap_or("unknown-key-type").to_string();
     let path = &cfg.known_hosts;
     if path.as_os_str().is_empty() {
-        return Err(ConnError::setup(format!(
-            "{server}: no known_hosts file: $HOME is not set; pass --known-hosts FILE"
-        )));
+        return Err(Box::new(HostKeyError::NoFile { server }));
     }
-    if path.exists() {
-        known
-            .read_file(path, KnownHostFileKind::OpenSSH)
-            .map_err(|e| {
-                ConnError::setup(format!(
-                    "{server}: cannot read known_hosts file {}: {}",
-                    path.display(),
-                    e.message()
-                ))
+    let name = known_hosts::host_name(&cfg.host, cfg.port);
+    let _guard = KNOWN_HOSTS_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let text = read_known_hosts(path).map_err(|source| HostKeyError::Read {
+        server: server.clone(),
+        path: path.clone(),
+        source,
+    })?;
+    let refusal = match known_hosts::check(&known_hosts::entries_for(&text, &name), key) {
+        Verdict::Known { .. } => return Ok(()),
+        Verdict::Unknown if cfg.host_key_policy == HostKeyPolicy::AcceptNew => {
+            append(path, &name, &algo, key).map_err(|source| HostKeyError::Record {
+                server: server.clone(),
+                path: path.clone(),
+                source,
             })?;
-    }
-    match known.check_port(&cfg.host, cfg.port, key) {
-        CheckResult::Match => Ok(()),
-        CheckResult::Mismatch => Err(ConnError::setup(format!(
-            "{server}: host key CHANGED: server offers {algo} {fp}, which differs from the key \
-             recorded in {}; refusing to connect (possible man-in-the-middle; if the server was \
-             reinstalled, remove the old entry)",
-            path.display()
-        ))),
-        CheckResult::NotFound if cfg.host_key_policy == HostKeyPolicy::AcceptNew => {
-            append(path, &known_hosts_name(&cfg.host, cfg.port), algo, key).map_err(|e| {
-                ConnError::setup(format!(
-                    "{server}: cannot record host key in {}: {e}",
-                    path.display()
-                ))
-            })?;
-            tracing::warn!(server = %server, fingerprint = %fp, file = %path.display(),
-                "accepted new host key and recorded it");
-            Ok(())
+            tracing::warn!(server = %server, name = %name, fingerprint = %fingerprint,
+                file = %path.display(), "accepted new host key and recorded it");
+            return Ok(());
         }
-        CheckResult::NotFound => Err(ConnError::setup(format!(
-            "{server}: host key unknown: server offers {algo} {fp}, not found in {}; verify it and \
-             add it (ssh-keyscan), or use --host-key-policy accept-new",
-            path.display()
-        ))),
-        CheckResult::Failure => Err(ConnError::setup(format!(
-            "{server}: could not check host key {fp} against {}",
-            path.display()
-        ))),
-    }
+        Verdict::Unknown => HostKeyError::Unknown {
+            server,
+            name,
+            host: cfg.host.clone(),
+            port: cfg.port,
+            algo,
+            fingerprint,
+            path: path.clone(),
+        },
+        Verdict::Changed {
+            line,
+            algo: known_algo,
+        } => HostKeyError::Changed {
+            server,
+            name,
+            algo,
+            fingerprint,
+            known_algo,
+            path: path.clone(),
+            line,
+        },
+        Verdict::Revoked { line } => HostKeyError::Revoked {
+            server,
+            algo,
+            fingerprint,
+            path: path.clone(),
+            line,
+        },
+    };
+    Err(Box::new(refusal))
 }
 
 /// Appends `name algo base64` to the known_hosts file, creating it (and its directory, mode
@@ -195,12 +256,5 @@ mod tests {
         assert!(fp.starts_with("SHA256:"));
         assert!(!fp.ends_with('='));
         assert_eq!(fp.len(), 7 + 43);
-        assert_eq!(key_type(&blob), Some("ssh-ed25519"));
-    }
-
-    #[test]
-    fn names() {
-        assert_eq!(known_hosts_name("h", 22), "h");
-        assert_eq!(known_hosts_name("127.0.0.1", 2222), "[127.0.0.1]:2222");
     }
 }

@@ -16,6 +16,7 @@ mod connection;
 mod durable;
 mod errors;
 mod hostkey;
+mod known_hosts;
 mod pool;
 mod url;
 

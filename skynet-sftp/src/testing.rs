@@ -318,12 +318,9 @@ impl SshServer {
     }
 
     fn write_known_hosts(&self) {
-        let public = fs::read_to_string(self.dir.path().join("host_key.pub")).expect("host key");
-        let mut parts = public.split_whitespace();
-        let (algo, key) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
         fs::write(
             self.known_hosts_path(),
-            format!("[127.0.0.1]:{} {algo} {key}\n", self.port),
+            self.known_hosts_line(&format!("[127.0.0.1]:{}", self.port)),
         )
         .expect("write known_hosts");
     }
@@ -344,6 +341,15 @@ impl SshServer {
     /// The host public key line (`ssh-ed25519 AAAA... comment`).
     pub fn host_public_key(&self) -> String {
         fs::read_to_string(self.dir.path().join("host_key.pub")).expect("host key")
+    }
+    /// One known_hosts line (newline included) recording this server's host key under `name`
+    /// (`127.0.0.1`, `[127.0.0.1]:port`, ...): tests build known_hosts files that name a
+    /// server one way or another, or record one server's key under another's name.
+    pub fn known_hosts_line(&self, name: &str) -> String {
+        let public = self.host_public_key();
+        let mut parts = public.split_whitespace();
+        let (algo, key) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        format!("{name} {algo} {key}\n")
     }
     /// Scratch space inside the server's temp dir (not served specially; for test files).
     pub fn scratch_dir(&self) -> &Path {

@@ -120,6 +120,150 @@ fn changed_host_key_is_refused_under_both_policies() {
     }
 }
 
+// Host keys and ports, against two servers on two loopback ports with different host keys.
+// known_hosts names a server as OpenSSH does: `host` for port 22, `[host]:port` otherwise.
+
+/// `[127.0.0.1]:port`, the known_hosts name of a test server.
+fn bracketed(server: &SshServer) -> String {
+    format!("[127.0.0.1]:{}", server.port())
+}
+
+fn server_fingerprint(server: &SshServer) -> String {
+    ssh_keygen_fingerprint(&server.scratch_dir().join("host_key.pub"))
+}
+
+#[test]
+fn an_entry_for_another_port_or_the_plain_host_does_not_vouch_for_a_server() {
+    let a = SshServer::start();
+    let b = SshServer::start();
+    let root = b.remote_dir("d");
+    let kh = b.scratch_dir().join("other_port_known_hosts");
+    let cases = [
+        // A plain entry vouches for port 22 only, even with B's own key. (OpenSSH itself
+        // falls back to it when the keys are identical; skynet stays on the strict side.)
+        (
+            "a plain entry with B's key",
+            b.known_hosts_line("127.0.0.1"),
+        ),
+        // The plain name is the port-22 server's: a different key there is not "changed"
+        // for B, B is simply unknown.
+        (
+            "a plain entry with A's key",
+            a.known_hosts_line("127.0.0.1"),
+        ),
+        ("A's [host]:port entry", a.known_hosts_line(&bracketed(&a))),
+    ];
+    for (what, content) in cases {
+        fs::write(&kh, &content).expect("write");
+        let err = SftpConnection::new(b.config(&root).with_known_hosts(&kh))
+            .connect()
+            .expect_err(&format!("{what} vouched for B"));
+        assert_eq!(err.kind, ErrorKind::Setup, "{what}: {err}");
+        assert!(err.message.contains("unknown"), "{what}: {err}");
+        assert!(!err.message.contains("CHANGED"), "{what}: {err}");
+        assert!(err.message.contains(&bracketed(&b)), "{what}: {err}");
+        assert!(
+            err.message.contains(&server_fingerprint(&b)),
+            "{what}: {err}"
+        );
+        assert!(!err.message.contains('\n'), "{what}: {err}");
+        assert_eq!(fs::read_to_string(&kh).expect("read"), content, "{what}");
+    }
+}
+
+#[test]
+fn accept_new_records_a_server_on_another_port_under_its_bracketed_name() {
+    let a = SshServer::start();
+    let b = SshServer::start();
+    let (root_a, root_b) = (a.remote_dir("d"), b.remote_dir("d"));
+    let kh = b.scratch_dir().join("two_servers_known_hosts");
+    // A known both as the port-22 server (plain name) and under its own port.
+    let before = a.known_hosts_line("127.0.0.1") + &a.known_hosts_line(&bracketed(&a));
+    fs::write(&kh, &before).expect("write");
+    let accept = |server: &SshServer, root: &Path| {
+        SftpConnection::new(
+            server
+                .config(root)
+                .with_known_hosts(&kh)
+                .with_host_key_policy(HostKeyPolicy::AcceptNew),
+        )
+        .connect()
+    };
+    accept(&b, &root_b).expect("accept-new records B");
+    let recorded = fs::read_to_string(&kh).expect("read");
+    assert_eq!(
+        recorded,
+        before.clone() + &b.known_hosts_line(&bracketed(&b))
+    );
+    // OpenSSH finds it under that name.
+    let out = Command::new("ssh-keygen")
+        .arg("-F")
+        .arg(bracketed(&b))
+        .arg("-f")
+        .arg(&kh)
+        .output()
+        .expect("ssh-keygen -F");
+    assert!(out.status.success(), "ssh-keygen cannot find B's entry");
+    // Found again next time, strict or not, without a second line.
+    for (server, root) in [(&b, &root_b), (&a, &root_a)] {
+        SftpConnection::new(server.config(root).with_known_hosts(&kh))
+            .connect()
+            .unwrap_or_else(|e| panic!("strict, port {}: {e}", server.port()));
+        accept(server, root).unwrap_or_else(|e| panic!("accept-new, {}: {e}", server.port()));
+    }
+    assert_eq!(fs::read_to_string(&kh).expect("read"), recorded);
+}
+
+#[test]
+fn keys_swapped_between_ports_are_refused_as_changed_naming_file_and_line() {
+    let a = SshServer::start();
+    let b = SshServer::start();
+    let (root_a, root_b) = (a.remote_dir("d"), b.remote_dir("d"));
+    let kh = b.scratch_dir().join("swapped_known_hosts");
+    fs::write(
+        &kh,
+        b.known_hosts_line(&bracketed(&a)) + &a.known_hosts_line(&bracketed(&b)),
+    )
+    .expect("write");
+    let check = |hashed: bool| {
+        for (server, root, line) in [(&a, &root_a, 1), (&b, &root_b, 2)] {
+            for policy in [HostKeyPolicy::Strict, HostKeyPolicy::AcceptNew] {
+                let before = fs::read_to_string(&kh).expect("read");
+                let err = SftpConnection::new(
+                    server
+                        .config(root)
+                        .with_known_hosts(&kh)
+                        .with_host_key_policy(policy),
+                )
+                .connect()
+                .expect_err("swapped key accepted");
+                let ctx = format!("port {}, {policy:?}, hashed {hashed}: {err}", server.port());
+                assert_eq!(err.kind, ErrorKind::Setup, "{ctx}");
+                assert!(err.message.contains("CHANGED"), "{ctx}");
+                assert!(err.message.contains(&server_fingerprint(server)), "{ctx}");
+                let at = format!("{}:{line}", kh.display());
+                assert!(err.message.contains(&at), "{ctx} lacks {at}");
+                assert!(err.message.contains("ssh-keygen"), "{ctx}: no next step");
+                assert!(err.message.contains(&bracketed(server)), "{ctx}");
+                assert!(!err.message.contains('\n'), "{ctx}");
+                let after = fs::read_to_string(&kh).expect("read");
+                assert_eq!(before, after, "{ctx}: known_hosts modified");
+            }
+        }
+    };
+    check(false);
+    // Hashed names (ssh-keygen -H keeps the lines in order).
+    let out = Command::new("ssh-keygen")
+        .arg("-H")
+        .arg("-f")
+        .arg(&kh)
+        .output()
+        .expect("ssh-keygen -H");
+    assert!(out.status.success());
+    assert!(fs::read_to_string(&kh).expect("read").starts_with("|1|"));
+    check(true);
+}
+
 #[test]
 fn wrong_client_key_is_a_setup_error() {
     let server = SshServer::start();
