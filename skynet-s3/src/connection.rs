@@ -60,8 +60,8 @@ pub(crate) struct Inner {
     /// them even when they are not (yet) in the resume table.
     pub(crate) live_uploads: Mutex<HashSet<String>>,
     /// When this connection was made (ms since the epoch): upload creations announced before
-    /// it and never recorded were interrupted by an earlier run.
-    opened_at: i64,
+    /// it and never recorded were interrupted by an earlier run (see [`crate::abandoned`]).
+    pub(crate) opened_at: i64,
     /// Keys of parent directories this connection found free of an object at the key itself
     /// (see [`Inner::clear_files_above`]), so that it looks once per directory, not per send.
     /// A send or rename onto a key forgets it and everything below it.
@@ -310,92 +310,6 @@ impl Inner {
             .await?;
         for rec in records {
             crate::multipart::abort_upload(self, &rec.key, &rec.upload_id).await?;
-        }
-        Ok(())
-    }
-
-    /// Drops multipart uploads left by earlier runs that can no longer be resumed: recorded
-    /// ones whose local file changed or vanished, and (where the server can list them)
-    /// unrecorded ones under the prefix, left by a crash between creating and recording.
-    async fn clean_stale_uploads(&self) -> Result<(), ConnError> {
-        let (bucket, root) = (self.bucket().to_string(), self.keys.root().to_string());
-        let records = self.store.run(move |s| s.list(&bucket, &root)).await?;
-        let live: HashSet<String> = self
-            .live_uploads
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let mut known: HashSet<String> = HashSet::new();
-        for rec in records {
-            known.insert(rec.upload_id.clone());
-            if live.contains(&rec.upload_id) {
-                continue;
-            }
-            let path = rec.local_path.clone();
-            let current = tokio::task::spawn_blocking(move || SourceFile::stat(&path).ok())
-                .await
-                .ok()
-                .flatten();
-            let still_matches =
-                current.is_some_and(|f| f.size == rec.size && mtime_ns(f.mtime) == rec.mtime_ns);
-            if !still_matches {
-                tracing::info!(key = %rec.key, "aborting a multipart upload whose file changed");
-                crate::multipart::abort_upload(self, &rec.key, &rec.upload_id).await?;
-            }
-        }
-        let listed = self
-            .client
-            .list_multipart_uploads()
-            .bucket(self.bucket())
-            .prefix(self.keys.root())
-            .send()
-            .await;
-        let can_list = match listed {
-            Ok(out) => {
-                for up in out.uploads() {
-                    let (Some(key), Some(id)) = (up.key(), up.upload_id()) else {
-                        continue;
-                    };
-                    if !known.contains(id) && !live.contains(id) {
-                        tracing::info!(key, "aborting an unrecorded multipart upload");
-                        crate::multipart::abort_upload(self, key, id).await?;
-                    }
-                }
-                true
-            }
-            Err(e) => {
-                let f = classify(e, &self.what("list uploads", self.keys.root()));
-                if f.kind == ErrorKind::ConnectionLost {
-                    return Err(f.into());
-                }
-                // Some servers (s3s-fs) do not implement ListMultipartUploads: the table
-                // above is then the only record of the uploads skynet made.
-                tracing::debug!("{}", f.message);
-                false
-            }
-        };
-        // A run killed between the server creating an upload and skynet recording its id
-        // leaves an upload only a listing can find. Where the server cannot list, say so,
-        // naming the key, rather than leave it unnoticed.
-        let (bucket, root, before) = (
-            self.bucket().to_string(),
-            self.keys.root().to_string(),
-            self.opened_at,
-        );
-        let interrupted = self
-            .store
-            .run(move |s| s.take_intents(&bucket, &root, before))
-            .await?;
-        if !can_list {
-            for key in interrupted {
-                tracing::warn!(
-                    key = %key,
-                    "a multipart upload may have been left open by an interrupted run; this \
-                     server cannot list uploads (ListMultipartUploads), so skynet cannot abort \
-                     it; a bucket lifecycle rule (AbortIncompleteMultipartUpload) removes such \
-                     uploads"
-                );
-            }
         }
         Ok(())
     }

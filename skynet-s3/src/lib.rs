@@ -11,6 +11,7 @@
 //!
 //! With the `testing` feature, [`testing`] starts a private s3s-fs server for tests.
 
+mod abandoned;
 mod checksum;
 mod config;
 mod connection;

@@ -12,6 +12,7 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
@@ -246,6 +247,8 @@ async fn create_upload(
         .key(key)
         .checksum_algorithm(ChecksumAlgorithm::Crc32C)
         .metadata(MTIME_METADATA, mtime_text(file.mtime))
+        .customize()
+        .config_override(single_attempt())
         .send()
         .await
         .map_err(|e| classify(e, &inner.what("create upload of", key)))?;
@@ -277,11 +280,23 @@ async fn create_upload(
     })
 }
 
-/// Notes in the resume table that an upload of `key` is being created, so that a run killed
-/// before the upload is recorded is noticed by the next one.
+/// Notes in the resume table that an upload of `key` is being created, so that an upload the
+/// server makes but skynet never records (the run killed, the answer lost) can be found and
+/// aborted later (see [`crate::abandoned`]). An earlier announcement of `key` still there is
+/// settled first: this one replaces it.
 async fn announce(inner: &Inner, key: &str) -> Result<(), ConnError> {
+    inner.settle_earlier_creation(key).await?;
     let (bucket, key) = (inner.bucket().to_string(), key.to_string());
     inner.store.run(move |s| s.announce(&bucket, &key)).await
+}
+
+/// Config for CreateMultipartUpload: one attempt, no retry by the SDK. A retried creation
+/// whose first answer was lost leaves an upload nobody will ever record, and the second
+/// creation, recorded, would clear the announcement that lets skynet find the first. Failed
+/// here, the send fails, the announcement stays, and skynet's own retry settles it (see
+/// [`announce`]).
+fn single_attempt() -> aws_sdk_s3::config::Builder {
+    aws_sdk_s3::config::Builder::new().retry_config(RetryConfig::disabled())
 }
 
 /// The failure of one part, and whether it showed that the upload is gone on the server.
@@ -577,6 +592,8 @@ pub(crate) async fn copy_multipart(
         .key(to)
         .set_metadata(head.metadata().cloned())
         .set_content_type(head.content_type().map(str::to_string))
+        .customize()
+        .config_override(single_attempt())
         .send()
         .await
         .map_err(|e| classify(e, &inner.what("create copy upload of", to)))?;

@@ -71,8 +71,9 @@ CREATE TABLE IF NOT EXISTS s3_multipart_parts (
     PRIMARY KEY (upload_id, part_number)
 );
 -- Written before CreateMultipartUpload, removed when the upload is recorded above: a row left
--- here means a run was interrupted between the server creating an upload and skynet learning
--- its id, so an upload nobody recorded may be open on the server.
+-- here means a creation was cut short (the run killed, the answer lost) between the server
+-- creating an upload and skynet learning its id, so an upload nobody recorded may be open on
+-- the server. The row is what entitles skynet to abort such an upload (see abandoned.rs).
 CREATE TABLE IF NOT EXISTS s3_multipart_intent (
     bucket  TEXT NOT NULL,
     key     TEXT NOT NULL,
@@ -173,41 +174,59 @@ impl ResumeStore {
             .map_err(|e| self.db_error(e))
     }
 
-    /// Removes and returns the keys of `bucket` under `prefix` whose upload creation was
-    /// announced before `before` (ms since the epoch) and never recorded: interrupted runs.
-    pub(crate) fn take_intents(
+    /// The announcements (key, time in ms since the epoch) of `bucket` under `prefix` made
+    /// before `before` and never followed by a recorded upload: creations an earlier run
+    /// began and did not see through. They stay until [`ResumeStore::settle_intent`], so that
+    /// a start-up cut short looks at them again.
+    pub(crate) fn intents(
         &self,
         bucket: &str,
         prefix: &str,
         before: i64,
-    ) -> Result<Vec<String>, ConnError> {
-        let mut db = self.lock();
-        let tx = db
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+    ) -> Result<Vec<(String, i64)>, ConnError> {
+        let db = self.lock();
+        let mut stmt = db
+            .prepare(
+                "SELECT key, started FROM s3_multipart_intent
+                 WHERE bucket = ?1 AND substr(key, 1, ?3) = ?2 AND started < ?4 ORDER BY key",
+            )
             .map_err(|e| self.db_error(e))?;
-        let keys = {
-            let mut stmt = tx
-                .prepare(
-                    "SELECT key FROM s3_multipart_intent
-                     WHERE bucket = ?1 AND substr(key, 1, ?3) = ?2 AND started < ?4 ORDER BY key",
-                )
-                .map_err(|e| self.db_error(e))?;
-            let rows = stmt
-                .query_map(params![bucket, prefix, prefix.len() as i64, before], |r| {
-                    r.get::<_, String>(0)
-                })
-                .map_err(|e| self.db_error(e))?;
-            rows.collect::<Result<Vec<_>, _>>()
-                .map_err(|e| self.db_error(e))?
-        };
-        tx.execute(
-            "DELETE FROM s3_multipart_intent
-             WHERE bucket = ?1 AND substr(key, 1, ?3) = ?2 AND started < ?4",
-            params![bucket, prefix, prefix.len() as i64, before],
-        )
-        .map_err(|e| self.db_error(e))?;
-        tx.commit().map_err(|e| self.db_error(e))?;
-        Ok(keys)
+        let rows = stmt
+            .query_map(params![bucket, prefix, prefix.len() as i64, before], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })
+            .map_err(|e| self.db_error(e))?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.db_error(e))
+    }
+
+    /// When the creation of an upload of `key` was announced and not yet recorded, if it was.
+    pub(crate) fn intent(&self, bucket: &str, key: &str) -> Result<Option<i64>, ConnError> {
+        self.lock()
+            .query_row(
+                "SELECT started FROM s3_multipart_intent WHERE bucket = ?1 AND key = ?2",
+                params![bucket, key],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.db_error(e))
+    }
+
+    /// Drops the announcement of `key` made at `started`, once whatever upload it may have
+    /// left was aborted or reported. A newer announcement of the same key stays.
+    pub(crate) fn settle_intent(
+        &self,
+        bucket: &str,
+        key: &str,
+        started: i64,
+    ) -> Result<(), ConnError> {
+        self.lock()
+            .execute(
+                "DELETE FROM s3_multipart_intent WHERE bucket = ?1 AND key = ?2 AND started = ?3",
+                params![bucket, key, started],
+            )
+            .map(|_| ())
+            .map_err(|e| self.db_error(e))
     }
 
     /// Records a new upload, replacing any older record for the same key, and clears the
@@ -393,17 +412,28 @@ mod tests {
     }
 
     #[test]
-    fn an_announced_upload_is_reported_until_recorded() {
+    fn an_announced_upload_is_reported_until_recorded_or_settled() {
         let store = ResumeStore::open(None).unwrap();
         store.announce("b", "p/big").unwrap();
         store.announce("b", "p/done").unwrap();
         store.announce("b", "q/other").unwrap();
         store.insert(&rec("p/done", "u1")).unwrap();
+        assert_eq!(store.intent("b", "p/done").unwrap(), None);
+        let started = store.intent("b", "p/big").unwrap().expect("announced");
         // Announced after `before`: the current run's own creations are left alone.
-        assert!(store.take_intents("b", "p/", 0).unwrap().is_empty());
+        assert!(store.intents("b", "p/", 0).unwrap().is_empty());
         let later = now_ms() + 1;
-        assert_eq!(store.take_intents("b", "p/", later).unwrap(), ["p/big"]);
-        assert!(store.take_intents("b", "p/", later).unwrap().is_empty());
-        assert_eq!(store.take_intents("b", "", later).unwrap(), ["q/other"]);
+        assert_eq!(
+            store.intents("b", "p/", later).unwrap(),
+            [("p/big".to_string(), started)]
+        );
+        // Reading does not settle: a start-up cut short finds them again.
+        assert_eq!(store.intents("b", "p/", later).unwrap().len(), 1);
+        // Settling an older announcement leaves a newer one of the same key.
+        store.settle_intent("b", "p/big", started - 1).unwrap();
+        assert_eq!(store.intents("b", "p/", later).unwrap().len(), 1);
+        store.settle_intent("b", "p/big", started).unwrap();
+        assert!(store.intents("b", "p/", later).unwrap().is_empty());
+        assert_eq!(store.intents("b", "", later).unwrap().len(), 1);
     }
 }
