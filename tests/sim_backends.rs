@@ -5,7 +5,9 @@
 //! same model: renames onto existing names, swaps and cycles, a file replaced by a directory
 //! and back, kills, restarts, refused and lost calls, link losses, watcher overflows. After
 //! each history the engine drains and `sim::run_real` checks the contract: convergence, no
-//! temporary files, the ledger describing the destination, the queue bounded.
+//! temporary files, the ledger describing the destination, the queue bounded; and, with
+//! complete-sync, where the destination's files live on this machine (sshd's folder, s3s-fs's
+//! data directory), no directory left that the source lacks.
 //!
 //! Each history gets an empty destination of its own (a new remote directory, a new S3 bucket).
 //! Histories run a few at a time (they mostly sleep: `Wait` steps really wait).
@@ -18,13 +20,16 @@
 //! A missing server program fails the test with a message naming `scripts/install-test-deps`
 //! (the harnesses panic; nothing is skipped).
 
+use std::collections::BTreeSet;
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use skynet_core::connection::{Blocking, Connection};
 use skynet_core::sim::{self, Failure, Setup, Step};
+use skynet_core::RelPath;
 use skynet_s3::testing::{MotoServer, S3Server};
 use skynet_s3::S3Connection;
 use skynet_sftp::testing::SshServer;
@@ -105,14 +110,38 @@ fn panic_text(panic: Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_default()
 }
 
+/// A history's destination, and where its files live on this machine when they do (the
+/// SFTP server's folder, s3s-fs's data directory): then its directories are checked too.
+type Dest = (Arc<dyn Connection>, Option<PathBuf>);
+
+/// The directories under `root`, relative to it.
+fn dirs_under(root: &Path) -> BTreeSet<RelPath> {
+    walkdir::WalkDir::new(root)
+        .min_depth(1)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_dir())
+        .filter_map(|e| RelPath::from_abs(root, e.path()).ok())
+        .collect()
+}
+
 /// Runs one history in real time against the destination `dest` builds for it.
 async fn one<F, Fut>(id: usize, setup: &Setup, steps: &[Step], dest: &F) -> Result<(), Failure>
 where
     F: Fn(usize) -> Fut,
-    Fut: Future<Output = Arc<dyn Connection>>,
+    Fut: Future<Output = Dest>,
 {
-    let dest = dest(id).await;
-    match tokio::time::timeout(HISTORY_LIMIT, sim::run_real(setup, steps, dest)).await {
+    let (dest, on_disk) = dest(id).await;
+    let run = async {
+        match on_disk {
+            Some(root) => {
+                let dirs: sim::DirLister = Box::new(move || dirs_under(&root));
+                sim::run_real_listing_dirs(setup, steps, dest, dirs).await
+            }
+            None => sim::run_real(setup, steps, dest).await,
+        }
+    };
+    match tokio::time::timeout(HISTORY_LIMIT, run).await {
         Ok(result) => result,
         Err(_) => Err(Failure {
             invariant: "drained",
@@ -126,7 +155,7 @@ where
 fn run_histories<F, Fut>(backend: &str, histories: Vec<History>, dest: F)
 where
     F: Fn(usize) -> Fut + Sync,
-    Fut: Future<Output = Arc<dyn Connection>>,
+    Fut: Future<Output = Dest>,
 {
     let started = Instant::now();
     let next = AtomicU64::new(0);
@@ -315,29 +344,32 @@ fn sftp(histories: Vec<History>) {
         let root = server.remote_dir(&format!("history-{i}"));
         let conn: Arc<dyn Connection> =
             Arc::new(Blocking::new(SftpConnection::new(server.config(&root))));
-        async move { conn }
+        async move { (conn, Some(root)) }
     });
 }
 
 /// Runs `histories` against one S3 server, a bucket of its own per history (s3s-fs walks the
 /// whole bucket for every listing: histories sharing one would slow and disturb each other).
+/// `on_disk(bucket)`: where the server keeps the objects under the prefix `dest`, when it
+/// stores keys as paths on this machine (s3s-fs).
 fn s3<B, BFut>(
     backend: &str,
     histories: Vec<History>,
     bucket: B,
     config: impl Fn(&str) -> skynet_s3::S3Config + Sync,
+    on_disk: impl Fn(&str) -> Option<PathBuf> + Sync,
 ) where
     B: Fn(String) -> BFut + Sync,
     BFut: Future<Output = ()>,
 {
-    let (config, bucket) = (&config, &bucket);
+    let (config, bucket, on_disk) = (&config, &bucket, &on_disk);
     run_histories(backend, histories, |i| async move {
         let name = format!("sim-history-{i}");
         bucket(name.clone()).await;
         let conn = S3Connection::new(config(&name))
             .await
             .expect("S3 connection");
-        Arc::new(conn) as Arc<dyn Connection>
+        (Arc::new(conn) as Arc<dyn Connection>, on_disk(&name))
     });
 }
 
@@ -349,6 +381,7 @@ fn s3s_fs(histories: Vec<History>) {
         histories,
         |name| async move { server.create_bucket(&name).await },
         |name| server.config(name, "dest"),
+        |name| Some(server.data_dir().join(name).join("dest")),
     );
 }
 
@@ -360,6 +393,7 @@ fn moto(histories: Vec<History>) {
         histories,
         |name| async move { server.create_bucket(&name).await },
         |name| server.config(name, "dest"),
+        |_| None,
     );
 }
 

@@ -168,6 +168,29 @@ pub fn remove(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
     ))
 }
 
+/// Removes entry `name` of `dir` only if it is an empty directory: one `rmdir`, which the
+/// kernel refuses for a directory that holds anything, for a file and for a link (never
+/// followed). `Ok(true)` when nothing stands there any more (removed now, or missing);
+/// `Ok(false)` when something is kept: a directory that is not empty, a file, a link, a
+/// mount point, or a directory this process may not remove. Why no listing first: a file
+/// created between the listing and the removal would be lost; `rmdir` decides atomically.
+pub fn remove_empty_dir(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<bool> {
+    match rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR) {
+        Ok(()) | Err(Errno::NOENT) => Ok(true),
+        Err(
+            Errno::NOTEMPTY
+            | Errno::EXIST
+            | Errno::NOTDIR
+            | Errno::BUSY
+            | Errno::ACCESS
+            | Errno::PERM
+            | Errno::ROFS
+            | Errno::INVAL,
+        ) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// The entries of directory `dir` (without `.` and `..`) with their own type (a link is a
 /// link), taken from the listing where the filesystem gives it.
 pub fn entries(dir: BorrowedFd<'_>) -> io::Result<Vec<(CString, Option<FileType>)>> {

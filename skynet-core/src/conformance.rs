@@ -31,6 +31,11 @@ pub struct Options {
     /// (the local folder): enables the cases that plant a link in the destination and read
     /// file modes, which the [`Connection`] trait cannot see.
     pub local_root: Option<PathBuf>,
+    /// Whether the backend implements [`Connection::remove_empty_dir`] (rather than keeping
+    /// the default, which removes nothing): then an empty directory and a missing path must
+    /// come back `true`. Every backend must keep what is not an empty directory, whatever
+    /// it answers.
+    pub removes_empty_dirs: bool,
 }
 
 impl Default for Options {
@@ -39,6 +44,7 @@ impl Default for Options {
             non_utf8_names: true,
             max_name_len: 255,
             local_root: None,
+            removes_empty_dirs: false,
         }
     }
 }
@@ -318,6 +324,8 @@ pub async fn run(conn: &dyn Connection, opts: &Options) {
         "a file name was executed as a command"
     );
 
+    empty_dirs(conn, opts, dir).await;
+
     if let Some(root) = &opts.local_root {
         confinement(conn, root, dir).await;
     }
@@ -345,6 +353,55 @@ pub async fn run(conn: &dyn Connection, opts: &Options) {
     ];
     let got: Vec<String> = all.keys().map(|p| p.display()).collect();
     assert_eq!(got, expected, "final destination listing");
+}
+
+/// `remove_empty_dir` removes an empty directory and nothing else: never a directory that
+/// holds a file, never a file. A send into a removed directory makes it
+/// again. Leaves nothing behind.
+async fn empty_dirs(conn: &dyn Connection, opts: &Options, dir: &Path) {
+    let one = local_file(dir, "one", b"1");
+    for p in ["e/full/keep", "e/file", "e/nested/empty/x", "e/gone/x"] {
+        conn.send(&one, &rel(p))
+            .await
+            .unwrap_or_else(|e| panic!("send {p}: {e}"));
+    }
+    // Left empty by deleting their files: `e/gone` and `e/nested/empty` (a filesystem keeps
+    // them; an object store may not).
+    for p in ["e/gone/x", "e/nested/empty/x"] {
+        conn.delete(&rel(p)).await.expect("delete");
+    }
+    let call = |p: &'static str| async move {
+        conn.remove_empty_dir(&rel(p))
+            .await
+            .unwrap_or_else(|e| panic!("empty dirs: remove_empty_dir {p}: {e}"))
+    };
+    assert!(
+        !call("e/full").await,
+        "empty dirs: a directory holding a file"
+    );
+    assert!(!call("e/file").await, "empty dirs: a file");
+    assert!(!call("e").await, "empty dirs: a directory holding files");
+    expect_content(conn, &rel("e/full/keep"), b"1", "empty dirs: kept").await;
+    expect_content(conn, &rel("e/file"), b"1", "empty dirs: kept").await;
+    let gone = call("e/gone").await;
+    let nested = call("e/nested/empty").await;
+    let missing = call("never/was").await;
+    if opts.removes_empty_dirs {
+        assert!(gone, "empty dirs: an empty directory was kept");
+        assert!(nested, "empty dirs: an empty directory was kept");
+        assert!(
+            call("e/nested").await,
+            "empty dirs: emptied parent was kept"
+        );
+        assert!(missing, "empty dirs: a missing path is not gone");
+    }
+    // A send into a removed directory makes it again.
+    conn.send(&one, &rel("e/gone/again"))
+        .await
+        .expect("empty dirs: send into a removed directory");
+    expect_content(conn, &rel("e/gone/again"), b"1", "empty dirs: sent again").await;
+    conn.delete(&rel("e")).await.expect("delete e");
+    expect_absent(conn, &rel("e/full/keep"), "empty dirs: cleanup").await;
 }
 
 /// A directory of the destination replaced by a link to a folder outside it: no send, delete
@@ -385,6 +442,27 @@ async fn confinement(conn: &dyn Connection, root: &Path, dir: &Path) {
             );
         }
     };
+    std::fs::create_dir_all(outside.join("empty")).expect("mkdir outside");
+    conn.remove_empty_dir(&rel("linked/empty"))
+        .await
+        .expect("confinement: remove_empty_dir under a link finds nothing");
+    assert!(
+        !conn
+            .remove_empty_dir(&rel("linked"))
+            .await
+            .expect("remove_empty_dir"),
+        "confinement: a link was taken for an empty directory"
+    );
+    assert!(
+        outside.join("empty").is_dir(),
+        "confinement: remove_empty_dir removed a directory behind a link"
+    );
+    assert!(
+        root.join("linked")
+            .symlink_metadata()
+            .is_ok_and(|m| m.file_type().is_symlink()),
+        "confinement: remove_empty_dir removed the link"
+    );
     untouched("delete or rename");
     conn.send(&one, &rel("linked/sub/x"))
         .await

@@ -9,6 +9,11 @@
 //! - **Idempotence.** Every operation can be replayed after a crash: sending again overwrites,
 //!   deleting a missing path succeeds, renaming onto an existing target replaces it.
 //! - **Delete** removes a file, or a whole directory tree. A missing path is success.
+//! - **Empty directories.** [`Connection::remove_empty_dir`] removes a directory only while it
+//!   is empty (the server's own rmdir, which refuses a directory holding anything; never a
+//!   listing followed by a recursive removal), never a file or a link standing there. A
+//!   missing path is success. The engine decides which directories to try (complete-sync:
+//!   those the source no longer has, once their files are gone); the root is never one.
 //! - **Rename** moves a file or a whole directory, creating the target's parents and replacing
 //!   the target. When `from` does not exist it returns [`ErrorKind::RemoteMissing`] and the
 //!   handler falls back to sending the local target.
@@ -341,6 +346,26 @@ pub trait Connection: Send + Sync + 'static {
     /// Renames a file or directory, replacing `to`.
     async fn rename(&self, from: &RelPath, to: &RelPath) -> Result<(), ConnError>;
 
+    /// Removes the directory `dir` if it is empty, and nothing else. Returns `true` when no
+    /// directory stands at `dir` any more (removed now, or missing), `false` when something
+    /// is kept there: a directory that holds anything, a file, a link, or a directory the
+    /// server refuses to remove (a mount point, no permission). `Err` only for failures
+    /// worth trying again (a lost connection above all).
+    ///
+    /// Why a method of its own rather than [`Connection::delete`]: `delete` removes whole
+    /// trees, and the engine calls this one on its own judgement (complete-sync removing the
+    /// directories the source no longer has, see `crate::empty_dirs`), where the worst a
+    /// mistake may cost is an empty directory. A backend must make that true by asking the
+    /// server to remove only an empty directory (`rmdir`), never by listing it and deleting
+    /// what it saw: a file written meanwhile would go with it.
+    ///
+    /// The default keeps everything: a destination with no directories of its own (a command,
+    /// an object store without folder markers) has none to remove.
+    async fn remove_empty_dir(&self, dir: &RelPath) -> Result<bool, ConnError> {
+        let _ = dir;
+        Ok(false)
+    }
+
     /// Makes every operation that returned `Ok` so far durable. The handler calls it before
     /// acknowledging a batch, so a backend can pay for durability once per batch.
     async fn flush(&self) -> Result<(), ConnError> {
@@ -418,6 +443,11 @@ pub trait BlockingConnection: Send + Sync + 'static {
     }
     fn delete(&self, path: &RelPath) -> Result<(), ConnError>;
     fn rename(&self, from: &RelPath, to: &RelPath) -> Result<(), ConnError>;
+    /// See [`Connection::remove_empty_dir`].
+    fn remove_empty_dir(&self, dir: &RelPath) -> Result<bool, ConnError> {
+        let _ = dir;
+        Ok(false)
+    }
     fn flush(&self) -> Result<(), ConnError> {
         Ok(())
     }
@@ -519,6 +549,10 @@ impl<C: BlockingConnection> Connection for Blocking<C> {
         let (from, to) = (from.clone(), to.clone());
         self.run(move |c| c.rename(&from, &to)).await
     }
+    async fn remove_empty_dir(&self, dir: &RelPath) -> Result<bool, ConnError> {
+        let dir = dir.clone();
+        self.run(move |c| c.remove_empty_dir(&dir)).await
+    }
     async fn flush(&self) -> Result<(), ConnError> {
         self.run(|c| c.flush()).await
     }
@@ -572,6 +606,9 @@ impl<T: Connection + ?Sized> Connection for Arc<T> {
     }
     async fn rename(&self, from: &RelPath, to: &RelPath) -> Result<(), ConnError> {
         (**self).rename(from, to).await
+    }
+    async fn remove_empty_dir(&self, dir: &RelPath) -> Result<bool, ConnError> {
+        (**self).remove_empty_dir(dir).await
     }
     async fn flush(&self) -> Result<(), ConnError> {
         (**self).flush().await

@@ -174,6 +174,8 @@ impl Mapping {
         queue.set_handoff(opts.handoff.enabled().then_some(opts.handoff.delay));
         // Only deletions that reach the destination need the guard.
         queue.set_delete_guard(opts.complete_sync.then_some(opts.max_delete));
+        // Only a mirror that propagates deletions removes the directories the source lost.
+        queue.set_remove_empty_dirs(opts.complete_sync);
         Ok(Mapping {
             source,
             queue,

@@ -27,6 +27,7 @@ use tokio::task::JoinSet;
 use crate::action::{Action, ActionKind};
 use crate::connection::{Connection, SourceError, SourceFile};
 use crate::digest::Sha256Digest;
+use crate::empty_dirs::{self, PassEnd};
 use crate::engine::meta;
 use crate::error::{ConnError, ErrorKind};
 use crate::merge::Entry;
@@ -240,6 +241,43 @@ enum Step {
     NotAFile(RelPath),
 }
 
+/// When the handler looks at the directories complete-sync may have to remove again, besides
+/// when the queue asks (a deletion or rename acknowledged, a catch-up scan).
+#[derive(Default)]
+struct DirLook {
+    /// After a failure: look again then.
+    retry_at: Option<Instant>,
+    /// Failures in a row, for the backoff.
+    attempt: u32,
+    /// Some waited for queued actions: look again once one more action has settled (the
+    /// figure of [`DirLook::progress`] when they waited).
+    waiting_at: Option<u64>,
+}
+
+impl DirLook {
+    /// Actions settled so far (done, or vanished), to tell that one more has.
+    fn progress(status: &HandlerStatus) -> u64 {
+        status.actions_done.load(Ordering::Relaxed) + status.vanished.load(Ordering::Relaxed)
+    }
+
+    /// Whether it is time to look again: the retry delay passed, or an action settled since
+    /// some directories waited for one.
+    fn due(&mut self, status: &HandlerStatus) -> bool {
+        if self.retry_at.is_some_and(|at| at <= Instant::now()) {
+            self.retry_at = None;
+            return true;
+        }
+        if self
+            .waiting_at
+            .is_some_and(|at| at != Self::progress(status))
+        {
+            self.waiting_at = None;
+            return true;
+        }
+        false
+    }
+}
+
 /// What every worker task needs.
 #[derive(Clone)]
 struct Context {
@@ -376,6 +414,9 @@ impl Handler {
         let mut stopping_since: Option<Instant> = None;
         // One sweep attempt per run, after the first successful connect.
         let mut swept = false;
+        let mut dirs = DirLook::default();
+        // Directories filed by an earlier run (killed before it looked at them) are due.
+        self.queue.request_dirs_check();
         self.clean_end.store(false, Ordering::SeqCst);
 
         loop {
@@ -507,6 +548,27 @@ impl Handler {
                 continue;
             }
 
+            // Idle: look at the directories deletions and renames may have left empty at
+            // the destination (see `empty_dirs`). Nothing of this handler runs meanwhile, so
+            // none of its sends writes into a directory being removed.
+            if connected
+                && stopping_since.is_none()
+                && executing.is_empty()
+                && ready.is_empty()
+                && unacked.is_empty()
+                && flush_task.is_empty()
+            {
+                if dirs.due(&self.status) {
+                    self.queue.request_dirs_check();
+                }
+                if self.queue.take_dirs_check() {
+                    let stop = stop.clone();
+                    self.remove_empty_dirs(&mut connected, &mut dirs, move || *stop.borrow())
+                        .await?;
+                    continue;
+                }
+            }
+
             if self.cfg.exit_when_drained
                 && executing.is_empty()
                 && flush_task.is_empty()
@@ -533,7 +595,11 @@ impl Handler {
             } else {
                 None
             };
-            let timer = self.next_wake(ack_timer, idle)?;
+            let mut timer = self.next_wake(ack_timer, idle)?;
+            if let Some(at) = dirs.retry_at {
+                timer = timer.min(at.saturating_duration_since(Instant::now()));
+            }
+            let timer = timer.max(Duration::from_millis(1));
             // `biased`: polled in this order, so that a simulated run replays exactly (an
             // unbiased select draws its order from a random source nobody can seed).
             tokio::select! {
@@ -596,6 +662,50 @@ impl Handler {
         self.unclaim(&mut ready)?;
         self.clean_end.store(!abandoned, Ordering::SeqCst);
         Ok(summary)
+    }
+
+    /// One look at the directories complete-sync may have to remove (see [`empty_dirs`]).
+    /// A failure leaves them due: looked at again after a backoff, or after reconnecting.
+    async fn remove_empty_dirs(
+        &self,
+        connected: &mut bool,
+        dirs: &mut DirLook,
+        stopping: impl Fn() -> bool,
+    ) -> Result<(), StateError> {
+        let end = empty_dirs::remove_due(
+            self.conn.as_ref(),
+            &self.queue,
+            &self.source_root,
+            self.source.as_deref(),
+            stopping,
+        )
+        .await?;
+        match end {
+            PassEnd::Done { waiting, .. } => {
+                dirs.attempt = 0;
+                dirs.retry_at = None;
+                dirs.waiting_at = waiting.then(|| DirLook::progress(&self.status));
+            }
+            // The engine pauses the mapping meanwhile; until it does, look again shortly.
+            PassEnd::SourceAway => {
+                dirs.retry_at = Some(Instant::now() + Duration::from_secs(1));
+            }
+            PassEnd::Failed(e) if e.kind == ErrorKind::ConnectionLost => {
+                tracing::warn!(error = %e.message, "connection lost; pausing");
+                self.status.set_error(&e.message);
+                *connected = false;
+                self.status.connected.store(false, Ordering::Relaxed);
+                self.queue.request_dirs_check();
+            }
+            PassEnd::Failed(e) => {
+                let delay = backoff(self.cfg.retry_base, self.cfg.retry_cap, dirs.attempt);
+                dirs.attempt = dirs.attempt.saturating_add(1);
+                tracing::warn!(error = %e.message, retry_in = ?delay, "cannot remove a directory the source no longer has; will try again");
+                self.status.set_error(&e.message);
+                dirs.retry_at = Some(Instant::now() + delay);
+            }
+        }
+        Ok(())
     }
 
     fn context(&self) -> Context {

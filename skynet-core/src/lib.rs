@@ -9,7 +9,8 @@
 //!    destination are held there until confirmed ([`guard`]).
 //! 3. [`handler`] drains the queue through a [`Connection`] with N workers, keeping per-path
 //!    order, retrying, parking, pausing while the link is down.
-//! 4. [`ledger`] records what the destination holds after each acknowledged action.
+//! 4. [`ledger`] records what the destination holds after each acknowledged action; with
+//!    complete-sync, [`empty_dirs`] then removes the directories the source no longer has.
 //! 5. [`handoff`] works deliveries that need more (`remove_source`, `on_delivered`): a local
 //!    file is removed only while it is the delivered inode, unchanged ([`open_writers`]: no
 //!    process writing it), and held by every other mapping of the source ([`siblings`]).
@@ -30,6 +31,7 @@ pub mod clock;
 pub mod command;
 pub mod connection;
 pub mod digest;
+pub mod empty_dirs;
 pub mod engine;
 pub mod error;
 pub mod exec;

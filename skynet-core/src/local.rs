@@ -180,6 +180,17 @@ impl LocalConnection {
             .map_err(|e| remote_io(&path.under(&self.root), &e))
     }
 
+    /// `remove_empty_dir`: one `rmdir` of the last component in its parent's handle, the
+    /// parent found without following links.
+    fn remove_empty_dir_now(&self, dir: &RelPath) -> Result<bool, ConnError> {
+        let Some(parent) = self.parent_of(dir)? else {
+            // Not a real directory on the way: no directory of ours is at this path.
+            return Ok(true);
+        };
+        beneath::remove_empty_dir(parent.as_fd(), dir.file_name())
+            .map_err(|e| remote_io(&dir.under(&self.root), &e))
+    }
+
     /// `rename`: a source not reachable without following a link is missing (the handler
     /// then sends the local target), and the target's parents are made as for a send.
     fn rename_now(&self, from: &RelPath, to: &RelPath) -> Result<(), ConnError> {
@@ -416,6 +427,11 @@ impl BlockingConnection for LocalConnection {
     fn rename(&self, from: &RelPath, to: &RelPath) -> Result<(), ConnError> {
         let _dirty = MarkDirty(&self.dirty);
         self.checked(self.rename_now(from, to))
+    }
+
+    fn remove_empty_dir(&self, dir: &RelPath) -> Result<bool, ConnError> {
+        let _dirty = MarkDirty(&self.dirty);
+        self.checked(self.remove_empty_dir_now(dir))
     }
 
     /// Also checks that the root handle is still the folder at the root's path: when the

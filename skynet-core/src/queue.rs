@@ -29,11 +29,13 @@ use crate::merge::{self, Change, Entry, PendingView, Queued};
 use crate::relpath::RelPath;
 
 mod deletion_guard;
+mod dest_dirs;
 mod handoff;
 mod ledger_rows;
 #[cfg(test)]
 mod rename_cycles;
 
+pub use dest_dirs::DirVerdict;
 pub use ledger_rows::{today, Forget};
 
 pub use handoff::HandoffRow;
@@ -45,6 +47,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("schema/003_guard.sql"),
     include_str!("schema/004_handoff_identity.sql"),
     include_str!("schema/005_move_sources.sql"),
+    include_str!("schema/006_dest_dirs.sql"),
 ];
 
 const PENDING: i64 = 0;
@@ -231,6 +234,8 @@ pub struct Queue {
     links: crate::links::LinkNotices,
     /// The mass-deletion guard's limit; `None`: deletions are not judged.
     delete_guard: Mutex<Option<MaxDelete>>,
+    /// Directories complete-sync may have to remove (see [`crate::empty_dirs`]).
+    dirs: dest_dirs::DirState,
 }
 
 impl Queue {
@@ -281,6 +286,7 @@ impl Queue {
             handoff_delay_ms: Default::default(),
             links: Default::default(),
             delete_guard: Mutex::new(None),
+            dirs: Default::default(),
         })
     }
 
@@ -612,6 +618,8 @@ impl Queue {
         let handoff = self.handoff.load(std::sync::atomic::Ordering::Relaxed);
         let (mut files, mut bytes) = (0i64, 0i64);
         let mut vanished = 0i64;
+        let dirs = self.removes_empty_dirs();
+        let mut dirs_filed = false;
         for outcome in outcomes {
             match outcome {
                 Outcome::Vanished { id, ledger } => {
@@ -625,6 +633,9 @@ impl Queue {
                     tx.prepare_cached("DELETE FROM queue WHERE seq = ?1")
                         .and_then(|mut st| st.execute([id]))
                         .map_err(|e| self.err(e))?;
+                    if dirs {
+                        dirs_filed |= dest_dirs::note(&tx, ledger).map_err(|e| self.err(e))?;
+                    }
                     apply_ledger(&tx, ledger, now).map_err(|e| self.err(e))?;
                     if let LedgerUpdate::Sent {
                         path,
@@ -697,7 +708,11 @@ impl Queue {
             .and_then(|mut st| st.execute(params![VANISHED_KEY, vanished]))
             .map_err(|e| self.err(e))?;
         }
-        tx.commit().map_err(|e| self.err(e))
+        tx.commit().map_err(|e| self.err(e))?;
+        if dirs_filed {
+            self.request_dirs_check();
+        }
+        Ok(())
     }
 
     /// Sends settled without a delivery because their local file was gone, over the life of

@@ -187,6 +187,9 @@ pub fn catch_up(
     opts: &ScanOptions,
 ) -> Result<ScanReport, ScanError> {
     let report = scan(root, queue, filter, opts, true)?;
+    // Folders removed while nobody watched: the directories kept at the destination because
+    // the source had them are looked at again (complete-sync; see `empty_dirs`).
+    queue.mark_dirs_due()?;
     tracing::info!(
         files = report.files,
         sends = report.sends,

@@ -153,6 +153,9 @@ impl<C: Connection> Connection for Throttled<C> {
     async fn rename(&self, from: &RelPath, to: &RelPath) -> Result<(), ConnError> {
         self.inner.rename(from, to).await
     }
+    async fn remove_empty_dir(&self, dir: &RelPath) -> Result<bool, ConnError> {
+        self.inner.remove_empty_dir(dir).await
+    }
     async fn flush(&self) -> Result<(), ConnError> {
         self.inner.flush().await
     }

@@ -9,6 +9,7 @@ async fn local_folder_conforms() {
     let conn = Blocking::new(LocalConnection::new(&root));
     let opts = conformance::Options {
         local_root: Some(root),
+        removes_empty_dirs: true,
         ..Default::default()
     };
     conformance::run(&conn, &opts).await;

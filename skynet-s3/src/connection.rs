@@ -629,6 +629,38 @@ impl Connection for S3Connection {
         Ok(())
     }
 
+    /// S3 has no directories: a folder is a prefix, or a marker object `dir/` that consoles
+    /// and some tools create, and that servers storing keys as paths (s3s-fs) keep as an
+    /// empty directory after the last key in it is deleted. The marker is deleted only when
+    /// no object is named `dir` itself (a file there: kept, and such servers fail on the
+    /// marker of a file) and no other key lies under it (one listing of at most two keys);
+    /// deleting a marker never touches another key, so a file written meanwhile stays.
+    async fn remove_empty_dir(&self, dir: &RelPath) -> Result<bool, ConnError> {
+        let inner = &self.inner;
+        if inner.exact_size(&inner.keys.key(dir)?).await?.is_some() {
+            return Ok(false);
+        }
+        let marker = inner.keys.dir_prefix(dir)?;
+        let page = inner
+            .client
+            .list_objects_v2()
+            .bucket(inner.bucket())
+            .prefix(&marker)
+            .max_keys(2)
+            .send()
+            .await
+            .map_err(|e| classify(e, &inner.what("list", &marker)))?;
+        if page
+            .contents()
+            .iter()
+            .any(|o| o.key().is_some_and(|k| k != marker))
+        {
+            return Ok(false);
+        }
+        inner.delete_key(&marker).await?;
+        Ok(true)
+    }
+
     async fn rename(&self, from: &RelPath, to: &RelPath) -> Result<(), ConnError> {
         let inner = &self.inner;
         if from == to {

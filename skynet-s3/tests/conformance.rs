@@ -21,6 +21,7 @@ async fn run_suite(bucket: &str, prefix: &str) {
         &Options {
             non_utf8_names: false,
             max_name_len: 100,
+            removes_empty_dirs: true,
             ..Options::default()
         },
     )

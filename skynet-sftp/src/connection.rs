@@ -679,6 +679,40 @@ impl BlockingConnection for SftpConnection {
         self.with_link(|link| self.remove_any(link, &abs))
     }
 
+    /// One `rmdir`, which the server refuses for a directory that holds anything, for a file
+    /// and for a link. SFTP v3 cannot say why: a non-empty directory is a bare "failure",
+    /// and OpenSSH answers "no such file" for a file or a link (`ENOTDIR`). So any refusal
+    /// but a lost connection is followed by an `lstat`, which tells whether something is
+    /// there (kept) or not (gone).
+    fn remove_empty_dir(&self, dir: &RelPath) -> Result<bool, ConnError> {
+        self.forget_dirs_within(dir);
+        let abs = self.remote(dir);
+        self.with_link(|link| {
+            let refused = match link.sftp.rmdir(&abs) {
+                Ok(()) => return Ok(true),
+                Err(e) => self.err(&e, Op::Other, &abs),
+            };
+            if is_lost(&refused) {
+                return Err(refused);
+            }
+            match link.sftp.lstat(&abs) {
+                Ok(_) => {
+                    tracing::debug!(server = %self.server, path = %abs.display(), reason = %refused.message, "directory kept");
+                    Ok(false)
+                }
+                Err(e) if is_missing(&e) => Ok(true),
+                Err(e) => {
+                    let e = self.err(&e, Op::Other, &abs);
+                    if is_lost(&e) {
+                        Err(e)
+                    } else {
+                        Ok(false)
+                    }
+                }
+            }
+        })
+    }
+
     fn rename(&self, from: &RelPath, to: &RelPath) -> Result<(), ConnError> {
         if from == to {
             return Ok(());

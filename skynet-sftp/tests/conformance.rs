@@ -10,7 +10,11 @@ async fn sftp_passes_the_conformance_suite() {
     let server = SshServer::start();
     let root = server.remote_dir("conformance");
     let conn = Blocking::new(SftpConnection::new(server.config(&root)));
-    run(&conn, &Options::default()).await;
+    let opts = Options {
+        removes_empty_dirs: true,
+        ..Options::default()
+    };
+    run(&conn, &opts).await;
 }
 
 /// The same suite with the root given relative to the home directory (`/~/...`) is covered

@@ -228,6 +228,10 @@ impl Connection for CrashAfter {
         let r = self.inner.rename(from, to).await;
         self.counted(r).await
     }
+    async fn remove_empty_dir(&self, dir: &RelPath) -> Result<bool, ConnError> {
+        let r = self.inner.remove_empty_dir(dir).await;
+        self.counted(r).await
+    }
     async fn flush(&self) -> Result<(), ConnError> {
         self.inner.flush().await
     }

@@ -1,6 +1,6 @@
 //! The behaviour contract's invariants, checked on a simulated mapping.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::path::Path;
 
@@ -91,12 +91,16 @@ pub(super) fn bounded_queue(queue: &Queue, paths_seen: usize) -> Result<(), Fail
 }
 
 /// After the drain: the queue is empty, the destination equals the source (or holds a
-/// superset of it), holds no temporary file, and the ledger describes it.
+/// superset of it), holds no temporary file, and the ledger describes it. With complete-sync
+/// and `dest_dirs` (the destination's directories, where the backend can list them), no
+/// directory is left at the destination where the source has none: a deleted or renamed
+/// folder's old name must not stay behind, even empty.
 pub(super) async fn drained(
     root: &Path,
     queue: &Queue,
     dest: &dyn Connection,
     complete_sync: bool,
+    dest_dirs: Option<BTreeSet<RelPath>>,
 ) -> Result<(), Failure> {
     let db = |e: crate::queue::StateError| Failure::new("state database", e.to_string());
     let rows = queue.rows().map_err(db)?;
@@ -156,6 +160,19 @@ pub(super) async fn drained(
     }
     if !wrong.is_empty() {
         return Err(Failure::new("convergence", wrong.join("; ")));
+    }
+    if let Some(dirs) = dest_dirs.filter(|_| complete_sync) {
+        let extra: Vec<String> = dirs
+            .iter()
+            .filter(|d| !std::fs::symlink_metadata(d.under(root)).is_ok_and(|m| m.is_dir()))
+            .map(|d| d.display())
+            .collect();
+        if !extra.is_empty() {
+            return Err(Failure::new(
+                "directories",
+                format!("left at the destination, not in the source: {extra:?}"),
+            ));
+        }
     }
     let ledger = queue.ledger().map_err(db)?;
     let mut wrong = Vec::new();

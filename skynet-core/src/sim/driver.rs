@@ -18,6 +18,7 @@ use super::faults::Faulty;
 use super::history::{Setup, Step};
 use super::kernel::Kernel;
 use super::world::World;
+use super::DirLister;
 use crate::connection::Connection;
 use crate::engine;
 use crate::gate::Gate;
@@ -76,11 +77,13 @@ fn state(e: impl std::fmt::Display) -> Failure {
 }
 
 /// Runs `steps` on a fresh source folder, mirrored to `dest` (which must start empty), then
-/// drains and checks the invariants.
+/// drains and checks the invariants. `dirs`: lists the destination's directories, where it
+/// can be (then with complete-sync none may be left that the source lacks).
 pub(super) async fn run(
     setup: &Setup,
     steps: &[Step],
     dest: Arc<dyn Connection>,
+    dirs: Option<DirLister>,
 ) -> Result<(), Failure> {
     let dir = tempfile::Builder::new()
         .prefix("skynet-sim")
@@ -95,6 +98,7 @@ pub(super) async fn run(
     let root = make("src")?;
     let outside = make("outside")?;
     let queue = Arc::new(fresh_queue()?);
+    queue.set_remove_empty_dirs(setup.complete_sync);
     let filter = Arc::new(Filter::new(&[]).map_err(state)?);
     let mut sim = Sim {
         setup,
@@ -117,6 +121,7 @@ pub(super) async fn run(
         &sim.queue,
         dest.as_ref(),
         setup.complete_sync,
+        dirs.map(|list| list()),
     )
     .await
 }
@@ -305,9 +310,11 @@ impl Sim<'_> {
             return Ok(false);
         };
         let c = self.queue.counts().map_err(state)?;
+        let dirs_due = self.queue.dirs_due().map_err(state)?;
         Ok(lock(&e.kernel).is_empty()
             && e.mapper.settled()
-            && c.pending + c.in_flight + c.retrying + c.held == 0)
+            && c.pending + c.in_flight + c.retrying + c.held == 0
+            && dirs_due.is_empty())
     }
 
     /// Faults end; the engine works until nothing is left to do.

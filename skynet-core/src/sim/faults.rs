@@ -1,9 +1,10 @@
 //! A [`Connection`] wrapper that makes chosen calls fail, drops the link, or stands for the
 //! moment the engine is killed, around any destination (the in-memory one, or a real server).
 //!
-//! Calls are counted (send, delete, rename, flush); a fault armed with `skip` hits the call
-//! that many after the next one. A kill makes every call of the dead engine hang forever,
-//! where it is: nothing a killed process had not finished happens afterwards.
+//! Calls are counted (send, delete, rename, remove_empty_dir, flush); a fault armed with
+//! `skip` hits the call that many after the next one. A kill makes every call of the dead
+//! engine hang forever, where it is: nothing a killed process had not finished happens
+//! afterwards.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -186,6 +187,14 @@ impl Connection for Faulty {
         self.call(
             || format!("rename {from} {to}"),
             self.inner.rename(from, to),
+        )
+        .await
+    }
+
+    async fn remove_empty_dir(&self, dir: &RelPath) -> Result<bool, ConnError> {
+        self.call(
+            || format!("remove empty directory {dir}"),
+            self.inner.remove_empty_dir(dir),
         )
         .await
     }

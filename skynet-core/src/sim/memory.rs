@@ -1,13 +1,17 @@
 //! An in-memory destination that keeps the [`Connection`] contract the way the local folder
 //! does (it passes the conformance suite): a send writes a temporary name beside its target
 //! and renames it into place, replacing whatever stands there; a rename replaces its target;
-//! a delete removes a file or a whole directory. Directories exist while files are in them.
+//! a delete removes a file or a whole directory. Directories are kept as a filesystem keeps
+//! them: made by a send or a rename for the target's parents, left behind (empty) when their
+//! last file is deleted or renamed away, removed by a delete of the directory itself or by
+//! [`Connection::remove_empty_dir`] while empty. So the simulation sees the empty directories
+//! a filesystem destination would be left with.
 //!
 //! Each call takes simulated time (or at least yields), and a send yields between reading the
 //! source, writing the temporary and renaming it: so the simulation can change the source,
 //! run other workers or kill the engine in between.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -22,8 +26,15 @@ use crate::relpath::RelPath;
 /// The files of the destination, by path.
 type Files = BTreeMap<RelPath, Vec<u8>>;
 
+/// What the destination holds: files, and directories (every parent of a file is one).
+#[derive(Default)]
+struct Tree {
+    files: Files,
+    dirs: BTreeSet<RelPath>,
+}
+
 pub struct MemoryDestination {
-    files: Mutex<Files>,
+    tree: Mutex<Tree>,
     latency: Duration,
     batch: usize,
     temps: AtomicU64,
@@ -34,7 +45,7 @@ impl MemoryDestination {
     /// `send_batch` call.
     pub fn new(latency: Duration, batch: usize) -> Self {
         MemoryDestination {
-            files: Mutex::default(),
+            tree: Mutex::default(),
             latency,
             batch: batch.max(1),
             temps: AtomicU64::new(0),
@@ -43,11 +54,16 @@ impl MemoryDestination {
 
     /// What the destination holds now, temporaries included.
     pub fn snapshot(&self) -> Files {
-        self.lock().clone()
+        self.lock().files.clone()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Files> {
-        self.files.lock().unwrap_or_else(|e| e.into_inner())
+    /// The directories the destination holds now, empty or not.
+    pub fn dirs(&self) -> BTreeSet<RelPath> {
+        self.lock().dirs.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Tree> {
+        self.tree.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     async fn pause(&self) {
@@ -59,10 +75,9 @@ impl MemoryDestination {
     }
 }
 
-/// Paths of `files` at `path` or below it.
-fn within(files: &Files, path: &RelPath) -> Vec<RelPath> {
-    files
-        .range(path.clone()..)
+/// Keys of `map` at `path` or below it.
+fn within<V>(map: &BTreeMap<RelPath, V>, path: &RelPath) -> Vec<RelPath> {
+    map.range(path.clone()..)
         .map(|(p, _)| p)
         .take_while(|p| p.as_bytes().starts_with(path.as_bytes()))
         .filter(|p| p.is_within(path))
@@ -70,14 +85,40 @@ fn within(files: &Files, path: &RelPath) -> Vec<RelPath> {
         .collect()
 }
 
-/// Clears the way for a file or directory at `path`: files standing where its parents go
-/// and whatever is at `path` itself.
-fn clear_way(files: &mut Files, path: &RelPath) {
-    for a in path.ancestors() {
-        files.remove(&a);
+/// Directories of `dirs` at `path` or below it.
+fn dirs_within(dirs: &BTreeSet<RelPath>, path: &RelPath) -> Vec<RelPath> {
+    dirs.range(path.clone()..)
+        .take_while(|p| p.as_bytes().starts_with(path.as_bytes()))
+        .filter(|p| p.is_within(path))
+        .cloned()
+        .collect()
+}
+
+impl Tree {
+    /// Removes everything at `path` and below it.
+    fn remove_within(&mut self, path: &RelPath) {
+        for p in within(&self.files, path) {
+            self.files.remove(&p);
+        }
+        for d in dirs_within(&self.dirs, path) {
+            self.dirs.remove(&d);
+        }
     }
-    for p in within(files, path) {
-        files.remove(&p);
+
+    /// Clears the way for a file or directory at `path`, as the local folder does: files
+    /// standing where its parents go become directories, and whatever is at `path` goes.
+    fn clear_way(&mut self, path: &RelPath) {
+        for a in path.ancestors() {
+            self.files.remove(&a);
+            self.dirs.insert(a);
+        }
+        self.remove_within(path);
+    }
+
+    /// Whether anything (a file or a directory) lies strictly below `dir`.
+    fn holds_anything(&self, dir: &RelPath) -> bool {
+        let below = |p: &RelPath| p.is_strictly_within(dir);
+        within(&self.files, dir).iter().any(below) || dirs_within(&self.dirs, dir).iter().any(below)
     }
 }
 
@@ -111,33 +152,30 @@ impl Connection for MemoryDestination {
         }
         .map_err(|e| ConnError::permanent(format!("{to}: {e}")))?;
         {
-            let mut files = self.lock();
-            clear_way(&mut files, &temp);
-            files.insert(temp.clone(), bytes);
+            let mut tree = self.lock();
+            tree.clear_way(&temp);
+            tree.files.insert(temp.clone(), bytes);
         }
         self.pause().await;
-        let mut files = self.lock();
+        let mut tree = self.lock();
         if let Err(e) = file.check_unchanged() {
-            files.remove(&temp);
+            tree.files.remove(&temp);
             return Err(e);
         }
-        let Some(bytes) = files.remove(&temp) else {
+        let Some(bytes) = tree.files.remove(&temp) else {
             return Err(ConnError::transient(format!(
                 "{to}: the temporary file disappeared"
             )));
         };
         let n = bytes.len() as u64;
-        clear_way(&mut files, to);
-        files.insert(to.clone(), bytes);
+        tree.clear_way(to);
+        tree.files.insert(to.clone(), bytes);
         Ok(n)
     }
 
     async fn delete(&self, path: &RelPath) -> Result<(), ConnError> {
         self.pause().await;
-        let mut files = self.lock();
-        for p in within(&files, path) {
-            files.remove(&p);
-        }
+        self.lock().remove_within(path);
         Ok(())
     }
 
@@ -148,43 +186,67 @@ impl Connection for MemoryDestination {
                 "cannot move {from} into itself ({to})"
             )));
         }
-        let mut files = self.lock();
-        let moving = within(&files, from);
-        if moving.is_empty() {
+        let mut tree = self.lock();
+        if !tree.files.contains_key(from) && !tree.dirs.contains(from) {
             return Err(ConnError::remote_missing(format!("{from}: not found")));
         }
-        let moved: Vec<(RelPath, Vec<u8>)> = moving
+        let files: Vec<(RelPath, Vec<u8>)> = within(&tree.files, from)
             .into_iter()
             .filter_map(|p| {
-                let bytes = files.remove(&p)?;
+                let bytes = tree.files.remove(&p)?;
                 Some((p.rebase(from, to)?, bytes))
             })
             .collect();
-        clear_way(&mut files, to);
-        files.extend(moved);
+        let dirs: Vec<RelPath> = dirs_within(&tree.dirs, from)
+            .into_iter()
+            .filter_map(|d| {
+                tree.dirs.remove(&d);
+                d.rebase(from, to)
+            })
+            .collect();
+        tree.clear_way(to);
+        tree.files.extend(files);
+        tree.dirs.extend(dirs);
         Ok(())
     }
 
+    async fn remove_empty_dir(&self, dir: &RelPath) -> Result<bool, ConnError> {
+        self.pause().await;
+        let mut tree = self.lock();
+        if tree.files.contains_key(dir) {
+            return Ok(false);
+        }
+        if !tree.dirs.contains(dir) {
+            return Ok(true);
+        }
+        if tree.holds_anything(dir) {
+            return Ok(false);
+        }
+        tree.dirs.remove(dir);
+        Ok(true)
+    }
+
     async fn cleanup(&self, near: &[RelPath]) -> Result<(), ConnError> {
-        let mut files = self.lock();
+        let files = &mut self.lock().files;
         let dirs: HashSet<Option<RelPath>> = near.iter().map(|p| p.parent()).collect();
         files.retain(|p, _| !(is_temp_name(p.file_name()) && dirs.contains(&p.parent())));
         Ok(())
     }
 
     async fn sweep_temps(&self, _queued: &HashSet<RelPath>) -> Result<u64, ConnError> {
-        let mut files = self.lock();
+        let files = &mut self.lock().files;
         let before = files.len();
         files.retain(|p, _| !is_temp_name(p.file_name()));
         Ok((before - files.len()) as u64)
     }
 
     async fn stat(&self, path: &RelPath) -> Result<Option<u64>, ConnError> {
-        Ok(self.lock().get(path).map(|b| b.len() as u64))
+        Ok(self.lock().files.get(path).map(|b| b.len() as u64))
     }
 
     async fn read(&self, path: &RelPath) -> Result<Vec<u8>, ConnError> {
         self.lock()
+            .files
             .get(path)
             .cloned()
             .ok_or_else(|| ConnError::remote_missing(format!("{path}: not found")))
@@ -193,6 +255,7 @@ impl Connection for MemoryDestination {
     async fn list(&self) -> Result<Vec<RemoteEntry>, ConnError> {
         Ok(self
             .lock()
+            .files
             .iter()
             .map(|(p, b)| RemoteEntry {
                 path: p.clone(),
@@ -209,6 +272,10 @@ mod tests {
     #[tokio::test]
     async fn keeps_the_connection_contract() {
         let dest = MemoryDestination::new(Duration::ZERO, 1);
-        crate::conformance::run(&dest, &crate::conformance::Options::default()).await;
+        let opts = crate::conformance::Options {
+            removes_empty_dirs: true,
+            ..Default::default()
+        };
+        crate::conformance::run(&dest, &opts).await;
     }
 }

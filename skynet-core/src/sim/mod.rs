@@ -24,6 +24,7 @@ mod kernel;
 mod memory;
 mod world;
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -35,6 +36,7 @@ pub use history::{generate, Fault, Setup, Step, DIRS};
 pub use memory::MemoryDestination;
 
 use crate::connection::Connection;
+use crate::relpath::RelPath;
 
 /// Wall-clock time at the start of every simulated history (2026-01-01): fixed, so that a
 /// history replays exactly.
@@ -54,7 +56,9 @@ pub fn run_virtual(seed: u64, setup: &Setup, steps: &[Step]) -> Result<(), Failu
             Duration::from_millis(setup.latency_ms),
             setup.send_batch,
         ));
-        driver::run(setup, steps, dest).await
+        let memory = Arc::clone(&dest);
+        let dirs: DirLister = Box::new(move || memory.dirs());
+        driver::run(setup, steps, dest, Some(dirs)).await
     })
 }
 
@@ -65,7 +69,23 @@ pub async fn run_real(
     steps: &[Step],
     dest: Arc<dyn Connection>,
 ) -> Result<(), Failure> {
-    driver::run(setup, steps, dest).await
+    driver::run(setup, steps, dest, None).await
+}
+
+/// Lists the directories a destination holds, as paths relative to its root (the
+/// [`Connection`] trait lists files only).
+pub type DirLister = Box<dyn Fn() -> BTreeSet<RelPath> + Send + Sync>;
+
+/// [`run_real`], also checking, with complete-sync, that no directory is left at the
+/// destination where the source has none; `dirs` lists them (for a server whose files live on
+/// this machine: the SFTP server's folder, s3s-fs's data directory).
+pub async fn run_real_listing_dirs(
+    setup: &Setup,
+    steps: &[Step],
+    dest: Arc<dyn Connection>,
+    dirs: DirLister,
+) -> Result<(), Failure> {
+    driver::run(setup, steps, dest, Some(dirs)).await
 }
 
 /// The history of `seed`, run in virtual time; a panic in the engine is a failure too.
