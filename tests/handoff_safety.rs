@@ -258,6 +258,12 @@ fn a_hand_off_waits_for_a_complete_sync_sibling_which_keeps_every_file() {
     let want = videos(&s, 20);
     let (cfg, a, b) = two_mappings(&s, "complete_sync = true");
     let mut daemon = run_until_handed_off(&s, &cfg, &b, &want);
+    // The folder the hand-offs emptied goes too; b sees it go and deletes nothing for it.
+    assert!(
+        wait_until(Duration::from_secs(20), || !s.src.join("videos").exists()),
+        "the emptied folder was not removed: {}",
+        daemon.log_text()
+    );
     // Both queues drained: b's destination still holds every file (skynet's own removals are
     // not the user's deletions).
     assert!(

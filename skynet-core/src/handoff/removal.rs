@@ -7,10 +7,12 @@ use std::sync::Arc;
 
 use super::Step;
 use crate::action::Action;
+use crate::beneath;
 use crate::connection::FileIdentity;
 use crate::merge::Entry;
 use crate::open_writers::OpenWriters;
 use crate::queue::{mtime_ns, HandoffRow, Queue, StateError};
+use crate::relpath::RelPath;
 use crate::siblings::{Sibling, SiblingFinder};
 
 /// The removal step, run on a blocking thread (it walks /proc and opens databases).
@@ -114,7 +116,52 @@ impl Remover {
             }
         }
         tracing::info!(path = %row.path, "delivered and verified; local copy removed");
+        remove_emptied_folders(&self.root, &row.path);
         Step::Done
+    }
+}
+
+/// After the hand-off removed the file `rel`: removes the folders that removal emptied, from
+/// its parent up, never the source root (rclone's `--delete-empty-src-dirs`).
+///
+/// Each folder goes with one `rmdir`, which refuses a folder holding anything: a file written
+/// meanwhile, a folder that was already empty before (it stays, and so does every folder
+/// above it), so only folders this removal emptied go. The climb stops at the first folder
+/// that stays or is not there (removed by someone else: what is above it was not emptied by
+/// this removal). Resolved beneath the source root's handle without following links, so a
+/// folder swapped for a link never leads outside the source. Best effort: a folder left
+/// behind (no permission, a crash right before) costs nothing but its place.
+///
+/// The watcher then sees the folder go: without complete-sync (which `--remove-source`
+/// refuses) that queues no deletion; another mapping of the source that has complete-sync
+/// turns the folder's deletion into the deletion of its files that were not handed off,
+/// which it no longer has (see `queue::handoff::spare_handed_off`).
+fn remove_emptied_folders(root: &Path, rel: &RelPath) {
+    use rustix::fs::{AtFlags, Mode, OFlags};
+    use std::os::fd::AsFd;
+    let Ok(root_fd) = rustix::fs::open(
+        root,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) else {
+        return;
+    };
+    let mut folder = rel.parent();
+    while let Some(dir) = folder {
+        let parent = dir.parent();
+        let held = match &parent {
+            None => None,
+            Some(p) => match beneath::open_dir(root_fd.as_fd(), p) {
+                Ok(fd) => Some(fd),
+                Err(_) => return,
+            },
+        };
+        let at = held.as_ref().map_or(root_fd.as_fd(), |fd| fd.as_fd());
+        if rustix::fs::unlinkat(at, dir.file_name(), AtFlags::REMOVEDIR).is_err() {
+            return;
+        }
+        tracing::info!(path = %dir, "folder emptied by the hand-off removed");
+        folder = parent;
     }
 }
 
