@@ -362,6 +362,7 @@ impl Queue {
         let tx = self.write_tx(&mut conn)?;
         let entries = handoff::spare_handed_off(&tx, entries).map_err(|e| self.err(e))?;
         let entries = &entries[..];
+        let mut dirs_due = false;
         // Collapse repeated sends of one path before touching SQL: a burst of a million
         // writes costs one merge per distinct path. Only within a run of sends: a move or
         // delete in between must see the sends before it (`send(a)`, `move(a→b)`, `send(a)`
@@ -387,13 +388,13 @@ impl Queue {
                     if last_send.get(p) == Some(&i) {
                         let ready = max_ready.get(p).copied().unwrap_or(e.ready_at);
                         tracing::trace!(action = %e.action, "queued");
-                        self.merge_one(&tx, Entry::new(e.action.clone(), ready))?;
+                        dirs_due |= self.merge_one(&tx, Entry::new(e.action.clone(), ready))?;
                     }
                 }
             }
             if let Some(e) = rest {
                 tracing::trace!(action = %e.action, "queued");
-                self.merge_one(&tx, e.clone())?;
+                dirs_due |= self.merge_one(&tx, e.clone())?;
             }
         }
         if entries.iter().any(|e| !matches!(e.action, Action::Send(_))) {
@@ -409,6 +410,9 @@ impl Queue {
             })
             .map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))?;
+        if dirs_due {
+            self.request_dirs_check();
+        }
         Ok(pending as u64)
     }
 
@@ -429,7 +433,9 @@ impl Queue {
         Ok(queue)
     }
 
-    fn merge_one(&self, tx: &Transaction<'_>, entry: Entry) -> Result<(), StateError> {
+    /// Files one entry through the merge rules. Returns whether directory rows became due
+    /// (see [`dest_dirs::dropped_move`]).
+    fn merge_one(&self, tx: &Transaction<'_>, entry: Entry) -> Result<bool, StateError> {
         let view = SqlView {
             tx,
             error: RefCell::new(None),
@@ -438,6 +444,16 @@ impl Queue {
         let changes = merge::merge(&view, entry);
         if let Some(e) = view.error.into_inner() {
             return Err(e);
+        }
+        let mut dirs_due = false;
+        if self.removes_empty_dirs() {
+            for change in &changes {
+                let key = match change {
+                    Change::Put(e) => e.action.key(),
+                    Change::Remove(key) | Change::Replace { key, .. } => key,
+                };
+                dirs_due |= dest_dirs::dropped_move(tx, key).map_err(|e| self.err(e))?;
+            }
         }
         let now = now_ms() as i64;
         for change in changes {
@@ -492,7 +508,7 @@ impl Queue {
                 }
             }
         }
-        Ok(())
+        Ok(dirs_due)
     }
 
     /// After a crash or stop: every in-flight row becomes a retry, ready now. Returns the

@@ -629,4 +629,41 @@ fn histories_found_by_the_simulation() {
             Step::Restart,
         ],
     );
+    // Seed 32, once the check saw directories (issue 14): a folder renamed, then the
+    // watcher's events lost (overflow). The catch-up scan sent the new name and deleted the
+    // old name's files; the old folder stayed at the destination, empty.
+    check(
+        32,
+        &plain(true),
+        &[
+            Step::Create {
+                dir: 1,
+                name: 3,
+                len: 7,
+            },
+            Step::Wait { ms: 400 },
+            Step::RenameDir { pick: 67, name: 1 },
+            Step::Overflow,
+        ],
+    );
+    // Seed 34685 (found by a soak of the first fix): `c d/f4` deleted (`c d` kept at the
+    // destination: the source still had it), then `c d` renamed and the new name replaced by
+    // a file. The merged deletion of the new name dropped the pending rename, which no ledger
+    // file needed; nothing acknowledged named `c d` again and it stayed, empty.
+    check(
+        34685,
+        &plain(true),
+        &[
+            Step::Create {
+                dir: 3,
+                name: 4,
+                len: 7,
+            },
+            Step::Wait { ms: 400 },
+            Step::Delete { pick: 238 },
+            Step::Wait { ms: 2500 },
+            Step::RenameDir { pick: 24, name: 1 },
+            Step::DirToFile { pick: 54 },
+        ],
+    );
 }
