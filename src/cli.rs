@@ -166,6 +166,12 @@ pub struct MappingArgs {
     /// First retry delay, doubled each time [default: 1s].
     #[arg(long, value_parser = parse_duration)]
     pub retry_delay: Option<Duration>,
+    /// `run`: how long an action parked as failed waits before it is tried again by itself
+    /// (another --max-attempts), doubled each time it fails again, up to an hour or this
+    /// value if longer [default: 5m]. A change of its file, or the next start, retries it
+    /// at once.
+    #[arg(long, value_parser = parse_duration)]
+    pub retry_failed_after: Option<Duration>,
     /// Longest wait between reconnection attempts [default: 30s].
     #[arg(long, value_parser = parse_duration)]
     pub reconnect_max: Option<Duration>,

@@ -48,6 +48,7 @@ const OPTION_KEYS: &[&str] = &[
     "poll",
     "max_attempts",
     "retry_delay",
+    "retry_failed_after",
     "reconnect_max",
     "identity",
     "known_hosts",
@@ -109,6 +110,7 @@ pub struct MappingToml {
     pub poll: Option<bool>,
     pub max_attempts: Option<u32>,
     pub retry_delay: Option<String>,
+    pub retry_failed_after: Option<String>,
     pub reconnect_max: Option<String>,
     pub identity: Option<PathBuf>,
     pub known_hosts: Option<PathBuf>,
@@ -207,6 +209,7 @@ impl MappingToml {
             poll,
             max_attempts,
             retry_delay,
+            retry_failed_after,
             reconnect_max,
             identity,
             known_hosts,
@@ -248,6 +251,9 @@ impl MappingToml {
             retry_delay: cli
                 .retry_delay
                 .or(duration("retry_delay", &self.retry_delay)?),
+            retry_failed_after: cli
+                .retry_failed_after
+                .or(duration("retry_failed_after", &self.retry_failed_after)?),
             reconnect_max: cli
                 .reconnect_max
                 .or(duration("reconnect_max", &self.reconnect_max)?),

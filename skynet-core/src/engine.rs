@@ -205,22 +205,22 @@ impl Mapping {
         self.opts.complete_sync || self.opts.send_once
     }
 
-    fn scan_options(&self, settle: Duration) -> ScanOptions {
+    fn scan_options(&self, settle: Duration, gate: Gate) -> ScanOptions {
         ScanOptions {
             queue_deletes: self.queue_deletes(),
-            gate: self.opts.gate.clone(),
+            gate,
             settle,
             progress: self.opts.progress,
         }
     }
 
-    async fn scan(&self, settle: Duration) -> Result<scan::ScanReport, EngineError> {
+    async fn scan(&self, settle: Duration, gate: Gate) -> Result<scan::ScanReport, EngineError> {
         let (root, queue, filter) = (
             self.source.clone(),
             Arc::clone(&self.queue),
             Arc::clone(&self.filter),
         );
-        let opts = self.scan_options(settle);
+        let opts = self.scan_options(settle, gate);
         let report =
             tokio::task::spawn_blocking(move || scan::catch_up(&root, &queue, &filter, &opts))
                 .await
@@ -228,11 +228,19 @@ impl Mapping {
         Ok(report)
     }
 
-    fn handler(&self, conn: Arc<dyn Connection>, mut cfg: HandlerConfig) -> Handler {
+    /// The gates of a `sync` (and its dry run): the mapping's, plus the settle time.
+    fn sync_gate(&self) -> Gate {
+        Gate {
+            still_changing: self.opts.settle,
+            ..self.opts.gate.clone()
+        }
+    }
+
+    fn handler(&self, conn: Arc<dyn Connection>, mut cfg: HandlerConfig, gate: Gate) -> Handler {
         cfg.complete_sync = self.opts.complete_sync;
         let policy = SendPolicy {
             filter: Arc::clone(&self.filter),
-            gate: self.opts.gate.clone(),
+            gate,
             send_once: self.opts.send_once,
             // Without complete-sync, the only deletes queued outside send-once come from
             // merged moves (a renamed file's old name), which must reach the destination.
@@ -296,13 +304,15 @@ impl Mapping {
         let source = self.establish_source()??;
         let recovered = self.queue.recover()?;
         self.mark_started(&recovered)?;
-        self.scan(Duration::ZERO).await?;
+        // No watcher follows a sync's scan, so the settle time is a gate here: a file still
+        // being written is held (named in `status`) and a later run sends it whole.
+        self.scan(Duration::ZERO, self.sync_gate()).await?;
         let mut cfg = self.opts.handler.clone();
         cfg.exit_when_drained = true;
         cfg.fail_on_setup_error = true;
         cfg.give_up_unreached_after = Some(SYNC_CONNECT_ATTEMPTS);
         let handler = self
-            .handler(Arc::clone(&conn), cfg)
+            .handler(Arc::clone(&conn), cfg, self.sync_gate())
             .with_source_check(Arc::clone(&source));
         handler.set_recovered(recovered);
         let (_tx, rx) = watch::channel(false);
@@ -327,7 +337,7 @@ impl Mapping {
             &self.source,
             &copy,
             &self.filter,
-            &self.scan_options(Duration::ZERO),
+            &self.scan_options(Duration::ZERO, self.sync_gate()),
         )?;
         Ok(copy.rows()?)
     }
@@ -420,7 +430,11 @@ impl Mapping {
             tracing::warn!(source = %self.source.display(), "watching by polling");
         }
         let handler = self
-            .handler(Arc::clone(&conn), self.opts.handler.clone())
+            .handler(
+                Arc::clone(&conn),
+                self.opts.handler.clone(),
+                self.opts.gate.clone(),
+            )
             .with_source_check(Arc::clone(&source));
         handler.set_recovered(recovered);
         let status = handler.status();
@@ -471,7 +485,7 @@ impl Mapping {
                 Arc::clone(&self.queue),
                 Arc::clone(&self.filter),
             );
-            let opts = self.scan_options(settle);
+            let opts = self.scan_options(settle, self.opts.gate.clone());
             tokio::task::spawn_blocking(move || {
                 let result = scan::catch_up(&root, &queue, &filter, &opts);
                 wake.notify_one();

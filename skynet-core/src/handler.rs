@@ -45,6 +45,12 @@ pub struct HandlerConfig {
     pub max_attempts: u32,
     pub retry_base: Duration,
     pub retry_cap: Duration,
+    /// How long a parked action waits before another episode of `max_attempts` on its own,
+    /// doubled at each park up to `park_cap`: rclone retries on every run, and a fixed
+    /// server or a freed disk should not need `queue retry`. (A change of its file, or the
+    /// next start, brings it back at once.)
+    pub park_base: Duration,
+    pub park_cap: Duration,
     pub reconnect_base: Duration,
     pub reconnect_cap: Duration,
     /// Acknowledge at the latest after this many results or this much time.
@@ -72,6 +78,8 @@ impl Default for HandlerConfig {
             max_attempts: 5,
             retry_base: Duration::from_secs(1),
             retry_cap: Duration::from_secs(300),
+            park_base: Duration::from_secs(300),
+            park_cap: Duration::from_secs(3600),
             reconnect_base: Duration::from_millis(500),
             reconnect_cap: Duration::from_secs(30),
             ack_batch: 512,
@@ -814,12 +822,14 @@ impl Handler {
                 }
             }
             ErrorKind::Transient | ErrorKind::RemoteMissing | ErrorKind::Permanent => {
-                tracing::error!(action = %claimed.action, error = %error.message, "parked as failed");
+                let delay = backoff(self.cfg.park_base, self.cfg.park_cap, claimed.parks);
+                tracing::error!(action = %claimed.action, error = %error.message, retry_in = ?delay, "parked as failed");
                 self.status.actions_failed.fetch_add(1, Ordering::Relaxed);
                 self.status.failed_by_kind.add(kind, 1);
                 Outcome::Park {
                     id,
                     error: error.message,
+                    ready_at: now_ms() + delay.as_millis() as u64,
                 }
             }
         };

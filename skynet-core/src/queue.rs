@@ -45,6 +45,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("schema/003_guard.sql"),
     include_str!("schema/004_handoff_identity.sql"),
     include_str!("schema/005_move_sources.sql"),
+    include_str!("schema/006_park_retries.sql"),
 ];
 
 const PENDING: i64 = 0;
@@ -104,8 +105,10 @@ pub fn mtime_ns(t: SystemTime) -> i64 {
 pub struct Claimed {
     pub id: i64,
     pub action: Action,
-    /// Failed attempts so far.
+    /// Failed attempts so far in this episode (a parked action comes back with none).
     pub attempts: u32,
+    /// How many times it was parked before: each park waits longer for the next episode.
+    pub parks: u32,
 }
 
 /// How the ledger changes when an action is acknowledged.
@@ -173,7 +176,13 @@ pub enum Outcome {
         failed: bool,
     },
     /// Give up: keep the row as parked, visible in `status`, until retried or dropped.
-    Park { id: i64, error: String },
+    /// Parked until `ready_at`, when it comes back by itself for another episode of attempts
+    /// (sooner when its file changes, or at the next start).
+    Park {
+        id: i64,
+        error: String,
+        ready_at: u64,
+    },
     /// Not yet: a gate holds the action until `ready_at`; `reason` is shown in `status`.
     /// Counts no attempt.
     Hold {
@@ -489,8 +498,9 @@ impl Queue {
         Ok(())
     }
 
-    /// After a crash or stop: every in-flight row becomes a retry, ready now. Returns the
-    /// paths those actions touch, so the destination can clean up beside them.
+    /// At each start: every in-flight row (after a crash or stop) becomes a retry, ready now,
+    /// and every parked row gets one more episode of attempts. Returns the paths the in-flight
+    /// actions touch, so the destination can clean up beside them.
     pub fn recover(&self) -> Result<Vec<RelPath>, StateError> {
         let mut conn = self.lock();
         let tx = self.write_tx(&mut conn)?;
@@ -512,6 +522,14 @@ impl Queue {
         }
         tx.execute(
             "UPDATE queue SET state = 3, ready_at = 0 WHERE state = 1",
+            [],
+        )
+        .map_err(|e| self.err(e))?;
+        // Each start (a cron `sync`, a restarted daemon) gives parked actions one more episode
+        // before reporting them: what failed may have been fixed meanwhile, and waiting for
+        // someone to type `queue retry` left them failed forever.
+        tx.execute(
+            "UPDATE queue SET state = 3, ready_at = 0, attempts = 0 WHERE state = 2",
             [],
         )
         .map_err(|e| self.err(e))?;
@@ -542,8 +560,8 @@ impl Queue {
             // call, making a drain of N rows O(N^2 log N) (100,000 files: 44 s vs rsync's 6).
             let mut stmt = tx
                 .prepare_cached(
-                    "SELECT seq, path, kind, from_path, ready_at, attempts FROM queue NOT INDEXED
-                     WHERE state IN (0, 3, 4) ORDER BY seq",
+                    "SELECT seq, path, kind, from_path, ready_at, attempts, parks, state
+                     FROM queue NOT INDEXED WHERE state IN (0, 2, 3, 4) ORDER BY seq",
                 )
                 .map_err(|e| self.err(e))?;
             let mut rows = stmt.query([]).map_err(|e| self.err(e))?;
@@ -560,17 +578,25 @@ impl Queue {
                 }
                 if free && ready_at as u64 <= now {
                     let attempts: i64 = row.get(5).map_err(|e| self.err(e))?;
+                    let parks: i64 = row.get(6).map_err(|e| self.err(e))?;
+                    let state: i64 = row.get(7).map_err(|e| self.err(e))?;
+                    // A parked action whose wait is over starts a new episode of attempts.
+                    let attempts = if state == PARKED { 0 } else { attempts };
                     claimed.push(Claimed {
                         id,
                         action,
                         attempts: attempts as u32,
+                        parks: parks.clamp(0, u32::MAX as i64) as u32,
                     });
                 }
             }
         }
         {
             let mut stmt = tx
-                .prepare_cached("UPDATE queue SET state = 1 WHERE seq = ?1")
+                .prepare_cached(
+                    "UPDATE queue SET attempts = CASE WHEN state = 2 THEN 0 ELSE attempts END,
+                     state = 1 WHERE seq = ?1",
+                )
                 .map_err(|e| self.err(e))?;
             for c in &claimed {
                 stmt.execute([c.id]).map_err(|e| self.err(e))?;
@@ -596,7 +622,7 @@ impl Queue {
     pub fn next_ready_after(&self, now: u64) -> Result<Option<u64>, StateError> {
         let conn = self.lock();
         conn.query_row(
-            "SELECT MIN(ready_at) FROM queue WHERE state IN (0, 3, 4) AND ready_at > ?1",
+            "SELECT MIN(ready_at) FROM queue WHERE state IN (0, 2, 3, 4) AND ready_at > ?1",
             [now as i64],
             |r| r.get::<_, Option<i64>>(0),
         )
@@ -676,11 +702,15 @@ impl Queue {
                         .map_err(|e| self.err(e))?;
                     }
                 }
-                Outcome::Park { id, error } => {
+                Outcome::Park {
+                    id,
+                    error,
+                    ready_at,
+                } => {
                     tx.execute(
-                        "UPDATE queue SET state = 2, last_error = ?2, attempts = attempts + 1
-                         WHERE seq = ?1",
-                        params![id, error],
+                        "UPDATE queue SET state = 2, last_error = ?2, attempts = attempts + 1,
+                         parks = parks + 1, ready_at = ?3 WHERE seq = ?1",
+                        params![id, error, *ready_at as i64],
                     )
                     .map_err(|e| self.err(e))?;
                 }
@@ -1631,6 +1661,7 @@ mod tests {
         let c = q.claim(10, now_ms()).unwrap();
         assert_eq!(c[0].attempts, 1);
         q.finish(&[Outcome::Park {
+            ready_at: u64::MAX >> 2,
             id: c[0].id,
             error: "gave up".into(),
         }])

@@ -183,6 +183,10 @@ pub fn mapping_options(args: &MappingArgs) -> Result<MappingOptions> {
         workers: args.workers.unwrap_or(defaults.workers).max(1),
         max_attempts: args.max_attempts.unwrap_or(defaults.max_attempts).max(1),
         retry_base: args.retry_delay.unwrap_or(defaults.retry_base),
+        park_base: args.retry_failed_after.unwrap_or(defaults.park_base),
+        park_cap: args
+            .retry_failed_after
+            .map_or(defaults.park_cap, |d| d.max(defaults.park_cap)),
         reconnect_cap: args.reconnect_max.unwrap_or(defaults.reconnect_cap),
         reconnect_base: args
             .reconnect_max
@@ -220,6 +224,7 @@ pub fn mapping_options(args: &MappingArgs) -> Result<MappingOptions> {
         gate: Gate {
             min_age: args.min_age.unwrap_or_default(),
             dated,
+            still_changing: Duration::ZERO,
         },
         max_delete: args.max_delete.unwrap_or_default(),
         handoff: HandoffOptions {

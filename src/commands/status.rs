@@ -218,11 +218,12 @@ fn print(root: &Path, json: bool) -> Result<()> {
         }
         for f in &m.failures {
             println!(
-                "  failed #{} {} {}: {}",
+                "  failed #{} {} {}: {} ({})",
                 f.id,
                 f.kind.as_str(),
                 f.path,
-                f.last_error.as_deref().unwrap_or("")
+                f.last_error.as_deref().unwrap_or(""),
+                next_retry(f.ready_at, m.running)
             );
         }
         for w in m.handoff_waits.iter().take(5) {
@@ -259,5 +260,22 @@ fn bytes(n: u64) -> String {
         format!("{n} B")
     } else {
         format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// When a parked action is tried again by itself: at `ready_at` while a daemon runs, else at
+/// the next start (a `sync` or `run`).
+fn next_retry(ready_at: u64, running: bool) -> String {
+    let now = now_ms();
+    if !running {
+        "tried again at the next sync or run, or `skynet queue retry`".to_string()
+    } else if ready_at <= now {
+        "being tried again".to_string()
+    } else {
+        let secs = (ready_at - now).div_ceil(1000);
+        format!(
+            "tried again in {}",
+            humantime::format_duration(std::time::Duration::from_secs(secs))
+        )
     }
 }

@@ -28,7 +28,7 @@ pub async fn sync(
     );
     if summary.held > 0 {
         eprintln!(
-            "skynet: {} file(s) held back by min_age or dated names; they stay queued (see `skynet status`)",
+            "skynet: {} file(s) held back (still changing, min_age or dated names); they stay queued for a later run (see `skynet status`)",
             summary.held
         );
     }

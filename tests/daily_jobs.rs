@@ -1,0 +1,192 @@
+//! The jobs people run every day (issue 14), through the real binary: a cron `sync` that
+//! recovers from a failure without anyone typing `queue retry`, a daemon that tries a parked
+//! action again by itself, and a `sync` that leaves a file still being written for later.
+
+mod common;
+use common::*;
+
+use std::io::Write;
+use std::time::Duration;
+
+/// A program that fails its first `n` runs and then delivers: appends its argument to
+/// `delivered` beside itself (its second argument, after `--`). Each run is counted in `runs`.
+fn flaky(dir: &std::path::Path, n: u32) -> std::path::PathBuf {
+    script(
+        dir,
+        "flaky",
+        &format!(
+            r#"d="$(dirname "$0")"
+echo run >> "$d/runs"
+if [ "$(wc -l < "$d/runs")" -le {n} ]; then echo "not yet" >&2; exit 1; fi
+printf '%s\n' "$2" >> "$d/delivered""#
+        ),
+    )
+}
+
+fn lines(path: &std::path::Path) -> usize {
+    std::fs::read_to_string(path).map_or(0, |t| t.lines().count())
+}
+
+#[test]
+fn a_flaky_command_is_delivered_by_the_third_cron_sync_without_manual_steps() {
+    let s = Scratch::new();
+    put(&s.src, "report.csv", b"a,b\n");
+    let tools = tempfile::tempdir().unwrap();
+    let prog = flaky(tools.path(), 2);
+    let template = format!("{} -- {{remote}}", prog.display());
+    let cron = || {
+        s.cmd(&[
+            "sync",
+            s.src_str(),
+            "--exec",
+            &template,
+            "--settle",
+            "0",
+            "--max-attempts",
+            "1",
+        ])
+        .output()
+        .unwrap()
+    };
+    let first = cron();
+    assert_exit(&first, 1);
+    assert_eq!(lines(&tools.path().join("runs")), 1);
+    let second = cron();
+    assert_exit(&second, 1);
+    assert_eq!(
+        lines(&tools.path().join("runs")),
+        2,
+        "the second sync retried the parked send: {}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    let third = cron();
+    assert_exit(&third, 0);
+    assert_eq!(
+        std::fs::read_to_string(tools.path().join("delivered")).unwrap(),
+        "report.csv\n"
+    );
+    assert_eq!(s.status()["mappings"][0]["failed"], 0);
+    // Delivered: a fourth run has nothing to do.
+    assert_exit(&cron(), 0);
+    assert_eq!(lines(&tools.path().join("runs")), 3);
+}
+
+#[test]
+fn a_running_daemon_tries_a_parked_action_again_by_itself() {
+    let s = Scratch::new();
+    put(&s.src, "clip.mp4", b"frames");
+    let tools = tempfile::tempdir().unwrap();
+    let prog = flaky(tools.path(), 1);
+    let template = format!("{} -- {{remote}}", prog.display());
+    let mut daemon = s.spawn(&[
+        "run",
+        s.src_str(),
+        "--exec",
+        &template,
+        "--settle",
+        "0",
+        "--max-attempts",
+        "1",
+        "--retry-failed-after",
+        "1s",
+    ]);
+    let delivered = tools.path().join("delivered");
+    assert!(
+        wait_until(Duration::from_secs(30), || delivered.exists()),
+        "never delivered after its park: runs {}\n{}",
+        lines(&tools.path().join("runs")),
+        daemon.log_text()
+    );
+    assert_eq!(
+        lines(&tools.path().join("runs")),
+        2,
+        "one failure, one success"
+    );
+    assert!(
+        daemon.log_text().contains("parked as failed"),
+        "{}",
+        daemon.log_text()
+    );
+    assert_eq!(daemon.signal("TERM"), Some(0), "{}", daemon.log_text());
+}
+
+#[test]
+fn status_says_when_a_parked_action_is_tried_again() {
+    let s = Scratch::new();
+    put(&s.src, "a.txt", b"a");
+    let tools = tempfile::tempdir().unwrap();
+    let prog = flaky(tools.path(), 1000);
+    let template = format!("{} -- {{remote}}", prog.display());
+    let mut daemon = s.spawn(&[
+        "run",
+        s.src_str(),
+        "--exec",
+        &template,
+        "--settle",
+        "0",
+        "--max-attempts",
+        "1",
+        "--retry-failed-after",
+        "1h",
+    ]);
+    assert!(wait_until(Duration::from_secs(20), || {
+        s.status()["mappings"][0]["failed"] == 1
+    }));
+    let out = s.cmd(&["status"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("tried again in"), "{text}");
+    let json = s.status();
+    let next = json["mappings"][0]["failures"][0]["ready_at"]
+        .as_u64()
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!(
+        next > now + 1_700_000,
+        "about an hour away (with jitter): {next} vs {now}"
+    );
+    assert_eq!(daemon.signal("TERM"), Some(0), "{}", daemon.log_text());
+}
+
+#[test]
+fn a_sync_leaves_a_file_still_being_written_for_a_later_run() {
+    let s = Scratch::new();
+    let path = s.src.join("growing.log");
+    let writer = {
+        let path = path.clone();
+        std::thread::spawn(move || {
+            let mut f = std::fs::File::create(&path).unwrap();
+            for i in 0..8 {
+                writeln!(f, "line {i}").unwrap();
+                f.flush().unwrap();
+                std::thread::sleep(Duration::from_millis(400));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(900));
+    let out = s.sync(&["--settle", "3s"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !s.dst.join("growing.log").exists(),
+        "a file written to 0.4 s ago was sent under --settle 3s: {:?}\n{stderr}",
+        std::fs::read_to_string(s.dst.join("growing.log"))
+    );
+    assert!(stderr.contains("held back"), "{stderr}");
+    let status = s.status();
+    let rows = s.cmd(&["queue", "list"]).output().unwrap();
+    let listed = String::from_utf8_lossy(&rows.stdout);
+    assert!(listed.contains("still changing"), "{listed}\n{status}");
+    writer.join().unwrap();
+    std::thread::sleep(Duration::from_millis(3100));
+    let out = s.sync(&["--settle", "3s"]);
+    assert_synced(&s, &out);
+    assert_eq!(
+        std::fs::read_to_string(s.dst.join("growing.log"))
+            .unwrap()
+            .lines()
+            .count(),
+        8
+    );
+}
