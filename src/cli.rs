@@ -152,6 +152,8 @@ pub struct MappingArgs {
     #[arg(long)]
     pub workers: Option<usize>,
     /// How long a file must be unchanged before it is sent, e.g. 1s, 500ms, 0 [default: 1s].
+    /// Given to `sync`, files modified within it are held as still changing, for a later
+    /// run (without it, a sync sends what its scan finds).
     #[arg(long, value_parser = parse_duration)]
     pub settle: Option<Duration>,
     /// Ignore paths matching this glob (repeatable). `*.tmp` matches names at any depth.

@@ -57,6 +57,10 @@ pub struct MappingOptions {
     pub complete_sync: bool,
     /// How long a file must be unchanged before it is sent.
     pub settle: Duration,
+    /// What `sync` holds as still changing: files modified less than this long ago. Zero
+    /// unless the user set a settle time: a sync's scan is a snapshot, often run by a script
+    /// right after it wrote its files, which would otherwise wait for the next run.
+    pub sync_settle: Duration,
     pub excludes: Vec<String>,
     /// Poll the source instead of native events.
     pub poll: bool,
@@ -81,6 +85,7 @@ impl Default for MappingOptions {
         MappingOptions {
             complete_sync: false,
             settle: Duration::from_secs(1),
+            sync_settle: Duration::ZERO,
             excludes: Vec::new(),
             poll: false,
             poll_interval: Duration::from_secs(2),
@@ -231,7 +236,7 @@ impl Mapping {
     /// The gates of a `sync` (and its dry run): the mapping's, plus the settle time.
     fn sync_gate(&self) -> Gate {
         Gate {
-            still_changing: self.opts.settle,
+            still_changing: self.opts.sync_settle,
             ..self.opts.gate.clone()
         }
     }

@@ -214,6 +214,7 @@ pub fn mapping_options(args: &MappingArgs) -> Result<MappingOptions> {
     Ok(MappingOptions {
         complete_sync: args.complete_sync,
         settle: args.settle.unwrap_or(Duration::from_secs(1)),
+        sync_settle: args.settle.unwrap_or_default(),
         excludes: args.excludes.clone(),
         poll: args.poll,
         poll_interval: Duration::from_secs(1),
