@@ -145,6 +145,16 @@ pub struct MappingArgs {
     /// Propagate deletions (and moves out of the source) to the destination.
     #[arg(long)]
     pub complete_sync: bool,
+    /// Name this mapping: its state (queue, ledger) is kept under this name, shown by
+    /// `status` and chosen with `--mapping`, so the destination or command can change
+    /// without sending everything again. Renaming it keeps the state. Letters, digits,
+    /// `.`, `_`, `-`.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The names of the other mappings of the same config file: their state is never taken
+    /// for this one's when it is renamed.
+    #[arg(skip)]
+    pub sibling_names: Vec<String>,
     /// Where queues and ledgers are kept (default: the user's state directory).
     #[arg(long, env = "SKYNET_STATE_DIR")]
     pub state_dir: Option<PathBuf>,

@@ -30,6 +30,9 @@ pub struct ConfigFile {
 
 #[derive(Debug, Deserialize)]
 pub struct MappingEntry {
+    /// The mapping's name (see `--name`): one mapping's, so never a default for all.
+    #[serde(default)]
+    pub name: Option<String>,
     pub source: PathBuf,
     /// None for a command destination (`exec`).
     #[serde(default)]
@@ -91,7 +94,9 @@ fn check_keys(value: &toml::Table, path: &Path) -> Result<()> {
         for (i, m) in maps.iter().enumerate() {
             let Some(table) = m.as_table() else { continue };
             for key in table.keys() {
-                if !OPTION_KEYS.contains(&key.as_str()) && key != "source" && key != "destination" {
+                if !OPTION_KEYS.contains(&key.as_str())
+                    && !["source", "destination", "name"].contains(&key.as_str())
+                {
                     return Err(unknown(key, &format!("in mapping {}", i + 1)));
                 }
             }
@@ -241,6 +246,8 @@ impl MappingToml {
         let mut excludes = self.exclude.unwrap_or_default();
         excludes.extend(cli.excludes.iter().cloned());
         Ok(MappingArgs {
+            name: cli.name.clone(),
+            sibling_names: Vec::new(),
             complete_sync: cli.complete_sync || self.complete_sync.unwrap_or(false),
             state_dir: cli.state_dir.clone().or(state_dir),
             workers: cli.workers.or(self.workers),
@@ -360,9 +367,10 @@ pub fn parse_config(text: &str, path: &Path, cli: &MappingArgs) -> Result<Loaded
     let mut out = Vec::new();
     for (i, m) in file.mapping.iter().enumerate() {
         let merged = m.options.over(&file.defaults);
-        let args = merged
+        let mut args = merged
             .into_args(cli, state_dir.clone())
             .with_context(|| format!("config {}: mapping {}", path.display(), i + 1))?;
+        args.name = m.name.clone();
         let destination = m.destination.as_ref().map(|d| {
             if d.contains("://") || Path::new(d).is_absolute() {
                 d.clone()
@@ -382,6 +390,23 @@ pub fn parse_config(text: &str, path: &Path, cli: &MappingArgs) -> Result<Loaded
             destination,
             args,
         });
+    }
+    let names: Vec<String> = file.mapping.iter().filter_map(|m| m.name.clone()).collect();
+    let mut seen = std::collections::HashSet::new();
+    for name in &names {
+        if !seen.insert(name) {
+            bail!(
+                "config {}: two mappings are named {name:?}; each needs its own name",
+                path.display()
+            );
+        }
+    }
+    for m in &mut out {
+        m.args.sibling_names = names
+            .iter()
+            .filter(|n| Some(*n) != m.args.name.as_ref())
+            .cloned()
+            .collect();
     }
     Ok(Loaded {
         mappings: out,

@@ -96,6 +96,54 @@ pub fn make_private(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Refuses a mapping name that could not name a directory of its own, or could be taken for
+/// a generated one.
+pub fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with(['.', '-'])
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !ok {
+        bail!(
+            "mapping name {name:?}: use 1 to 64 letters, digits, '.', '_' or '-', not starting with '.' or '-'"
+        );
+    }
+    Ok(())
+}
+
+/// The state directory of a named mapping that was renamed: the one directory under `root`
+/// recorded for the same source and destination under another name, that is not in use and
+/// is not the state of one of `siblings` (the other mappings of the same config file, which
+/// may share the source and destination with different filters). None when unsure.
+pub fn renamed_from(
+    root: &Path,
+    source: &Path,
+    destination: &str,
+    siblings: &[String],
+) -> Result<Vec<PathBuf>> {
+    use skynet_core::engine::meta;
+    let mut found = Vec::new();
+    for dir in mapping_dirs(root)? {
+        let Ok(queue) = skynet_core::queue::Queue::open(&skynet_core::queue::database_path(&dir))
+        else {
+            continue;
+        };
+        let same = queue.meta(meta::SOURCE)?.as_deref() == Some(&*source.to_string_lossy())
+            && queue.meta(meta::DESTINATION)?.as_deref() == Some(destination);
+        let old_name = queue.meta(meta::NAME)?.unwrap_or_default();
+        if same
+            && !old_name.is_empty()
+            && !siblings.contains(&old_name)
+            && !MappingLock::is_held(&dir)
+        {
+            found.push(dir);
+        }
+    }
+    Ok(found)
+}
+
 /// Moves the state an earlier version kept under another name (`old`) to `new`, when only
 /// the old one exists: the destination's identity was normalised, and its queued work must
 /// not be forgotten.
@@ -116,7 +164,7 @@ pub fn adopt_legacy(old: &Path, new: &Path) -> Result<()> {
             new.display()
         )
     })?;
-    tracing::info!(from = %old.display(), to = %new.display(), "state moved to the destination's normalised name");
+    tracing::info!(from = %old.display(), to = %new.display(), "the mapping's state moved to its new name");
     Ok(())
 }
 

@@ -190,3 +190,128 @@ fn a_sync_leaves_a_file_still_being_written_for_a_later_run() {
         8
     );
 }
+
+/// `sync SRC --exec TEMPLATE --send-once`, returning the output.
+fn send_once_exec(s: &Scratch, template: &str, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "sync",
+        s.src_str(),
+        "--exec",
+        template,
+        "--send-once",
+        "--settle",
+        "0",
+    ];
+    args.extend_from_slice(extra);
+    s.cmd(&args).output().unwrap()
+}
+
+#[test]
+fn editing_a_commands_arguments_keeps_what_it_delivered() {
+    let s = Scratch::new();
+    put(&s.src, "a.txt", b"a");
+    put(&s.src, "b.txt", b"b");
+    let tools = tempfile::tempdir().unwrap();
+    let prog = script(tools.path(), "deliver", RECORD_ARGS);
+    let first = format!("{} --host=old -- {{remote}}", prog.display());
+    assert_exit(&send_once_exec(&s, &first, &[]), 0);
+    assert_eq!(calls(tools.path()).len(), 2);
+    // The user points the command elsewhere: nothing is sent again.
+    let edited = format!("{} --host=new --verbose -- {{remote}}", prog.display());
+    assert_exit(&send_once_exec(&s, &edited, &[]), 0);
+    assert_eq!(
+        calls(tools.path()).len(),
+        2,
+        "send-once sent everything again"
+    );
+    // A new file goes with the new arguments.
+    put(&s.src, "c.txt", b"c");
+    assert_exit(&send_once_exec(&s, &edited, &[]), 0);
+    let got = calls(tools.path());
+    assert_eq!(got.len(), 3);
+    assert!(got
+        .iter()
+        .any(|c| c.contains(&b"--verbose".to_vec()) && c.contains(&b"c.txt".to_vec())));
+}
+
+#[test]
+fn a_mapping_keeps_its_state_when_named_and_renamed() {
+    let s = Scratch::new();
+    put(&s.src, "a.txt", b"a");
+    let tools = tempfile::tempdir().unwrap();
+    let prog = script(tools.path(), "deliver", RECORD_ARGS);
+    let template = format!("{} -- {{remote}}", prog.display());
+    assert_exit(&send_once_exec(&s, &template, &[]), 0);
+    assert_exit(&send_once_exec(&s, &template, &["--name", "scans"]), 0);
+    assert_exit(
+        &send_once_exec(&s, &template, &["--name", "scans-archive"]),
+        0,
+    );
+    assert_eq!(
+        calls(tools.path()).len(),
+        1,
+        "sent again after naming or renaming"
+    );
+    let status = s.status();
+    let names: Vec<&str> = status["mappings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["name"].as_str())
+        .collect();
+    assert_eq!(names, ["scans-archive"], "{status}");
+    let out = s
+        .cmd(&["ledger", "list", "--mapping", "scans-archive"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("a.txt"));
+    // A name that cannot be a directory of its own is refused, naming it.
+    let out = send_once_exec(&s, &template, &["--name", "../x"]);
+    assert_exit(&out, 2);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("../x"));
+}
+
+#[test]
+fn named_routes_share_a_source_and_a_destination() {
+    let s = Scratch::new();
+    put(&s.src, "clip.mp4", b"video");
+    put(&s.src, "photo.jpg", b"image");
+    let cfg = s.dir.path().join("routes.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"settle = "0"
+[[mapping]]
+name = "videos"
+source = "{src}"
+destination = "{dst}"
+include = ["*.mp4"]
+[[mapping]]
+name = "photos"
+source = "{src}"
+destination = "{dst}"
+include = ["*.jpg"]
+"#,
+            src = s.src_str(),
+            dst = s.dst_str()
+        ),
+    )
+    .unwrap();
+    let mut daemon = s.spawn(&["run", "--config", cfg.to_str().unwrap()]);
+    assert!(
+        wait_until(Duration::from_secs(20), || s.dst.join("clip.mp4").exists()
+            && s.dst.join("photo.jpg").exists()),
+        "{}",
+        daemon.log_text()
+    );
+    assert_eq!(daemon.signal("TERM"), Some(0), "{}", daemon.log_text());
+    let status = s.status();
+    let mut names: Vec<&str> = status["mappings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["name"].as_str())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["photos", "videos"]);
+}

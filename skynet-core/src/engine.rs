@@ -104,6 +104,8 @@ impl Default for MappingOptions {
 pub mod meta {
     pub const SOURCE: &str = "source";
     pub const DESTINATION: &str = "destination";
+    /// The mapping's name (`--name`), empty when unnamed: finds its state after a rename.
+    pub const NAME: &str = "name";
     pub const HEARTBEAT: &str = "heartbeat_ms";
     pub const CONNECTED: &str = "connected";
     pub const LAST_ERROR: &str = "last_error";

@@ -83,6 +83,10 @@ pub async fn prepare(
     mapping
         .queue()
         .set_meta(skynet_core::engine::meta::DESTINATION, &identity)?;
+    mapping.queue().set_meta(
+        skynet_core::engine::meta::NAME,
+        args.name.as_deref().unwrap_or_default(),
+    )?;
     let mut conn = destination.connect(&source, args, &state_dir).await?;
     if let Some(rate) = args.bwlimit {
         conn = Arc::new(Throttled::new(conn, rate));
@@ -138,15 +142,46 @@ fn warn_option_like_placeholders(destination: &Destination, args: &MappingArgs) 
     }
 }
 
-/// The state directory of the mapping from `source` to `destination`.
-/// State kept by an earlier version under the destination as typed is moved to the
-/// normalised name, so that no queued work is forgotten.
+/// The state directory of the mapping from `source` to `destination`: its name (`--name`),
+/// or a hash of the source and the destination's kind and address. State kept elsewhere for
+/// the same mapping is moved there, so that no queued work is forgotten: under the
+/// destination as an earlier version spelled it, under no name before the mapping was
+/// named, or under its old name after a rename.
 fn state_dir_of(source: &Path, destination: &Destination, args: &MappingArgs) -> Result<PathBuf> {
     let root = state::state_root(args.state_dir.as_deref())?;
-    let dir = root.join(state::mapping_name(source, &destination.state_key()));
-    if let Some(old_key) = destination.legacy_state_key(args) {
-        let old = root.join(state::mapping_name(source, &old_key));
-        state::adopt_legacy(&old, &dir)?;
+    let unnamed = root.join(state::mapping_name(source, &destination.state_key()));
+    let legacy = destination
+        .legacy_state_key(args)
+        .map(|key| root.join(state::mapping_name(source, &key)));
+    let Some(name) = &args.name else {
+        if let Some(old) = legacy {
+            state::adopt_legacy(&old, &unnamed)?;
+        }
+        return Ok(unnamed);
+    };
+    state::check_name(name)?;
+    let dir = root.join(name);
+    if dir.exists() {
+        return Ok(dir);
+    }
+    let earlier: Vec<PathBuf> = [Some(unnamed), legacy]
+        .into_iter()
+        .flatten()
+        .filter(|d| skynet_core::queue::database_path(d).is_file())
+        .collect();
+    let earlier = if earlier.is_empty() {
+        state::renamed_from(&root, source, &destination.display(), &args.sibling_names)?
+    } else {
+        earlier
+    };
+    match earlier.as_slice() {
+        [one] => state::adopt_legacy(one, &dir)?,
+        [] => {}
+        many => tracing::warn!(
+            candidates = ?many,
+            "mapping {name}: several earlier states could be this mapping's; starting afresh (move one to {} to keep it)",
+            dir.display()
+        ),
     }
     Ok(dir)
 }
