@@ -113,16 +113,22 @@ pub fn check_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// The state directory of a named mapping that was renamed: the one directory under `root`
-/// recorded for the same source and destination under another name, that is not in use and
-/// is not the state of one of `siblings` (the other mappings of the same config file, which
-/// may share the source and destination with different filters). None when unsure.
+/// The state directory of a named mapping that was renamed: a directory under `root`
+/// recorded for the same source and destination, with the same include globs and `dated`
+/// pattern, under another name, not in use, and not the state of one of `siblings` (the
+/// other mappings of the same config file). Routes share a source and a destination and
+/// differ by their includes: a route is never taken for a renamed one. Renamed and refiltered
+/// at once, a mapping starts afresh (nothing lost: its old state stays where it was).
 pub fn renamed_from(
     root: &Path,
     source: &Path,
     destination: &str,
-    siblings: &[String],
+    args: &crate::cli::MappingArgs,
 ) -> Result<Vec<PathBuf>> {
+    use skynet_core::siblings::{META_DATED, META_INCLUDE};
+    let siblings = &args.sibling_names;
+    let includes = args.includes.join("\n");
+    let dated = args.dated.clone().unwrap_or_default();
     use skynet_core::engine::meta;
     let mut found = Vec::new();
     for dir in mapping_dirs(root)? {
@@ -132,8 +138,11 @@ pub fn renamed_from(
         };
         let same = queue.meta(meta::SOURCE)?.as_deref() == Some(&*source.to_string_lossy())
             && queue.meta(meta::DESTINATION)?.as_deref() == Some(destination);
+        let same_route = queue.meta(META_INCLUDE)?.unwrap_or_default() == includes
+            && queue.meta(META_DATED)?.unwrap_or_default() == dated;
         let old_name = queue.meta(meta::NAME)?.unwrap_or_default();
         if same
+            && same_route
             && !old_name.is_empty()
             && !siblings.contains(&old_name)
             && !MappingLock::is_held(&dir)

@@ -315,3 +315,100 @@ include = ["*.jpg"]
     names.sort();
     assert_eq!(names, ["photos", "videos"]);
 }
+
+#[test]
+fn what_is_not_sent_is_visible_and_each_delivery_is_logged() {
+    let s = Scratch::new();
+    put(&s.src, "clip.mp4", b"video");
+    put(&s.src, "photo.jpg", b"image");
+    put(&s.src, "notes.txt", b"no route takes me");
+    let route = |name: &str, glob: &str| {
+        s.cmd(&[
+            "sync",
+            s.src_str(),
+            s.dst_str(),
+            "--name",
+            name,
+            "--include",
+            glob,
+            "--settle",
+            "0",
+        ])
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap()
+    };
+    let out = route("videos", "*.mp4");
+    assert_exit(&out, 0);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.lines()
+            .any(|l| l.contains("INFO") && l.contains("sent") && l.contains("clip.mp4")),
+        "one line per delivered file: {log}"
+    );
+    assert_exit(&route("photos", "*.jpg"), 0);
+    // Once both routes are known, only the file neither takes is unrouted.
+    assert_exit(&route("videos", "*.mp4"), 0);
+    let status = s.status();
+    for m in status["mappings"].as_array().unwrap() {
+        assert_eq!(m["unrouted"]["count"], 1, "{m}");
+        assert_eq!(m["unrouted"]["names"][0], "notes.txt", "{m}");
+    }
+    let text = String::from_utf8_lossy(&s.cmd(&["status"]).output().unwrap().stdout).into_owned();
+    assert!(
+        text.contains("match no mapping") && text.contains("notes.txt"),
+        "{text}"
+    );
+
+    // Undated files under --dated, and held files with the time they open and why.
+    let t = Scratch::new();
+    put(&t.src, "IMG_20200101_0900.jpg", b"old day");
+    put(&t.src, "readme.txt", b"no date");
+    assert_exit(&t.sync(&["--dated", "%Y%m%d", "--settle", "0"]), 0);
+    let m = &t.status()["mappings"][0];
+    assert_eq!(m["undated"]["count"], 1, "{m}");
+    assert_eq!(m["undated"]["names"][0], "readme.txt", "{m}");
+    let u = Scratch::new();
+    put(&u.src, "fresh.wav", b"recording");
+    let out = u.sync(&["--min-age", "1h", "--settle", "0"]);
+    assert_exit(&out, 0);
+    let m = &u.status()["mappings"][0];
+    let held = &m["held_files"][0];
+    assert_eq!(held["path"], "fresh.wav", "{m}");
+    assert!(
+        held["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("min_age"),
+        "{m}"
+    );
+    assert!(held["ready_at"].as_u64().unwrap_or_default() > 0, "{m}");
+    let text = String::from_utf8_lossy(&u.cmd(&["status"]).output().unwrap().stdout).into_owned();
+    assert!(
+        text.contains("held #") && text.contains("fresh.wav") && text.contains("until"),
+        "{text}"
+    );
+
+    // -q silences the per-file lines.
+    put(&s.src, "more.mp4", b"another");
+    let out = s
+        .cmd(&[
+            "sync",
+            s.src_str(),
+            s.dst_str(),
+            "--name",
+            "videos",
+            "--include",
+            "*.mp4",
+            "--settle",
+            "0",
+            "-q",
+        ])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    assert!(s.dst.join("more.mp4").exists());
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(!log.contains("more.mp4"), "-q: {log}");
+}

@@ -218,6 +218,7 @@ impl Mapping {
             gate,
             settle,
             progress: self.opts.progress,
+            siblings: Some(self.siblings()),
         }
     }
 
@@ -270,16 +271,21 @@ impl Mapping {
             conn,
             root: self.source.clone(),
             opts: self.opts.handoff.clone(),
-            siblings: self.opts.handoff.remove_source.then(|| SiblingFinder {
-                state_root: self
-                    .state_dir
-                    .parent()
-                    .unwrap_or(&self.state_dir)
-                    .to_path_buf(),
-                own_dir: self.state_dir.clone(),
-                source: self.source.clone(),
-            }),
+            siblings: self.opts.handoff.remove_source.then(|| self.siblings()),
         })
+    }
+
+    /// Where the other mappings of this source keep their state: beside this one's.
+    fn siblings(&self) -> SiblingFinder {
+        SiblingFinder {
+            state_root: self
+                .state_dir
+                .parent()
+                .unwrap_or(&self.state_dir)
+                .to_path_buf(),
+            own_dir: self.state_dir.clone(),
+            source: self.source.clone(),
+        }
     }
 
     /// Records that a run starts, and whether the previous one died (a row was in flight, or

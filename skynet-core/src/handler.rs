@@ -102,6 +102,9 @@ pub struct HandlerStatus {
     pub actions_failed: AtomicU64,
     /// Sends settled without a delivery because the local file was gone.
     pub vanished: AtomicU64,
+    /// Sends settled with nothing sent: a file this mapping does not take (include globs,
+    /// no date in its name) or whose bytes the destination already had (send-once).
+    pub skipped: AtomicU64,
     pub last_error: Mutex<Option<String>>,
     /// Actions done (acknowledged or skipped as unchanged), by kind.
     pub done_by_kind: KindCounters,
@@ -754,10 +757,27 @@ impl Handler {
             }
             Ok(Step::Did(ledger)) => {
                 self.status.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
-                self.status.actions_done.fetch_add(1, Ordering::Relaxed);
-                self.status.done_by_kind.add(kind, 1);
-                summary.done += 1;
-                tracing::debug!(action = %claimed.action, bytes, "done");
+                // One line per file that reached the destination or left it (silenced by
+                // -q); a send this mapping does not take (include globs, no date) or that
+                // was already delivered is no delivery, and is not counted as one.
+                match &ledger {
+                    LedgerUpdate::Unchanged | LedgerUpdate::Confirmed { .. } => {
+                        self.status.skipped.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(action = %claimed.action, "nothing to send");
+                    }
+                    _ => {
+                        summary.done += 1;
+                        self.status.actions_done.fetch_add(1, Ordering::Relaxed);
+                        self.status.done_by_kind.add(kind, 1);
+                        match &claimed.action {
+                            Action::Send(p) => tracing::info!(path = %p, bytes, "sent"),
+                            Action::Delete(p) => tracing::info!(path = %p, "deleted"),
+                            Action::Move { from, to } => {
+                                tracing::info!(from = %from, to = %to, "moved")
+                            }
+                        }
+                    }
+                }
                 return Ok(Some(Outcome::Done { id, ledger }));
             }
             Err(e) => e,

@@ -105,6 +105,11 @@ impl Filter {
         Ok((build(by_name)?, build(by_path)?))
     }
 
+    /// True when include globs narrow what this mapping sends.
+    pub fn has_includes(&self) -> bool {
+        self.include.is_some()
+    }
+
     /// True when the file at `rel` is one this mapping sends: not excluded, and matching an
     /// include glob when there are any.
     pub fn admits_file(&self, rel: &RelPath) -> bool {
@@ -157,12 +162,58 @@ pub enum ScanError {
 }
 
 /// What a catch-up scan found and queued.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ScanReport {
     pub files: u64,
     pub sends: u64,
     pub deletes: u64,
     pub unreadable: u64,
+    /// Files no mapping of this source takes (this one's include globs and every
+    /// sibling's miss them), and a few of their names: nothing sends them, and a user
+    /// routing by type wants to know.
+    pub unrouted: Skipped,
+    /// Files a `dated` gate never lets through (no date in their name).
+    pub undated: Skipped,
+}
+
+/// Meta keys of the last scan's [`ScanReport::unrouted`] and [`ScanReport::undated`].
+pub const UNROUTED_KEY: &str = "scan_unrouted";
+pub const UNDATED_KEY: &str = "scan_undated";
+
+/// Files a scan left aside for one reason: how many, and the first few names.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    pub count: u64,
+    pub names: Vec<RelPath>,
+}
+
+impl Skipped {
+    /// How many names are kept: enough to recognise the pattern.
+    pub const NAMES: usize = 5;
+
+    fn add(&mut self, rel: &RelPath) {
+        self.count += 1;
+        if self.names.len() < Self::NAMES {
+            self.names.push(rel.clone());
+        }
+    }
+
+    /// The form kept in the state database's meta table: the count, then a name per line.
+    pub fn encode(&self) -> String {
+        let mut out = self.count.to_string();
+        for n in &self.names {
+            out.push('\n');
+            out.push_str(&n.display());
+        }
+        out
+    }
+
+    /// Reads [`Skipped::encode`]'s form back (names as text, for display).
+    pub fn decode(text: &str) -> (u64, Vec<String>) {
+        let mut lines = text.lines();
+        let count = lines.next().and_then(|c| c.parse().ok()).unwrap_or(0);
+        (count, lines.map(str::to_string).collect())
+    }
 }
 
 /// Options of one scan.
@@ -177,6 +228,9 @@ pub struct ScanOptions {
     pub settle: Duration,
     /// Show a progress line on stderr (only when it is a terminal).
     pub progress: bool,
+    /// The other mappings of this source, to tell a file another route takes from one no
+    /// route takes. `None`: this mapping alone decides.
+    pub siblings: Option<crate::siblings::SiblingFinder>,
 }
 
 /// Compares `root` with the ledger and queues the differences.
@@ -226,6 +280,11 @@ fn scan(
     let now = now_ms();
     let settle_ms = opts.settle.as_millis() as u64;
     let bar = progress_bar(opts.progress);
+    let siblings: Vec<crate::siblings::Sibling> = opts
+        .siblings
+        .as_ref()
+        .map(|f| f.find().into_iter().filter_map(Result::ok).collect())
+        .unwrap_or_default();
 
     for entry in walk(root, root, filter) {
         let entry = match entry {
@@ -276,12 +335,22 @@ fn scan(
         let unchanged = ledger
             .get(rel.as_bytes())
             .is_some_and(|(_, l)| l.size == meta.len() && l.mtime_ns == mtime);
-        if unchanged || !filter.admits_file(&rel) {
+        if !filter.admits_file(&rel) {
+            if filter.has_includes()
+                && !filter.excluded(&rel)
+                && !siblings.iter().any(|s| s.selects(&rel))
+            {
+                report.unrouted.add(&rel);
+            }
+            continue;
+        }
+        if unchanged {
             continue;
         }
         // Files a gate never lets through are not queued; held ones are, and the handler
         // holds them (state `held`, shown in `status`, not waited for by `sync`).
         if matches!(opts.gate.check(&rel, modified, now), Admission::Skip(_)) {
+            report.undated.add(&rel);
             continue;
         }
         let modified_ms = (mtime.max(0) / 1_000_000) as u64;
@@ -328,6 +397,9 @@ fn scan(
         }
     }
     queue.push(&batch)?;
+    // As of this scan, for `status` and metrics.
+    queue.set_meta(UNROUTED_KEY, &report.unrouted.encode())?;
+    queue.set_meta(UNDATED_KEY, &report.undated.encode())?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
@@ -458,6 +530,7 @@ mod tests {
             gate: Default::default(),
             settle: Duration::ZERO,
             progress: false,
+            siblings: None,
         }
     }
 

@@ -170,7 +170,7 @@ fn state_dir_of(source: &Path, destination: &Destination, args: &MappingArgs) ->
         .filter(|d| skynet_core::queue::database_path(d).is_file())
         .collect();
     let earlier = if earlier.is_empty() {
-        state::renamed_from(&root, source, &destination.display(), &args.sibling_names)?
+        state::renamed_from(&root, source, &destination.display(), args)?
     } else {
         earlier
     };

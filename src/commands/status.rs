@@ -46,9 +46,34 @@ pub struct MappingStatus {
     pub skipped_links: u64,
     pub failures: Vec<QueueRow>,
     pub handoff_failures: Vec<HandoffRow>,
+    /// The held actions (gates: still changing, `min_age`, dated names; the mass-deletion
+    /// guard), first [`HELD_SHOWN`]: `ready_at` is when a gate opens, `last_error` why.
+    pub held_files: Vec<QueueRow>,
+    /// Files no mapping of this source takes, as of the last scan: count and a few names.
+    pub unrouted: Skipped,
+    /// Files a `dated` gate never sends (no date in the name), as of the last scan.
+    pub undated: Skipped,
     /// Waiting hand-offs that said why (a writer has the file open, another mapping of the
     /// source has not delivered it yet, the last failure before a retry).
     pub handoff_waits: Vec<HandoffRow>,
+}
+
+/// How many held actions `status` lists (all of them: `skynet queue list`).
+pub const HELD_SHOWN: usize = 20;
+
+/// Files a scan left aside: how many, and the first few names.
+#[derive(Debug, Default, Serialize)]
+pub struct Skipped {
+    pub count: u64,
+    pub names: Vec<String>,
+}
+
+impl Skipped {
+    fn read(queue: &Queue, key: &str) -> Result<Skipped> {
+        let (count, names) =
+            skynet_core::scan::Skipped::decode(&queue.meta(key)?.unwrap_or_default());
+        Ok(Skipped { count, names })
+    }
 }
 
 /// The directory name that names a mapping in `status`, `queue` and `ledger`.
@@ -84,11 +109,14 @@ pub fn read(dir: &Path) -> Result<MappingStatus> {
         .meta(meta::LAST_ERROR)?
         .filter(|e| !e.is_empty())
         .or(queue.last_error()?);
-    let failures = queue
-        .rows()?
-        .into_iter()
-        .filter(|r| r.state == "failed")
+    let rows = queue.rows()?;
+    let held_files = rows
+        .iter()
+        .filter(|r| r.state == "held" || r.state == "deletion_held")
+        .take(HELD_SHOWN)
+        .cloned()
         .collect();
+    let failures = rows.into_iter().filter(|r| r.state == "failed").collect();
     let (handoff_failures, handoff_waiting): (Vec<HandoffRow>, Vec<HandoffRow>) =
         queue.handoff_rows()?.into_iter().partition(|r| r.parked);
     let (delivered_today, delivered_today_bytes) = queue.delivered_on(&today())?;
@@ -115,6 +143,9 @@ pub fn read(dir: &Path) -> Result<MappingStatus> {
         skipped_links: number(meta::SKIPPED_LINKS)?,
         failures,
         handoff_failures,
+        held_files,
+        unrouted: Skipped::read(&queue, skynet_core::scan::UNROUTED_KEY)?,
+        undated: Skipped::read(&queue, skynet_core::scan::UNDATED_KEY)?,
         handoff_waits: handoff_waiting
             .into_iter()
             .filter(|r| r.last_error.is_some())
@@ -193,6 +224,37 @@ fn print(root: &Path, json: bool) -> Result<()> {
                 "  {} deletion(s) held by the mass-deletion guard: confirm with `skynet queue release --mapping {}`, or see `skynet queue list`",
                 m.deletions_held, m.name
             );
+        }
+        for h in &m.held_files {
+            let when = if h.ready_at > 0 && h.state == "held" {
+                format!(" until {}", local_time(h.ready_at))
+            } else {
+                String::new()
+            };
+            println!(
+                "  held #{} {} {}{when}: {}",
+                h.id,
+                h.kind.as_str(),
+                h.path,
+                h.last_error.as_deref().unwrap_or("")
+            );
+        }
+        if m.held as usize > m.held_files.len() && !m.held_files.is_empty() {
+            println!("  … see `skynet queue list` for every held action");
+        }
+        for (what, s) in [
+            (
+                "match no mapping of this source (include globs)",
+                &m.unrouted,
+            ),
+            (
+                "have no date in their name (--dated): never sent",
+                &m.undated,
+            ),
+        ] {
+            if s.count > 0 {
+                println!("  {} file(s) {what}, e.g. {}", s.count, s.names.join(", "));
+            }
         }
         if m.vanished > 0 {
             println!(

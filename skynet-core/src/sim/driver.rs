@@ -189,6 +189,7 @@ impl Sim<'_> {
                 gate: Gate::default(),
                 settle: self.settle(),
                 progress: false,
+                siblings: None,
             },
         )
         .map_err(state)?;
