@@ -216,6 +216,7 @@ pub fn mapping_options(args: &MappingArgs) -> Result<MappingOptions> {
         handler: handler.clone(),
         progress: true,
         include: args.includes.clone(),
+        ignore_case: false,
         send_once: args.send_once,
         gate: Gate {
             min_age: args.min_age.unwrap_or_default(),
