@@ -17,7 +17,8 @@ pub struct Cli {
     /// More logging (-v debug, -vv trace). RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
-    /// Only warnings and errors.
+    /// Only warnings and errors: no progress, notes or confirmations (listings and status
+    /// still print). RUST_LOG overrides it for the log.
     #[arg(short, long, global = true)]
     pub quiet: bool,
     #[command(subcommand)]

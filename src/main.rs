@@ -8,6 +8,7 @@ mod config;
 mod destination;
 mod exit;
 mod metrics;
+mod out;
 mod remote;
 mod state;
 
@@ -89,6 +90,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.quiet);
+    out::set_quiet(cli.quiet);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -104,6 +106,8 @@ fn main() -> ExitCode {
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     match result {
         Ok(exit) => ExitCode::from(exit as u8),
+        // `skynet ledger list | head -1`: the reader has what it wanted.
+        Err(e) if out::is_closed(&e) => ExitCode::SUCCESS,
         Err(e) => {
             // The whole chain on one line: "source ./x: No such file or directory (os error 2)".
             let line = format!("{e:#}").replace('\n', " ");

@@ -9,6 +9,7 @@ use skynet_core::{RelPath, SourceFile};
 
 use crate::cli::MappingArgs;
 use crate::exit::Exit;
+use crate::out::{outln, sayln};
 
 pub async fn baseline(
     src: &Path,
@@ -23,9 +24,9 @@ pub async fn baseline(
             .with_context(|| format!("source {}", src.display()))?;
         let files = present_files(&root, args)?;
         for (p, ..) in &files {
-            println!("record {p}");
+            outln!("record {p}");
         }
-        println!(
+        outln!(
             "dry run: would record {} file(s) as already delivered; nothing was changed",
             files.len()
         );
@@ -35,7 +36,7 @@ pub async fn baseline(
     let root = prepared.mapping.source().to_path_buf();
     let files = present_files(&root, args)?;
     prepared.mapping.queue().record_delivered(&files)?;
-    println!(
+    sayln!(
         "recorded {} file(s) as already at {}",
         files.len(),
         prepared.destination

@@ -12,6 +12,7 @@ use skynet_core::{Action, RelPath};
 use super::queue::select;
 use crate::cli::LedgerCommand;
 use crate::exit::Exit;
+use crate::out::{outln, sayln};
 
 pub fn ledger(
     command: &LedgerCommand,
@@ -26,10 +27,10 @@ pub fn ledger(
                 let name = super::status::mapping_name(&dir);
                 let rows = queue.ledger_rows()?;
                 if !*json {
-                    println!("{name}: {} file(s)", rows.len());
+                    outln!("{name}: {} file(s)", rows.len());
                     for r in &rows {
                         let hash = r.sha256.as_deref().map(|h| &h[..12]).unwrap_or("-");
-                        println!(
+                        outln!(
                             "  #{:<6} {:>12} {}  {hash}  {}",
                             r.id,
                             r.size,
@@ -41,7 +42,7 @@ pub fn ledger(
                 all.push(serde_json::json!({ "mapping": name, "files": rows }));
             }
             if *json {
-                println!("{}", serde_json::json!({ "mappings": all }));
+                outln!("{}", serde_json::json!({ "mappings": all }));
             }
             Ok(Exit::Ok)
         }
@@ -54,7 +55,7 @@ pub fn ledger(
                 anyhow::bail!("ledger: nothing recorded as {what:?} (see `skynet ledger list`)");
             }
             let requeued = requeue(&queue, &forgotten)?;
-            println!(
+            sayln!(
                 "forgot {} file(s); {requeued} queued to be sent again",
                 forgotten.len()
             );

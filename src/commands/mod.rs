@@ -214,7 +214,8 @@ pub fn mapping_options(args: &MappingArgs) -> Result<MappingOptions> {
         poll: args.poll,
         poll_interval: Duration::from_secs(1),
         handler: handler.clone(),
-        progress: true,
+        // -q promises only warnings and errors: no progress line either.
+        progress: !crate::out::quiet(),
         include: args.includes.clone(),
         ignore_case: false,
         send_once: args.send_once,

@@ -7,6 +7,7 @@ use skynet_core::queue::Queue;
 
 use crate::cli::QueueCommand;
 use crate::exit::Exit;
+use crate::out::{outln, sayln};
 use crate::state;
 
 /// The mappings a queue command applies to: the one named, or all of them for `list`.
@@ -56,7 +57,7 @@ pub fn queue(
                     .unwrap_or_default();
                 let rows = queue.rows()?;
                 if !*json {
-                    println!("{name}: {} action(s)", rows.len());
+                    outln!("{name}: {} action(s)", rows.len());
                     for r in &rows {
                         let what = match &r.from {
                             Some(from) => format!("{from} -> {}", r.path),
@@ -67,7 +68,7 @@ pub fn queue(
                             .as_deref()
                             .map(|e| format!("  ({e})"))
                             .unwrap_or_default();
-                        println!(
+                        outln!(
                             "  #{:<6} {:<9} {:<6} {what}{err}",
                             r.id,
                             r.state,
@@ -78,42 +79,42 @@ pub fn queue(
                 out.push(serde_json::json!({ "mapping": name, "actions": rows }));
             }
             if *json {
-                println!("{}", serde_json::json!({ "mappings": out }));
+                outln!("{}", serde_json::json!({ "mappings": out }));
             }
         }
         QueueCommand::Retry { id } => {
             let dir = &select(state_dir, mapping, true)?[0];
             let queue = Queue::open(&skynet_core::queue::database_path(dir))?;
             if id == "all" {
-                println!("{} failed action(s) will be retried", queue.retry_failed()?);
+                sayln!("{} failed action(s) will be retried", queue.retry_failed()?);
                 let handoffs = queue.handoff_retry_parked()?;
                 if handoffs > 0 {
-                    println!("{handoffs} failed hand-off(s) will be retried");
+                    sayln!("{handoffs} failed hand-off(s) will be retried");
                 }
             } else {
                 let Ok(n) = id.parse::<i64>() else {
                     bail!("not an action id: {id:?} (a number, or `all`)")
                 };
                 queue.retry(n)?;
-                println!("action #{n} will be retried");
+                sayln!("action #{n} will be retried");
             }
         }
         QueueCommand::Drop { id } => {
             let dir = &select(state_dir, mapping, true)?[0];
             Queue::open(&skynet_core::queue::database_path(dir))?.drop_action(*id)?;
-            println!("action #{id} dropped");
+            sayln!("action #{id} dropped");
         }
         QueueCommand::Release { id } => {
             let dir = &select(state_dir, mapping, true)?[0];
             let queue = Queue::open(&skynet_core::queue::database_path(dir))?;
             let n = queue.release_deletions(*id)?;
-            println!("{n} held deletion(s) released; they run at the next sync, or now if skynet is running");
+            sayln!("{n} held deletion(s) released; they run at the next sync, or now if skynet is running");
         }
         QueueCommand::AcceptSource => {
             let dir = &select(state_dir, mapping, true)?[0];
             let queue = Queue::open(&skynet_core::queue::database_path(dir))?;
             skynet_core::source_root::forget(&queue)?;
-            println!("the source's filesystem will be recorded anew at the next start");
+            sayln!("the source's filesystem will be recorded anew at the next start");
         }
     }
     Ok(Exit::Ok)

@@ -6,6 +6,7 @@ use anyhow::Result;
 
 use crate::cli::MappingArgs;
 use crate::exit::Exit;
+use crate::out::noteln;
 
 pub async fn sync(
     src: &Path,
@@ -27,8 +28,8 @@ pub async fn sync(
         "sync finished"
     );
     if summary.held > 0 {
-        eprintln!(
-            "skynet: {} file(s) held back by min_age or dated names; they stay queued (see `skynet status`)",
+        noteln!(
+            "{} file(s) held back by min_age or dated names; they stay queued (see `skynet status`)",
             summary.held
         );
     }
