@@ -7,11 +7,14 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::exit::EXIT_CODES_HELP;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "skynet",
     version,
-    about = "Keeps a remote copy of local folders up to date, live."
+    about = "Keeps a remote copy of local folders up to date, live.",
+    after_help = EXIT_CODES_HELP
 )]
 pub struct Cli {
     /// More logging (-v debug, -vv trace). RUST_LOG overrides.
@@ -28,6 +31,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Watch SRC and mirror it to DEST until SIGINT/SIGTERM (or every mapping of --config).
+    #[command(after_help = EXIT_CODES_HELP)]
     Run {
         /// Source folder.
         src: Option<PathBuf>,
@@ -45,6 +49,7 @@ pub enum Command {
         opts: MappingArgs,
     },
     /// Catch-up scan, send everything that differs, exit (1 if some actions failed).
+    #[command(after_help = EXIT_CODES_HELP)]
     Sync {
         src: PathBuf,
         #[arg(required_unless_present = "exec")]
@@ -88,6 +93,7 @@ pub enum Command {
         mapping: Option<String>,
     },
     /// Record the files now in SRC as already sent to DEST (send nothing).
+    #[command(after_help = EXIT_CODES_HELP)]
     Baseline {
         src: PathBuf,
         #[arg(required_unless_present = "exec")]

@@ -1,6 +1,7 @@
 //! `skynet`: the command-line program. Parses arguments, sets up logging and a tokio runtime,
 //! runs one subcommand, and turns its result into the contract's exit code: errors that stop
-//! the program (bad arguments, configuration, unusable source or state) print one line and exit 2.
+//! the program (bad arguments, configuration, unusable source or state) print one line and exit 2,
+//! or 3 when another process holds the mapping; a closed standard output ends it quietly.
 
 mod cli;
 mod commands;
@@ -112,7 +113,7 @@ fn main() -> ExitCode {
             // The whole chain on one line: "source ./x: No such file or directory (os error 2)".
             let line = format!("{e:#}").replace('\n', " ");
             eprintln!("skynet: error: {line}");
-            ExitCode::from(Exit::Usage as u8)
+            ExitCode::from(Exit::for_error(&e) as u8)
         }
     }
 }

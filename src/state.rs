@@ -12,7 +12,7 @@ use std::fs::{DirBuilder, File, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
 /// The state directory: `--state-dir`, `SKYNET_STATE_DIR`, or the user's state directory.
@@ -96,6 +96,19 @@ pub fn make_private(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Another process holds a mapping's lock. `main` exits 3 for it rather than 2 (bad usage),
+/// so a cron job can tell "the last run is still going" from a broken command line.
+#[derive(Debug)]
+pub struct Busy(String);
+
+impl std::fmt::Display for Busy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Busy {}
+
 /// Moves the state an earlier version kept under another name (`old`) to `new`, when only
 /// the old one exists: the destination's identity was normalised, and its queued work must
 /// not be forgotten.
@@ -104,10 +117,11 @@ pub fn adopt_legacy(old: &Path, new: &Path) -> Result<()> {
         return Ok(());
     }
     if MappingLock::is_held(old) {
-        bail!(
+        return Err(Busy(format!(
             "another skynet is running with the state {} (an older version?); stop it first",
             old.display()
-        );
+        ))
+        .into());
     }
     std::fs::rename(old, new).with_context(|| {
         format!(
@@ -160,10 +174,11 @@ impl MappingLock {
             .with_context(|| format!("cannot open lock file {}", path.display()))?;
         match file.try_lock() {
             Ok(()) => Ok(MappingLock { _file: file }),
-            Err(std::fs::TryLockError::WouldBlock) => bail!(
+            Err(std::fs::TryLockError::WouldBlock) => Err(Busy(format!(
                 "another skynet is already running for {what} (state {}); stop it first",
                 dir.display()
-            ),
+            ))
+            .into()),
             Err(std::fs::TryLockError::Error(e)) => {
                 Err(e).with_context(|| format!("cannot lock {}", path.display()))
             }
