@@ -164,6 +164,15 @@ pub struct MappingArgs {
     /// Ignore paths matching this glob (repeatable). `*.tmp` matches names at any depth.
     #[arg(long = "exclude")]
     pub excludes: Vec<String>,
+    /// Globs (--include, --exclude and the default excludes) match names whatever their
+    /// case: `*.mkv` matches `a.MKV`.
+    #[arg(long)]
+    pub ignore_case: bool,
+    /// Also send the names ignored by default, partial downloads and editors' temporary
+    /// files: *.part *.crdownload *.partial *.download *.opdownload *.filepart *.!qB *.!ut
+    /// *.tmp *.swp *.swo *.swx 4913 *~ .#* #*# *.kate-swp .goutputstream-* .~lock.*# ~$*
+    #[arg(long)]
+    pub no_default_excludes: bool,
     /// Poll for changes instead of using inotify.
     #[arg(long)]
     pub poll: bool,
@@ -317,6 +326,25 @@ mod tests {
         assert_eq!(r("1M/s"), Ok(1_000_000));
         for bad in ["", "0", "fast", "5X", "-1M", "1 parsec"] {
             assert!(r(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    /// `--help` lists the default excludes: every one of them, so the list cannot drift.
+    #[test]
+    fn help_lists_every_default_exclude() {
+        use clap::CommandFactory;
+        let mut cli = Cli::command();
+        for sub in ["run", "sync"] {
+            let cmd = cli.find_subcommand_mut(sub).unwrap();
+            let arg = cmd
+                .get_arguments()
+                .find(|a| a.get_id() == "no_default_excludes")
+                .unwrap();
+            let help = arg.get_help().unwrap().to_string();
+            let listed: Vec<&str> = help.split_whitespace().collect();
+            for glob in skynet_core::default_excludes::DEFAULT_EXCLUDES {
+                assert!(listed.contains(glob), "{sub} --help lacks {glob}: {help}");
+            }
         }
     }
 

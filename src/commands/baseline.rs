@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use skynet_core::queue::{mtime_ns, Delivered};
-use skynet_core::scan::{local_files_within, Filter};
+use skynet_core::scan::local_files_within;
 use skynet_core::{RelPath, SourceFile};
 
 use crate::cli::MappingArgs;
@@ -46,7 +46,7 @@ pub async fn baseline(
 
 /// The files under `root` this mapping takes, as ledger rows.
 fn present_files(root: &Path, args: &MappingArgs) -> Result<Vec<Delivered>> {
-    let filter = Filter::new(&args.excludes)?.with_includes(&args.includes)?;
+    let filter = super::filter(args)?;
     let mut files = Vec::new();
     for entry in std::fs::read_dir(root)? {
         let entry = entry?;

@@ -174,6 +174,24 @@ fn check_options(destination: &Destination, args: &MappingArgs) -> Result<()> {
     Ok(())
 }
 
+/// The mapping's exclude globs: the default ones (partial downloads, editors' temporary
+/// files), unless `--no-default-excludes`, then the user's.
+pub fn excludes(args: &MappingArgs) -> Vec<String> {
+    if args.no_default_excludes {
+        args.excludes.clone()
+    } else {
+        skynet_core::default_excludes::with_defaults(&args.excludes)
+    }
+}
+
+/// The files the mapping takes, as the engine judges them (for `baseline`).
+pub fn filter(args: &MappingArgs) -> Result<skynet_core::scan::Filter> {
+    Ok(
+        skynet_core::scan::Filter::with_case(&excludes(args), args.ignore_case)?
+            .with_includes(&args.includes)?,
+    )
+}
+
 /// How long a command (`--exec`, `--on-delivered`) may run by default.
 pub const EXEC_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -210,14 +228,14 @@ pub fn mapping_options(args: &MappingArgs) -> Result<MappingOptions> {
     Ok(MappingOptions {
         complete_sync: args.complete_sync,
         settle: args.settle.unwrap_or(Duration::from_secs(1)),
-        excludes: args.excludes.clone(),
+        excludes: excludes(args),
         poll: args.poll,
         poll_interval: Duration::from_secs(1),
         handler: handler.clone(),
         // -q promises only warnings and errors: no progress line either.
         progress: !crate::out::quiet(),
         include: args.includes.clone(),
-        ignore_case: false,
+        ignore_case: args.ignore_case,
         send_once: args.send_once,
         gate: Gate {
             min_age: args.min_age.unwrap_or_default(),
