@@ -47,8 +47,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             dest,
             config,
             metrics,
-            opts,
+            poll,
+            mut opts,
         } => {
+            opts.poll = poll;
             commands::run::run(
                 src.as_deref(),
                 dest.as_deref(),
@@ -79,7 +81,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             dest,
             dry_run,
             opts,
-        } => commands::baseline::baseline(&src, dest.as_deref(), dry_run, &opts).await,
+        } => commands::baseline::baseline(&src, dest.as_deref(), dry_run, &opts.into()).await,
         Command::Ledger {
             command,
             state_dir,

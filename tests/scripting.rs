@@ -258,15 +258,26 @@ fn each_help_lists_only_what_its_subcommand_uses() {
     }
     let status = help(&s, &["status"]);
     assert!(!status.contains("--workers"), "{status}");
-    // Every positional argument says what it is.
+    // Every positional argument says what it is (beside it, or on the next line).
     for (args, text) in [(&["sync"][..], &sync), (&["baseline"][..], &baseline)] {
-        for arg in ["<SRC>", "<DEST>"] {
-            let line = text
-                .lines()
-                .find(|l| l.trim_start().starts_with(arg))
+        let lines: Vec<&str> = text.lines().collect();
+        for name in ["SRC", "DEST"] {
+            let (required, optional) = (format!("<{name}>"), format!("[{name}]"));
+            let arg = required.as_str();
+            let at = lines
+                .iter()
+                .position(|l| {
+                    let l = l.trim_start();
+                    l.starts_with(&required) || l.starts_with(&optional)
+                })
                 .unwrap_or_else(|| panic!("{args:?} --help has no {arg}:\n{text}"));
+            let beside = lines[at].trim().len() > arg.len() + 4;
+            let below = lines.get(at + 1).is_some_and(|l| {
+                let l = l.trim();
+                !l.is_empty() && !l.starts_with('[') && !l.starts_with('-')
+            });
             assert!(
-                line.trim().len() > arg.len() + 4,
+                beside || below,
                 "{args:?} --help: {arg} has no help text:\n{text}"
             );
         }
