@@ -55,12 +55,17 @@ pub enum Command {
     /// Catch-up scan, send everything that differs, exit (1 if some actions failed).
     #[command(after_help = EXIT_CODES_HELP)]
     Sync {
-        /// Source folder.
-        src: PathBuf,
+        /// Source folder (or none, with --config).
+        #[arg(required_unless_present = "config")]
+        src: Option<PathBuf>,
         /// Destination: a folder, file:///path, sftp://[user@]host[:port]/path or s3://bucket/prefix
-        /// (or none, with --exec).
-        #[arg(required_unless_present = "exec")]
+        /// (or none, with --exec or --config).
+        #[arg(required_unless_present_any = ["exec", "config"])]
         dest: Option<String>,
+        /// Sync every [[mapping]] of this TOML file, one after the other (options given here
+        /// override the file's).
+        #[arg(long, conflicts_with_all = ["src", "dest"])]
+        config: Option<PathBuf>,
         /// List what would be sent, moved and deleted (and what the mass-deletion guard would
         /// hold), judged against the ledger; connect to nothing, change nothing.
         #[arg(long)]
@@ -70,9 +75,14 @@ pub enum Command {
     },
     /// Show each mapping's queue, failures and connection.
     Status {
-        /// Where queues and ledgers are kept [default: the user's state directory].
+        /// Where queues and ledgers are kept [default: the config's state_dir, else the
+        /// user's state directory].
         #[arg(long, env = "SKYNET_STATE_DIR")]
         state_dir: Option<PathBuf>,
+        /// The mappings' config file: its state_dir is read [default: the first of
+        /// $XDG_CONFIG_HOME/skynet/skynet.toml (~/.config/…) and /etc/skynet/skynet.toml].
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// One JSON object with a `mappings` array.
         #[arg(long)]
         json: bool,
@@ -84,9 +94,14 @@ pub enum Command {
     Ledger {
         #[command(subcommand)]
         command: LedgerCommand,
-        /// Where queues and ledgers are kept [default: the user's state directory].
+        /// Where queues and ledgers are kept [default: the config's state_dir, else the
+        /// user's state directory].
         #[arg(long, env = "SKYNET_STATE_DIR", global = true)]
         state_dir: Option<PathBuf>,
+        /// The mappings' config file: its state_dir is read [default: the first of
+        /// $XDG_CONFIG_HOME/skynet/skynet.toml (~/.config/…) and /etc/skynet/skynet.toml].
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
         /// The mapping (its name in `status`), when there are several.
         #[arg(long, global = true)]
         mapping: Option<String>,
@@ -95,9 +110,14 @@ pub enum Command {
     Queue {
         #[command(subcommand)]
         command: QueueCommand,
-        /// Where queues and ledgers are kept [default: the user's state directory].
+        /// Where queues and ledgers are kept [default: the config's state_dir, else the
+        /// user's state directory].
         #[arg(long, env = "SKYNET_STATE_DIR", global = true)]
         state_dir: Option<PathBuf>,
+        /// The mappings' config file: its state_dir is read [default: the first of
+        /// $XDG_CONFIG_HOME/skynet/skynet.toml (~/.config/…) and /etc/skynet/skynet.toml].
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
         /// The mapping (its name in `status`), when there are several.
         #[arg(long, global = true)]
         mapping: Option<String>,
@@ -105,12 +125,18 @@ pub enum Command {
     /// Record the files now in SRC as already sent to DEST (send nothing).
     #[command(after_help = EXIT_CODES_HELP)]
     Baseline {
-        /// Source folder.
-        src: PathBuf,
+        /// Source folder (or none, with --config).
+        #[arg(required_unless_present = "config")]
+        src: Option<PathBuf>,
         /// Destination the files are taken to be at: a folder, file:///path,
-        /// sftp://[user@]host[:port]/path or s3://bucket/prefix (or none, with --exec).
-        #[arg(required_unless_present = "exec")]
+        /// sftp://[user@]host[:port]/path or s3://bucket/prefix (or none, with --exec or
+        /// --config).
+        #[arg(required_unless_present_any = ["exec", "config"])]
         dest: Option<String>,
+        /// Record every [[mapping]] of this TOML file (options given here override the
+        /// file's).
+        #[arg(long, conflicts_with_all = ["src", "dest"])]
+        config: Option<PathBuf>,
         /// List the files that would be recorded; record nothing.
         #[arg(long)]
         dry_run: bool,
@@ -465,7 +491,7 @@ mod tests {
         };
         let sync = args_of("sync");
         for (id, help) in args_of("baseline") {
-            if ["src", "dest", "dry_run", "help"].contains(&id.as_str()) {
+            if ["src", "dest", "config", "dry_run", "help"].contains(&id.as_str()) {
                 continue;
             }
             let theirs = sync.iter().find(|(i, _)| *i == id);

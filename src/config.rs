@@ -314,6 +314,8 @@ impl MappingToml {
 #[derive(Debug)]
 pub struct Loaded {
     pub mappings: Vec<ResolvedMapping>,
+    /// `state_dir`, relative to the file resolved (what `status` reads for this config).
+    pub state_dir: Option<PathBuf>,
     /// The metrics endpoint (`metrics = "127.0.0.1:9464"`).
     pub metrics: Option<SocketAddr>,
 }
@@ -395,6 +397,7 @@ pub fn parse_config(text: &str, path: &Path, cli: &MappingArgs) -> Result<Loaded
     check::distinct(&out, &lines, path)?;
     Ok(Loaded {
         mappings: out,
+        state_dir,
         metrics,
     })
 }

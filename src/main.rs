@@ -8,6 +8,7 @@ mod commands;
 mod config;
 mod destination;
 mod exit;
+mod locate;
 mod metrics;
 mod out;
 mod remote;
@@ -63,30 +64,59 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
         Command::Sync {
             src,
             dest,
+            config,
             dry_run,
             opts,
-        } => commands::sync::sync(&src, dest.as_deref(), dry_run, &opts).await,
+        } => match (config, src) {
+            (Some(file), _) => commands::sync::sync_config(&file, dry_run, &opts).await,
+            (None, Some(src)) => commands::sync::sync(&src, dest.as_deref(), dry_run, &opts).await,
+            (None, None) => anyhow::bail!("sync needs SRC and DEST (or --exec), or --config FILE"),
+        },
         Command::Status {
             state_dir,
+            config,
             json,
             watch,
-        } => commands::status::status(state_dir.as_deref(), json, watch).await,
+        } => {
+            let root = locate::state_root(state_dir.as_deref(), config.as_deref())?;
+            commands::status::status(&root, json, watch).await
+        }
         Command::Queue {
             command,
             state_dir,
+            config,
             mapping,
-        } => commands::queue::queue(&command, state_dir.as_deref(), mapping.as_deref()),
+        } => {
+            let root = locate::state_root(state_dir.as_deref(), config.as_deref())?;
+            commands::queue::queue(&command, &root, mapping.as_deref())
+        }
         Command::Baseline {
             src,
             dest,
+            config,
             dry_run,
             opts,
-        } => commands::baseline::baseline(&src, dest.as_deref(), dry_run, &opts.into()).await,
+        } => {
+            let opts = opts.into();
+            match (config, src) {
+                (Some(file), _) => commands::baseline::baseline_config(&file, dry_run, &opts).await,
+                (None, Some(src)) => {
+                    commands::baseline::baseline(&src, dest.as_deref(), dry_run, &opts).await
+                }
+                (None, None) => {
+                    anyhow::bail!("baseline needs SRC and DEST (or --exec), or --config FILE")
+                }
+            }
+        }
         Command::Ledger {
             command,
             state_dir,
+            config,
             mapping,
-        } => commands::ledger::ledger(&command, state_dir.as_deref(), mapping.as_deref()),
+        } => {
+            let root = locate::state_root(state_dir.as_deref(), config.as_deref())?;
+            commands::ledger::ledger(&command, &root, mapping.as_deref())
+        }
     }
 }
 

@@ -11,6 +11,14 @@ use crate::cli::MappingArgs;
 use crate::exit::Exit;
 use crate::out::{outln, sayln};
 
+/// `baseline --config FILE`: every mapping of the file, one after the other.
+pub async fn baseline_config(file: &Path, dry_run: bool, cli: &MappingArgs) -> Result<Exit> {
+    super::each_mapping(file, cli, |m| async move {
+        baseline(&m.source, m.destination.as_deref(), dry_run, &m.args).await
+    })
+    .await
+}
+
 pub async fn baseline(
     src: &Path,
     dest: Option<&str>,

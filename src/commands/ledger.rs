@@ -14,15 +14,11 @@ use crate::cli::LedgerCommand;
 use crate::exit::Exit;
 use crate::out::{outln, sayln};
 
-pub fn ledger(
-    command: &LedgerCommand,
-    state_dir: Option<&Path>,
-    mapping: Option<&str>,
-) -> Result<Exit> {
+pub fn ledger(command: &LedgerCommand, root: &Path, mapping: Option<&str>) -> Result<Exit> {
     match command {
         LedgerCommand::List { json } => {
             let mut all = Vec::new();
-            for dir in select(state_dir, mapping, false)? {
+            for dir in select(root, mapping, false)? {
                 let queue = Queue::open(&skynet_core::queue::database_path(&dir))?;
                 let name = super::status::mapping_name(&dir);
                 let rows = queue.ledger_rows()?;
@@ -47,7 +43,7 @@ pub fn ledger(
             Ok(Exit::Ok)
         }
         LedgerCommand::Forget { what } => {
-            let dirs = select(state_dir, mapping, true)?;
+            let dirs = select(root, mapping, true)?;
             let dir = &dirs[0];
             let queue = Queue::open(&skynet_core::queue::database_path(dir))?;
             let forgotten = forget(&queue, what)?;

@@ -20,7 +20,9 @@ use skynet_core::handoff::{CommandHook, HandoffOptions};
 use skynet_core::{Connection, HandlerConfig, Mapping, MappingOptions, Throttled};
 
 use crate::cli::MappingArgs;
+use crate::config::ResolvedMapping;
 use crate::destination::Destination;
+use crate::exit::Exit;
 use crate::state::{self, MappingLock};
 
 /// A mapping ready to work: its state opened and locked, its connection built.
@@ -94,6 +96,33 @@ pub async fn prepare(
         state_dir,
         _lock: lock,
     })
+}
+
+/// Runs `one` on each mapping of the config `file` (with `cli` over its options), one after
+/// the other: what `sync --config` and `baseline --config` do. A mapping that fails to start
+/// (its source missing, another run holding it) is reported on one line and the others
+/// still run, as a cron job wants; the exit code is the highest of them.
+pub async fn each_mapping<F, Fut>(file: &Path, cli: &MappingArgs, mut one: F) -> Result<Exit>
+where
+    F: FnMut(ResolvedMapping) -> Fut,
+    Fut: std::future::Future<Output = Result<Exit>>,
+{
+    let loaded = crate::config::load(file, cli)?;
+    let mut worst = Exit::Ok;
+    for (i, m) in loaded.mappings.into_iter().enumerate() {
+        let what = format!("mapping {} ({})", i + 1, m.source.display());
+        tracing::info!(mapping = i + 1, source = %m.source.display(), "next mapping");
+        match one(m).await {
+            Ok(exit) => worst = worst.max(exit),
+            Err(e) if crate::out::is_closed(&e) => return Err(e),
+            Err(e) => {
+                let line = format!("{e:#}").replace('\n', " ");
+                eprintln!("skynet: error: {what}: {line}");
+                worst = worst.max(Exit::for_error(&e));
+            }
+        }
+    }
+    Ok(worst)
 }
 
 /// DEST, or the `--exec` command.

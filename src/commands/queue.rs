@@ -10,14 +10,10 @@ use crate::exit::Exit;
 use crate::out::{outln, sayln};
 use crate::state;
 
-/// The mappings a queue command applies to: the one named, or all of them for `list`.
-pub(super) fn select(
-    state_dir: Option<&Path>,
-    mapping: Option<&str>,
-    need_one: bool,
-) -> Result<Vec<PathBuf>> {
-    let root = state::state_root(state_dir)?;
-    let dirs = state::mapping_dirs(&root)?;
+/// The mappings under the state root `root` a queue command applies to: the one named, or
+/// all of them for `list`.
+pub(super) fn select(root: &Path, mapping: Option<&str>, need_one: bool) -> Result<Vec<PathBuf>> {
+    let dirs = state::mapping_dirs(root)?;
     let chosen: Vec<PathBuf> = match mapping {
         Some(name) => dirs
             .into_iter()
@@ -41,15 +37,11 @@ pub(super) fn select(
     Ok(chosen)
 }
 
-pub fn queue(
-    command: &QueueCommand,
-    state_dir: Option<&Path>,
-    mapping: Option<&str>,
-) -> Result<Exit> {
+pub fn queue(command: &QueueCommand, root: &Path, mapping: Option<&str>) -> Result<Exit> {
     match command {
         QueueCommand::List { json } => {
             let mut out = Vec::new();
-            for dir in select(state_dir, mapping, false)? {
+            for dir in select(root, mapping, false)? {
                 let queue = Queue::open(&skynet_core::queue::database_path(&dir))?;
                 let name = dir
                     .file_name()
@@ -83,7 +75,7 @@ pub fn queue(
             }
         }
         QueueCommand::Retry { id } => {
-            let dir = &select(state_dir, mapping, true)?[0];
+            let dir = &select(root, mapping, true)?[0];
             let queue = Queue::open(&skynet_core::queue::database_path(dir))?;
             if id == "all" {
                 sayln!("{} failed action(s) will be retried", queue.retry_failed()?);
@@ -100,18 +92,18 @@ pub fn queue(
             }
         }
         QueueCommand::Drop { id } => {
-            let dir = &select(state_dir, mapping, true)?[0];
+            let dir = &select(root, mapping, true)?[0];
             Queue::open(&skynet_core::queue::database_path(dir))?.drop_action(*id)?;
             sayln!("action #{id} dropped");
         }
         QueueCommand::Release { id } => {
-            let dir = &select(state_dir, mapping, true)?[0];
+            let dir = &select(root, mapping, true)?[0];
             let queue = Queue::open(&skynet_core::queue::database_path(dir))?;
             let n = queue.release_deletions(*id)?;
             sayln!("{n} held deletion(s) released; they run at the next sync, or now if skynet is running");
         }
         QueueCommand::AcceptSource => {
-            let dir = &select(state_dir, mapping, true)?[0];
+            let dir = &select(root, mapping, true)?[0];
             let queue = Queue::open(&skynet_core::queue::database_path(dir))?;
             skynet_core::source_root::forget(&queue)?;
             sayln!("the source's filesystem will be recorded anew at the next start");

@@ -128,10 +128,10 @@ fn read_all(root: &Path) -> Result<Vec<MappingStatus>> {
     dirs.iter().map(|d| read(d)).collect()
 }
 
-pub async fn status(state_dir: Option<&Path>, json: bool, watch: Option<f64>) -> Result<Exit> {
-    let root = state::state_root(state_dir)?;
+/// Prints the status of every mapping under the state root `root` (see `locate`).
+pub async fn status(root: &Path, json: bool, watch: Option<f64>) -> Result<Exit> {
     let Some(every) = watch else {
-        print(&root, json)?;
+        print(root, json)?;
         return Ok(Exit::Ok);
     };
     let every = Duration::from_secs_f64(every.clamp(0.1, 3600.0));
@@ -141,7 +141,7 @@ pub async fn status(state_dir: Option<&Path>, json: bool, watch: Option<f64>) ->
             // Clear the screen and go home, like `watch`.
             crate::out::write(format_args!("\x1b[2J\x1b[H"))?;
         }
-        print(&root, json)?;
+        print(root, json)?;
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = tokio::signal::ctrl_c() => return Ok(Exit::Ok),

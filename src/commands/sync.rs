@@ -8,6 +8,14 @@ use crate::cli::MappingArgs;
 use crate::exit::Exit;
 use crate::out::noteln;
 
+/// `sync --config FILE`: every mapping of the file, one after the other.
+pub async fn sync_config(file: &Path, dry_run: bool, cli: &MappingArgs) -> Result<Exit> {
+    super::each_mapping(file, cli, |m| async move {
+        sync(&m.source, m.destination.as_deref(), dry_run, &m.args).await
+    })
+    .await
+}
+
 pub async fn sync(
     src: &Path,
     dest: Option<&str>,
