@@ -153,6 +153,19 @@ pub fn renamed_from(
     Ok(found)
 }
 
+/// Another process holds a mapping's lock. `main` exits 3 for it rather than 2 (bad usage),
+/// so a cron job can tell "the last run is still going" from a broken command line.
+#[derive(Debug)]
+pub struct Busy(String);
+
+impl std::fmt::Display for Busy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Busy {}
+
 /// Moves the state an earlier version kept under another name (`old`) to `new`, when only
 /// the old one exists: the destination's identity was normalised, and its queued work must
 /// not be forgotten.
@@ -161,10 +174,11 @@ pub fn adopt_legacy(old: &Path, new: &Path) -> Result<()> {
         return Ok(());
     }
     if MappingLock::is_held(old) {
-        bail!(
+        return Err(Busy(format!(
             "another skynet is running with the state {} (an older version?); stop it first",
             old.display()
-        );
+        ))
+        .into());
     }
     std::fs::rename(old, new).with_context(|| {
         format!(
@@ -217,10 +231,11 @@ impl MappingLock {
             .with_context(|| format!("cannot open lock file {}", path.display()))?;
         match file.try_lock() {
             Ok(()) => Ok(MappingLock { _file: file }),
-            Err(std::fs::TryLockError::WouldBlock) => bail!(
+            Err(std::fs::TryLockError::WouldBlock) => Err(Busy(format!(
                 "another skynet is already running for {what} (state {}); stop it first",
                 dir.display()
-            ),
+            ))
+            .into()),
             Err(std::fs::TryLockError::Error(e)) => {
                 Err(e).with_context(|| format!("cannot lock {}", path.display()))
             }

@@ -70,6 +70,8 @@ pub struct MappingOptions {
     pub progress: bool,
     /// Send only files matching one of these globs (routing); empty: every file.
     pub include: Vec<String>,
+    /// Excludes and includes match names whatever their case (`*.mkv` matches `a.MKV`).
+    pub ignore_case: bool,
     /// Never send a delivered file again unless its content changes (see `send_policy`).
     pub send_once: bool,
     /// When files may be sent (`min_age`, dated names).
@@ -92,6 +94,7 @@ impl Default for MappingOptions {
             handler: HandlerConfig::default(),
             progress: false,
             include: Vec::new(),
+            ignore_case: false,
             send_once: false,
             gate: Gate::default(),
             handoff: HandoffOptions::default(),
@@ -174,10 +177,16 @@ impl Mapping {
                 }
             }
         }
-        let filter = Arc::new(Filter::new(&excludes)?.with_includes(&opts.include)?);
+        let filter =
+            Arc::new(Filter::with_case(&excludes, opts.ignore_case)?.with_includes(&opts.include)?);
         // Other mappings of this source read them before removing a file (hand-off).
         let dated = opts.gate.dated.as_ref().map(|d| d.pattern());
-        siblings::record_filters(&queue, &excludes, &opts.include, dated)?;
+        let globs = siblings::FilterGlobs {
+            excludes: &excludes,
+            includes: &opts.include,
+            ignore_case: opts.ignore_case,
+        };
+        siblings::record_filters(&queue, &globs, dated)?;
         queue.set_handoff(opts.handoff.enabled().then_some(opts.handoff.delay));
         // Only deletions that reach the destination need the guard.
         queue.set_delete_guard(opts.complete_sync.then_some(opts.max_delete));

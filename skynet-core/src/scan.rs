@@ -17,7 +17,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use globset::{Glob, GlobSet, GlobSetBuilder};
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
 use crate::action::Action;
 use crate::connection::is_temp_name;
@@ -34,12 +34,16 @@ use crate::relpath::RelPath;
 /// matches the whole relative path (`build/**`). A match on a directory excludes all below it.
 /// Includes select files only ([`Filter::admits_file`]): directories are always walked and
 /// renamed, so a directory rename still moves the included files inside it.
+/// Globs match case-sensitively unless built with [`Filter::with_case`] (`--ignore-case`:
+/// cameras and Windows tools write `.MKV`, `.JPG` where a user types `*.mkv`).
 #[derive(Debug, Clone)]
 pub struct Filter {
     by_name: GlobSet,
     by_path: GlobSet,
     /// Include globs (by name, by path); `None`: every file.
     include: Option<(GlobSet, GlobSet)>,
+    /// Globs match names whatever their case (includes added later too).
+    ignore_case: bool,
 }
 
 /// A glob that does not parse.
@@ -56,18 +60,32 @@ impl Default for Filter {
             by_name: GlobSet::empty(),
             by_path: GlobSet::empty(),
             include: None,
+            ignore_case: false,
         }
     }
 }
 
 impl Filter {
+    /// Excludes `patterns`, matched case-sensitively.
     pub fn new(patterns: &[String]) -> Result<Filter, FilterError> {
-        let (by_name, by_path) = Self::globs(patterns)?;
+        Self::with_case(patterns, false)
+    }
+
+    /// Excludes `patterns`; with `ignore_case`, these globs and the includes given later
+    /// match names whatever their case (`*.mkv` matches `a.MKV`).
+    pub fn with_case(patterns: &[String], ignore_case: bool) -> Result<Filter, FilterError> {
+        let (by_name, by_path) = Self::globs(patterns, ignore_case)?;
         Ok(Filter {
             by_name,
             by_path,
             include: None,
+            ignore_case,
         })
+    }
+
+    /// True when globs match whatever the case.
+    pub fn ignores_case(&self) -> bool {
+        self.ignore_case
     }
 
     /// The same filter, sending only files that match one of `patterns` (none: every file).
@@ -75,21 +93,24 @@ impl Filter {
         self.include = if patterns.is_empty() {
             None
         } else {
-            Some(Self::globs(patterns)?)
+            Some(Self::globs(patterns, self.ignore_case)?)
         };
         Ok(self)
     }
 
     /// Splits patterns into name globs and path globs.
-    fn globs(patterns: &[String]) -> Result<(GlobSet, GlobSet), FilterError> {
+    fn globs(patterns: &[String], ignore_case: bool) -> Result<(GlobSet, GlobSet), FilterError> {
         let mut by_name = GlobSetBuilder::new();
         let mut by_path = GlobSetBuilder::new();
         for pattern in patterns {
             let trimmed = pattern.trim_end_matches('/').trim_start_matches('/');
-            let glob = Glob::new(trimmed).map_err(|source| FilterError {
-                pattern: pattern.clone(),
-                source,
-            })?;
+            let glob = GlobBuilder::new(trimmed)
+                .case_insensitive(ignore_case)
+                .build()
+                .map_err(|source| FilterError {
+                    pattern: pattern.clone(),
+                    source,
+                })?;
             if trimmed.contains('/') {
                 by_path.add(glob);
             } else {
@@ -562,6 +583,28 @@ mod tests {
         // Directories are never excluded by includes: they are walked and renamed.
         assert!(!f.excluded(&p("deep")));
         assert!(Filter::default().admits_file(&p("anything")));
+    }
+
+    #[test]
+    fn ignore_case_applies_to_excludes_and_includes() {
+        let sensitive = Filter::new(&["*.tmp".into()])
+            .unwrap()
+            .with_includes(&["*.mkv".into()])
+            .unwrap();
+        assert!(!sensitive.admits_file(&p("a.MKV")));
+        assert!(!sensitive.excluded(&p("a.TMP")));
+        let f = Filter::with_case(&["*.tmp".into(), "Build/**".into()], true)
+            .unwrap()
+            .with_includes(&["*.mkv".into(), "docs/**".into()])
+            .unwrap();
+        assert!(f.ignores_case());
+        assert!(f.admits_file(&p("a.MKV")));
+        assert!(f.admits_file(&p("deep/b.Mkv")));
+        assert!(f.admits_file(&p("DOCS/readme")));
+        assert!(!f.admits_file(&p("a.mp4")));
+        assert!(f.excluded(&p("x.TMP")));
+        assert!(f.excluded(&p("build/out/x")));
+        assert!(!f.admits_file(&p("x.mkv.Tmp")));
     }
 
     #[test]

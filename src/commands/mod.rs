@@ -20,7 +20,9 @@ use skynet_core::handoff::{CommandHook, HandoffOptions};
 use skynet_core::{Connection, HandlerConfig, Mapping, MappingOptions, Throttled};
 
 use crate::cli::MappingArgs;
+use crate::config::ResolvedMapping;
 use crate::destination::Destination;
+use crate::exit::Exit;
 use crate::state::{self, MappingLock};
 
 /// A mapping ready to work: its state opened and locked, its connection built.
@@ -98,6 +100,33 @@ pub async fn prepare(
         state_dir,
         _lock: lock,
     })
+}
+
+/// Runs `one` on each mapping of the config `file` (with `cli` over its options), one after
+/// the other: what `sync --config` and `baseline --config` do. A mapping that fails to start
+/// (its source missing, another run holding it) is reported on one line and the others
+/// still run, as a cron job wants; the exit code is the highest of them.
+pub async fn each_mapping<F, Fut>(file: &Path, cli: &MappingArgs, mut one: F) -> Result<Exit>
+where
+    F: FnMut(ResolvedMapping) -> Fut,
+    Fut: std::future::Future<Output = Result<Exit>>,
+{
+    let loaded = crate::config::load(file, cli)?;
+    let mut worst = Exit::Ok;
+    for (i, m) in loaded.mappings.into_iter().enumerate() {
+        let what = format!("mapping {} ({})", i + 1, m.source.display());
+        tracing::info!(mapping = i + 1, source = %m.source.display(), "next mapping");
+        match one(m).await {
+            Ok(exit) => worst = worst.max(exit),
+            Err(e) if crate::out::is_closed(&e) => return Err(e),
+            Err(e) => {
+                let line = format!("{e:#}").replace('\n', " ");
+                eprintln!("skynet: error: {what}: {line}");
+                worst = worst.max(Exit::for_error(&e));
+            }
+        }
+    }
+    Ok(worst)
 }
 
 /// DEST, or the `--exec` command.
@@ -209,6 +238,24 @@ fn check_options(destination: &Destination, args: &MappingArgs) -> Result<()> {
     Ok(())
 }
 
+/// The mapping's exclude globs: the default ones (partial downloads, editors' temporary
+/// files), unless `--no-default-excludes`, then the user's.
+pub fn excludes(args: &MappingArgs) -> Vec<String> {
+    if args.no_default_excludes {
+        args.excludes.clone()
+    } else {
+        skynet_core::default_excludes::with_defaults(&args.excludes)
+    }
+}
+
+/// The files the mapping takes, as the engine judges them (for `baseline`).
+pub fn filter(args: &MappingArgs) -> Result<skynet_core::scan::Filter> {
+    Ok(
+        skynet_core::scan::Filter::with_case(&excludes(args), args.ignore_case)?
+            .with_includes(&args.includes)?,
+    )
+}
+
 /// How long a command (`--exec`, `--on-delivered`) may run by default.
 pub const EXEC_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -250,12 +297,14 @@ pub fn mapping_options(args: &MappingArgs) -> Result<MappingOptions> {
         complete_sync: args.complete_sync,
         settle: args.settle.unwrap_or(Duration::from_secs(1)),
         sync_settle: args.settle.unwrap_or_default(),
-        excludes: args.excludes.clone(),
+        excludes: excludes(args),
         poll: args.poll,
         poll_interval: Duration::from_secs(1),
         handler: handler.clone(),
-        progress: true,
+        // -q promises only warnings and errors: no progress line either.
+        progress: !crate::out::quiet(),
         include: args.includes.clone(),
+        ignore_case: args.ignore_case,
         send_once: args.send_once,
         gate: Gate {
             min_age: args.min_age.unwrap_or_default(),

@@ -2,7 +2,7 @@
 //! and handed off, what was delivered today and how fast, and whether it is connected.
 //! `--json` for scripts, `--watch` to keep it on screen.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -12,6 +12,7 @@ use skynet_core::engine::meta;
 use skynet_core::queue::{now_ms, today, HandoffRow, Queue, QueueRow};
 
 use crate::exit::Exit;
+use crate::out::outln;
 use crate::state::{self, MappingLock};
 
 #[derive(Debug, Serialize)]
@@ -158,10 +159,10 @@ fn read_all(root: &Path) -> Result<Vec<MappingStatus>> {
     dirs.iter().map(|d| read(d)).collect()
 }
 
-pub async fn status(state_dir: Option<&Path>, json: bool, watch: Option<f64>) -> Result<Exit> {
-    let root = state::state_root(state_dir)?;
+/// Prints the status of every mapping under the state root `root` (see `locate`).
+pub async fn status(root: &Path, json: bool, watch: Option<f64>) -> Result<Exit> {
     let Some(every) = watch else {
-        print(&root, json)?;
+        print(root, json)?;
         return Ok(Exit::Ok);
     };
     let every = Duration::from_secs_f64(every.clamp(0.1, 3600.0));
@@ -169,10 +170,9 @@ pub async fn status(state_dir: Option<&Path>, json: bool, watch: Option<f64>) ->
     loop {
         if terminal && !json {
             // Clear the screen and go home, like `watch`.
-            print!("\x1b[2J\x1b[H");
+            crate::out::write(format_args!("\x1b[2J\x1b[H"))?;
         }
-        print(&root, json)?;
-        std::io::stdout().flush()?;
+        print(root, json)?;
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = tokio::signal::ctrl_c() => return Ok(Exit::Ok),
@@ -188,15 +188,15 @@ pub fn to_json(all: &[MappingStatus]) -> serde_json::Value {
 fn print(root: &Path, json: bool) -> Result<()> {
     let all = read_all(root)?;
     if json {
-        println!("{}", to_json(&all));
+        outln!("{}", to_json(&all));
         return Ok(());
     }
     if all.is_empty() {
-        println!("no mappings in {}", root.display());
+        outln!("no mappings in {}", root.display());
     }
     for m in &all {
-        println!("{}  {} -> {}", m.name, m.source, m.destination);
-        println!(
+        outln!("{}  {} -> {}", m.name, m.source, m.destination);
+        outln!(
             "  {}, {}; pending {}, in flight {}, held {}, failed {}",
             if m.running { "running" } else { "stopped" },
             if m.connected {
@@ -209,7 +209,7 @@ fn print(root: &Path, json: bool) -> Result<()> {
             m.held,
             m.failed,
         );
-        println!(
+        outln!(
             "  delivered today {} file(s), {}; {}/s; {} sent since start",
             m.delivered_today,
             bytes(m.delivered_today_bytes),
@@ -217,10 +217,10 @@ fn print(root: &Path, json: bool) -> Result<()> {
             bytes(m.bytes_sent)
         );
         if let Some(why) = &m.paused {
-            println!("  paused: {why}");
+            outln!("  paused: {why}");
         }
         if m.deletions_held > 0 {
-            println!(
+            outln!(
                 "  {} deletion(s) held by the mass-deletion guard: confirm with `skynet queue release --mapping {}`, or see `skynet queue list`",
                 m.deletions_held, m.name
             );
@@ -257,29 +257,29 @@ fn print(root: &Path, json: bool) -> Result<()> {
             }
         }
         if m.vanished > 0 {
-            println!(
+            outln!(
                 "  vanished {} file(s): removed locally before they could be sent (not delivered)",
                 m.vanished
             );
         }
         if m.handoff_waiting > 0 || !m.handoff_failures.is_empty() {
-            println!(
+            outln!(
                 "  hand-off: {} waiting, {} failed",
                 m.handoff_waiting,
                 m.handoff_failures.len()
             );
         }
         if m.skipped_links > 0 {
-            println!(
+            outln!(
                 "  skipped {} symbolic link(s) (not followed, not sent)",
                 m.skipped_links
             );
         }
         if let Some(e) = &m.last_error {
-            println!("  last error: {e}");
+            outln!("  last error: {e}");
         }
         for f in &m.failures {
-            println!(
+            outln!(
                 "  failed #{} {} {}: {} ({})",
                 f.id,
                 f.kind.as_str(),
@@ -289,17 +289,17 @@ fn print(root: &Path, json: bool) -> Result<()> {
             );
         }
         for w in m.handoff_waits.iter().take(5) {
-            println!(
+            outln!(
                 "  hand-off waits {}: {}",
                 w.path,
                 w.last_error.as_deref().unwrap_or("")
             );
         }
         if m.handoff_waits.len() > 5 {
-            println!("  … and {} more waiting", m.handoff_waits.len() - 5);
+            outln!("  … and {} more waiting", m.handoff_waits.len() - 5);
         }
         for f in &m.handoff_failures {
-            println!(
+            outln!(
                 "  hand-off failed {}: {}",
                 f.path,
                 f.last_error.as_deref().unwrap_or("")
