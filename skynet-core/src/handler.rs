@@ -817,7 +817,7 @@ impl Handler {
                 let Action::Move { from, to } = &claimed.action else {
                     unreachable!("matched a move");
                 };
-                self.resend_moved(to)?;
+                self.resend_moved(id, to)?;
                 Outcome::Done {
                     id,
                     ledger: LedgerUpdate::MovedUnverified {
@@ -886,8 +886,21 @@ impl Handler {
     /// complete-sync, `to` is removed remotely first and the local files there are sent
     /// again (the price of the crash is a re-upload of that folder, never a stale file);
     /// without it, the local files are sent over whatever is there.
-    fn resend_moved(&self, to: &RelPath) -> Result<(), StateError> {
-        self.resend_within(to, self.cfg.complete_sync)
+    ///
+    /// The repair is filed last, behind the moves queued after this one (row `seq`), which
+    /// carry whatever the destination holds at `to` elsewhere before the repair runs: the same
+    /// repair is done where they carry it too. Done only at `to`, it came too late (found by
+    /// the simulation's soak, seed 304802: a directory swap `mv a/b t; mv a/m2 a/b; mv t a/m2`
+    /// then `mv a D0`; the move of the never-sent `a/m2` onto `a/b` found no source, its
+    /// repair deleted `a/b` after `mv a D0` had carried the old `a/b/f3` to `D0/b/f3`, which
+    /// stayed).
+    fn resend_moved(&self, seq: i64, to: &RelPath) -> Result<(), StateError> {
+        self.resend_within(to, self.cfg.complete_sync)?;
+        let carried = self.queue.carried_by_later_moves(seq, to)?;
+        if carried != *to {
+            self.resend_within(&carried, self.cfg.complete_sync)?;
+        }
+        Ok(())
     }
 
     fn resend_within(&self, path: &RelPath, delete_first: bool) -> Result<(), StateError> {

@@ -880,6 +880,30 @@ impl Queue {
         Ok(out)
     }
 
+    /// Where the destination's `path` will be once the moves queued behind row `seq` have
+    /// run: each later move of `path` or of a directory above it carries it on. Rows run in
+    /// `seq` order among related paths, so these moves have not run yet, and whatever a
+    /// repair filed now (last in the order) finds at `path` will have been carried there.
+    pub fn carried_by_later_moves(&self, seq: i64, path: &RelPath) -> Result<RelPath, StateError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT seq, path, kind, from_path FROM queue
+                 WHERE seq > ?1 AND kind = 'move' ORDER BY seq",
+            )
+            .map_err(|e| self.err(e))?;
+        let mut rows = stmt.query([seq]).map_err(|e| self.err(e))?;
+        let mut at = path.clone();
+        while let Some(row) = rows.next().map_err(|e| self.err(e))? {
+            if let Action::Move { from, to } = self.row_action(row)? {
+                if let Some(moved) = at.rebase(&from, &to) {
+                    at = moved;
+                }
+            }
+        }
+        Ok(at)
+    }
+
     /// Targets of the sends that will run (every state but parked): the uploads a backend may
     /// resume, whose temporaries a sweep keeps (see `Connection::sweep_temps`). Parked sends
     /// are left out: they run again only when someone retries them, and a resumable temp is
@@ -1424,6 +1448,39 @@ mod tests {
 
     fn send(s: &str) -> Entry {
         Entry::new(Action::Send(p(s)), 0)
+    }
+
+    #[test]
+    fn later_moves_carry_a_path_along() {
+        let q = Queue::open_in_memory().unwrap();
+        let mv = |a: &str, b: &str| {
+            Entry::new(
+                Action::Move {
+                    from: p(a),
+                    to: p(b),
+                },
+                0,
+            )
+        };
+        q.push(&[
+            mv("x", "a/b"),
+            send("a/b/f"),
+            mv("a", "D0"),
+            mv("D0/b", "e"),
+        ])
+        .unwrap();
+        let first = q.claim(1, now_ms()).unwrap().remove(0);
+        assert_eq!(first.action, mv("x", "a/b").action);
+        // Behind `move x -> a/b`: `a` becomes `D0`, then `D0/b` becomes `e`.
+        assert_eq!(
+            q.carried_by_later_moves(first.id, &p("a/b")).unwrap(),
+            p("e")
+        );
+        assert_eq!(
+            q.carried_by_later_moves(first.id, &p("a/c")).unwrap(),
+            p("D0/c")
+        );
+        assert_eq!(q.carried_by_later_moves(first.id, &p("z")).unwrap(), p("z"));
     }
 
     #[test]
