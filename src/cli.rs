@@ -7,17 +7,21 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::exit::EXIT_CODES_HELP;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "skynet",
     version,
-    about = "Keeps a remote copy of local folders up to date, live."
+    about = "Keeps a remote copy of local folders up to date, live.",
+    after_help = EXIT_CODES_HELP
 )]
 pub struct Cli {
     /// More logging (-v debug, -vv trace). RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
-    /// Only warnings and errors.
+    /// Only warnings and errors: no progress, notes or confirmations (listings and status
+    /// still print). RUST_LOG overrides it for the log.
     #[arg(short, long, global = true)]
     pub quiet: bool,
     #[command(subcommand)]
@@ -27,6 +31,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Watch SRC and mirror it to DEST until SIGINT/SIGTERM (or every mapping of --config).
+    #[command(after_help = EXIT_CODES_HELP)]
     Run {
         /// Source folder.
         src: Option<PathBuf>,
@@ -40,14 +45,27 @@ pub enum Command {
         /// e.g. 127.0.0.1:9464 (keep it on loopback: there is no authentication).
         #[arg(long, value_name = "ADDR", value_parser = parse_metrics_addr)]
         metrics: Option<SocketAddr>,
+        /// Poll for changes instead of using inotify (network filesystems; skynet falls back
+        /// to it by itself when inotify runs out).
+        #[arg(long)]
+        poll: bool,
         #[command(flatten)]
         opts: MappingArgs,
     },
     /// Catch-up scan, send everything that differs, exit (1 if some actions failed).
+    #[command(after_help = EXIT_CODES_HELP)]
     Sync {
-        src: PathBuf,
-        #[arg(required_unless_present = "exec")]
+        /// Source folder (or none, with --config).
+        #[arg(required_unless_present = "config")]
+        src: Option<PathBuf>,
+        /// Destination: a folder, file:///path, sftp://[user@]host[:port]/path or s3://bucket/prefix
+        /// (or none, with --exec or --config).
+        #[arg(required_unless_present_any = ["exec", "config"])]
         dest: Option<String>,
+        /// Sync every [[mapping]] of this TOML file, one after the other (options given here
+        /// override the file's).
+        #[arg(long, conflicts_with_all = ["src", "dest"])]
+        config: Option<PathBuf>,
         /// List what would be sent, moved and deleted (and what the mass-deletion guard would
         /// hold), judged against the ledger; connect to nothing, change nothing.
         #[arg(long)]
@@ -57,8 +75,14 @@ pub enum Command {
     },
     /// Show each mapping's queue, failures and connection.
     Status {
+        /// Where queues and ledgers are kept [default: the config's state_dir, else the
+        /// user's state directory].
         #[arg(long, env = "SKYNET_STATE_DIR")]
         state_dir: Option<PathBuf>,
+        /// The mappings' config file: its state_dir is read [default: the first of
+        /// $XDG_CONFIG_HOME/skynet/skynet.toml (~/.config/…) and /etc/skynet/skynet.toml].
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// One JSON object with a `mappings` array.
         #[arg(long)]
         json: bool,
@@ -70,8 +94,14 @@ pub enum Command {
     Ledger {
         #[command(subcommand)]
         command: LedgerCommand,
+        /// Where queues and ledgers are kept [default: the config's state_dir, else the
+        /// user's state directory].
         #[arg(long, env = "SKYNET_STATE_DIR", global = true)]
         state_dir: Option<PathBuf>,
+        /// The mappings' config file: its state_dir is read [default: the first of
+        /// $XDG_CONFIG_HOME/skynet/skynet.toml (~/.config/…) and /etc/skynet/skynet.toml].
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
         /// The mapping (its name in `status`), when there are several.
         #[arg(long, global = true)]
         mapping: Option<String>,
@@ -80,22 +110,38 @@ pub enum Command {
     Queue {
         #[command(subcommand)]
         command: QueueCommand,
+        /// Where queues and ledgers are kept [default: the config's state_dir, else the
+        /// user's state directory].
         #[arg(long, env = "SKYNET_STATE_DIR", global = true)]
         state_dir: Option<PathBuf>,
+        /// The mappings' config file: its state_dir is read [default: the first of
+        /// $XDG_CONFIG_HOME/skynet/skynet.toml (~/.config/…) and /etc/skynet/skynet.toml].
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
         /// The mapping (its name in `status`), when there are several.
         #[arg(long, global = true)]
         mapping: Option<String>,
     },
     /// Record the files now in SRC as already sent to DEST (send nothing).
+    #[command(after_help = EXIT_CODES_HELP)]
     Baseline {
-        src: PathBuf,
-        #[arg(required_unless_present = "exec")]
+        /// Source folder (or none, with --config).
+        #[arg(required_unless_present = "config")]
+        src: Option<PathBuf>,
+        /// Destination the files are taken to be at: a folder, file:///path,
+        /// sftp://[user@]host[:port]/path or s3://bucket/prefix (or none, with --exec or
+        /// --config).
+        #[arg(required_unless_present_any = ["exec", "config"])]
         dest: Option<String>,
+        /// Record every [[mapping]] of this TOML file (options given here override the
+        /// file's).
+        #[arg(long, conflicts_with_all = ["src", "dest"])]
+        config: Option<PathBuf>,
         /// List the files that would be recorded; record nothing.
         #[arg(long)]
         dry_run: bool,
         #[command(flatten)]
-        opts: MappingArgs,
+        opts: BaselineArgs,
     },
 }
 
@@ -103,27 +149,41 @@ pub enum Command {
 pub enum LedgerCommand {
     /// List delivered files: id, size, when, content hash (send-once).
     List {
+        /// One JSON object with a `mappings` array.
         #[arg(long)]
         json: bool,
     },
     /// Forget a delivered file (by PATH relative to the source, a folder, or ID from `list`)
     /// and send it again.
-    Forget { what: String },
+    Forget {
+        /// A path relative to the source (a file or a folder), or an ID from `ledger list`.
+        what: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum QueueCommand {
     /// List queued and failed actions.
     List {
+        /// One JSON object with a `mappings` array.
         #[arg(long)]
         json: bool,
     },
     /// Retry an action now (ID from `queue list`), or every failed one with `all`.
-    Retry { id: String },
+    Retry {
+        /// An action's ID from `queue list`, or `all`.
+        id: String,
+    },
     /// Remove an action without doing it.
-    Drop { id: i64 },
+    Drop {
+        /// An action's ID from `queue list`.
+        id: i64,
+    },
     /// Confirm deletions held by the mass-deletion guard (ID from `queue list`, or all).
-    Release { id: Option<i64> },
+    Release {
+        /// A held deletion's ID from `queue list` [default: every held deletion].
+        id: Option<i64>,
+    },
     /// Accept the source's new filesystem (it really moved to another disk): the next start
     /// records it, instead of pausing as if its disk were unmounted.
     AcceptSource,
@@ -145,6 +205,16 @@ pub struct MappingArgs {
     /// Propagate deletions (and moves out of the source) to the destination.
     #[arg(long)]
     pub complete_sync: bool,
+    /// Name this mapping: its state (queue, ledger) is kept under this name, shown by
+    /// `status` and chosen with `--mapping`, so the destination or command can change
+    /// without sending everything again. Renaming it keeps the state. Letters, digits,
+    /// `.`, `_`, `-`.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The names of the other mappings of the same config file: their state is never taken
+    /// for this one's when it is renamed.
+    #[arg(skip)]
+    pub sibling_names: Vec<String>,
     /// Where queues and ledgers are kept (default: the user's state directory).
     #[arg(long, env = "SKYNET_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
@@ -152,13 +222,25 @@ pub struct MappingArgs {
     #[arg(long)]
     pub workers: Option<usize>,
     /// How long a file must be unchanged before it is sent, e.g. 1s, 500ms, 0 [default: 1s].
+    /// Given to `sync`, files modified within it are held as still changing, for a later
+    /// run (without it, a sync sends what its scan finds).
     #[arg(long, value_parser = parse_duration)]
     pub settle: Option<Duration>,
     /// Ignore paths matching this glob (repeatable). `*.tmp` matches names at any depth.
     #[arg(long = "exclude")]
     pub excludes: Vec<String>,
-    /// Poll for changes instead of using inotify.
+    /// Globs (--include, --exclude and the default excludes) match names whatever their
+    /// case: `*.mkv` matches `a.MKV`.
     #[arg(long)]
+    pub ignore_case: bool,
+    /// Also send the names ignored by default, partial downloads and editors' temporary
+    /// files: *.part *.crdownload *.partial *.download *.opdownload *.filepart *.!qB *.!ut
+    /// *.tmp *.swp *.swo *.swx 4913 *~ .#* #*# *.kate-swp .goutputstream-* .~lock.*# ~$*
+    #[arg(long)]
+    pub no_default_excludes: bool,
+    /// Poll for changes instead of using inotify: `run --poll`, or `poll = true` in the
+    /// config (a catch-up sync does not watch).
+    #[arg(skip)]
     pub poll: bool,
     /// Failed attempts before an action is parked [default: 5].
     #[arg(long)]
@@ -166,6 +248,12 @@ pub struct MappingArgs {
     /// First retry delay, doubled each time [default: 1s].
     #[arg(long, value_parser = parse_duration)]
     pub retry_delay: Option<Duration>,
+    /// `run`: how long an action parked as failed waits before it is tried again by itself
+    /// (another --max-attempts), doubled each time it fails again, up to an hour or this
+    /// value if longer [default: 5m]. A change of its file, or the next start, retries it
+    /// at once.
+    #[arg(long, value_parser = parse_duration)]
+    pub retry_failed_after: Option<Duration>,
     /// Longest wait between reconnection attempts [default: 30s].
     #[arg(long, value_parser = parse_duration)]
     pub reconnect_max: Option<Duration>,
@@ -251,6 +339,79 @@ pub struct MappingArgs {
     pub max_delete: Option<skynet_core::guard::MaxDelete>,
 }
 
+/// The options `baseline` uses: which files the mapping takes, and how to reach its
+/// destination (its state is named after it, and it is checked to be reachable). `--help`
+/// lists only these; each reads as in [`MappingArgs`] (a test keeps the texts the same).
+#[derive(Debug, Clone, Default, Args)]
+pub struct BaselineArgs {
+    /// Where queues and ledgers are kept (default: the user's state directory).
+    #[arg(long, env = "SKYNET_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Ignore paths matching this glob (repeatable). `*.tmp` matches names at any depth.
+    #[arg(long = "exclude")]
+    pub excludes: Vec<String>,
+    /// Globs (--include, --exclude and the default excludes) match names whatever their
+    /// case: `*.mkv` matches `a.MKV`.
+    #[arg(long)]
+    pub ignore_case: bool,
+    /// Also send the names ignored by default, partial downloads and editors' temporary
+    /// files: *.part *.crdownload *.partial *.download *.opdownload *.filepart *.!qB *.!ut
+    /// *.tmp *.swp *.swo *.swx 4913 *~ .#* #*# *.kate-swp .goutputstream-* .~lock.*# ~$*
+    #[arg(long)]
+    pub no_default_excludes: bool,
+    /// Send only files matching this glob (repeatable; routing: one source, several
+    /// destinations, each with its own includes). Default: every file.
+    #[arg(long = "include")]
+    pub includes: Vec<String>,
+    /// Send each file once: never again unless its content changes (even if the destination
+    /// deletes it); deleting it locally forgets it. See `skynet ledger`.
+    #[arg(long)]
+    pub send_once: bool,
+    /// Command destination: run this command for every action instead of sending to DEST,
+    /// e.g. "rsync -a {path} backup:/dst/{remote}". Exit 0 is success.
+    #[arg(long, value_parser = parse_argv)]
+    pub exec: Option<Argv>,
+    /// SFTP: private key file (passphrase from SKYNET_SFTP_PASSPHRASE).
+    #[arg(long)]
+    pub identity: Option<PathBuf>,
+    /// SFTP: known_hosts file [default: ~/.ssh/known_hosts].
+    #[arg(long)]
+    pub known_hosts: Option<PathBuf>,
+    /// SFTP: what to do with an unknown host key.
+    #[arg(long, value_enum)]
+    pub host_key_policy: Option<HostKeyPolicy>,
+    /// SFTP/S3: network timeout [default: 30s].
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// S3: endpoint URL of an S3-compatible server.
+    #[arg(long)]
+    pub s3_endpoint: Option<String>,
+    /// S3: path-style addressing (most S3-compatible servers need it).
+    #[arg(long)]
+    pub s3_path_style: bool,
+}
+
+impl From<BaselineArgs> for MappingArgs {
+    fn from(b: BaselineArgs) -> MappingArgs {
+        MappingArgs {
+            state_dir: b.state_dir,
+            excludes: b.excludes,
+            ignore_case: b.ignore_case,
+            no_default_excludes: b.no_default_excludes,
+            includes: b.includes,
+            send_once: b.send_once,
+            exec: b.exec,
+            identity: b.identity,
+            known_hosts: b.known_hosts,
+            host_key_policy: b.host_key_policy,
+            timeout: b.timeout,
+            s3_endpoint: b.s3_endpoint,
+            s3_path_style: b.s3_path_style,
+            ..MappingArgs::default()
+        }
+    }
+}
+
 /// A command as a list of words: from the command line (split like a shell would, see
 /// [`parse_argv`]) or from a TOML array.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
@@ -310,6 +471,49 @@ mod tests {
         assert_eq!(r("1M/s"), Ok(1_000_000));
         for bad in ["", "0", "fast", "5X", "-1M", "1 parsec"] {
             assert!(r(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    /// `--help` lists the default excludes: every one of them, so the list cannot drift.
+    #[test]
+    fn help_lists_every_default_exclude() {
+        use clap::CommandFactory;
+        let mut cli = Cli::command();
+        for sub in ["run", "sync"] {
+            let cmd = cli.find_subcommand_mut(sub).unwrap();
+            let arg = cmd
+                .get_arguments()
+                .find(|a| a.get_id() == "no_default_excludes")
+                .unwrap();
+            let help = arg.get_help().unwrap().to_string();
+            let listed: Vec<&str> = help.split_whitespace().collect();
+            for glob in skynet_core::default_excludes::DEFAULT_EXCLUDES {
+                assert!(listed.contains(glob), "{sub} --help lacks {glob}: {help}");
+            }
+        }
+    }
+
+    /// `baseline`'s options say what the same options say for `run` and `sync`.
+    #[test]
+    fn baseline_options_read_as_everywhere() {
+        use clap::CommandFactory;
+        let cli = Cli::command();
+        let args_of = |sub: &str| -> Vec<(String, String)> {
+            let cmd = cli.find_subcommand(sub).unwrap();
+            cmd.get_arguments()
+                .map(|a| {
+                    let help = a.get_help().map(|h| h.to_string()).unwrap_or_default();
+                    (a.get_id().to_string(), help)
+                })
+                .collect()
+        };
+        let sync = args_of("sync");
+        for (id, help) in args_of("baseline") {
+            if ["src", "dest", "config", "dry_run", "help"].contains(&id.as_str()) {
+                continue;
+            }
+            let theirs = sync.iter().find(|(i, _)| *i == id);
+            assert_eq!(theirs.map(|(_, h)| h), Some(&help), "--{id}");
         }
     }
 

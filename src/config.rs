@@ -15,6 +15,8 @@ use crate::cli::{
     parse_duration, parse_metrics_addr, parse_rate, Argv, HostKeyPolicy, MappingArgs,
 };
 
+mod check;
+
 #[derive(Debug, Deserialize)]
 pub struct ConfigFile {
     #[serde(default)]
@@ -30,6 +32,9 @@ pub struct ConfigFile {
 
 #[derive(Debug, Deserialize)]
 pub struct MappingEntry {
+    /// The mapping's name (see `--name`): one mapping's, so never a default for all.
+    #[serde(default)]
+    pub name: Option<String>,
     pub source: PathBuf,
     /// None for a command destination (`exec`).
     #[serde(default)]
@@ -45,9 +50,12 @@ const OPTION_KEYS: &[&str] = &[
     "workers",
     "settle",
     "exclude",
+    "ignore_case",
+    "default_excludes",
     "poll",
     "max_attempts",
     "retry_delay",
+    "retry_failed_after",
     "reconnect_max",
     "identity",
     "known_hosts",
@@ -77,21 +85,25 @@ const OPTION_KEYS: &[&str] = &[
 const TOP_LEVEL_KEYS: &[&str] = &["state_dir", "metrics", "mapping"];
 
 /// Rejects any key that is not an option, naming it and where it stands.
-fn check_keys(value: &toml::Table, path: &Path) -> Result<()> {
-    let unknown = |key: &str, place: &str| {
-        anyhow::anyhow!("config {}: unknown key `{key}` {place}", path.display())
+fn check_keys(value: &toml::Table, lines: &check::Lines<'_>, path: &Path) -> Result<()> {
+    let unknown = |key: &str, line: Option<usize>, place: &str| {
+        let at = line.map(|n| format!(" line {n}")).unwrap_or_default();
+        anyhow::anyhow!("config {}{at}: unknown key `{key}` {place}", path.display())
     };
     for key in value.keys() {
         if !OPTION_KEYS.contains(&key.as_str()) && !TOP_LEVEL_KEYS.contains(&key.as_str()) {
-            return Err(unknown(key, "at the top level"));
+            return Err(unknown(key, lines.top(key), "at the top level"));
         }
     }
     if let Some(toml::Value::Array(maps)) = value.get("mapping") {
         for (i, m) in maps.iter().enumerate() {
             let Some(table) = m.as_table() else { continue };
             for key in table.keys() {
-                if !OPTION_KEYS.contains(&key.as_str()) && key != "source" && key != "destination" {
-                    return Err(unknown(key, &format!("in mapping {}", i + 1)));
+                if !OPTION_KEYS.contains(&key.as_str())
+                    && !["source", "destination", "name"].contains(&key.as_str())
+                {
+                    let line = lines.in_mapping(i, key);
+                    return Err(unknown(key, line, &format!("in mapping {}", i + 1)));
                 }
             }
         }
@@ -106,9 +118,13 @@ pub struct MappingToml {
     pub workers: Option<usize>,
     pub settle: Option<String>,
     pub exclude: Option<Vec<String>>,
+    pub ignore_case: Option<bool>,
+    /// `false`: send the partial-download and editor temporary names too.
+    pub default_excludes: Option<bool>,
     pub poll: Option<bool>,
     pub max_attempts: Option<u32>,
     pub retry_delay: Option<String>,
+    pub retry_failed_after: Option<String>,
     pub reconnect_max: Option<String>,
     pub identity: Option<PathBuf>,
     pub known_hosts: Option<PathBuf>,
@@ -204,9 +220,12 @@ impl MappingToml {
             complete_sync,
             workers,
             settle,
+            ignore_case,
+            default_excludes,
             poll,
             max_attempts,
             retry_delay,
+            retry_failed_after,
             reconnect_max,
             identity,
             known_hosts,
@@ -238,16 +257,23 @@ impl MappingToml {
         let mut excludes = self.exclude.unwrap_or_default();
         excludes.extend(cli.excludes.iter().cloned());
         Ok(MappingArgs {
+            name: cli.name.clone(),
+            sibling_names: Vec::new(),
             complete_sync: cli.complete_sync || self.complete_sync.unwrap_or(false),
             state_dir: cli.state_dir.clone().or(state_dir),
             workers: cli.workers.or(self.workers),
             settle: cli.settle.or(duration("settle", &self.settle)?),
             excludes,
+            ignore_case: cli.ignore_case || self.ignore_case.unwrap_or(false),
+            no_default_excludes: cli.no_default_excludes || self.default_excludes == Some(false),
             poll: cli.poll || self.poll.unwrap_or(false),
             max_attempts: cli.max_attempts.or(self.max_attempts),
             retry_delay: cli
                 .retry_delay
                 .or(duration("retry_delay", &self.retry_delay)?),
+            retry_failed_after: cli
+                .retry_failed_after
+                .or(duration("retry_failed_after", &self.retry_failed_after)?),
             reconnect_max: cli
                 .reconnect_max
                 .or(duration("reconnect_max", &self.reconnect_max)?),
@@ -301,6 +327,8 @@ impl MappingToml {
 #[derive(Debug)]
 pub struct Loaded {
     pub mappings: Vec<ResolvedMapping>,
+    /// `state_dir`, relative to the file resolved (what `status` reads for this config).
+    pub state_dir: Option<PathBuf>,
     /// The metrics endpoint (`metrics = "127.0.0.1:9464"`).
     pub metrics: Option<SocketAddr>,
 }
@@ -331,7 +359,9 @@ pub fn parse_config(text: &str, path: &Path, cli: &MappingArgs) -> Result<Loaded
         }
     };
     let table: toml::Table = toml::from_str(text).map_err(one_line)?;
-    check_keys(&table, path)?;
+    let lines = check::Lines::of(text);
+    check_keys(&table, &lines, path)?;
+    check::values(&table, &lines, path)?;
     let file: ConfigFile = toml::from_str(text).map_err(one_line)?;
     if file.mapping.is_empty() {
         bail!("config {}: no [[mapping]] table", path.display());
@@ -354,9 +384,10 @@ pub fn parse_config(text: &str, path: &Path, cli: &MappingArgs) -> Result<Loaded
     let mut out = Vec::new();
     for (i, m) in file.mapping.iter().enumerate() {
         let merged = m.options.over(&file.defaults);
-        let args = merged
+        let mut args = merged
             .into_args(cli, state_dir.clone())
             .with_context(|| format!("config {}: mapping {}", path.display(), i + 1))?;
+        args.name = m.name.clone();
         let destination = m.destination.as_ref().map(|d| {
             if d.contains("://") || Path::new(d).is_absolute() {
                 d.clone()
@@ -377,8 +408,27 @@ pub fn parse_config(text: &str, path: &Path, cli: &MappingArgs) -> Result<Loaded
             args,
         });
     }
+    let names: Vec<String> = file.mapping.iter().filter_map(|m| m.name.clone()).collect();
+    let mut seen = std::collections::HashSet::new();
+    for name in &names {
+        if !seen.insert(name) {
+            bail!(
+                "config {}: two mappings are named {name:?}; each needs its own name",
+                path.display()
+            );
+        }
+    }
+    for m in &mut out {
+        m.args.sibling_names = names
+            .iter()
+            .filter(|n| Some(*n) != m.args.name.as_ref())
+            .cloned()
+            .collect();
+    }
+    check::distinct(&out, &lines, path)?;
     Ok(Loaded {
         mappings: out,
+        state_dir,
         metrics,
     })
 }
@@ -435,12 +485,103 @@ mod tests {
             .unwrap_err();
         assert!(format!("{e:#}").contains("colour"), "{e:#}");
         let e = parse_str("[[mapping]]\nsource = 1\n").unwrap_err();
-        assert!(format!("{e:#}").contains("line 2"), "{e:#}");
+        assert!(
+            format!("{e:#}").contains("line 2: mapping 1: `source`: expected a string"),
+            "{e:#}"
+        );
         let e = parse_str("workers = 2\n").unwrap_err();
         assert!(format!("{e:#}").contains("no [[mapping]]"), "{e:#}");
         let e = parse_str("[[mapping]]\nsource = \"a\"\ndestination = \"b\"\nsettle = \"soon\"\n")
             .unwrap_err();
         assert!(format!("{e:#}").contains("settle"), "{e:#}");
+    }
+
+    /// A wrong value names its key and the line it is on, wherever it stands; the first one
+    /// in the file is the one reported.
+    #[test]
+    fn a_wrong_value_names_its_key_and_line() {
+        let text = |wrong: &str| {
+            format!(
+                "workers = 2\n[[mapping]]\nsource = \"a\"\ndestination = \"/b\"\n\n[[mapping]]\nsource = \"c\"\n# note\ndestination = \"/d\"\n{wrong}\nretry_delay = \"later\"\n"
+            )
+        };
+        for (wrong, says) in [
+            ("workers = \"many\"", "expected usize"),
+            ("settle = \"soon\"", "invalid duration \"soon\""),
+            ("timeout = 5", "expected a duration in quotes"),
+            ("exclude = \"*.tmp\"", "expected a sequence"),
+            ("exclude = [\"[a\"]", "[a"),
+            ("include = [1]", "expected a string"),
+            ("complete_sync = \"yes\"", "expected a boolean"),
+            ("bwlimit = -5", "found -5"),
+            ("max_delete = []", "expected a number of files"),
+            ("host_key_policy = \"lenient\"", "lenient"),
+            ("exec = \"rsync {path}\"", "expected a sequence"),
+        ] {
+            let key = wrong.split(' ').next().unwrap();
+            let e = format!("{:#}", parse_str(&text(wrong)).unwrap_err());
+            assert!(
+                e.starts_with("config /etc/skynet/skynet.toml line 10: mapping 2: "),
+                "{wrong}: {e}"
+            );
+            assert!(e.contains(&format!("`{key}`")), "{wrong}: {e}");
+            assert!(e.contains(says), "{wrong}: {e}");
+        }
+        let e = parse_str("\nsettle = 1\n[[mapping]]\nsource = \"a\"\ndestination = \"/b\"\n")
+            .unwrap_err();
+        assert!(
+            format!("{e:#}").contains("line 2: `settle`: expected a duration"),
+            "{e:#}"
+        );
+        let e = parse_str("[[mapping]]\nsource = \"a\"\ndestination = \"/b\"\n[[mapping]]\n\ndestination = \"/c\"\n")
+            .unwrap_err();
+        assert!(
+            format!("{e:#}").contains("line 6: mapping 2 has no `source`"),
+            "{e:#}"
+        );
+        let e = parse_str("[[mapping]]\nsource = \"a\"\ndestination = \"/b\"\ncolour = 1\n")
+            .unwrap_err();
+        assert!(
+            format!("{e:#}").contains("line 4: unknown key `colour` in mapping 1"),
+            "{e:#}"
+        );
+    }
+
+    /// Two mappings that would share one state are refused, naming both; different
+    /// destinations of one source (routing) are fine.
+    #[test]
+    fn the_same_source_and_destination_twice_is_refused() {
+        let scratch = tempfile::tempdir().unwrap();
+        let src = scratch.path().join("src");
+        std::fs::create_dir(&src).unwrap();
+        let config = |second_source: &str, second_destination: &str| {
+            format!(
+                "[[mapping]]\nsource = {src:?}\ndestination = \"sftp://me@host/x\"\ninclude = [\"*.mp4\"]\n\n[[mapping]]\nsource = \"/elsewhere\"\ndestination = \"/b\"\n\n[[mapping]]\nsource = {second_source:?}\ndestination = {second_destination:?}\ninclude = [\"*.jpg\"]\n"
+            )
+        };
+        let same_spelled_otherwise = [
+            (src.display().to_string(), "sftp://me@host:22/x/"),
+            (format!("{}/../src/", src.display()), "sftp://me@host/x"),
+        ];
+        for (source, destination) in same_spelled_otherwise {
+            let e = parse_str(&config(&source, destination)).unwrap_err();
+            let e = format!("{e:#}");
+            assert!(
+                e.contains("mapping 1 (line 2) and mapping 3 (line 11)"),
+                "{e}"
+            );
+            assert!(e.contains("merge them"), "{e}");
+        }
+        let routed = config(&src.display().to_string(), "s3://bucket/x");
+        assert_eq!(parse_str(&routed).unwrap().len(), 3);
+        // Two commands: the same one twice is one state, two different ones are two.
+        let exec = |a: &str, b: &str| {
+            format!(
+                "[[mapping]]\nsource = {src:?}\nexec = [{a:?}]\n[[mapping]]\nsource = {src:?}\nexec = [{b:?}]\n"
+            )
+        };
+        assert!(parse_str(&exec("true", "true")).is_err());
+        assert_eq!(parse_str(&exec("true", "false")).unwrap().len(), 2);
     }
 
     #[test]

@@ -1,13 +1,16 @@
 //! `skynet`: the command-line program. Parses arguments, sets up logging and a tokio runtime,
 //! runs one subcommand, and turns its result into the contract's exit code: errors that stop
-//! the program (bad arguments, configuration, unusable source or state) print one line and exit 2.
+//! the program (bad arguments, configuration, unusable source or state) print one line and exit 2,
+//! or 3 when another process holds the mapping; a closed standard output ends it quietly.
 
 mod cli;
 mod commands;
 mod config;
 mod destination;
 mod exit;
+mod locate;
 mod metrics;
+mod out;
 mod remote;
 mod state;
 
@@ -45,8 +48,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             dest,
             config,
             metrics,
-            opts,
+            poll,
+            mut opts,
         } => {
+            opts.poll = poll;
             commands::run::run(
                 src.as_deref(),
                 dest.as_deref(),
@@ -59,36 +64,66 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
         Command::Sync {
             src,
             dest,
+            config,
             dry_run,
             opts,
-        } => commands::sync::sync(&src, dest.as_deref(), dry_run, &opts).await,
+        } => match (config, src) {
+            (Some(file), _) => commands::sync::sync_config(&file, dry_run, &opts).await,
+            (None, Some(src)) => commands::sync::sync(&src, dest.as_deref(), dry_run, &opts).await,
+            (None, None) => anyhow::bail!("sync needs SRC and DEST (or --exec), or --config FILE"),
+        },
         Command::Status {
             state_dir,
+            config,
             json,
             watch,
-        } => commands::status::status(state_dir.as_deref(), json, watch).await,
+        } => {
+            let root = locate::state_root(state_dir.as_deref(), config.as_deref())?;
+            commands::status::status(&root, json, watch).await
+        }
         Command::Queue {
             command,
             state_dir,
+            config,
             mapping,
-        } => commands::queue::queue(&command, state_dir.as_deref(), mapping.as_deref()),
+        } => {
+            let root = locate::state_root(state_dir.as_deref(), config.as_deref())?;
+            commands::queue::queue(&command, &root, mapping.as_deref())
+        }
         Command::Baseline {
             src,
             dest,
+            config,
             dry_run,
             opts,
-        } => commands::baseline::baseline(&src, dest.as_deref(), dry_run, &opts).await,
+        } => {
+            let opts = opts.into();
+            match (config, src) {
+                (Some(file), _) => commands::baseline::baseline_config(&file, dry_run, &opts).await,
+                (None, Some(src)) => {
+                    commands::baseline::baseline(&src, dest.as_deref(), dry_run, &opts).await
+                }
+                (None, None) => {
+                    anyhow::bail!("baseline needs SRC and DEST (or --exec), or --config FILE")
+                }
+            }
+        }
         Command::Ledger {
             command,
             state_dir,
+            config,
             mapping,
-        } => commands::ledger::ledger(&command, state_dir.as_deref(), mapping.as_deref()),
+        } => {
+            let root = locate::state_root(state_dir.as_deref(), config.as_deref())?;
+            commands::ledger::ledger(&command, &root, mapping.as_deref())
+        }
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.quiet);
+    out::set_quiet(cli.quiet);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -104,11 +139,13 @@ fn main() -> ExitCode {
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     match result {
         Ok(exit) => ExitCode::from(exit as u8),
+        // `skynet ledger list | head -1`: the reader has what it wanted.
+        Err(e) if out::is_closed(&e) => ExitCode::SUCCESS,
         Err(e) => {
             // The whole chain on one line: "source ./x: No such file or directory (os error 2)".
             let line = format!("{e:#}").replace('\n', " ");
             eprintln!("skynet: error: {line}");
-            ExitCode::from(Exit::Usage as u8)
+            ExitCode::from(Exit::for_error(&e) as u8)
         }
     }
 }

@@ -100,6 +100,27 @@ impl Collector for MappingsCollector {
             }
         }
 
+        {
+            let mut family = enc.encode_descriptor(
+                "skynet_files_not_sent",
+                "Files the last scan left aside: no mapping of the source takes them \
+                 (reason=\"unrouted\"), or a dated gate never will (reason=\"undated\")",
+                None,
+                MetricType::Gauge,
+            )?;
+            for m in mappings {
+                for (reason, key) in [
+                    ("unrouted", skynet_core::scan::UNROUTED_KEY),
+                    ("undated", skynet_core::scan::UNDATED_KEY),
+                ] {
+                    let text = m.queue.meta(key).ok().flatten().unwrap_or_default();
+                    let (n, _) = skynet_core::scan::Skipped::decode(&text);
+                    let l = with(m, "reason", reason);
+                    ConstGauge::new(n as i64).encode(family.encode_family(&l)?)?;
+                }
+            }
+        }
+
         for (name, help, pick) in [
             (
                 "skynet_actions_done",
@@ -131,6 +152,20 @@ impl Collector for MappingsCollector {
             )?;
             for m in mappings {
                 let n = m.live.bytes_sent.load(Ordering::Relaxed);
+                ConstCounter::new(n).encode(family.encode_family(&labels(m))?)?;
+            }
+        }
+
+        {
+            let mut family = enc.encode_descriptor(
+                "skynet_sends_skipped",
+                "Sends settled with nothing sent since start: files this mapping does not take \
+                 (include globs, no date in the name) or the destination already had",
+                None,
+                MetricType::Counter,
+            )?;
+            for m in mappings {
+                let n = m.live.skipped.load(Ordering::Relaxed);
                 ConstCounter::new(n).encode(family.encode_family(&labels(m))?)?;
             }
         }

@@ -96,6 +96,76 @@ pub fn make_private(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Refuses a mapping name that could not name a directory of its own, or could be taken for
+/// a generated one.
+pub fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with(['.', '-'])
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !ok {
+        bail!(
+            "mapping name {name:?}: use 1 to 64 letters, digits, '.', '_' or '-', not starting with '.' or '-'"
+        );
+    }
+    Ok(())
+}
+
+/// The state directory of a named mapping that was renamed: a directory under `root`
+/// recorded for the same source and destination, with the same include globs and `dated`
+/// pattern, under another name, not in use, and not the state of one of `siblings` (the
+/// other mappings of the same config file). Routes share a source and a destination and
+/// differ by their includes: a route is never taken for a renamed one. Renamed and refiltered
+/// at once, a mapping starts afresh (nothing lost: its old state stays where it was).
+pub fn renamed_from(
+    root: &Path,
+    source: &Path,
+    destination: &str,
+    args: &crate::cli::MappingArgs,
+) -> Result<Vec<PathBuf>> {
+    use skynet_core::siblings::{META_DATED, META_INCLUDE};
+    let siblings = &args.sibling_names;
+    let includes = args.includes.join("\n");
+    let dated = args.dated.clone().unwrap_or_default();
+    use skynet_core::engine::meta;
+    let mut found = Vec::new();
+    for dir in mapping_dirs(root)? {
+        let Ok(queue) = skynet_core::queue::Queue::open(&skynet_core::queue::database_path(&dir))
+        else {
+            continue;
+        };
+        let same = queue.meta(meta::SOURCE)?.as_deref() == Some(&*source.to_string_lossy())
+            && queue.meta(meta::DESTINATION)?.as_deref() == Some(destination);
+        let same_route = queue.meta(META_INCLUDE)?.unwrap_or_default() == includes
+            && queue.meta(META_DATED)?.unwrap_or_default() == dated;
+        let old_name = queue.meta(meta::NAME)?.unwrap_or_default();
+        if same
+            && same_route
+            && !old_name.is_empty()
+            && !siblings.contains(&old_name)
+            && !MappingLock::is_held(&dir)
+        {
+            found.push(dir);
+        }
+    }
+    Ok(found)
+}
+
+/// Another process holds a mapping's lock. `main` exits 3 for it rather than 2 (bad usage),
+/// so a cron job can tell "the last run is still going" from a broken command line.
+#[derive(Debug)]
+pub struct Busy(String);
+
+impl std::fmt::Display for Busy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Busy {}
+
 /// Moves the state an earlier version kept under another name (`old`) to `new`, when only
 /// the old one exists: the destination's identity was normalised, and its queued work must
 /// not be forgotten.
@@ -104,10 +174,11 @@ pub fn adopt_legacy(old: &Path, new: &Path) -> Result<()> {
         return Ok(());
     }
     if MappingLock::is_held(old) {
-        bail!(
+        return Err(Busy(format!(
             "another skynet is running with the state {} (an older version?); stop it first",
             old.display()
-        );
+        ))
+        .into());
     }
     std::fs::rename(old, new).with_context(|| {
         format!(
@@ -116,7 +187,7 @@ pub fn adopt_legacy(old: &Path, new: &Path) -> Result<()> {
             new.display()
         )
     })?;
-    tracing::info!(from = %old.display(), to = %new.display(), "state moved to the destination's normalised name");
+    tracing::info!(from = %old.display(), to = %new.display(), "the mapping's state moved to its new name");
     Ok(())
 }
 
@@ -160,10 +231,11 @@ impl MappingLock {
             .with_context(|| format!("cannot open lock file {}", path.display()))?;
         match file.try_lock() {
             Ok(()) => Ok(MappingLock { _file: file }),
-            Err(std::fs::TryLockError::WouldBlock) => bail!(
+            Err(std::fs::TryLockError::WouldBlock) => Err(Busy(format!(
                 "another skynet is already running for {what} (state {}); stop it first",
                 dir.display()
-            ),
+            ))
+            .into()),
             Err(std::fs::TryLockError::Error(e)) => {
                 Err(e).with_context(|| format!("cannot lock {}", path.display()))
             }

@@ -39,10 +39,8 @@ fn run_config(s: &Scratch, text: &str) -> Output {
         .unwrap()
 }
 
-// KNOWN BUG (reported, not fixed here): a value of the wrong type inside a [[mapping]]
-// (`workers = "four"`) is reported as "line 1" with the type but not the key's name, because
-// serde's `flatten` loses the position. The cases below assert only what holds today (exit 2,
-// one line naming the file); the correct message would name the key and its line.
+// A value of the wrong type inside a [[mapping]] names its key and its line (serde's
+// `flatten` used to lose both: "line 1", or the mapping's header, and no key).
 #[test]
 fn bad_config_files() {
     let s = Scratch::new();
@@ -62,34 +60,43 @@ fn bad_config_files() {
         ),
         (
             format!("{mapping}workers = \"four\"\n"),
-            vec!["skynet.toml"],
+            vec!["skynet.toml line 4", "`workers`"],
         ),
-        (format!("{mapping}workers = -1\n"), vec!["skynet.toml"]),
-        (format!("{mapping}settle = 5\n"), vec!["skynet.toml"]),
+        (
+            format!("{mapping}workers = -1\n"),
+            vec!["line 4", "`workers`"],
+        ),
+        (
+            format!("{mapping}settle = 5\n"),
+            vec!["line 4", "`settle`", "\"5s\""],
+        ),
         (
             format!("{mapping}settle = \"soon\"\n"),
-            vec!["settle", "soon"],
+            vec!["line 4", "`settle`", "soon"],
         ),
-        (format!("{mapping}timeout = \"-1s\"\n"), vec!["timeout"]),
+        (
+            format!("{mapping}timeout = \"-1s\"\n"),
+            vec!["line 4", "`timeout`"],
+        ),
         (
             format!("{mapping}complete_sync = \"yes\"\n"),
-            vec!["skynet.toml"],
+            vec!["line 4", "`complete_sync`"],
         ),
         (
             format!("{mapping}exclude = \"*.tmp\"\n"),
-            vec!["skynet.toml"],
+            vec!["line 4", "`exclude`"],
         ),
         (
             format!("{mapping}exclude = [\"[unclosed\"]\n"),
-            vec!["[unclosed"],
+            vec!["line 4", "[unclosed"],
         ),
         (
             format!("{mapping}host_key_policy = \"lenient\"\n"),
-            vec!["lenient"],
+            vec!["line 4", "lenient"],
         ),
         (
             format!("{mapping}complete_synk = true\n"),
-            vec!["complete_synk", "mapping 1"],
+            vec!["complete_synk", "mapping 1", "line 4"],
         ),
         (
             format!("colour = \"blue\"\n{mapping}"),

@@ -100,8 +100,10 @@ fn destination_inside_source_is_refused() {
     expect_usage_error(out, "overlap");
 }
 
+/// A run refused because another process holds the mapping exits 3, not 2 (bad usage): a
+/// cron job can tell "still running from last time" from a broken command line.
 #[test]
-fn second_run_on_same_mapping_exits_2() {
+fn a_run_refused_for_the_lock_exits_3() {
     let s = Scratch::new();
     let mut first = s.run(&[]);
     assert!(
@@ -112,24 +114,20 @@ fn second_run_on_same_mapping_exits_2() {
         first.log_text()
     );
     // Bounded: if the lock did not hold, the second run would mirror forever.
-    let mut second = s
-        .cmd(&["run", s.src_str(), s.dst_str()])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let exited = wait_until(std::time::Duration::from_secs(15), || {
-        matches!(second.try_wait(), Ok(Some(_)))
-    });
-    if !exited {
-        let _ = second.kill();
-        let _ = second.wait();
-        panic!(
-            "a second run of the same mapping kept running; first: {}",
-            first.log_text()
-        );
+    let mut second = s.spawn(&["run", s.src_str(), s.dst_str()]);
+    let code = second.wait_exit(std::time::Duration::from_secs(15));
+    let log = second.log_text();
+    assert_eq!(code, Some(3), "second run: {log}");
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains("error")).collect();
+    assert_eq!(errors.len(), 1, "{log}");
+    assert!(errors[0].contains("already running"), "{log}");
+    for args in [
+        &["sync", s.src_str(), s.dst_str()][..],
+        &["baseline", s.src_str(), s.dst_str()][..],
+    ] {
+        let out = s.cmd(args).output().unwrap();
+        assert_exit(&out, 3);
     }
-    let out = second.wait_with_output().unwrap();
-    expect_usage_error(out, "already running");
     assert_eq!(
         first.signal("TERM"),
         Some(0),

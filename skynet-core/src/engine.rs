@@ -57,6 +57,10 @@ pub struct MappingOptions {
     pub complete_sync: bool,
     /// How long a file must be unchanged before it is sent.
     pub settle: Duration,
+    /// What `sync` holds as still changing: files modified less than this long ago. Zero
+    /// unless the user set a settle time: a sync's scan is a snapshot, often run by a script
+    /// right after it wrote its files, which would otherwise wait for the next run.
+    pub sync_settle: Duration,
     pub excludes: Vec<String>,
     /// Poll the source instead of native events.
     pub poll: bool,
@@ -66,6 +70,8 @@ pub struct MappingOptions {
     pub progress: bool,
     /// Send only files matching one of these globs (routing); empty: every file.
     pub include: Vec<String>,
+    /// Excludes and includes match names whatever their case (`*.mkv` matches `a.MKV`).
+    pub ignore_case: bool,
     /// Never send a delivered file again unless its content changes (see `send_policy`).
     pub send_once: bool,
     /// When files may be sent (`min_age`, dated names).
@@ -81,12 +87,14 @@ impl Default for MappingOptions {
         MappingOptions {
             complete_sync: false,
             settle: Duration::from_secs(1),
+            sync_settle: Duration::ZERO,
             excludes: Vec::new(),
             poll: false,
             poll_interval: Duration::from_secs(2),
             handler: HandlerConfig::default(),
             progress: false,
             include: Vec::new(),
+            ignore_case: false,
             send_once: false,
             gate: Gate::default(),
             handoff: HandoffOptions::default(),
@@ -99,6 +107,8 @@ impl Default for MappingOptions {
 pub mod meta {
     pub const SOURCE: &str = "source";
     pub const DESTINATION: &str = "destination";
+    /// The mapping's name (`--name`), empty when unnamed: finds its state after a rename.
+    pub const NAME: &str = "name";
     pub const HEARTBEAT: &str = "heartbeat_ms";
     pub const CONNECTED: &str = "connected";
     pub const LAST_ERROR: &str = "last_error";
@@ -167,10 +177,16 @@ impl Mapping {
                 }
             }
         }
-        let filter = Arc::new(Filter::new(&excludes)?.with_includes(&opts.include)?);
+        let filter =
+            Arc::new(Filter::with_case(&excludes, opts.ignore_case)?.with_includes(&opts.include)?);
         // Other mappings of this source read them before removing a file (hand-off).
         let dated = opts.gate.dated.as_ref().map(|d| d.pattern());
-        siblings::record_filters(&queue, &excludes, &opts.include, dated)?;
+        let globs = siblings::FilterGlobs {
+            excludes: &excludes,
+            includes: &opts.include,
+            ignore_case: opts.ignore_case,
+        };
+        siblings::record_filters(&queue, &globs, dated)?;
         queue.set_handoff(opts.handoff.enabled().then_some(opts.handoff.delay));
         // Only deletions that reach the destination need the guard.
         queue.set_delete_guard(opts.complete_sync.then_some(opts.max_delete));
@@ -207,22 +223,23 @@ impl Mapping {
         self.opts.complete_sync || self.opts.send_once
     }
 
-    fn scan_options(&self, settle: Duration) -> ScanOptions {
+    fn scan_options(&self, settle: Duration, gate: Gate) -> ScanOptions {
         ScanOptions {
             queue_deletes: self.queue_deletes(),
-            gate: self.opts.gate.clone(),
+            gate,
             settle,
             progress: self.opts.progress,
+            siblings: Some(self.siblings()),
         }
     }
 
-    async fn scan(&self, settle: Duration) -> Result<scan::ScanReport, EngineError> {
+    async fn scan(&self, settle: Duration, gate: Gate) -> Result<scan::ScanReport, EngineError> {
         let (root, queue, filter) = (
             self.source.clone(),
             Arc::clone(&self.queue),
             Arc::clone(&self.filter),
         );
-        let opts = self.scan_options(settle);
+        let opts = self.scan_options(settle, gate);
         let report =
             tokio::task::spawn_blocking(move || scan::catch_up(&root, &queue, &filter, &opts))
                 .await
@@ -230,11 +247,19 @@ impl Mapping {
         Ok(report)
     }
 
-    fn handler(&self, conn: Arc<dyn Connection>, mut cfg: HandlerConfig) -> Handler {
+    /// The gates of a `sync` (and its dry run): the mapping's, plus the settle time.
+    fn sync_gate(&self) -> Gate {
+        Gate {
+            still_changing: self.opts.sync_settle,
+            ..self.opts.gate.clone()
+        }
+    }
+
+    fn handler(&self, conn: Arc<dyn Connection>, mut cfg: HandlerConfig, gate: Gate) -> Handler {
         cfg.complete_sync = self.opts.complete_sync;
         let policy = SendPolicy {
             filter: Arc::clone(&self.filter),
-            gate: self.opts.gate.clone(),
+            gate,
             send_once: self.opts.send_once,
             // Without complete-sync, the only deletes queued outside send-once come from
             // merged moves (a renamed file's old name), which must reach the destination.
@@ -257,16 +282,21 @@ impl Mapping {
             conn,
             root: self.source.clone(),
             opts: self.opts.handoff.clone(),
-            siblings: self.opts.handoff.remove_source.then(|| SiblingFinder {
-                state_root: self
-                    .state_dir
-                    .parent()
-                    .unwrap_or(&self.state_dir)
-                    .to_path_buf(),
-                own_dir: self.state_dir.clone(),
-                source: self.source.clone(),
-            }),
+            siblings: self.opts.handoff.remove_source.then(|| self.siblings()),
         })
+    }
+
+    /// Where the other mappings of this source keep their state: beside this one's.
+    fn siblings(&self) -> SiblingFinder {
+        SiblingFinder {
+            state_root: self
+                .state_dir
+                .parent()
+                .unwrap_or(&self.state_dir)
+                .to_path_buf(),
+            own_dir: self.state_dir.clone(),
+            source: self.source.clone(),
+        }
     }
 
     /// Records that a run starts, and whether the previous one died (a row was in flight, or
@@ -298,13 +328,15 @@ impl Mapping {
         let source = self.establish_source()??;
         let recovered = self.queue.recover()?;
         self.mark_started(&recovered)?;
-        self.scan(Duration::ZERO).await?;
+        // No watcher follows a sync's scan, so the settle time is a gate here: a file still
+        // being written is held (named in `status`) and a later run sends it whole.
+        self.scan(Duration::ZERO, self.sync_gate()).await?;
         let mut cfg = self.opts.handler.clone();
         cfg.exit_when_drained = true;
         cfg.fail_on_setup_error = true;
         cfg.give_up_unreached_after = Some(SYNC_CONNECT_ATTEMPTS);
         let handler = self
-            .handler(Arc::clone(&conn), cfg)
+            .handler(Arc::clone(&conn), cfg, self.sync_gate())
             .with_source_check(Arc::clone(&source));
         handler.set_recovered(recovered);
         let (_tx, rx) = watch::channel(false);
@@ -329,7 +361,7 @@ impl Mapping {
             &self.source,
             &copy,
             &self.filter,
-            &self.scan_options(Duration::ZERO),
+            &self.scan_options(Duration::ZERO, self.sync_gate()),
         )?;
         Ok(copy.rows()?)
     }
@@ -422,7 +454,11 @@ impl Mapping {
             tracing::warn!(source = %self.source.display(), "watching by polling");
         }
         let handler = self
-            .handler(Arc::clone(&conn), self.opts.handler.clone())
+            .handler(
+                Arc::clone(&conn),
+                self.opts.handler.clone(),
+                self.opts.gate.clone(),
+            )
             .with_source_check(Arc::clone(&source));
         handler.set_recovered(recovered);
         let status = handler.status();
@@ -473,7 +509,7 @@ impl Mapping {
                 Arc::clone(&self.queue),
                 Arc::clone(&self.filter),
             );
-            let opts = self.scan_options(settle);
+            let opts = self.scan_options(settle, self.opts.gate.clone());
             tokio::task::spawn_blocking(move || {
                 let result = scan::catch_up(&root, &queue, &filter, &opts);
                 wake.notify_one();

@@ -115,6 +115,11 @@ impl DatedNames {
 pub struct Gate {
     pub min_age: Duration,
     pub dated: Option<DatedNames>,
+    /// A file modified less than this long ago is still being written: held, not sent
+    /// (`sync`, whose scan sees no later events; a live watcher settles files itself). A
+    /// modification time in the future (a wrong clock) does not count as changing, so such
+    /// a file is not held for months.
+    pub still_changing: Duration,
 }
 
 impl Gate {
@@ -130,6 +135,17 @@ impl Gate {
             if opens > now {
                 until = opens;
                 reason = format!("dated {date}, grace {}", human(dated.grace));
+            }
+        }
+        if !self.still_changing.is_zero() {
+            let modified = (mtime_ns(mtime).max(0) / 1_000_000) as u64;
+            let settled = modified.saturating_add(self.still_changing.as_millis() as u64);
+            if modified <= now && settled > now && settled > until {
+                until = settled;
+                reason = format!(
+                    "still changing: modified within {}",
+                    human(self.still_changing)
+                );
             }
         }
         if !self.min_age.is_zero() {
@@ -216,6 +232,7 @@ mod tests {
         let gate = Gate {
             min_age: Duration::ZERO,
             dated: Some(d),
+            ..Gate::default()
         };
         let f = p("20261123/a.jpg");
         let now = SystemTime::now();
@@ -231,10 +248,29 @@ mod tests {
     }
 
     #[test]
+    fn a_file_modified_within_the_settle_time_is_still_changing() {
+        let gate = Gate {
+            still_changing: Duration::from_secs(3),
+            ..Gate::default()
+        };
+        let mtime = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        match gate.check(&p("a"), mtime, 1_001_000) {
+            Admission::Hold { until, reason } => {
+                assert_eq!(until, 1_003_000);
+                assert!(reason.contains("still changing"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(gate.check(&p("a"), mtime, 1_003_000), Admission::Go);
+        // A modification time ahead of the clock is no sign of a write in progress.
+        assert_eq!(gate.check(&p("a"), mtime, 999_000), Admission::Go);
+    }
+
+    #[test]
     fn min_age_counts_from_the_last_change() {
         let gate = Gate {
             min_age: Duration::from_secs(60),
-            dated: None,
+            ..Gate::default()
         };
         let mtime = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
         let now = 1_000_000 + 30_000;

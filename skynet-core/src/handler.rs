@@ -46,6 +46,12 @@ pub struct HandlerConfig {
     pub max_attempts: u32,
     pub retry_base: Duration,
     pub retry_cap: Duration,
+    /// How long a parked action waits before another episode of `max_attempts` on its own,
+    /// doubled at each park up to `park_cap`: rclone retries on every run, and a fixed
+    /// server or a freed disk should not need `queue retry`. (A change of its file, or the
+    /// next start, brings it back at once.)
+    pub park_base: Duration,
+    pub park_cap: Duration,
     pub reconnect_base: Duration,
     pub reconnect_cap: Duration,
     /// Acknowledge at the latest after this many results or this much time.
@@ -73,6 +79,8 @@ impl Default for HandlerConfig {
             max_attempts: 5,
             retry_base: Duration::from_secs(1),
             retry_cap: Duration::from_secs(300),
+            park_base: Duration::from_secs(300),
+            park_cap: Duration::from_secs(3600),
             reconnect_base: Duration::from_millis(500),
             reconnect_cap: Duration::from_secs(30),
             ack_batch: 512,
@@ -95,6 +103,9 @@ pub struct HandlerStatus {
     pub actions_failed: AtomicU64,
     /// Sends settled without a delivery because the local file was gone.
     pub vanished: AtomicU64,
+    /// Sends settled with nothing sent: a file this mapping does not take (include globs,
+    /// no date in its name) or whose bytes the destination already had (send-once).
+    pub skipped: AtomicU64,
     pub last_error: Mutex<Option<String>>,
     /// Actions done (acknowledged or skipped as unchanged), by kind.
     pub done_by_kind: KindCounters,
@@ -856,10 +867,27 @@ impl Handler {
             }
             Ok(Step::Did(ledger)) => {
                 self.status.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
-                self.status.actions_done.fetch_add(1, Ordering::Relaxed);
-                self.status.done_by_kind.add(kind, 1);
-                summary.done += 1;
-                tracing::debug!(action = %claimed.action, bytes, "done");
+                // One line per file that reached the destination or left it (silenced by
+                // -q); a send this mapping does not take (include globs, no date) or that
+                // was already delivered is no delivery, and is not counted as one.
+                match &ledger {
+                    LedgerUpdate::Unchanged | LedgerUpdate::Confirmed { .. } => {
+                        self.status.skipped.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(action = %claimed.action, "nothing to send");
+                    }
+                    _ => {
+                        summary.done += 1;
+                        self.status.actions_done.fetch_add(1, Ordering::Relaxed);
+                        self.status.done_by_kind.add(kind, 1);
+                        match &claimed.action {
+                            Action::Send(p) => tracing::info!(path = %p, bytes, "sent"),
+                            Action::Delete(p) => tracing::info!(path = %p, "deleted"),
+                            Action::Move { from, to } => {
+                                tracing::info!(from = %from, to = %to, "moved")
+                            }
+                        }
+                    }
+                }
                 return Ok(Some(Outcome::Done { id, ledger }));
             }
             Err(e) => e,
@@ -899,7 +927,7 @@ impl Handler {
                 let Action::Move { from, to } = &claimed.action else {
                     unreachable!("matched a move");
                 };
-                self.resend_moved(to)?;
+                self.resend_moved(id, to)?;
                 Outcome::Done {
                     id,
                     ledger: LedgerUpdate::MovedUnverified {
@@ -924,12 +952,14 @@ impl Handler {
                 }
             }
             ErrorKind::Transient | ErrorKind::RemoteMissing | ErrorKind::Permanent => {
-                tracing::error!(action = %claimed.action, error = %error.message, "parked as failed");
+                let delay = backoff(self.cfg.park_base, self.cfg.park_cap, claimed.parks);
+                tracing::error!(action = %claimed.action, error = %error.message, retry_in = ?delay, "parked as failed");
                 self.status.actions_failed.fetch_add(1, Ordering::Relaxed);
                 self.status.failed_by_kind.add(kind, 1);
                 Outcome::Park {
                     id,
                     error: error.message,
+                    ready_at: now_ms() + delay.as_millis() as u64,
                 }
             }
         };
@@ -966,8 +996,21 @@ impl Handler {
     /// complete-sync, `to` is removed remotely first and the local files there are sent
     /// again (the price of the crash is a re-upload of that folder, never a stale file);
     /// without it, the local files are sent over whatever is there.
-    fn resend_moved(&self, to: &RelPath) -> Result<(), StateError> {
-        self.resend_within(to, self.cfg.complete_sync)
+    ///
+    /// The repair is filed last, behind the moves queued after this one (row `seq`), which
+    /// carry whatever the destination holds at `to` elsewhere before the repair runs: the same
+    /// repair is done where they carry it too. Done only at `to`, it came too late (found by
+    /// the simulation's soak, seed 304802: a directory swap `mv a/b t; mv a/m2 a/b; mv t a/m2`
+    /// then `mv a D0`; the move of the never-sent `a/m2` onto `a/b` found no source, its
+    /// repair deleted `a/b` after `mv a D0` had carried the old `a/b/f3` to `D0/b/f3`, which
+    /// stayed).
+    fn resend_moved(&self, seq: i64, to: &RelPath) -> Result<(), StateError> {
+        self.resend_within(to, self.cfg.complete_sync)?;
+        let carried = self.queue.carried_by_later_moves(seq, to)?;
+        if carried != *to {
+            self.resend_within(&carried, self.cfg.complete_sync)?;
+        }
+        Ok(())
     }
 
     fn resend_within(&self, path: &RelPath, delete_first: bool) -> Result<(), StateError> {

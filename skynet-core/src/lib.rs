@@ -3,7 +3,9 @@
 //! Data flows top-down through these modules:
 //!
 //! 1. [`watcher`] turns filesystem events (notify) into [`Action`]s; [`scan`] finds what
-//!    changed while nobody watched (on start, and after the watcher lost events).
+//!    changed while nobody watched (on start, and after the watcher lost events). Both skip
+//!    what the mapping's filter excludes (the user's globs and, by default, the temporary
+//!    names of [`default_excludes`]).
 //! 2. [`queue`] stores them in SQLite, one pending action per path, merged by the pure rules of
 //!    [`merge`]; it survives `kill -9`. Deletions that would remove too much of the
 //!    destination are held there until confirmed ([`guard`]).
@@ -30,6 +32,7 @@ pub mod child_env;
 pub mod clock;
 pub mod command;
 pub mod connection;
+pub mod default_excludes;
 pub mod digest;
 pub mod empty_dirs;
 pub mod engine;

@@ -47,7 +47,8 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("schema/003_guard.sql"),
     include_str!("schema/004_handoff_identity.sql"),
     include_str!("schema/005_move_sources.sql"),
-    include_str!("schema/006_dest_dirs.sql"),
+    include_str!("schema/006_park_retries.sql"),
+    include_str!("schema/007_dest_dirs.sql"),
 ];
 
 const PENDING: i64 = 0;
@@ -107,8 +108,10 @@ pub fn mtime_ns(t: SystemTime) -> i64 {
 pub struct Claimed {
     pub id: i64,
     pub action: Action,
-    /// Failed attempts so far.
+    /// Failed attempts so far in this episode (a parked action comes back with none).
     pub attempts: u32,
+    /// How many times it was parked before: each park waits longer for the next episode.
+    pub parks: u32,
 }
 
 /// How the ledger changes when an action is acknowledged.
@@ -176,7 +179,13 @@ pub enum Outcome {
         failed: bool,
     },
     /// Give up: keep the row as parked, visible in `status`, until retried or dropped.
-    Park { id: i64, error: String },
+    /// Parked until `ready_at`, when it comes back by itself for another episode of attempts
+    /// (sooner when its file changes, or at the next start).
+    Park {
+        id: i64,
+        error: String,
+        ready_at: u64,
+    },
     /// Not yet: a gate holds the action until `ready_at`; `reason` is shown in `status`.
     /// Counts no attempt.
     Hold {
@@ -511,8 +520,9 @@ impl Queue {
         Ok(dirs_due)
     }
 
-    /// After a crash or stop: every in-flight row becomes a retry, ready now. Returns the
-    /// paths those actions touch, so the destination can clean up beside them.
+    /// At each start: every in-flight row (after a crash or stop) becomes a retry, ready now,
+    /// and every parked row gets one more episode of attempts. Returns the paths the in-flight
+    /// actions touch, so the destination can clean up beside them.
     pub fn recover(&self) -> Result<Vec<RelPath>, StateError> {
         let mut conn = self.lock();
         let tx = self.write_tx(&mut conn)?;
@@ -534,6 +544,14 @@ impl Queue {
         }
         tx.execute(
             "UPDATE queue SET state = 3, ready_at = 0 WHERE state = 1",
+            [],
+        )
+        .map_err(|e| self.err(e))?;
+        // Each start (a cron `sync`, a restarted daemon) gives parked actions one more episode
+        // before reporting them: what failed may have been fixed meanwhile, and waiting for
+        // someone to type `queue retry` left them failed forever.
+        tx.execute(
+            "UPDATE queue SET state = 3, ready_at = 0, attempts = 0 WHERE state = 2",
             [],
         )
         .map_err(|e| self.err(e))?;
@@ -564,8 +582,8 @@ impl Queue {
             // call, making a drain of N rows O(N^2 log N) (100,000 files: 44 s vs rsync's 6).
             let mut stmt = tx
                 .prepare_cached(
-                    "SELECT seq, path, kind, from_path, ready_at, attempts FROM queue NOT INDEXED
-                     WHERE state IN (0, 3, 4) ORDER BY seq",
+                    "SELECT seq, path, kind, from_path, ready_at, attempts, parks, state
+                     FROM queue NOT INDEXED WHERE state IN (0, 2, 3, 4) ORDER BY seq",
                 )
                 .map_err(|e| self.err(e))?;
             let mut rows = stmt.query([]).map_err(|e| self.err(e))?;
@@ -582,17 +600,25 @@ impl Queue {
                 }
                 if free && ready_at as u64 <= now {
                     let attempts: i64 = row.get(5).map_err(|e| self.err(e))?;
+                    let parks: i64 = row.get(6).map_err(|e| self.err(e))?;
+                    let state: i64 = row.get(7).map_err(|e| self.err(e))?;
+                    // A parked action whose wait is over starts a new episode of attempts.
+                    let attempts = if state == PARKED { 0 } else { attempts };
                     claimed.push(Claimed {
                         id,
                         action,
                         attempts: attempts as u32,
+                        parks: parks.clamp(0, u32::MAX as i64) as u32,
                     });
                 }
             }
         }
         {
             let mut stmt = tx
-                .prepare_cached("UPDATE queue SET state = 1 WHERE seq = ?1")
+                .prepare_cached(
+                    "UPDATE queue SET attempts = CASE WHEN state = 2 THEN 0 ELSE attempts END,
+                     state = 1 WHERE seq = ?1",
+                )
                 .map_err(|e| self.err(e))?;
             for c in &claimed {
                 stmt.execute([c.id]).map_err(|e| self.err(e))?;
@@ -618,7 +644,7 @@ impl Queue {
     pub fn next_ready_after(&self, now: u64) -> Result<Option<u64>, StateError> {
         let conn = self.lock();
         conn.query_row(
-            "SELECT MIN(ready_at) FROM queue WHERE state IN (0, 3, 4) AND ready_at > ?1",
+            "SELECT MIN(ready_at) FROM queue WHERE state IN (0, 2, 3, 4) AND ready_at > ?1",
             [now as i64],
             |r| r.get::<_, Option<i64>>(0),
         )
@@ -703,11 +729,15 @@ impl Queue {
                         .map_err(|e| self.err(e))?;
                     }
                 }
-                Outcome::Park { id, error } => {
+                Outcome::Park {
+                    id,
+                    error,
+                    ready_at,
+                } => {
                     tx.execute(
-                        "UPDATE queue SET state = 2, last_error = ?2, attempts = attempts + 1
-                         WHERE seq = ?1",
-                        params![id, error],
+                        "UPDATE queue SET state = 2, last_error = ?2, attempts = attempts + 1,
+                         parks = parks + 1, ready_at = ?3 WHERE seq = ?1",
+                        params![id, error, *ready_at as i64],
                     )
                     .map_err(|e| self.err(e))?;
                 }
@@ -879,6 +909,30 @@ impl Queue {
             out.push(self.row_action(row)?);
         }
         Ok(out)
+    }
+
+    /// Where the destination's `path` will be once the moves queued behind row `seq` have
+    /// run: each later move of `path` or of a directory above it carries it on. Rows run in
+    /// `seq` order among related paths, so these moves have not run yet, and whatever a
+    /// repair filed now (last in the order) finds at `path` will have been carried there.
+    pub fn carried_by_later_moves(&self, seq: i64, path: &RelPath) -> Result<RelPath, StateError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT seq, path, kind, from_path FROM queue
+                 WHERE seq > ?1 AND kind = 'move' ORDER BY seq",
+            )
+            .map_err(|e| self.err(e))?;
+        let mut rows = stmt.query([seq]).map_err(|e| self.err(e))?;
+        let mut at = path.clone();
+        while let Some(row) = rows.next().map_err(|e| self.err(e))? {
+            if let Action::Move { from, to } = self.row_action(row)? {
+                if let Some(moved) = at.rebase(&from, &to) {
+                    at = moved;
+                }
+            }
+        }
+        Ok(at)
     }
 
     /// Targets of the sends that will run (every state but parked): the uploads a backend may
@@ -1428,6 +1482,39 @@ mod tests {
     }
 
     #[test]
+    fn later_moves_carry_a_path_along() {
+        let q = Queue::open_in_memory().unwrap();
+        let mv = |a: &str, b: &str| {
+            Entry::new(
+                Action::Move {
+                    from: p(a),
+                    to: p(b),
+                },
+                0,
+            )
+        };
+        q.push(&[
+            mv("x", "a/b"),
+            send("a/b/f"),
+            mv("a", "D0"),
+            mv("D0/b", "e"),
+        ])
+        .unwrap();
+        let first = q.claim(1, now_ms()).unwrap().remove(0);
+        assert_eq!(first.action, mv("x", "a/b").action);
+        // Behind `move x -> a/b`: `a` becomes `D0`, then `D0/b` becomes `e`.
+        assert_eq!(
+            q.carried_by_later_moves(first.id, &p("a/b")).unwrap(),
+            p("e")
+        );
+        assert_eq!(
+            q.carried_by_later_moves(first.id, &p("a/c")).unwrap(),
+            p("D0/c")
+        );
+        assert_eq!(q.carried_by_later_moves(first.id, &p("z")).unwrap(), p("z"));
+    }
+
+    #[test]
     fn burst_of_writes_keeps_one_row_per_path() {
         let q = Queue::open_in_memory().unwrap();
         let batch: Vec<Entry> = (0..100_000)
@@ -1662,6 +1749,7 @@ mod tests {
         let c = q.claim(10, now_ms()).unwrap();
         assert_eq!(c[0].attempts, 1);
         q.finish(&[Outcome::Park {
+            ready_at: u64::MAX >> 2,
             id: c[0].id,
             error: "gave up".into(),
         }])

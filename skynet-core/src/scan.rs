@@ -17,7 +17,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use globset::{Glob, GlobSet, GlobSetBuilder};
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
 use crate::action::Action;
 use crate::connection::is_temp_name;
@@ -34,12 +34,16 @@ use crate::relpath::RelPath;
 /// matches the whole relative path (`build/**`). A match on a directory excludes all below it.
 /// Includes select files only ([`Filter::admits_file`]): directories are always walked and
 /// renamed, so a directory rename still moves the included files inside it.
+/// Globs match case-sensitively unless built with [`Filter::with_case`] (`--ignore-case`:
+/// cameras and Windows tools write `.MKV`, `.JPG` where a user types `*.mkv`).
 #[derive(Debug, Clone)]
 pub struct Filter {
     by_name: GlobSet,
     by_path: GlobSet,
     /// Include globs (by name, by path); `None`: every file.
     include: Option<(GlobSet, GlobSet)>,
+    /// Globs match names whatever their case (includes added later too).
+    ignore_case: bool,
 }
 
 /// A glob that does not parse.
@@ -56,18 +60,32 @@ impl Default for Filter {
             by_name: GlobSet::empty(),
             by_path: GlobSet::empty(),
             include: None,
+            ignore_case: false,
         }
     }
 }
 
 impl Filter {
+    /// Excludes `patterns`, matched case-sensitively.
     pub fn new(patterns: &[String]) -> Result<Filter, FilterError> {
-        let (by_name, by_path) = Self::globs(patterns)?;
+        Self::with_case(patterns, false)
+    }
+
+    /// Excludes `patterns`; with `ignore_case`, these globs and the includes given later
+    /// match names whatever their case (`*.mkv` matches `a.MKV`).
+    pub fn with_case(patterns: &[String], ignore_case: bool) -> Result<Filter, FilterError> {
+        let (by_name, by_path) = Self::globs(patterns, ignore_case)?;
         Ok(Filter {
             by_name,
             by_path,
             include: None,
+            ignore_case,
         })
+    }
+
+    /// True when globs match whatever the case.
+    pub fn ignores_case(&self) -> bool {
+        self.ignore_case
     }
 
     /// The same filter, sending only files that match one of `patterns` (none: every file).
@@ -75,21 +93,24 @@ impl Filter {
         self.include = if patterns.is_empty() {
             None
         } else {
-            Some(Self::globs(patterns)?)
+            Some(Self::globs(patterns, self.ignore_case)?)
         };
         Ok(self)
     }
 
     /// Splits patterns into name globs and path globs.
-    fn globs(patterns: &[String]) -> Result<(GlobSet, GlobSet), FilterError> {
+    fn globs(patterns: &[String], ignore_case: bool) -> Result<(GlobSet, GlobSet), FilterError> {
         let mut by_name = GlobSetBuilder::new();
         let mut by_path = GlobSetBuilder::new();
         for pattern in patterns {
             let trimmed = pattern.trim_end_matches('/').trim_start_matches('/');
-            let glob = Glob::new(trimmed).map_err(|source| FilterError {
-                pattern: pattern.clone(),
-                source,
-            })?;
+            let glob = GlobBuilder::new(trimmed)
+                .case_insensitive(ignore_case)
+                .build()
+                .map_err(|source| FilterError {
+                    pattern: pattern.clone(),
+                    source,
+                })?;
             if trimmed.contains('/') {
                 by_path.add(glob);
             } else {
@@ -103,6 +124,11 @@ impl Filter {
             })
         };
         Ok((build(by_name)?, build(by_path)?))
+    }
+
+    /// True when include globs narrow what this mapping sends.
+    pub fn has_includes(&self) -> bool {
+        self.include.is_some()
     }
 
     /// True when the file at `rel` is one this mapping sends: not excluded, and matching an
@@ -157,12 +183,58 @@ pub enum ScanError {
 }
 
 /// What a catch-up scan found and queued.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ScanReport {
     pub files: u64,
     pub sends: u64,
     pub deletes: u64,
     pub unreadable: u64,
+    /// Files no mapping of this source takes (this one's include globs and every
+    /// sibling's miss them), and a few of their names: nothing sends them, and a user
+    /// routing by type wants to know.
+    pub unrouted: Skipped,
+    /// Files a `dated` gate never lets through (no date in their name).
+    pub undated: Skipped,
+}
+
+/// Meta keys of the last scan's [`ScanReport::unrouted`] and [`ScanReport::undated`].
+pub const UNROUTED_KEY: &str = "scan_unrouted";
+pub const UNDATED_KEY: &str = "scan_undated";
+
+/// Files a scan left aside for one reason: how many, and the first few names.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    pub count: u64,
+    pub names: Vec<RelPath>,
+}
+
+impl Skipped {
+    /// How many names are kept: enough to recognise the pattern.
+    pub const NAMES: usize = 5;
+
+    fn add(&mut self, rel: &RelPath) {
+        self.count += 1;
+        if self.names.len() < Self::NAMES {
+            self.names.push(rel.clone());
+        }
+    }
+
+    /// The form kept in the state database's meta table: the count, then a name per line.
+    pub fn encode(&self) -> String {
+        let mut out = self.count.to_string();
+        for n in &self.names {
+            out.push('\n');
+            out.push_str(&n.display());
+        }
+        out
+    }
+
+    /// Reads [`Skipped::encode`]'s form back (names as text, for display).
+    pub fn decode(text: &str) -> (u64, Vec<String>) {
+        let mut lines = text.lines();
+        let count = lines.next().and_then(|c| c.parse().ok()).unwrap_or(0);
+        (count, lines.map(str::to_string).collect())
+    }
 }
 
 /// Options of one scan.
@@ -177,6 +249,9 @@ pub struct ScanOptions {
     pub settle: Duration,
     /// Show a progress line on stderr (only when it is a terminal).
     pub progress: bool,
+    /// The other mappings of this source, to tell a file another route takes from one no
+    /// route takes. `None`: this mapping alone decides.
+    pub siblings: Option<crate::siblings::SiblingFinder>,
 }
 
 /// Compares `root` with the ledger and queues the differences.
@@ -229,6 +304,11 @@ fn scan(
     let now = now_ms();
     let settle_ms = opts.settle.as_millis() as u64;
     let bar = progress_bar(opts.progress);
+    let siblings: Vec<crate::siblings::Sibling> = opts
+        .siblings
+        .as_ref()
+        .map(|f| f.find().into_iter().filter_map(Result::ok).collect())
+        .unwrap_or_default();
 
     for entry in walk(root, root, filter) {
         let entry = match entry {
@@ -279,12 +359,22 @@ fn scan(
         let unchanged = ledger
             .get(rel.as_bytes())
             .is_some_and(|(_, l)| l.size == meta.len() && l.mtime_ns == mtime);
-        if unchanged || !filter.admits_file(&rel) {
+        if !filter.admits_file(&rel) {
+            if filter.has_includes()
+                && !filter.excluded(&rel)
+                && !siblings.iter().any(|s| s.selects(&rel))
+            {
+                report.unrouted.add(&rel);
+            }
+            continue;
+        }
+        if unchanged {
             continue;
         }
         // Files a gate never lets through are not queued; held ones are, and the handler
         // holds them (state `held`, shown in `status`, not waited for by `sync`).
         if matches!(opts.gate.check(&rel, modified, now), Admission::Skip(_)) {
+            report.undated.add(&rel);
             continue;
         }
         let modified_ms = (mtime.max(0) / 1_000_000) as u64;
@@ -331,6 +421,9 @@ fn scan(
         }
     }
     queue.push(&batch)?;
+    // As of this scan, for `status` and metrics.
+    queue.set_meta(UNROUTED_KEY, &report.unrouted.encode())?;
+    queue.set_meta(UNDATED_KEY, &report.undated.encode())?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
@@ -461,6 +554,7 @@ mod tests {
             gate: Default::default(),
             settle: Duration::ZERO,
             progress: false,
+            siblings: None,
         }
     }
 
@@ -492,6 +586,28 @@ mod tests {
         // Directories are never excluded by includes: they are walked and renamed.
         assert!(!f.excluded(&p("deep")));
         assert!(Filter::default().admits_file(&p("anything")));
+    }
+
+    #[test]
+    fn ignore_case_applies_to_excludes_and_includes() {
+        let sensitive = Filter::new(&["*.tmp".into()])
+            .unwrap()
+            .with_includes(&["*.mkv".into()])
+            .unwrap();
+        assert!(!sensitive.admits_file(&p("a.MKV")));
+        assert!(!sensitive.excluded(&p("a.TMP")));
+        let f = Filter::with_case(&["*.tmp".into(), "Build/**".into()], true)
+            .unwrap()
+            .with_includes(&["*.mkv".into(), "docs/**".into()])
+            .unwrap();
+        assert!(f.ignores_case());
+        assert!(f.admits_file(&p("a.MKV")));
+        assert!(f.admits_file(&p("deep/b.Mkv")));
+        assert!(f.admits_file(&p("DOCS/readme")));
+        assert!(!f.admits_file(&p("a.mp4")));
+        assert!(f.excluded(&p("x.TMP")));
+        assert!(f.excluded(&p("build/out/x")));
+        assert!(!f.admits_file(&p("x.mkv.Tmp")));
     }
 
     #[test]

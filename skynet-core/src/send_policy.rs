@@ -147,6 +147,7 @@ mod tests {
             gate: Gate {
                 min_age: Duration::ZERO,
                 dated: Some(DatedNames::new("%Y%m%d", Duration::ZERO).unwrap()),
+                ..Gate::default()
             },
             ..SendPolicy::default()
         };

@@ -28,18 +28,28 @@ use crate::scan::Filter;
 /// know which files it takes.
 pub const META_EXCLUDE: &str = "filter_exclude";
 pub const META_INCLUDE: &str = "filter_include";
+/// "1" when the mapping's globs ignore case (`ignore_case`).
+pub const META_IGNORE_CASE: &str = "filter_ignore_case";
 /// The `dated` pattern: a mapping with one never takes a file without a date in its name.
 pub const META_DATED: &str = "filter_dated";
+
+/// A mapping's globs as its siblings need them.
+#[derive(Debug, Clone, Copy)]
+pub struct FilterGlobs<'a> {
+    pub excludes: &'a [String],
+    pub includes: &'a [String],
+    pub ignore_case: bool,
+}
 
 /// Records a mapping's filters for its siblings.
 pub fn record_filters(
     queue: &Queue,
-    excludes: &[String],
-    includes: &[String],
+    globs: &FilterGlobs<'_>,
     dated: Option<&str>,
 ) -> Result<(), StateError> {
-    queue.set_meta(META_EXCLUDE, &excludes.join("\n"))?;
-    queue.set_meta(META_INCLUDE, &includes.join("\n"))?;
+    queue.set_meta(META_EXCLUDE, &globs.excludes.join("\n"))?;
+    queue.set_meta(META_INCLUDE, &globs.includes.join("\n"))?;
+    queue.set_meta(META_IGNORE_CASE, if globs.ignore_case { "1" } else { "" })?;
     queue.set_meta(META_DATED, dated.unwrap_or_default())
 }
 
@@ -120,8 +130,9 @@ fn open_sibling(dir: &Path, db: &Path, source: &Path) -> Result<Option<Sibling>,
                 .collect()
         }))
     };
+    let ignore_case = queue.meta(META_IGNORE_CASE)?.as_deref() == Some("1");
     let filter = match (lines(META_EXCLUDE)?, lines(META_INCLUDE)?) {
-        (Some(ex), Some(inc)) => Filter::new(&ex)
+        (Some(ex), Some(inc)) => Filter::with_case(&ex, ignore_case)
             .and_then(|f| f.with_includes(&inc))
             .map_err(|e| {
                 tracing::warn!(state = %dir.display(), error = %e, "a sibling mapping's filters do not parse; taking it to select every file");
@@ -165,8 +176,14 @@ mod tests {
         q.set_meta(meta::SOURCE, source).unwrap();
         q.set_meta(meta::DESTINATION, &format!("/dest/{name}"))
             .unwrap();
-        let include: Vec<String> = include.iter().map(|s| s.to_string()).collect();
-        record_filters(&q, &["*.tmp".to_string()], &include, dated).unwrap();
+        let includes: Vec<String> = include.iter().map(|s| s.to_string()).collect();
+        let globs = FilterGlobs {
+            excludes: &["*.tmp".to_string()],
+            includes: &includes,
+            // The mapping "nocase" takes `*.MP4` as `*.mp4`.
+            ignore_case: name == "nocase",
+        };
+        record_filters(&q, &globs, dated).unwrap();
     }
 
     #[test]
@@ -176,6 +193,7 @@ mod tests {
         mapping(root.path(), "videos", "/src", &["*.mp4"], None);
         mapping(root.path(), "days", "/src", &[], Some("%Y%m%d"));
         mapping(root.path(), "elsewhere", "/other", &[], None);
+        mapping(root.path(), "nocase", "/src", &["*.MP4"], None);
         let finder = SiblingFinder {
             state_root: root.path().to_path_buf(),
             own_dir: root.path().join("me"),
@@ -184,8 +202,18 @@ mod tests {
         let mut found: Vec<Sibling> = finder.find().into_iter().map(Result::unwrap).collect();
         found.sort_by(|a, b| a.name.cmp(&b.name));
         let names: Vec<&str> = found.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, ["days (/dest/days)", "videos (/dest/videos)"]);
-        let (days, videos) = (&found[0], &found[1]);
+        assert_eq!(
+            names,
+            [
+                "days (/dest/days)",
+                "nocase (/dest/nocase)",
+                "videos (/dest/videos)"
+            ]
+        );
+        let (days, nocase, videos) = (&found[0], &found[1], &found[2]);
+        assert!(nocase.selects(&p("a/b.mp4")));
+        assert!(!nocase.selects(&p("a/b.TMP")));
+        assert!(!videos.selects(&p("a/b.MP4")));
         assert!(videos.selects(&p("a/b.mp4")));
         assert!(!videos.selects(&p("a/b.jpg")));
         assert!(!videos.selects(&p("a/b.tmp")));

@@ -379,6 +379,7 @@ impl EventMapper {
             gate: self.opts.gate.clone(),
             settle: self.opts.settle,
             progress: false,
+            siblings: None,
         };
         match scan::compare(&self.root, queue, &self.filter, &opts) {
             Ok(r) if r.sends + r.deletes > 0 => {
@@ -403,6 +404,7 @@ impl EventMapper {
             gate: self.opts.gate.clone(),
             settle: self.opts.settle,
             progress: false,
+            siblings: None,
         };
         match scan::catch_up(&self.root, queue, &self.filter, &opts) {
             Ok(_) => wake.notify_one(),

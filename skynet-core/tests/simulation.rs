@@ -666,4 +666,42 @@ fn histories_found_by_the_simulation() {
             Step::DirToFile { pick: 54 },
         ],
     );
+    // Seed 304802 (found by a soak): `a/m2` moved in (never sent), the directory swap
+    // `mv a/b a/swap-tmp; mv a/m2 a/b; mv a/swap-tmp a/m2`, then `mv a D0`. The move of
+    // `a/m2` onto `a/b` found no source remotely; its repair (delete `a/b`, send what is
+    // there) was filed behind `move a -> D0`, which had carried the old `a/b/f3` to
+    // `D0/b/f3` by then: it stayed.
+    check(
+        304802,
+        &Setup {
+            settle_ms: 50,
+            ..plain(true)
+        },
+        &[
+            Step::Create {
+                dir: 2,
+                name: 3,
+                len: 0,
+            },
+            Step::Wait { ms: 150 },
+            Step::Fail {
+                skip: 1,
+                fault: Fault::LinkDownAfter { attempts: 1 },
+            },
+            Step::MoveIn {
+                dir: 1,
+                name: 2,
+                tree: true,
+            },
+            Step::Wait { ms: 10 },
+            Step::Rotate {
+                pick: 129,
+                len: 2,
+                dirs: true,
+            },
+            Step::RenameDir { pick: 180, name: 0 },
+            Step::Wait { ms: 1 },
+            Step::Restart,
+        ],
+    );
 }

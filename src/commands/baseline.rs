@@ -4,11 +4,20 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use skynet_core::queue::{mtime_ns, Delivered};
-use skynet_core::scan::{local_files_within, Filter};
+use skynet_core::scan::local_files_within;
 use skynet_core::{RelPath, SourceFile};
 
 use crate::cli::MappingArgs;
 use crate::exit::Exit;
+use crate::out::{outln, sayln};
+
+/// `baseline --config FILE`: every mapping of the file, one after the other.
+pub async fn baseline_config(file: &Path, dry_run: bool, cli: &MappingArgs) -> Result<Exit> {
+    super::each_mapping(file, cli, |m| async move {
+        baseline(&m.source, m.destination.as_deref(), dry_run, &m.args).await
+    })
+    .await
+}
 
 pub async fn baseline(
     src: &Path,
@@ -23,9 +32,9 @@ pub async fn baseline(
             .with_context(|| format!("source {}", src.display()))?;
         let files = present_files(&root, args)?;
         for (p, ..) in &files {
-            println!("record {p}");
+            outln!("record {p}");
         }
-        println!(
+        outln!(
             "dry run: would record {} file(s) as already delivered; nothing was changed",
             files.len()
         );
@@ -35,7 +44,7 @@ pub async fn baseline(
     let root = prepared.mapping.source().to_path_buf();
     let files = present_files(&root, args)?;
     prepared.mapping.queue().record_delivered(&files)?;
-    println!(
+    sayln!(
         "recorded {} file(s) as already at {}",
         files.len(),
         prepared.destination
@@ -45,7 +54,7 @@ pub async fn baseline(
 
 /// The files under `root` this mapping takes, as ledger rows.
 fn present_files(root: &Path, args: &MappingArgs) -> Result<Vec<Delivered>> {
-    let filter = Filter::new(&args.excludes)?.with_includes(&args.includes)?;
+    let filter = super::filter(args)?;
     let mut files = Vec::new();
     for entry in std::fs::read_dir(root)? {
         let entry = entry?;

@@ -13,6 +13,7 @@ use skynet_core::{ActionKind, Mapping};
 
 use crate::cli::MappingArgs;
 use crate::exit::Exit;
+use crate::out::{noteln, outln};
 
 pub fn dry_run(src: &Path, dest: Option<&str>, args: &MappingArgs) -> Result<Exit> {
     let source = src
@@ -33,18 +34,18 @@ pub fn dry_run(src: &Path, dest: Option<&str>, args: &MappingArgs) -> Result<Exi
     opts.progress = false;
     let mapping = Mapping::open(&source, dir, opts)?;
     let rows = mapping.dry_run()?;
-    print_plan(&rows);
+    print_plan(&rows)?;
     let held = rows.iter().filter(|r| r.state == "deletion_held").count();
     if held > 0 {
-        eprintln!(
-            "skynet: {held} deletion(s) would be held by the mass-deletion guard; confirm with `skynet queue release` after the sync, or pass --max-delete"
+        noteln!(
+            "{held} deletion(s) would be held by the mass-deletion guard; confirm with `skynet queue release` after the sync, or pass --max-delete"
         );
     }
     Ok(Exit::Ok)
 }
 
 /// One line per action, then the totals.
-fn print_plan(rows: &[QueueRow]) {
+fn print_plan(rows: &[QueueRow]) -> Result<()> {
     let (mut sends, mut deletes, mut moves, mut held) = (0, 0, 0, 0);
     for r in rows {
         let line = match (r.kind, &r.from) {
@@ -53,9 +54,9 @@ fn print_plan(rows: &[QueueRow]) {
         };
         if r.state == "deletion_held" {
             held += 1;
-            println!("{line}  (held by the mass-deletion guard)");
+            outln!("{line}  (held by the mass-deletion guard)");
         } else {
-            println!("{line}");
+            outln!("{line}");
         }
         match r.kind {
             ActionKind::Send => sends += 1,
@@ -63,7 +64,8 @@ fn print_plan(rows: &[QueueRow]) {
             ActionKind::Move => moves += 1,
         }
     }
-    println!(
+    outln!(
         "dry run: would send {sends}, move {moves}, delete {deletes} ({held} held); nothing was changed"
     );
+    Ok(())
 }

@@ -12,24 +12,21 @@ use skynet_core::{Action, RelPath};
 use super::queue::select;
 use crate::cli::LedgerCommand;
 use crate::exit::Exit;
+use crate::out::{outln, sayln};
 
-pub fn ledger(
-    command: &LedgerCommand,
-    state_dir: Option<&Path>,
-    mapping: Option<&str>,
-) -> Result<Exit> {
+pub fn ledger(command: &LedgerCommand, root: &Path, mapping: Option<&str>) -> Result<Exit> {
     match command {
         LedgerCommand::List { json } => {
             let mut all = Vec::new();
-            for dir in select(state_dir, mapping, false)? {
+            for dir in select(root, mapping, false)? {
                 let queue = Queue::open(&skynet_core::queue::database_path(&dir))?;
                 let name = super::status::mapping_name(&dir);
                 let rows = queue.ledger_rows()?;
                 if !*json {
-                    println!("{name}: {} file(s)", rows.len());
+                    outln!("{name}: {} file(s)", rows.len());
                     for r in &rows {
                         let hash = r.sha256.as_deref().map(|h| &h[..12]).unwrap_or("-");
-                        println!(
+                        outln!(
                             "  #{:<6} {:>12} {}  {hash}  {}",
                             r.id,
                             r.size,
@@ -41,12 +38,12 @@ pub fn ledger(
                 all.push(serde_json::json!({ "mapping": name, "files": rows }));
             }
             if *json {
-                println!("{}", serde_json::json!({ "mappings": all }));
+                outln!("{}", serde_json::json!({ "mappings": all }));
             }
             Ok(Exit::Ok)
         }
         LedgerCommand::Forget { what } => {
-            let dirs = select(state_dir, mapping, true)?;
+            let dirs = select(root, mapping, true)?;
             let dir = &dirs[0];
             let queue = Queue::open(&skynet_core::queue::database_path(dir))?;
             let forgotten = forget(&queue, what)?;
@@ -54,7 +51,7 @@ pub fn ledger(
                 anyhow::bail!("ledger: nothing recorded as {what:?} (see `skynet ledger list`)");
             }
             let requeued = requeue(&queue, &forgotten)?;
-            println!(
+            sayln!(
                 "forgot {} file(s); {requeued} queued to be sent again",
                 forgotten.len()
             );

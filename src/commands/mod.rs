@@ -20,7 +20,9 @@ use skynet_core::handoff::{CommandHook, HandoffOptions};
 use skynet_core::{Connection, HandlerConfig, Mapping, MappingOptions, Throttled};
 
 use crate::cli::MappingArgs;
+use crate::config::ResolvedMapping;
 use crate::destination::Destination;
+use crate::exit::Exit;
 use crate::state::{self, MappingLock};
 
 /// A mapping ready to work: its state opened and locked, its connection built.
@@ -83,6 +85,10 @@ pub async fn prepare(
     mapping
         .queue()
         .set_meta(skynet_core::engine::meta::DESTINATION, &identity)?;
+    mapping.queue().set_meta(
+        skynet_core::engine::meta::NAME,
+        args.name.as_deref().unwrap_or_default(),
+    )?;
     let mut conn = destination.connect(&source, args, &state_dir).await?;
     if let Some(rate) = args.bwlimit {
         conn = Arc::new(Throttled::new(conn, rate));
@@ -94,6 +100,33 @@ pub async fn prepare(
         state_dir,
         _lock: lock,
     })
+}
+
+/// Runs `one` on each mapping of the config `file` (with `cli` over its options), one after
+/// the other: what `sync --config` and `baseline --config` do. A mapping that fails to start
+/// (its source missing, another run holding it) is reported on one line and the others
+/// still run, as a cron job wants; the exit code is the highest of them.
+pub async fn each_mapping<F, Fut>(file: &Path, cli: &MappingArgs, mut one: F) -> Result<Exit>
+where
+    F: FnMut(ResolvedMapping) -> Fut,
+    Fut: std::future::Future<Output = Result<Exit>>,
+{
+    let loaded = crate::config::load(file, cli)?;
+    let mut worst = Exit::Ok;
+    for (i, m) in loaded.mappings.into_iter().enumerate() {
+        let what = format!("mapping {} ({})", i + 1, m.source.display());
+        tracing::info!(mapping = i + 1, source = %m.source.display(), "next mapping");
+        match one(m).await {
+            Ok(exit) => worst = worst.max(exit),
+            Err(e) if crate::out::is_closed(&e) => return Err(e),
+            Err(e) => {
+                let line = format!("{e:#}").replace('\n', " ");
+                eprintln!("skynet: error: {what}: {line}");
+                worst = worst.max(Exit::for_error(&e));
+            }
+        }
+    }
+    Ok(worst)
 }
 
 /// DEST, or the `--exec` command.
@@ -138,15 +171,46 @@ fn warn_option_like_placeholders(destination: &Destination, args: &MappingArgs) 
     }
 }
 
-/// The state directory of the mapping from `source` to `destination`.
-/// State kept by an earlier version under the destination as typed is moved to the
-/// normalised name, so that no queued work is forgotten.
+/// The state directory of the mapping from `source` to `destination`: its name (`--name`),
+/// or a hash of the source and the destination's kind and address. State kept elsewhere for
+/// the same mapping is moved there, so that no queued work is forgotten: under the
+/// destination as an earlier version spelled it, under no name before the mapping was
+/// named, or under its old name after a rename.
 fn state_dir_of(source: &Path, destination: &Destination, args: &MappingArgs) -> Result<PathBuf> {
     let root = state::state_root(args.state_dir.as_deref())?;
-    let dir = root.join(state::mapping_name(source, &destination.state_key()));
-    if let Some(old_key) = destination.legacy_state_key(args) {
-        let old = root.join(state::mapping_name(source, &old_key));
-        state::adopt_legacy(&old, &dir)?;
+    let unnamed = root.join(state::mapping_name(source, &destination.state_key()));
+    let legacy = destination
+        .legacy_state_key(args)
+        .map(|key| root.join(state::mapping_name(source, &key)));
+    let Some(name) = &args.name else {
+        if let Some(old) = legacy {
+            state::adopt_legacy(&old, &unnamed)?;
+        }
+        return Ok(unnamed);
+    };
+    state::check_name(name)?;
+    let dir = root.join(name);
+    if dir.exists() {
+        return Ok(dir);
+    }
+    let earlier: Vec<PathBuf> = [Some(unnamed), legacy]
+        .into_iter()
+        .flatten()
+        .filter(|d| skynet_core::queue::database_path(d).is_file())
+        .collect();
+    let earlier = if earlier.is_empty() {
+        state::renamed_from(&root, source, &destination.display(), args)?
+    } else {
+        earlier
+    };
+    match earlier.as_slice() {
+        [one] => state::adopt_legacy(one, &dir)?,
+        [] => {}
+        many => tracing::warn!(
+            candidates = ?many,
+            "mapping {name}: several earlier states could be this mapping's; starting afresh (move one to {} to keep it)",
+            dir.display()
+        ),
     }
     Ok(dir)
 }
@@ -174,6 +238,24 @@ fn check_options(destination: &Destination, args: &MappingArgs) -> Result<()> {
     Ok(())
 }
 
+/// The mapping's exclude globs: the default ones (partial downloads, editors' temporary
+/// files), unless `--no-default-excludes`, then the user's.
+pub fn excludes(args: &MappingArgs) -> Vec<String> {
+    if args.no_default_excludes {
+        args.excludes.clone()
+    } else {
+        skynet_core::default_excludes::with_defaults(&args.excludes)
+    }
+}
+
+/// The files the mapping takes, as the engine judges them (for `baseline`).
+pub fn filter(args: &MappingArgs) -> Result<skynet_core::scan::Filter> {
+    Ok(
+        skynet_core::scan::Filter::with_case(&excludes(args), args.ignore_case)?
+            .with_includes(&args.includes)?,
+    )
+}
+
 /// How long a command (`--exec`, `--on-delivered`) may run by default.
 pub const EXEC_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -183,6 +265,10 @@ pub fn mapping_options(args: &MappingArgs) -> Result<MappingOptions> {
         workers: args.workers.unwrap_or(defaults.workers).max(1),
         max_attempts: args.max_attempts.unwrap_or(defaults.max_attempts).max(1),
         retry_base: args.retry_delay.unwrap_or(defaults.retry_base),
+        park_base: args.retry_failed_after.unwrap_or(defaults.park_base),
+        park_cap: args
+            .retry_failed_after
+            .map_or(defaults.park_cap, |d| d.max(defaults.park_cap)),
         reconnect_cap: args.reconnect_max.unwrap_or(defaults.reconnect_cap),
         reconnect_base: args
             .reconnect_max
@@ -210,16 +296,20 @@ pub fn mapping_options(args: &MappingArgs) -> Result<MappingOptions> {
     Ok(MappingOptions {
         complete_sync: args.complete_sync,
         settle: args.settle.unwrap_or(Duration::from_secs(1)),
-        excludes: args.excludes.clone(),
+        sync_settle: args.settle.unwrap_or_default(),
+        excludes: excludes(args),
         poll: args.poll,
         poll_interval: Duration::from_secs(1),
         handler: handler.clone(),
-        progress: true,
+        // -q promises only warnings and errors: no progress line either.
+        progress: !crate::out::quiet(),
         include: args.includes.clone(),
+        ignore_case: args.ignore_case,
         send_once: args.send_once,
         gate: Gate {
             min_age: args.min_age.unwrap_or_default(),
             dated,
+            still_changing: Duration::ZERO,
         },
         max_delete: args.max_delete.unwrap_or_default(),
         handoff: HandoffOptions {

@@ -7,16 +7,13 @@ use skynet_core::queue::Queue;
 
 use crate::cli::QueueCommand;
 use crate::exit::Exit;
+use crate::out::{outln, sayln};
 use crate::state;
 
-/// The mappings a queue command applies to: the one named, or all of them for `list`.
-pub(super) fn select(
-    state_dir: Option<&Path>,
-    mapping: Option<&str>,
-    need_one: bool,
-) -> Result<Vec<PathBuf>> {
-    let root = state::state_root(state_dir)?;
-    let dirs = state::mapping_dirs(&root)?;
+/// The mappings under the state root `root` a queue command applies to: the one named, or
+/// all of them for `list`.
+pub(super) fn select(root: &Path, mapping: Option<&str>, need_one: bool) -> Result<Vec<PathBuf>> {
+    let dirs = state::mapping_dirs(root)?;
     let chosen: Vec<PathBuf> = match mapping {
         Some(name) => dirs
             .into_iter()
@@ -40,15 +37,11 @@ pub(super) fn select(
     Ok(chosen)
 }
 
-pub fn queue(
-    command: &QueueCommand,
-    state_dir: Option<&Path>,
-    mapping: Option<&str>,
-) -> Result<Exit> {
+pub fn queue(command: &QueueCommand, root: &Path, mapping: Option<&str>) -> Result<Exit> {
     match command {
         QueueCommand::List { json } => {
             let mut out = Vec::new();
-            for dir in select(state_dir, mapping, false)? {
+            for dir in select(root, mapping, false)? {
                 let queue = Queue::open(&skynet_core::queue::database_path(&dir))?;
                 let name = dir
                     .file_name()
@@ -56,7 +49,7 @@ pub fn queue(
                     .unwrap_or_default();
                 let rows = queue.rows()?;
                 if !*json {
-                    println!("{name}: {} action(s)", rows.len());
+                    outln!("{name}: {} action(s)", rows.len());
                     for r in &rows {
                         let what = match &r.from {
                             Some(from) => format!("{from} -> {}", r.path),
@@ -67,7 +60,7 @@ pub fn queue(
                             .as_deref()
                             .map(|e| format!("  ({e})"))
                             .unwrap_or_default();
-                        println!(
+                        outln!(
                             "  #{:<6} {:<9} {:<6} {what}{err}",
                             r.id,
                             r.state,
@@ -78,42 +71,42 @@ pub fn queue(
                 out.push(serde_json::json!({ "mapping": name, "actions": rows }));
             }
             if *json {
-                println!("{}", serde_json::json!({ "mappings": out }));
+                outln!("{}", serde_json::json!({ "mappings": out }));
             }
         }
         QueueCommand::Retry { id } => {
-            let dir = &select(state_dir, mapping, true)?[0];
+            let dir = &select(root, mapping, true)?[0];
             let queue = Queue::open(&skynet_core::queue::database_path(dir))?;
             if id == "all" {
-                println!("{} failed action(s) will be retried", queue.retry_failed()?);
+                sayln!("{} failed action(s) will be retried", queue.retry_failed()?);
                 let handoffs = queue.handoff_retry_parked()?;
                 if handoffs > 0 {
-                    println!("{handoffs} failed hand-off(s) will be retried");
+                    sayln!("{handoffs} failed hand-off(s) will be retried");
                 }
             } else {
                 let Ok(n) = id.parse::<i64>() else {
                     bail!("not an action id: {id:?} (a number, or `all`)")
                 };
                 queue.retry(n)?;
-                println!("action #{n} will be retried");
+                sayln!("action #{n} will be retried");
             }
         }
         QueueCommand::Drop { id } => {
-            let dir = &select(state_dir, mapping, true)?[0];
+            let dir = &select(root, mapping, true)?[0];
             Queue::open(&skynet_core::queue::database_path(dir))?.drop_action(*id)?;
-            println!("action #{id} dropped");
+            sayln!("action #{id} dropped");
         }
         QueueCommand::Release { id } => {
-            let dir = &select(state_dir, mapping, true)?[0];
+            let dir = &select(root, mapping, true)?[0];
             let queue = Queue::open(&skynet_core::queue::database_path(dir))?;
             let n = queue.release_deletions(*id)?;
-            println!("{n} held deletion(s) released; they run at the next sync, or now if skynet is running");
+            sayln!("{n} held deletion(s) released; they run at the next sync, or now if skynet is running");
         }
         QueueCommand::AcceptSource => {
-            let dir = &select(state_dir, mapping, true)?[0];
+            let dir = &select(root, mapping, true)?[0];
             let queue = Queue::open(&skynet_core::queue::database_path(dir))?;
             skynet_core::source_root::forget(&queue)?;
-            println!("the source's filesystem will be recorded anew at the next start");
+            sayln!("the source's filesystem will be recorded anew at the next start");
         }
     }
     Ok(Exit::Ok)

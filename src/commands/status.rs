@@ -2,7 +2,7 @@
 //! and handed off, what was delivered today and how fast, and whether it is connected.
 //! `--json` for scripts, `--watch` to keep it on screen.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -12,6 +12,7 @@ use skynet_core::engine::meta;
 use skynet_core::queue::{now_ms, today, HandoffRow, Queue, QueueRow};
 
 use crate::exit::Exit;
+use crate::out::outln;
 use crate::state::{self, MappingLock};
 
 #[derive(Debug, Serialize)]
@@ -46,9 +47,34 @@ pub struct MappingStatus {
     pub skipped_links: u64,
     pub failures: Vec<QueueRow>,
     pub handoff_failures: Vec<HandoffRow>,
+    /// The held actions (gates: still changing, `min_age`, dated names; the mass-deletion
+    /// guard), first [`HELD_SHOWN`]: `ready_at` is when a gate opens, `last_error` why.
+    pub held_files: Vec<QueueRow>,
+    /// Files no mapping of this source takes, as of the last scan: count and a few names.
+    pub unrouted: Skipped,
+    /// Files a `dated` gate never sends (no date in the name), as of the last scan.
+    pub undated: Skipped,
     /// Waiting hand-offs that said why (a writer has the file open, another mapping of the
     /// source has not delivered it yet, the last failure before a retry).
     pub handoff_waits: Vec<HandoffRow>,
+}
+
+/// How many held actions `status` lists (all of them: `skynet queue list`).
+pub const HELD_SHOWN: usize = 20;
+
+/// Files a scan left aside: how many, and the first few names.
+#[derive(Debug, Default, Serialize)]
+pub struct Skipped {
+    pub count: u64,
+    pub names: Vec<String>,
+}
+
+impl Skipped {
+    fn read(queue: &Queue, key: &str) -> Result<Skipped> {
+        let (count, names) =
+            skynet_core::scan::Skipped::decode(&queue.meta(key)?.unwrap_or_default());
+        Ok(Skipped { count, names })
+    }
 }
 
 /// The directory name that names a mapping in `status`, `queue` and `ledger`.
@@ -84,11 +110,14 @@ pub fn read(dir: &Path) -> Result<MappingStatus> {
         .meta(meta::LAST_ERROR)?
         .filter(|e| !e.is_empty())
         .or(queue.last_error()?);
-    let failures = queue
-        .rows()?
-        .into_iter()
-        .filter(|r| r.state == "failed")
+    let rows = queue.rows()?;
+    let held_files = rows
+        .iter()
+        .filter(|r| r.state == "held" || r.state == "deletion_held")
+        .take(HELD_SHOWN)
+        .cloned()
         .collect();
+    let failures = rows.into_iter().filter(|r| r.state == "failed").collect();
     let (handoff_failures, handoff_waiting): (Vec<HandoffRow>, Vec<HandoffRow>) =
         queue.handoff_rows()?.into_iter().partition(|r| r.parked);
     let (delivered_today, delivered_today_bytes) = queue.delivered_on(&today())?;
@@ -115,6 +144,9 @@ pub fn read(dir: &Path) -> Result<MappingStatus> {
         skipped_links: number(meta::SKIPPED_LINKS)?,
         failures,
         handoff_failures,
+        held_files,
+        unrouted: Skipped::read(&queue, skynet_core::scan::UNROUTED_KEY)?,
+        undated: Skipped::read(&queue, skynet_core::scan::UNDATED_KEY)?,
         handoff_waits: handoff_waiting
             .into_iter()
             .filter(|r| r.last_error.is_some())
@@ -127,10 +159,10 @@ fn read_all(root: &Path) -> Result<Vec<MappingStatus>> {
     dirs.iter().map(|d| read(d)).collect()
 }
 
-pub async fn status(state_dir: Option<&Path>, json: bool, watch: Option<f64>) -> Result<Exit> {
-    let root = state::state_root(state_dir)?;
+/// Prints the status of every mapping under the state root `root` (see `locate`).
+pub async fn status(root: &Path, json: bool, watch: Option<f64>) -> Result<Exit> {
     let Some(every) = watch else {
-        print(&root, json)?;
+        print(root, json)?;
         return Ok(Exit::Ok);
     };
     let every = Duration::from_secs_f64(every.clamp(0.1, 3600.0));
@@ -138,10 +170,9 @@ pub async fn status(state_dir: Option<&Path>, json: bool, watch: Option<f64>) ->
     loop {
         if terminal && !json {
             // Clear the screen and go home, like `watch`.
-            print!("\x1b[2J\x1b[H");
+            crate::out::write(format_args!("\x1b[2J\x1b[H"))?;
         }
-        print(&root, json)?;
-        std::io::stdout().flush()?;
+        print(root, json)?;
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = tokio::signal::ctrl_c() => return Ok(Exit::Ok),
@@ -157,15 +188,15 @@ pub fn to_json(all: &[MappingStatus]) -> serde_json::Value {
 fn print(root: &Path, json: bool) -> Result<()> {
     let all = read_all(root)?;
     if json {
-        println!("{}", to_json(&all));
+        outln!("{}", to_json(&all));
         return Ok(());
     }
     if all.is_empty() {
-        println!("no mappings in {}", root.display());
+        outln!("no mappings in {}", root.display());
     }
     for m in &all {
-        println!("{}  {} -> {}", m.name, m.source, m.destination);
-        println!(
+        outln!("{}  {} -> {}", m.name, m.source, m.destination);
+        outln!(
             "  {}, {}; pending {}, in flight {}, held {}, failed {}",
             if m.running { "running" } else { "stopped" },
             if m.connected {
@@ -178,7 +209,7 @@ fn print(root: &Path, json: bool) -> Result<()> {
             m.held,
             m.failed,
         );
-        println!(
+        outln!(
             "  delivered today {} file(s), {}; {}/s; {} sent since start",
             m.delivered_today,
             bytes(m.delivered_today_bytes),
@@ -186,57 +217,89 @@ fn print(root: &Path, json: bool) -> Result<()> {
             bytes(m.bytes_sent)
         );
         if let Some(why) = &m.paused {
-            println!("  paused: {why}");
+            outln!("  paused: {why}");
         }
         if m.deletions_held > 0 {
-            println!(
+            outln!(
                 "  {} deletion(s) held by the mass-deletion guard: confirm with `skynet queue release --mapping {}`, or see `skynet queue list`",
                 m.deletions_held, m.name
             );
         }
-        if m.vanished > 0 {
+        for h in &m.held_files {
+            let when = if h.ready_at > 0 && h.state == "held" {
+                format!(" until {}", local_time(h.ready_at))
+            } else {
+                String::new()
+            };
             println!(
+                "  held #{} {} {}{when}: {}",
+                h.id,
+                h.kind.as_str(),
+                h.path,
+                h.last_error.as_deref().unwrap_or("")
+            );
+        }
+        if m.held as usize > m.held_files.len() && !m.held_files.is_empty() {
+            println!("  … see `skynet queue list` for every held action");
+        }
+        for (what, s) in [
+            (
+                "match no mapping of this source (include globs)",
+                &m.unrouted,
+            ),
+            (
+                "have no date in their name (--dated): never sent",
+                &m.undated,
+            ),
+        ] {
+            if s.count > 0 {
+                println!("  {} file(s) {what}, e.g. {}", s.count, s.names.join(", "));
+            }
+        }
+        if m.vanished > 0 {
+            outln!(
                 "  vanished {} file(s): removed locally before they could be sent (not delivered)",
                 m.vanished
             );
         }
         if m.handoff_waiting > 0 || !m.handoff_failures.is_empty() {
-            println!(
+            outln!(
                 "  hand-off: {} waiting, {} failed",
                 m.handoff_waiting,
                 m.handoff_failures.len()
             );
         }
         if m.skipped_links > 0 {
-            println!(
+            outln!(
                 "  skipped {} symbolic link(s) (not followed, not sent)",
                 m.skipped_links
             );
         }
         if let Some(e) = &m.last_error {
-            println!("  last error: {e}");
+            outln!("  last error: {e}");
         }
         for f in &m.failures {
-            println!(
-                "  failed #{} {} {}: {}",
+            outln!(
+                "  failed #{} {} {}: {} ({})",
                 f.id,
                 f.kind.as_str(),
                 f.path,
-                f.last_error.as_deref().unwrap_or("")
+                f.last_error.as_deref().unwrap_or(""),
+                next_retry(f.ready_at, m.running)
             );
         }
         for w in m.handoff_waits.iter().take(5) {
-            println!(
+            outln!(
                 "  hand-off waits {}: {}",
                 w.path,
                 w.last_error.as_deref().unwrap_or("")
             );
         }
         if m.handoff_waits.len() > 5 {
-            println!("  … and {} more waiting", m.handoff_waits.len() - 5);
+            outln!("  … and {} more waiting", m.handoff_waits.len() - 5);
         }
         for f in &m.handoff_failures {
-            println!(
+            outln!(
                 "  hand-off failed {}: {}",
                 f.path,
                 f.last_error.as_deref().unwrap_or("")
@@ -259,5 +322,22 @@ fn bytes(n: u64) -> String {
         format!("{n} B")
     } else {
         format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// When a parked action is tried again by itself: at `ready_at` while a daemon runs, else at
+/// the next start (a `sync` or `run`).
+fn next_retry(ready_at: u64, running: bool) -> String {
+    let now = now_ms();
+    if !running {
+        "tried again at the next sync or run, or `skynet queue retry`".to_string()
+    } else if ready_at <= now {
+        "being tried again".to_string()
+    } else {
+        let secs = (ready_at - now).div_ceil(1000);
+        format!(
+            "tried again in {}",
+            humantime::format_duration(std::time::Duration::from_secs(secs))
+        )
     }
 }

@@ -6,6 +6,15 @@ use anyhow::Result;
 
 use crate::cli::MappingArgs;
 use crate::exit::Exit;
+use crate::out::noteln;
+
+/// `sync --config FILE`: every mapping of the file, one after the other.
+pub async fn sync_config(file: &Path, dry_run: bool, cli: &MappingArgs) -> Result<Exit> {
+    super::each_mapping(file, cli, |m| async move {
+        sync(&m.source, m.destination.as_deref(), dry_run, &m.args).await
+    })
+    .await
+}
 
 pub async fn sync(
     src: &Path,
@@ -27,8 +36,8 @@ pub async fn sync(
         "sync finished"
     );
     if summary.held > 0 {
-        eprintln!(
-            "skynet: {} file(s) held back by min_age or dated names; they stay queued (see `skynet status`)",
+        noteln!(
+            "{} file(s) held back (still changing, min_age or dated names); they stay queued for a later run (see `skynet status`)",
             summary.held
         );
     }

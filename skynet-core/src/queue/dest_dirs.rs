@@ -1,6 +1,6 @@
 //! The state behind removing directories at the destination (complete-sync): which
 //! directories may be left empty there, filed when a deletion or rename is acknowledged, and
-//! settled by [`crate::empty_dirs`]. See `schema/006_dest_dirs.sql`.
+//! settled by [`crate::empty_dirs`]. See `schema/007_dest_dirs.sql`.
 
 use std::sync::atomic::Ordering;
 
@@ -489,11 +489,13 @@ mod tests {
         assert!(q.busy_within(&p("a")).unwrap());
         assert!(!q.busy_within(&p("a/b/c")).unwrap());
         assert!(!q.busy_within(&p("a/bc")).unwrap());
-        // Parked: it will not run unless someone retries it.
+        // Parked: it will not run before its next episode (an hour away here), and a folder
+        // removal is only ever an rmdir, which a later send's parents simply recreate.
         let claimed = q.claim(10, now_ms()).unwrap();
         q.finish(&[Outcome::Park {
             id: claimed[0].id,
             error: "refused".into(),
+            ready_at: now_ms() + 3_600_000,
         }])
         .unwrap();
         assert!(!q.busy_within(&p("a/b")).unwrap());

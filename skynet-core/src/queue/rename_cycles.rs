@@ -299,6 +299,7 @@ fn restart(world: &World) -> Arc<Queue> {
         gate: Default::default(),
         settle: Duration::ZERO,
         progress: false,
+        siblings: None,
     };
     scan::catch_up(&world.src, &q, &Filter::default(), &opts).expect("scan");
     assert!(drain(world, Arc::clone(&q), recovered, None), "drained");

@@ -194,6 +194,7 @@ impl Sim<'_> {
                 gate: Gate::default(),
                 settle: self.settle(),
                 progress: false,
+                siblings: None,
             },
         )
         .map_err(state)?;

@@ -1,4 +1,4 @@
--- Version 6: directories that complete-sync may have to remove at the destination.
+-- Version 7: directories that complete-sync may have to remove at the destination.
 
 -- A row names a directory the destination may hold empty: the parent of a path that was
 -- deleted or renamed away there (`due` = 1: to be looked at), or one kept when it was looked
