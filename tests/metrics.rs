@@ -14,6 +14,25 @@ fn free_port() -> u16 {
     l.local_addr().expect("addr").port()
 }
 
+/// Starts a daemon with `start(addr)` on a free loopback port, and waits until its endpoint
+/// answers. A port found free can be taken by another test before the daemon binds it: then
+/// the daemon exits ("Address already in use"), or another server answers; try another port.
+fn start_with_metrics(mut start: impl FnMut(&str) -> Daemon) -> (Daemon, u16) {
+    for _ in 0..5 {
+        let port = free_port();
+        let mut daemon = start(&format!("127.0.0.1:{port}"));
+        let ours = wait_until(Duration::from_secs(15), || {
+            !daemon.log_text().contains("cannot listen")
+                && get(port, "/metrics").is_some_and(|(_, body)| body.contains("skynet_"))
+        });
+        if ours && daemon.is_running() {
+            return (daemon, port);
+        }
+        daemon.kill9();
+    }
+    panic!("no metrics endpoint answered on five ports");
+}
+
 /// `GET path` over HTTP/1.0: (status code, body), or None when nobody answers.
 fn get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
@@ -40,14 +59,8 @@ fn sample(metrics: &str, name: &str, labels: &[&str]) -> Option<f64> {
 #[test]
 fn metrics_and_status_reflect_the_files_sent() {
     let s = Scratch::new();
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let mut daemon = s.run(&["--metrics", &addr, "--settle", "0"]);
-    assert!(
-        wait_until(Duration::from_secs(15), || get(port, "/metrics").is_some()),
-        "the endpoint never answered: {}",
-        daemon.log_text()
-    );
+    let (mut daemon, port) =
+        start_with_metrics(|addr| s.run(&["--metrics", addr, "--settle", "0"]));
 
     const FILES: usize = 5;
     let mut total = 0u64;
@@ -138,23 +151,18 @@ fn a_vanished_send_is_counted_apart() {
     // Before the start, so that the catch-up scan queues it (a file written while the
     // watcher is being set up could be missed by both).
     write(&s.src, "gone.txt", b"removed during its send");
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let mut daemon = s.spawn(&[
-        "run",
-        s.src_str(),
-        "--exec",
-        &template,
-        "--metrics",
-        &addr,
-        "--settle",
-        "0",
-    ]);
-    assert!(
-        wait_until(Duration::from_secs(15), || get(port, "/metrics").is_some()),
-        "the endpoint never answered: {}",
-        daemon.log_text()
-    );
+    let (mut daemon, port) = start_with_metrics(|addr| {
+        s.spawn(&[
+            "run",
+            s.src_str(),
+            "--exec",
+            &template,
+            "--metrics",
+            addr,
+            "--settle",
+            "0",
+        ])
+    });
     let mut metrics = String::new();
     let counted = wait_until(Duration::from_secs(15), || {
         let Some((200, body)) = get(port, "/metrics") else {
