@@ -218,6 +218,12 @@ pub struct MappingArgs {
     /// Where queues and ledgers are kept (default: the user's state directory).
     #[arg(long, env = "SKYNET_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Which files the mapping takes.
+    #[command(flatten)]
+    pub filters: FilterArgs,
+    /// How to reach an SFTP or S3 destination.
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
     /// Actions executing at once [default: 4].
     #[arg(long)]
     pub workers: Option<usize>,
@@ -226,18 +232,6 @@ pub struct MappingArgs {
     /// run (without it, a sync sends what its scan finds).
     #[arg(long, value_parser = parse_duration)]
     pub settle: Option<Duration>,
-    /// Ignore paths matching this glob (repeatable). `*.tmp` matches names at any depth.
-    #[arg(long = "exclude")]
-    pub excludes: Vec<String>,
-    /// Globs (--include, --exclude and the default excludes) match names whatever their
-    /// case: `*.mkv` matches `a.MKV`.
-    #[arg(long)]
-    pub ignore_case: bool,
-    /// Also send the names ignored by default, partial downloads and editors' temporary
-    /// files: *.part *.crdownload *.partial *.download *.opdownload *.filepart *.!qB *.!ut
-    /// *.tmp *.swp *.swo *.swx 4913 *~ .#* #*# *.kate-swp .goutputstream-* .~lock.*# ~$*
-    #[arg(long)]
-    pub no_default_excludes: bool,
     /// Poll for changes instead of using inotify: `run --poll`, or `poll = true` in the
     /// config (a catch-up sync does not watch).
     #[arg(skip)]
@@ -257,28 +251,6 @@ pub struct MappingArgs {
     /// Longest wait between reconnection attempts [default: 30s].
     #[arg(long, value_parser = parse_duration)]
     pub reconnect_max: Option<Duration>,
-    /// SFTP: private key file (passphrase from SKYNET_SFTP_PASSPHRASE).
-    #[arg(long)]
-    pub identity: Option<PathBuf>,
-    /// SFTP: known_hosts file [default: ~/.ssh/known_hosts].
-    #[arg(long)]
-    pub known_hosts: Option<PathBuf>,
-    /// SFTP: what to do with an unknown host key.
-    #[arg(long, value_enum)]
-    pub host_key_policy: Option<HostKeyPolicy>,
-    /// SFTP/S3: network timeout [default: 30s].
-    #[arg(long, value_parser = parse_duration)]
-    pub timeout: Option<Duration>,
-    /// S3: endpoint URL of an S3-compatible server.
-    #[arg(long)]
-    pub s3_endpoint: Option<String>,
-    /// S3: path-style addressing (most S3-compatible servers need it).
-    #[arg(long)]
-    pub s3_path_style: bool,
-    /// Send only files matching this glob (repeatable; routing: one source, several
-    /// destinations, each with its own includes). Default: every file.
-    #[arg(long = "include")]
-    pub includes: Vec<String>,
     /// Send each file once: never again unless its content changes (even if the destination
     /// deletes it); deleting it locally forgets it. See `skynet ledger`.
     #[arg(long)]
@@ -339,14 +311,9 @@ pub struct MappingArgs {
     pub max_delete: Option<skynet_core::guard::MaxDelete>,
 }
 
-/// The options `baseline` uses: which files the mapping takes, and how to reach its
-/// destination (its state is named after it, and it is checked to be reachable). `--help`
-/// lists only these; each reads as in [`MappingArgs`] (a test keeps the texts the same).
+/// Which files a mapping takes: shared by `run`, `sync` and `baseline`.
 #[derive(Debug, Clone, Default, Args)]
-pub struct BaselineArgs {
-    /// Where queues and ledgers are kept (default: the user's state directory).
-    #[arg(long, env = "SKYNET_STATE_DIR")]
-    pub state_dir: Option<PathBuf>,
+pub struct FilterArgs {
     /// Ignore paths matching this glob (repeatable). `*.tmp` matches names at any depth.
     #[arg(long = "exclude")]
     pub excludes: Vec<String>,
@@ -363,14 +330,11 @@ pub struct BaselineArgs {
     /// destinations, each with its own includes). Default: every file.
     #[arg(long = "include")]
     pub includes: Vec<String>,
-    /// Send each file once: never again unless its content changes (even if the destination
-    /// deletes it); deleting it locally forgets it. See `skynet ledger`.
-    #[arg(long)]
-    pub send_once: bool,
-    /// Command destination: run this command for every action instead of sending to DEST,
-    /// e.g. "rsync -a {path} backup:/dst/{remote}". Exit 0 is success.
-    #[arg(long, value_parser = parse_argv)]
-    pub exec: Option<Argv>,
+}
+
+/// How to reach an SFTP or S3 destination: shared by `run`, `sync` and `baseline`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ConnectionArgs {
     /// SFTP: private key file (passphrase from SKYNET_SFTP_PASSPHRASE).
     #[arg(long)]
     pub identity: Option<PathBuf>,
@@ -391,22 +355,43 @@ pub struct BaselineArgs {
     pub s3_path_style: bool,
 }
 
+/// The options `baseline` uses: which files the mapping takes, and how to reach its
+/// destination (its state is named after it, and it is checked to be reachable). `--help`
+/// lists only these; each reads as in [`MappingArgs`] (a test keeps the texts the same).
+#[derive(Debug, Clone, Default, Args)]
+pub struct BaselineArgs {
+    /// Where queues and ledgers are kept (default: the user's state directory).
+    #[arg(long, env = "SKYNET_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Name this mapping: its state (queue, ledger) is kept under this name, shown by
+    /// `status` and chosen with `--mapping`, so the destination or command can change
+    /// without sending everything again. Renaming it keeps the state. Letters, digits,
+    /// `.`, `_`, `-`.
+    #[arg(long)]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub filters: FilterArgs,
+    /// Send each file once: never again unless its content changes (even if the destination
+    /// deletes it); deleting it locally forgets it. See `skynet ledger`.
+    #[arg(long)]
+    pub send_once: bool,
+    /// Command destination: run this command for every action instead of sending to DEST,
+    /// e.g. "rsync -a {path} backup:/dst/{remote}". Exit 0 is success.
+    #[arg(long, value_parser = parse_argv)]
+    pub exec: Option<Argv>,
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+}
+
 impl From<BaselineArgs> for MappingArgs {
     fn from(b: BaselineArgs) -> MappingArgs {
         MappingArgs {
             state_dir: b.state_dir,
-            excludes: b.excludes,
-            ignore_case: b.ignore_case,
-            no_default_excludes: b.no_default_excludes,
-            includes: b.includes,
+            name: b.name,
+            filters: b.filters,
             send_once: b.send_once,
             exec: b.exec,
-            identity: b.identity,
-            known_hosts: b.known_hosts,
-            host_key_policy: b.host_key_policy,
-            timeout: b.timeout,
-            s3_endpoint: b.s3_endpoint,
-            s3_path_style: b.s3_path_style,
+            connection: b.connection,
             ..MappingArgs::default()
         }
     }

@@ -12,7 +12,8 @@ use serde::Deserialize;
 use skynet_core::guard::MaxDelete;
 
 use crate::cli::{
-    parse_duration, parse_metrics_addr, parse_rate, Argv, HostKeyPolicy, MappingArgs,
+    parse_duration, parse_metrics_addr, parse_rate, Argv, ConnectionArgs, FilterArgs,
+    HostKeyPolicy, MappingArgs,
 };
 
 mod check;
@@ -255,7 +256,7 @@ impl MappingToml {
     /// Command-line flags win over the file.
     fn into_args(self, cli: &MappingArgs, state_dir: Option<PathBuf>) -> Result<MappingArgs> {
         let mut excludes = self.exclude.unwrap_or_default();
-        excludes.extend(cli.excludes.iter().cloned());
+        excludes.extend(cli.filters.excludes.iter().cloned());
         Ok(MappingArgs {
             name: cli.name.clone(),
             sibling_names: Vec::new(),
@@ -263,9 +264,17 @@ impl MappingToml {
             state_dir: cli.state_dir.clone().or(state_dir),
             workers: cli.workers.or(self.workers),
             settle: cli.settle.or(duration("settle", &self.settle)?),
-            excludes,
-            ignore_case: cli.ignore_case || self.ignore_case.unwrap_or(false),
-            no_default_excludes: cli.no_default_excludes || self.default_excludes == Some(false),
+            filters: FilterArgs {
+                excludes,
+                ignore_case: cli.filters.ignore_case || self.ignore_case.unwrap_or(false),
+                no_default_excludes: cli.filters.no_default_excludes
+                    || self.default_excludes == Some(false),
+                includes: {
+                    let mut v = self.include.unwrap_or_default();
+                    v.extend(cli.filters.includes.iter().cloned());
+                    v
+                },
+            },
             poll: cli.poll || self.poll.unwrap_or(false),
             max_attempts: cli.max_attempts.or(self.max_attempts),
             retry_delay: cli
@@ -277,16 +286,16 @@ impl MappingToml {
             reconnect_max: cli
                 .reconnect_max
                 .or(duration("reconnect_max", &self.reconnect_max)?),
-            identity: cli.identity.clone().or(self.identity),
-            known_hosts: cli.known_hosts.clone().or(self.known_hosts),
-            host_key_policy: cli.host_key_policy.or(self.host_key_policy),
-            timeout: cli.timeout.or(duration("timeout", &self.timeout)?),
-            s3_endpoint: cli.s3_endpoint.clone().or(self.s3_endpoint),
-            s3_path_style: cli.s3_path_style || self.s3_path_style.unwrap_or(false),
-            includes: {
-                let mut v = self.include.unwrap_or_default();
-                v.extend(cli.includes.iter().cloned());
-                v
+            connection: ConnectionArgs {
+                identity: cli.connection.identity.clone().or(self.identity),
+                known_hosts: cli.connection.known_hosts.clone().or(self.known_hosts),
+                host_key_policy: cli.connection.host_key_policy.or(self.host_key_policy),
+                timeout: cli
+                    .connection
+                    .timeout
+                    .or(duration("timeout", &self.timeout)?),
+                s3_endpoint: cli.connection.s3_endpoint.clone().or(self.s3_endpoint),
+                s3_path_style: cli.connection.s3_path_style || self.s3_path_style.unwrap_or(false),
             },
             send_once: cli.send_once || self.send_once.unwrap_or(false),
             min_age: cli.min_age.or(duration("min_age", &self.min_age)?),
@@ -470,10 +479,10 @@ mod tests {
         assert_eq!(maps[0].args.settle, Some(Duration::from_secs(2)));
         // Excludes add up; every other option of the mapping wins.
         assert_eq!(
-            maps[0].args.excludes,
+            maps[0].args.filters.excludes,
             vec![".git".to_string(), "*.tmp".to_string()]
         );
-        assert_eq!(maps[1].args.excludes, vec![".git".to_string()]);
+        assert_eq!(maps[1].args.filters.excludes, vec![".git".to_string()]);
         assert_eq!(maps[1].args.workers, Some(8));
         assert!(maps[1].args.complete_sync);
         assert_eq!(maps[1].destination.as_deref(), Some("sftp://u@h/x"));
@@ -654,13 +663,13 @@ mod tests {
         // Routing: one source, three destinations, each with its own includes.
         assert_eq!(maps[2].source, maps[4].source);
         assert_eq!(
-            maps[2].args.includes,
+            maps[2].args.filters.includes,
             vec!["*.mp4".to_string(), "*.mov".to_string()]
         );
         // Top-level defaults reach every mapping.
         assert!(maps
             .iter()
-            .all(|m| m.args.excludes.contains(&".git".to_string())));
+            .all(|m| m.args.filters.excludes.contains(&".git".to_string())));
     }
 
     mod fuzz {

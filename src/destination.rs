@@ -83,7 +83,9 @@ impl Destination {
     /// Applies the options that are part of what the destination is (the S3 endpoint: two
     /// servers may hold the same bucket name), validating them too.
     pub fn with_args(mut self, args: &MappingArgs) -> Result<Destination> {
-        if let (Destination::S3 { cfg, .. }, Some(endpoint)) = (&mut self, &args.s3_endpoint) {
+        if let (Destination::S3 { cfg, .. }, Some(endpoint)) =
+            (&mut self, &args.connection.s3_endpoint)
+        {
             let shown = redact(endpoint);
             if shown != *endpoint {
                 bail!(
@@ -137,7 +139,7 @@ impl Destination {
     /// The state key earlier versions used (the URL as typed), when it differs: state kept
     /// under it is moved to [`Self::state_key`]'s name rather than forgotten.
     pub fn legacy_state_key(&self, args: &MappingArgs) -> Option<String> {
-        let old = match (self, &args.s3_endpoint) {
+        let old = match (self, &args.connection.s3_endpoint) {
             (Destination::Exec(argv), _) => format!("exec:{}", shell_words::join(argv)),
             (Destination::Sftp { typed, .. }, _) => typed.clone(),
             (Destination::S3 { typed, .. }, Some(endpoint)) => format!("{typed} {endpoint}"),
@@ -308,7 +310,10 @@ mod tests {
         let s3 = Destination::parse("s3://bkt/p/").unwrap();
         assert_eq!(s3.display(), "s3://bkt/p");
         let args = MappingArgs {
-            s3_endpoint: Some("http://127.0.0.1:9000/".into()),
+            connection: crate::cli::ConnectionArgs {
+                s3_endpoint: Some("http://127.0.0.1:9000/".into()),
+                ..Default::default()
+            },
             ..MappingArgs::default()
         };
         let s3 = s3.with_args(&args).unwrap();
@@ -318,7 +323,10 @@ mod tests {
             Some("s3://bkt/p/ http://127.0.0.1:9000/")
         );
         let creds = MappingArgs {
-            s3_endpoint: Some("http://AKID:secret@127.0.0.1:9000".into()),
+            connection: crate::cli::ConnectionArgs {
+                s3_endpoint: Some("http://AKID:secret@127.0.0.1:9000".into()),
+                ..Default::default()
+            },
             ..MappingArgs::default()
         };
         let e = Destination::parse("s3://bkt/p")

@@ -14,18 +14,22 @@ pub fn sftp(cfg: skynet_sftp::SftpConfig, args: &MappingArgs) -> Arc<dyn Connect
     let mut cfg = cfg
         .with_pool_size(args.workers.unwrap_or(4).max(1))
         .with_host_key_policy(
-            match args.host_key_policy.unwrap_or(HostKeyPolicy::Strict) {
+            match args
+                .connection
+                .host_key_policy
+                .unwrap_or(HostKeyPolicy::Strict)
+            {
                 HostKeyPolicy::Strict => skynet_sftp::HostKeyPolicy::Strict,
                 HostKeyPolicy::AcceptNew => skynet_sftp::HostKeyPolicy::AcceptNew,
             },
         );
-    if let Some(identity) = &args.identity {
+    if let Some(identity) = &args.connection.identity {
         cfg = cfg.with_identity(identity);
     }
-    if let Some(known) = &args.known_hosts {
+    if let Some(known) = &args.connection.known_hosts {
         cfg = cfg.with_known_hosts(known);
     }
-    if let Some(timeout) = args.timeout {
+    if let Some(timeout) = args.connection.timeout {
         cfg = cfg.with_timeout(timeout);
     }
     cfg = cfg.with_verify_read_back(args.verify_read_back);
@@ -40,9 +44,9 @@ pub async fn s3(
     args: &MappingArgs,
     state_dir: &Path,
 ) -> Result<Arc<dyn Connection>> {
-    cfg.path_style = cfg.path_style || args.s3_path_style;
+    cfg.path_style = cfg.path_style || args.connection.s3_path_style;
     cfg.concurrency = args.workers.unwrap_or(4).max(1);
-    if let Some(timeout) = args.timeout {
+    if let Some(timeout) = args.connection.timeout {
         cfg.read_timeout = timeout;
     }
     cfg.state_db = Some(skynet_core::queue::database_path(state_dir));

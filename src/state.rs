@@ -127,7 +127,7 @@ pub fn renamed_from(
 ) -> Result<Vec<PathBuf>> {
     use skynet_core::siblings::{META_DATED, META_INCLUDE};
     let siblings = &args.sibling_names;
-    let includes = args.includes.join("\n");
+    let includes = args.filters.includes.join("\n");
     let dated = args.dated.clone().unwrap_or_default();
     use skynet_core::engine::meta;
     let mut found = Vec::new();

@@ -241,18 +241,19 @@ fn check_options(destination: &Destination, args: &MappingArgs) -> Result<()> {
 /// The mapping's exclude globs: the default ones (partial downloads, editors' temporary
 /// files), unless `--no-default-excludes`, then the user's.
 pub fn excludes(args: &MappingArgs) -> Vec<String> {
-    if args.no_default_excludes {
-        args.excludes.clone()
+    let f = &args.filters;
+    if f.no_default_excludes {
+        f.excludes.clone()
     } else {
-        skynet_core::default_excludes::with_defaults(&args.excludes)
+        skynet_core::default_excludes::with_defaults(&f.excludes)
     }
 }
 
 /// The files the mapping takes, as the engine judges them (for `baseline`).
 pub fn filter(args: &MappingArgs) -> Result<skynet_core::scan::Filter> {
     Ok(
-        skynet_core::scan::Filter::with_case(&excludes(args), args.ignore_case)?
-            .with_includes(&args.includes)?,
+        skynet_core::scan::Filter::with_case(&excludes(args), args.filters.ignore_case)?
+            .with_includes(&args.filters.includes)?,
     )
 }
 
@@ -303,8 +304,8 @@ pub fn mapping_options(args: &MappingArgs) -> Result<MappingOptions> {
         handler: handler.clone(),
         // -q promises only warnings and errors: no progress line either.
         progress: !crate::out::quiet(),
-        include: args.includes.clone(),
-        ignore_case: args.ignore_case,
+        include: args.filters.includes.clone(),
+        ignore_case: args.filters.ignore_case,
         send_once: args.send_once,
         gate: Gate {
             min_age: args.min_age.unwrap_or_default(),
