@@ -71,6 +71,23 @@ fn a_flaky_command_is_delivered_by_the_third_cron_sync_without_manual_steps() {
     assert_eq!(lines(&tools.path().join("runs")), 3);
 }
 
+/// `run SRC --exec TEMPLATE`, parking an action at its first failure and trying it again
+/// by itself `retry_after` later.
+fn run_parking_at_first_failure(s: &Scratch, template: &str, retry_after: &str) -> Daemon {
+    s.spawn(&[
+        "run",
+        s.src_str(),
+        "--exec",
+        template,
+        "--settle",
+        "0",
+        "--max-attempts",
+        "1",
+        "--retry-failed-after",
+        retry_after,
+    ])
+}
+
 #[test]
 fn a_running_daemon_tries_a_parked_action_again_by_itself() {
     let s = Scratch::new();
@@ -78,18 +95,7 @@ fn a_running_daemon_tries_a_parked_action_again_by_itself() {
     let tools = tempfile::tempdir().unwrap();
     let prog = flaky(tools.path(), 1);
     let template = format!("{} -- {{remote}}", prog.display());
-    let mut daemon = s.spawn(&[
-        "run",
-        s.src_str(),
-        "--exec",
-        &template,
-        "--settle",
-        "0",
-        "--max-attempts",
-        "1",
-        "--retry-failed-after",
-        "1s",
-    ]);
+    let mut daemon = run_parking_at_first_failure(&s, &template, "1s");
     let delivered = tools.path().join("delivered");
     assert!(
         wait_until(Duration::from_secs(30), || delivered.exists()),
@@ -117,18 +123,7 @@ fn status_says_when_a_parked_action_is_tried_again() {
     let tools = tempfile::tempdir().unwrap();
     let prog = flaky(tools.path(), 1000);
     let template = format!("{} -- {{remote}}", prog.display());
-    let mut daemon = s.spawn(&[
-        "run",
-        s.src_str(),
-        "--exec",
-        &template,
-        "--settle",
-        "0",
-        "--max-attempts",
-        "1",
-        "--retry-failed-after",
-        "1h",
-    ]);
+    let mut daemon = run_parking_at_first_failure(&s, &template, "1h");
     assert!(wait_until(Duration::from_secs(20), || {
         s.status()["mappings"][0]["failed"] == 1
     }));
