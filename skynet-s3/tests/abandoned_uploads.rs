@@ -21,6 +21,35 @@ async fn connect(cfg: S3Config) -> S3Connection {
     conn
 }
 
+/// A moto server with `bucket`, another tool's client of it, and skynet's config for the
+/// prefix `pre` with its state database `db` (in `_state`, removed on drop).
+struct Moto {
+    server: MotoServer,
+    other: Client,
+    _state: tempfile::TempDir,
+    db: std::path::PathBuf,
+    cfg: S3Config,
+}
+
+impl Moto {
+    async fn start(bucket: &str) -> Moto {
+        let server = MotoServer::start();
+        server.create_bucket(bucket).await;
+        let other = other_tool(&server);
+        let state = tempfile::tempdir().unwrap();
+        let db = state.path().join("state.db");
+        let mut cfg = server.config(bucket, "pre");
+        cfg.state_db = Some(db.clone());
+        Moto {
+            server,
+            other,
+            _state: state,
+            db,
+            cfg,
+        }
+    }
+}
+
 /// Another tool: a plain SDK client, built here, sharing nothing with skynet but the server.
 fn other_tool(server: &MotoServer) -> Client {
     let http = aws_smithy_http_client::Builder::new()
@@ -192,14 +221,14 @@ fn intents(db: &std::path::Path) -> Vec<String> {
 /// recorded, so it cannot be skynet's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_clients_upload_survives_start_up() {
-    let server = MotoServer::start();
     let bucket = "shared-bucket";
-    server.create_bucket(bucket).await;
-    let other = other_tool(&server);
-    let state = tempfile::tempdir().unwrap();
-    let db = state.path().join("state.db");
-    let mut cfg = server.config(bucket, "pre");
-    cfg.state_db = Some(db.clone());
+    let Moto {
+        server: _server,
+        other,
+        _state,
+        db,
+        cfg,
+    } = Moto::start(bucket).await;
     // A first run creates the state tables, then is interrupted while announcing `shared.bin`.
     drop(connect(cfg.clone()).await);
     announce(&db, bucket, "pre/shared.bin", now_ms() - 1);
@@ -243,14 +272,14 @@ async fn another_clients_upload_survives_start_up() {
 /// upload without parts, for a key skynet never announced, stays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_announced_but_never_recorded_is_aborted_at_start_up() {
-    let server = MotoServer::start();
     let bucket = "interrupted";
-    server.create_bucket(bucket).await;
-    let other = other_tool(&server);
-    let state = tempfile::tempdir().unwrap();
-    let db = state.path().join("state.db");
-    let mut cfg = server.config(bucket, "pre");
-    cfg.state_db = Some(db.clone());
+    let Moto {
+        server: _server,
+        other,
+        _state,
+        db,
+        cfg,
+    } = Moto::start(bucket).await;
     drop(connect(cfg.clone()).await);
 
     // The killed run: announced, created, killed before it could record the id.
@@ -273,14 +302,14 @@ async fn an_upload_announced_but_never_recorded_is_aborted_at_start_up() {
 /// rather than leave it open until the next start-up, or forever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_creations_upload_is_aborted_when_the_send_is_retried() {
-    let server = MotoServer::start();
     let bucket = "retried";
-    server.create_bucket(bucket).await;
-    let other = other_tool(&server);
-    let state = tempfile::tempdir().unwrap();
-    let db = state.path().join("state.db");
-    let mut cfg = server.config(bucket, "pre");
-    cfg.state_db = Some(db.clone());
+    let Moto {
+        server: _server,
+        other,
+        _state,
+        db,
+        mut cfg,
+    } = Moto::start(bucket).await;
     cfg.multipart_threshold = 5 * MIB;
     cfg.part_size = 5 * MIB;
     let conn = connect(cfg).await;
