@@ -118,16 +118,13 @@ impl Destination {
 
     /// What names the mapping's state (hashed with the source, see
     /// [`crate::state::mapping_name`]): the destination's kind and address, normalised. A
-    /// command is named by its program only, so that editing its arguments keeps the queue
-    /// and ledger (a send-once mapping does not send everything again).
+    /// command is named by its whole template (only the hash is written): its arguments are
+    /// its address (`rsync … hostA:` and `rsync … hostB:` are two destinations, and one
+    /// sharing the other's ledger would never send what the other delivered). To edit a
+    /// command and keep its ledger, name the mapping (`--name`).
     pub fn state_key(&self) -> String {
         match self {
-            Destination::Exec(argv) => {
-                format!(
-                    "exec:{}",
-                    argv.first().map(String::as_str).unwrap_or_default()
-                )
-            }
+            Destination::Exec(argv) => format!("exec:{}", shell_words::join(argv)),
             Destination::S3 { cfg, .. } => match &cfg.endpoint {
                 Some(endpoint) => format!("{} {endpoint}", cfg.url()),
                 None => cfg.url(),
@@ -140,7 +137,6 @@ impl Destination {
     /// under it is moved to [`Self::state_key`]'s name rather than forgotten.
     pub fn legacy_state_key(&self, args: &MappingArgs) -> Option<String> {
         let old = match (self, &args.connection.s3_endpoint) {
-            (Destination::Exec(argv), _) => format!("exec:{}", shell_words::join(argv)),
             (Destination::Sftp { typed, .. }, _) => typed.clone(),
             (Destination::S3 { typed, .. }, Some(endpoint)) => format!("{typed} {endpoint}"),
             (Destination::S3 { typed, .. }, None) => typed.clone(),
@@ -340,7 +336,12 @@ mod tests {
         }
         let exec = Destination::Exec(vec!["curl".into(), "-H".into(), "token: t0k".into()]);
         assert_eq!(exec.display(), "exec:curl (2 arguments)");
-        assert_eq!(exec.state_key(), "exec:curl", "the arguments may change");
+        let elsewhere = Destination::Exec(vec!["curl".into(), "-H".into(), "token: other".into()]);
+        assert_ne!(
+            exec.state_key(),
+            elsewhere.state_key(),
+            "the arguments are its address"
+        );
         let e = Destination::parse("ftp://h/x").unwrap_err().to_string();
         assert!(e.contains("unknown URL scheme \"ftp\""), "{e}");
         assert!(Destination::parse("file://relative").is_err());

@@ -110,47 +110,67 @@ pub fn check_name(name: &str) -> Result<()> {
             "mapping name {name:?}: use 1 to 64 letters, digits, '.', '_' or '-', not starting with '.' or '-'"
         );
     }
+    // `photos-0123456789ab` is how unnamed mappings' state is named (`mapping_name`).
+    let generated = name.rsplit_once('-').is_some_and(|(stem, hex)| {
+        !stem.is_empty() && hex.len() == 12 && hex.bytes().all(|b| b.is_ascii_hexdigit())
+    });
+    if generated {
+        bail!("mapping name {name:?} looks like the state of an unnamed mapping; choose another");
+    }
     Ok(())
 }
 
-/// The state directory of a named mapping that was renamed: a directory under `root`
-/// recorded for the same source and destination, with the same include globs and `dated`
-/// pattern, under another name, not in use, and not the state of one of `siblings` (the
-/// other mappings of the same config file). Routes share a source and a destination and
-/// differ by their includes: a route is never taken for a renamed one. Renamed and refiltered
-/// at once, a mapping starts afresh (nothing lost: its old state stays where it was).
-pub fn renamed_from(
-    root: &Path,
-    source: &Path,
-    destination: &str,
-    args: &crate::cli::MappingArgs,
-) -> Result<Vec<PathBuf>> {
-    use skynet_core::siblings::{META_DATED, META_INCLUDE};
-    let siblings = &args.sibling_names;
-    let includes = args.filters.includes.join("\n");
-    let dated = args.dated.clone().unwrap_or_default();
-    use skynet_core::engine::meta;
-    let mut found = Vec::new();
-    for dir in mapping_dirs(root)? {
-        let Ok(queue) = skynet_core::queue::Queue::open(&skynet_core::queue::database_path(&dir))
-        else {
-            continue;
-        };
-        let same = queue.meta(meta::SOURCE)?.as_deref() == Some(&*source.to_string_lossy())
-            && queue.meta(meta::DESTINATION)?.as_deref() == Some(destination);
-        let same_route = queue.meta(META_INCLUDE)?.unwrap_or_default() == includes
-            && queue.meta(META_DATED)?.unwrap_or_default() == dated;
-        let old_name = queue.meta(meta::NAME)?.unwrap_or_default();
-        if same
-            && same_route
-            && !old_name.is_empty()
-            && !siblings.contains(&old_name)
-            && !MappingLock::is_held(&dir)
-        {
-            found.push(dir);
+/// What a mapping taking over earlier state must share with it: a state directory holds
+/// one route's queue and ledger, and taking another route's (same source and destination,
+/// other includes) would send everything again, or mix two queues.
+pub struct Successor<'a> {
+    pub source: &'a Path,
+    pub includes: &'a [String],
+    pub dated: Option<&'a str>,
+    /// The other mappings of the same config file: their state is never taken.
+    pub siblings: &'a [String],
+}
+
+impl Successor<'_> {
+    /// True when the state in `dir` may become this mapping's: recorded for the same source,
+    /// with the same includes and `dated` pattern, named (if at all) by no sibling, and not
+    /// in use. `destination`: the recorded destination must be this one too (a rename; state
+    /// found under this destination's own key already names it).
+    pub fn may_take(&self, dir: &Path, destination: Option<&str>) -> Result<bool> {
+        use skynet_core::engine::meta;
+        use skynet_core::siblings::{META_DATED, META_INCLUDE};
+        let db = skynet_core::queue::database_path(dir);
+        if !db.is_file() || MappingLock::is_held(dir) {
+            return Ok(false);
         }
+        let Ok(queue) = skynet_core::queue::Queue::open(&db) else {
+            return Ok(false);
+        };
+        let recorded = |key| queue.meta(key).map(Option::unwrap_or_default);
+        let old_name = recorded(meta::NAME)?;
+        Ok(recorded(meta::SOURCE)? == self.source.to_string_lossy()
+            && destination.is_none_or(|d| recorded(meta::DESTINATION).is_ok_and(|r| r == d))
+            && recorded(META_INCLUDE)? == self.includes.join("\n")
+            && recorded(META_DATED)? == self.dated.unwrap_or_default()
+            && !self.siblings.contains(&old_name))
     }
-    Ok(found)
+
+    /// The state directory of a named mapping that was renamed: the directories under `root`
+    /// recorded under another name for the same destination that [`Self::may_take`] allows.
+    /// Renamed and refiltered at once, a mapping starts afresh (its old state stays).
+    pub fn renamed_from(&self, root: &Path, destination: &str) -> Result<Vec<PathBuf>> {
+        let mut found = Vec::new();
+        for dir in mapping_dirs(root)? {
+            let named = skynet_core::queue::Queue::open(&skynet_core::queue::database_path(&dir))
+                .ok()
+                .and_then(|q| q.meta(skynet_core::engine::meta::NAME).ok().flatten())
+                .is_some_and(|n| !n.is_empty());
+            if named && self.may_take(&dir, Some(destination))? {
+                found.push(dir);
+            }
+        }
+        Ok(found)
+    }
 }
 
 /// Another process holds a mapping's lock. `main` exits 3 for it rather than 2 (bad usage),

@@ -201,19 +201,23 @@ fn send_once_exec(s: &Scratch, template: &str, extra: &[&str]) -> std::process::
     s.cmd(&args).output().unwrap()
 }
 
+/// A named command mapping keeps its ledger when its command is edited; unnamed, a command
+/// with other arguments is another destination (`rsync … hostA:` vs `hostB:`), and each
+/// receives every file.
 #[test]
-fn editing_a_commands_arguments_keeps_what_it_delivered() {
+fn editing_a_named_commands_arguments_keeps_what_it_delivered() {
     let s = Scratch::new();
     put(&s.src, "a.txt", b"a");
     put(&s.src, "b.txt", b"b");
     let tools = tempfile::tempdir().unwrap();
     let prog = script(tools.path(), "deliver", RECORD_ARGS);
     let first = format!("{} --host=old -- {{remote}}", prog.display());
-    assert_exit(&send_once_exec(&s, &first, &[]), 0);
+    let named = ["--name", "scans"];
+    assert_exit(&send_once_exec(&s, &first, &named), 0);
     assert_eq!(calls(tools.path()).len(), 2);
     // The user points the command elsewhere: nothing is sent again.
     let edited = format!("{} --host=new --verbose -- {{remote}}", prog.display());
-    assert_exit(&send_once_exec(&s, &edited, &[]), 0);
+    assert_exit(&send_once_exec(&s, &edited, &named), 0);
     assert_eq!(
         calls(tools.path()).len(),
         2,
@@ -221,12 +225,33 @@ fn editing_a_commands_arguments_keeps_what_it_delivered() {
     );
     // A new file goes with the new arguments.
     put(&s.src, "c.txt", b"c");
-    assert_exit(&send_once_exec(&s, &edited, &[]), 0);
+    assert_exit(&send_once_exec(&s, &edited, &named), 0);
     let got = calls(tools.path());
     assert_eq!(got.len(), 3);
     assert!(got
         .iter()
         .any(|c| c.contains(&b"--verbose".to_vec()) && c.contains(&b"c.txt".to_vec())));
+}
+
+#[test]
+fn two_unnamed_commands_with_other_arguments_each_receive_every_file() {
+    let s = Scratch::new();
+    put(&s.src, "a.txt", b"a");
+    let tools = tempfile::tempdir().unwrap();
+    let prog = script(tools.path(), "deliver", RECORD_ARGS);
+    for host in ["hostA", "hostB"] {
+        let template = format!("{} --host={host} -- {{remote}}", prog.display());
+        assert_exit(&send_once_exec(&s, &template, &[]), 0);
+    }
+    let got = calls(tools.path());
+    for host in ["hostA", "hostB"] {
+        let arg = format!("--host={host}").into_bytes();
+        assert!(
+            got.iter()
+                .any(|c| c.contains(&arg) && c.contains(&b"a.txt".to_vec())),
+            "{host} never received a.txt: {got:?}"
+        );
+    }
 }
 
 #[test]
@@ -406,4 +431,34 @@ fn what_is_not_sent_is_visible_and_each_delivery_is_logged() {
     assert!(s.dst.join("more.mp4").exists());
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(!log.contains("more.mp4"), "-q: {log}");
+}
+
+/// A named route added beside an unnamed one of the same source and destination (other
+/// includes) starts with its own state: it never takes the unnamed route's queue and ledger,
+/// which would send the unnamed route's files all over again.
+#[test]
+fn a_new_named_route_never_takes_an_unnamed_routes_state() {
+    let s = Scratch::new();
+    put(&s.src, "clip.mp4", b"video");
+    put(&s.src, "photo.jpg", b"image");
+    let sync = |extra: &[&str]| {
+        let mut args = vec!["sync", s.src_str(), s.dst_str(), "--settle", "0"];
+        args.extend_from_slice(extra);
+        s.cmd(&args).output().unwrap()
+    };
+    assert_exit(&sync(&["--include", "*.mp4"]), 0);
+    assert_exit(&sync(&["--name", "jpg", "--include", "*.jpg"]), 0);
+    let status = s.status();
+    let mappings = status["mappings"].as_array().unwrap();
+    assert_eq!(
+        mappings.len(),
+        2,
+        "the unnamed route's state was taken: {status}"
+    );
+    let ledger = s.cmd(&["ledger", "list", "--json"]).output().unwrap();
+    let text = String::from_utf8_lossy(&ledger.stdout);
+    assert!(
+        text.contains("clip.mp4") && text.contains("photo.jpg"),
+        "{text}"
+    );
 }

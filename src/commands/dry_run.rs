@@ -21,11 +21,13 @@ pub fn dry_run(src: &Path, dest: Option<&str>, args: &MappingArgs) -> Result<Exi
         .with_context(|| format!("source {}", src.display()))?;
     let destination = super::destination_of(dest, args)?;
     super::check_options(&destination, args)?;
-    let state_dir = super::state_dir_of(&source, &destination, args)?;
+    // Found, not moved: a dry run changes nothing, earlier state included.
+    let place = super::locate_state(&source, &destination, args)?;
+    let state_dir = place.current();
     // A mapping that never ran has no database: work on an empty one that is thrown away.
     let scratch;
-    let dir = if skynet_core::queue::database_path(&state_dir).exists() {
-        state_dir.as_path()
+    let dir = if skynet_core::queue::database_path(state_dir).exists() {
+        state_dir
     } else {
         scratch = tempfile::tempdir().context("cannot make a scratch state directory")?;
         scratch.path()

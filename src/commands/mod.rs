@@ -51,8 +51,8 @@ pub async fn prepare(
         Err(e) if what == "run" && e.kind() == std::io::ErrorKind::NotFound => {
             let source =
                 std::path::absolute(src).with_context(|| format!("source {}", src.display()))?;
-            let known = state_dir_of(&source, &destination, args)
-                .is_ok_and(|d| skynet_core::queue::database_path(&d).exists());
+            let known = locate_state(&source, &destination, args)
+                .is_ok_and(|p| skynet_core::queue::database_path(p.current()).exists());
             if !known {
                 return Err(e).with_context(|| format!("source {}", src.display()));
             }
@@ -171,48 +171,104 @@ fn warn_option_like_placeholders(destination: &Destination, args: &MappingArgs) 
     }
 }
 
+/// Where a mapping's state is, and the earlier state that is to become it.
+struct StatePlace {
+    dir: PathBuf,
+    /// State kept elsewhere for the same mapping, moved to `dir` when the mapping starts.
+    adopt: Option<PathBuf>,
+}
+
+impl StatePlace {
+    /// Where the mapping's database is now: `dir`, or the state still to be adopted.
+    fn current(&self) -> &Path {
+        match &self.adopt {
+            Some(old) if !skynet_core::queue::database_path(&self.dir).exists() => old,
+            _ => &self.dir,
+        }
+    }
+}
+
 /// The state directory of the mapping from `source` to `destination`: its name (`--name`),
-/// or a hash of the source and the destination's kind and address. State kept elsewhere for
-/// the same mapping is moved there, so that no queued work is forgotten: under the
-/// destination as an earlier version spelled it, under no name before the mapping was
-/// named, or under its old name after a rename.
-fn state_dir_of(source: &Path, destination: &Destination, args: &MappingArgs) -> Result<PathBuf> {
+/// or a hash of the source and the normalised destination. State kept elsewhere for the
+/// same mapping is found, not moved (a dry run changes nothing): under the destination as an
+/// earlier version spelled it, under no name before the mapping was named, or under its old
+/// name after a rename, and only when it is the same route ([`state::Successor::may_take`]).
+fn locate_state(
+    source: &Path,
+    destination: &Destination,
+    args: &MappingArgs,
+) -> Result<StatePlace> {
     let root = state::state_root(args.state_dir.as_deref())?;
     let unnamed = root.join(state::mapping_name(source, &destination.state_key()));
     let legacy = destination
         .legacy_state_key(args)
         .map(|key| root.join(state::mapping_name(source, &key)));
+    let successor = state::Successor {
+        source,
+        includes: &args.filters.includes,
+        dated: args.dated.as_deref(),
+        siblings: &args.sibling_names,
+    };
     let Some(name) = &args.name else {
-        if let Some(old) = legacy {
-            state::adopt_legacy(&old, &unnamed)?;
-        }
-        return Ok(unnamed);
+        let adopt = match legacy {
+            Some(old) if !unnamed.exists() && successor.may_take(&old, None)? => Some(old),
+            _ => None,
+        };
+        return Ok(StatePlace {
+            dir: unnamed,
+            adopt,
+        });
     };
     state::check_name(name)?;
     let dir = root.join(name);
-    if dir.exists() {
-        return Ok(dir);
+    if skynet_core::queue::database_path(&dir).is_file() {
+        // A name given to another source's mapping would mix two ledgers.
+        if !successor.may_take(&dir, None)? && !MappingLock::is_held(&dir) {
+            let recorded =
+                skynet_core::queue::Queue::open(&skynet_core::queue::database_path(&dir))
+                    .ok()
+                    .and_then(|q| q.meta(skynet_core::engine::meta::SOURCE).ok().flatten())
+                    .unwrap_or_default();
+            if recorded != source.to_string_lossy() {
+                anyhow::bail!(
+                    "mapping name {name:?} holds the state of source {recorded}; choose another name for {}",
+                    source.display()
+                );
+            }
+        }
+        return Ok(StatePlace { dir, adopt: None });
     }
-    let earlier: Vec<PathBuf> = [Some(unnamed), legacy]
-        .into_iter()
-        .flatten()
-        .filter(|d| skynet_core::queue::database_path(d).is_file())
-        .collect();
-    let earlier = if earlier.is_empty() {
-        state::renamed_from(&root, source, &destination.display(), args)?
-    } else {
-        earlier
+    let mut earlier = Vec::new();
+    for candidate in [Some(unnamed), legacy].into_iter().flatten() {
+        if successor.may_take(&candidate, None)? {
+            earlier.push(candidate);
+        }
+    }
+    if earlier.is_empty() {
+        earlier = successor.renamed_from(&root, &destination.display())?;
+    }
+    let adopt = match earlier.len() {
+        0 => None,
+        1 => earlier.pop(),
+        _ => {
+            tracing::warn!(
+                candidates = ?earlier,
+                "mapping {name}: several earlier states could be this mapping's; starting afresh (move one to {} to keep it)",
+                dir.display()
+            );
+            None
+        }
     };
-    match earlier.as_slice() {
-        [one] => state::adopt_legacy(one, &dir)?,
-        [] => {}
-        many => tracing::warn!(
-            candidates = ?many,
-            "mapping {name}: several earlier states could be this mapping's; starting afresh (move one to {} to keep it)",
-            dir.display()
-        ),
+    Ok(StatePlace { dir, adopt })
+}
+
+/// The state directory of a mapping that starts, earlier state moved into it.
+fn state_dir_of(source: &Path, destination: &Destination, args: &MappingArgs) -> Result<PathBuf> {
+    let place = locate_state(source, destination, args)?;
+    if let Some(old) = &place.adopt {
+        state::adopt_legacy(old, &place.dir)?;
     }
-    Ok(dir)
+    Ok(place.dir)
 }
 
 /// Options that cannot go together, refused before anything starts.
@@ -344,13 +400,20 @@ mod tests {
             .join("state")
             .join(state::mapping_name(&source, typed));
         std::fs::create_dir_all(&old).unwrap();
-        std::fs::write(skynet_core::queue::database_path(&old), b"queued work").unwrap();
+        // An earlier version's database: its source recorded, and something queued.
+        let db = skynet_core::queue::database_path(&old);
+        let queue = skynet_core::queue::Queue::open(&db).unwrap();
+        let meta = skynet_core::engine::meta::SOURCE;
+        queue.set_meta(meta, &source.display().to_string()).unwrap();
+        queue.set_meta("marker", "queued work").unwrap();
+        drop(queue);
         let dest = Destination::parse(typed).unwrap();
         let dir = state_dir_of(&source, &dest, &args).unwrap();
         assert_ne!(dir, old);
+        let adopted = skynet_core::queue::Queue::open(&skynet_core::queue::database_path(&dir));
         assert_eq!(
-            std::fs::read(skynet_core::queue::database_path(&dir)).unwrap(),
-            b"queued work"
+            adopted.unwrap().meta("marker").unwrap().as_deref(),
+            Some("queued work")
         );
         assert!(!old.exists());
         // Spelled the normalised way, it is the same mapping.

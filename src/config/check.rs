@@ -186,6 +186,7 @@ fn is_duration(key: &str) -> bool {
         key,
         "settle"
             | "retry_delay"
+            | "retry_failed_after"
             | "reconnect_max"
             | "timeout"
             | "min_age"
