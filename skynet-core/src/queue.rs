@@ -51,6 +51,11 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("schema/007_dest_dirs.sql"),
 ];
 
+/// Gives every parked action a new episode of attempts, ready now (`queue retry all`, and
+/// each start).
+const REVIVE_PARKED: &str =
+    "UPDATE queue SET state = 3, ready_at = 0, attempts = 0 WHERE state = 2";
+
 const PENDING: i64 = 0;
 const IN_FLIGHT: i64 = 1;
 const PARKED: i64 = 2;
@@ -550,11 +555,7 @@ impl Queue {
         // Each start (a cron `sync`, a restarted daemon) gives parked actions one more episode
         // before reporting them: what failed may have been fixed meanwhile, and waiting for
         // someone to type `queue retry` left them failed forever.
-        tx.execute(
-            "UPDATE queue SET state = 3, ready_at = 0, attempts = 0 WHERE state = 2",
-            [],
-        )
-        .map_err(|e| self.err(e))?;
+        tx.execute(REVIVE_PARKED, []).map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))?;
         Ok(paths)
     }
@@ -593,6 +594,13 @@ impl Queue {
                 };
                 let id: i64 = row.get(0).map_err(|e| self.err(e))?;
                 let ready_at: i64 = row.get(4).map_err(|e| self.err(e))?;
+                let state: i64 = row.get(7).map_err(|e| self.err(e))?;
+                // A parked action waiting for its next episode holds nothing back, as before
+                // parked actions came back by themselves: one file that keeps failing must
+                // not stop the actions after it on related paths (nor keep a sync waiting).
+                if state == PARKED && ready_at as u64 > now {
+                    continue;
+                }
                 let action = self.row_action(row)?;
                 let free = action.paths().all(|p| !blocked.conflicts(p.as_bytes()));
                 for p in action.paths() {
@@ -601,7 +609,6 @@ impl Queue {
                 if free && ready_at as u64 <= now {
                     let attempts: i64 = row.get(5).map_err(|e| self.err(e))?;
                     let parks: i64 = row.get(6).map_err(|e| self.err(e))?;
-                    let state: i64 = row.get(7).map_err(|e| self.err(e))?;
                     // A parked action whose wait is over starts a new episode of attempts.
                     let attempts = if state == PARKED { 0 } else { attempts };
                     claimed.push(Claimed {
@@ -864,12 +871,9 @@ impl Queue {
     /// Retries every parked action. Returns how many.
     pub fn retry_failed(&self) -> Result<u64, StateError> {
         let conn = self.lock();
-        conn.execute(
-            "UPDATE queue SET state = 3, ready_at = 0, attempts = 0 WHERE state = 2",
-            [],
-        )
-        .map(|n| n as u64)
-        .map_err(|e| self.err(e))
+        conn.execute(REVIVE_PARKED, [])
+            .map(|n| n as u64)
+            .map_err(|e| self.err(e))
     }
 
     /// Removes an action from the queue without doing it.
@@ -937,16 +941,16 @@ impl Queue {
 
     /// Targets of the sends that will run (every state but parked): the uploads a backend may
     /// resume, whose temporaries a sweep keeps (see `Connection::sweep_temps`). Parked sends
-    /// are left out: they run again only when someone retries them, and a resumable temp is
-    /// an optimisation, not worth keeping around until then.
+    /// are left out: they run again only after their park (minutes to an hour) or at the next
+    /// start, and a resumable temp is an optimisation, not worth keeping around until then.
     pub fn queued_sends(&self) -> Result<HashSet<RelPath>, StateError> {
         self.sends_in("SELECT path FROM queue WHERE kind = 'send' AND state != 2")
     }
 
     /// Targets of the sends that have not read their file yet (pending, retrying, held): each
     /// will send the file as it is when it runs. An in-flight send may have read an older
-    /// version, and a parked one runs only when someone retries it, so neither stands for the
-    /// file's current content (the catch-up scan relies on this).
+    /// version, and a parked one may fail again (it runs after its park), so neither stands
+    /// for the file's current content (the catch-up scan relies on this).
     pub fn waiting_sends(&self) -> Result<HashSet<RelPath>, StateError> {
         self.sends_in("SELECT path FROM queue WHERE kind = 'send' AND state IN (0, 3, 4)")
     }
@@ -1755,6 +1759,30 @@ mod tests {
         }])
         .unwrap();
         assert_eq!(q.counts().unwrap().failed, 1);
+        // Waiting for its next episode, a parked action holds back nothing queued after it
+        // on a related path (a sync would otherwise wait for it, park after park).
+        q.push(&[Entry::new(
+            Action::Move {
+                from: p("b"),
+                to: p("b2"),
+            },
+            0,
+        )])
+        .unwrap();
+        let claimed = q.claim(10, now_ms()).unwrap();
+        assert_eq!(
+            claimed.iter().map(|c| &c.action).collect::<Vec<_>>(),
+            [&Action::Move {
+                from: p("b"),
+                to: p("b2"),
+            }],
+            "a parked send held back a later move of its path"
+        );
+        q.finish(&[Outcome::Done {
+            id: claimed[0].id,
+            ledger: LedgerUpdate::Unchanged,
+        }])
+        .unwrap();
         assert_eq!(q.last_error().unwrap().as_deref(), Some("gave up"));
         q.record_delivered(&[(p("d/x"), 1, 1, None)]).unwrap();
         q.finish(&[]).unwrap();
