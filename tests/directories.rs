@@ -163,9 +163,11 @@ fn folders_the_source_lost_go(s: &Scratch, backend: Backend) {
         "after the emptied folders went",
     );
 
-    // Everything goes: the root stays, and so does the folder holding the destination's file.
+    // Everything goes, `kept` too: the root stays, and so does the folder holding the
+    // destination's own file, though the source no longer has it.
     std::fs::remove_dir_all(s.src.join("new")).unwrap();
     std::fs::remove_file(s.src.join("top.txt")).unwrap();
+    std::fs::remove_dir(s.src.join("kept")).unwrap();
     let out = sync(s, &backend, &flags);
     assert_exit(&out, 0);
     expect_dest(

@@ -95,50 +95,57 @@ pub async fn remove_due(
     let mut removed = 0u64;
     let mut waiting = false;
     let mut failure: Option<ConnError> = None;
-    'rows: for row in due {
+    // A work list, deepest first, each directory once: a directory is looked at after every
+    // due one below it, and its parent joins the list when it is removed (many due siblings
+    // share a parent, which one look settles: climbing from each tried it again and again).
+    let depth =
+        |d: &RelPath| std::cmp::Reverse(d.as_bytes().iter().filter(|b| **b == b'/').count());
+    let mut todo: std::collections::BTreeSet<_> = due.into_iter().map(|d| (depth(&d), d)).collect();
+    while let Some((_, dir)) = todo.pop_first() {
         if stopping() {
             break;
         }
-        let mut dir = row;
-        loop {
-            match local(root, &dir) {
-                Local::Dir => {
-                    verdicts.push(DirVerdict::Kept(dir));
-                    break;
-                }
-                Local::Other => {
-                    verdicts.push(DirVerdict::Forget(dir));
-                    break;
-                }
-                Local::Absent => {}
+        match local(root, &dir) {
+            Local::Dir => {
+                verdicts.push(DirVerdict::Kept(dir));
+                continue;
             }
-            if queue.busy_within(&dir)? {
-                waiting = true;
-                verdicts.push(DirVerdict::Waiting(dir));
+            Local::Other => {
+                verdicts.push(DirVerdict::Forget(dir));
+                continue;
+            }
+            Local::Absent => {}
+        }
+        if queue.busy_within(&dir)? {
+            waiting = true;
+            verdicts.push(DirVerdict::Waiting(dir));
+            continue;
+        }
+        match conn.remove_empty_dir(&dir).await {
+            Ok(true) => {
+                tracing::info!(path = %dir, "removed a directory the source no longer has");
+                removed += 1;
+                if let Some(parent) = dir.parent() {
+                    todo.insert((depth(&parent), parent));
+                }
+                verdicts.push(DirVerdict::Removed(dir));
+            }
+            Ok(false) => {
+                // It holds what the source lacks (the destination's own files, a temporary a
+                // crash left before the next sweep): looked at again after the next scan.
+                tracing::debug!(path = %dir, "directory kept at the destination: not empty");
+                verdicts.push(DirVerdict::Kept(dir));
+            }
+            // The link is down: the rest waits for the reconnection.
+            Err(e) if e.kind == crate::error::ErrorKind::ConnectionLost => {
+                failure = Some(e);
                 break;
             }
-            match conn.remove_empty_dir(&dir).await {
-                Ok(true) => {
-                    tracing::info!(path = %dir, "removed a directory the source no longer has");
-                    removed += 1;
-                    verdicts.push(DirVerdict::Removed(dir.clone()));
-                }
-                Ok(false) => {
-                    // It holds what the source lacks (the destination's own files, a
-                    // temporary a crash left before the next sweep): looked at again after
-                    // the next catch-up scan.
-                    tracing::debug!(path = %dir, "directory kept at the destination: not empty");
-                    verdicts.push(DirVerdict::Kept(dir));
-                    break;
-                }
-                Err(e) => {
-                    failure = Some(e);
-                    break 'rows;
-                }
-            }
-            match dir.parent() {
-                Some(parent) => dir = parent,
-                None => break,
+            // This directory cannot go (no permission, refused): kept, looked at again after
+            // the next catch-up scan; the others are not held up behind it.
+            Err(e) => {
+                tracing::warn!(path = %dir, error = %e.message, "cannot remove a directory the source no longer has; keeping it");
+                verdicts.push(DirVerdict::Kept(dir));
             }
         }
     }
@@ -235,9 +242,18 @@ mod tests {
                 ("keep".to_string(), false),
             ]
         );
-        // Nothing due but what waits; a stop request ends a look at once.
+        // A stop request ends a look at once: a removable due directory stays, still due.
+        std::fs::create_dir_all(dest.join("later")).unwrap();
+        deleted(&q, "later/f");
         let end = remove_due(&conn, &q, &src, None, || true).await.unwrap();
         assert!(matches!(end, PassEnd::Done { removed: 0, .. }), "{end:?}");
         assert!(dest.is_dir());
+        assert!(dest.join("later").is_dir(), "removed after a stop request");
+        let later_due = q
+            .dir_rows()
+            .unwrap()
+            .into_iter()
+            .any(|(p, due)| p.display() == "later" && due);
+        assert!(later_due, "no longer due after a stop request");
     }
 }
