@@ -652,6 +652,8 @@ mod tests {
         let exec = &maps[5];
         assert!(exec.destination.is_none());
         assert!(exec.args.send_once);
+        // The example's pass_env belongs to the command destination it explains.
+        assert_eq!(exec.args.pass_env, ["SKYNET_RSYNC_TOKEN"]);
         assert_eq!(
             exec.args.exec.as_ref().map(|a| a.0[0].as_str()),
             Some("rsync")

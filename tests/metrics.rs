@@ -21,11 +21,16 @@ fn start_with_metrics(mut start: impl FnMut(&str) -> Daemon) -> (Daemon, u16) {
     for _ in 0..5 {
         let port = free_port();
         let mut daemon = start(&format!("127.0.0.1:{port}"));
-        let ours = wait_until(Duration::from_secs(15), || {
-            !daemon.log_text().contains("cannot listen")
-                && get(port, "/metrics").is_some_and(|(_, body)| body.contains("skynet_"))
+        // Ours: our daemon says it listens there (another server on the port proves nothing),
+        // and a daemon that exited ("Address already in use") ends the wait at once.
+        let listening = format!("127.0.0.1:{port}/metrics");
+        wait_until(Duration::from_secs(15), || {
+            daemon.log_text().contains(&listening) || !daemon.is_running()
         });
-        if ours && daemon.is_running() {
+        if daemon.is_running()
+            && daemon.log_text().contains(&listening)
+            && get(port, "/metrics").is_some_and(|(_, body)| body.contains("skynet_"))
+        {
             return (daemon, port);
         }
         daemon.kill9();

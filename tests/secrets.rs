@@ -139,6 +139,9 @@ fn files_holding(dir: &Path, needle: &str) -> Vec<PathBuf> {
 fn refused_destinations_leave_no_credential_in_the_state_or_status() {
     let s = Scratch::new();
     put(&s.src, "a.txt", b"a");
+    // A mapping that ran, so the state directory and `status` have something to show.
+    assert_synced(&s, &s.sync(&["--settle", "0"]));
+    let before = mapping_dirs(&s.state);
     for (dest, secret) in [
         (
             "sftp://alice:hunter2-c0ffee@127.0.0.1:1/x",
@@ -158,8 +161,15 @@ fn refused_destinations_leave_no_credential_in_the_state_or_status() {
         assert!(!stderr.contains(secret), "{secret} in the error: {stderr}");
         let holding = files_holding(&s.state, secret);
         assert!(holding.is_empty(), "{secret} stored in {holding:?}");
+        assert_eq!(
+            mapping_dirs(&s.state),
+            before,
+            "{dest}: refused, yet state was made"
+        );
         let status = s.cmd(&["status", "--json"]).output().unwrap();
+        assert!(status.status.success(), "status failed");
         let text = String::from_utf8_lossy(&status.stdout);
+        assert!(text.contains("mappings"), "status showed nothing: {text}");
         assert!(!text.contains(secret), "{secret} in status --json: {text}");
     }
 }
@@ -188,10 +198,13 @@ fn one_sftp_destination_spelled_two_ways_is_one_mapping() {
         "sftp://alice@127.0.0.1:1/x/",
         "SFTP://alice@127.0.0.1:1//x",
     ] {
-        let _ = s
+        let out = s
             .cmd(&["sync", s.src_str(), dest, "--timeout", "1s"])
             .output()
             .unwrap();
+        // Accepted, then unreachable: it tried to connect (not refused as a bad URL).
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("cannot reach"), "{dest}: {stderr}");
     }
     let dirs = mapping_dirs(&s.state);
     assert_eq!(dirs.len(), 1, "one mapping expected: {dirs:?}");
@@ -199,7 +212,7 @@ fn one_sftp_destination_spelled_two_ways_is_one_mapping() {
     let t = Scratch::new();
     put(&t.src, "a.txt", b"a");
     for dest in ["sftp://alice@127.0.0.1:22/x", "sftp://alice@127.0.0.1/x"] {
-        let _ = t
+        let out = t
             .cmd(&[
                 "sync",
                 t.src_str(),
@@ -211,6 +224,10 @@ fn one_sftp_destination_spelled_two_ways_is_one_mapping() {
             ])
             .output()
             .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // Whatever listens on port 22 here (nothing, or an sshd whose key is unknown).
+        let tried = stderr.contains("cannot reach") || stderr.contains("host key");
+        assert!(tried, "{dest}: {stderr}");
     }
     let dirs = mapping_dirs(&t.state);
     assert_eq!(dirs.len(), 1, "one mapping expected: {dirs:?}");

@@ -250,7 +250,7 @@ pub struct ScanOptions {
     /// Show a progress line on stderr (only when it is a terminal).
     pub progress: bool,
     /// The other mappings of this source, to tell a file another route takes from one no
-    /// route takes. `None`: this mapping alone decides.
+    /// route takes, and record both counts. `None` (the watcher's rescans): neither.
     pub siblings: Option<crate::siblings::SiblingFinder>,
 }
 
@@ -304,11 +304,13 @@ fn scan(
     let now = now_ms();
     let settle_ms = opts.settle.as_millis() as u64;
     let bar = progress_bar(opts.progress);
-    let siblings: Vec<crate::siblings::Sibling> = opts
-        .siblings
-        .as_ref()
-        .map(|f| f.find().into_iter().filter_map(Result::ok).collect())
-        .unwrap_or_default();
+    // Only a mapping with include globs leaves files to other routes.
+    let siblings: Vec<crate::siblings::Sibling> = match &opts.siblings {
+        Some(finder) if filter.has_includes() => {
+            finder.find().into_iter().filter_map(Result::ok).collect()
+        }
+        _ => Vec::new(),
+    };
 
     for entry in walk(root, root, filter) {
         let entry = match entry {
@@ -421,9 +423,12 @@ fn scan(
         }
     }
     queue.push(&batch)?;
-    // As of this scan, for `status` and metrics.
-    queue.set_meta(UNROUTED_KEY, &report.unrouted.encode())?;
-    queue.set_meta(UNDATED_KEY, &report.undated.encode())?;
+    // As of this catch-up, for `status` and metrics: only a scan that knew the other routes
+    // (the engine's; the watcher's rescans do not look) can tell what no route takes.
+    if opts.siblings.is_some() {
+        queue.set_meta(UNROUTED_KEY, &report.unrouted.encode())?;
+        queue.set_meta(UNDATED_KEY, &report.undated.encode())?;
+    }
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }

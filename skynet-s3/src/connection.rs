@@ -64,8 +64,9 @@ pub(crate) struct Inner {
     pub(crate) opened_at: i64,
     /// Keys of parent directories this connection found free of an object at the key itself
     /// (see [`Inner::clear_files_above`]), so that it looks once per directory, not per send.
-    /// A send or rename onto a key forgets it and everything below it.
-    dirs_clear: Mutex<HashSet<String>>,
+    /// A send onto a key forgets it; a rename, it and everything below it (sorted, so that
+    /// is one range, not a walk of the whole set per rename).
+    dirs_clear: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl S3Connection {
@@ -146,7 +147,7 @@ impl S3Connection {
                 target,
                 live_uploads: Mutex::new(HashSet::new()),
                 opened_at: crate::resume_store::now_ms(),
-                dirs_clear: Mutex::new(HashSet::new()),
+                dirs_clear: Mutex::new(Default::default()),
             }),
         })
     }
@@ -383,15 +384,28 @@ impl Inner {
         Ok(())
     }
 
-    fn clear_known(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+    fn clear_known(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<String>> {
         self.dirs_clear.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// An object may now stand at `key` or below it: directories there are not known clear.
+    /// An object may now stand at `key` (a send): that directory is not known clear.
+    pub(crate) fn forget_clear_dir(&self, key: &str) {
+        self.clear_known().remove(key);
+    }
+
+    /// Objects may now stand at `key` and below it (a rename of a directory): none of the
+    /// directories there is known clear. `key/` sorts right after `key`, and everything
+    /// below it before `key0` (`0` follows `/`): one range.
     pub(crate) fn forget_clear_dirs(&self, key: &str) {
-        let below = format!("{key}/");
-        self.clear_known()
-            .retain(|k| k != key && !k.starts_with(&below));
+        let mut known = self.clear_known();
+        known.remove(key);
+        let below: Vec<String> = known
+            .range(format!("{key}/")..format!("{key}0"))
+            .cloned()
+            .collect();
+        for k in below {
+            known.remove(&k);
+        }
     }
 
     async fn send_small(&self, file: &SourceFile, key: &str) -> Result<u64, ConnError> {
@@ -591,7 +605,7 @@ impl Connection for S3Connection {
     async fn send(&self, file: &SourceFile, to: &RelPath) -> Result<u64, ConnError> {
         let inner = &self.inner;
         let key = inner.keys.key(to)?;
-        inner.forget_clear_dirs(&key);
+        inner.forget_clear_dir(&key);
         inner.clear_files_above(to).await?;
         // A send replaces a directory in the way (the contract; the ledger forgets the files
         // under `to` once it is acknowledged). S3 would keep `to/...` beside the new object:

@@ -47,8 +47,9 @@ pub struct MappingStatus {
     pub skipped_links: u64,
     pub failures: Vec<QueueRow>,
     pub handoff_failures: Vec<HandoffRow>,
-    /// The held actions (gates: still changing, `min_age`, dated names; the mass-deletion
-    /// guard), first [`HELD_SHOWN`]: `ready_at` is when a gate opens, `last_error` why.
+    /// The actions a gate holds (still changing, `min_age`, dated names), first
+    /// [`HELD_SHOWN`]: `ready_at` is when the gate opens, `last_error` why. (Deletions the
+    /// guard holds are counted in `deletions_held`, with their own line.)
     pub held_files: Vec<QueueRow>,
     /// Files no mapping of this source takes, as of the last scan: count and a few names.
     pub unrouted: Skipped,
@@ -113,7 +114,7 @@ pub fn read(dir: &Path) -> Result<MappingStatus> {
     let rows = queue.rows()?;
     let held_files = rows
         .iter()
-        .filter(|r| r.state == "held" || r.state == "deletion_held")
+        .filter(|r| r.state == "held")
         .take(HELD_SHOWN)
         .cloned()
         .collect();
@@ -226,12 +227,12 @@ fn print(root: &Path, json: bool) -> Result<()> {
             );
         }
         for h in &m.held_files {
-            let when = if h.ready_at > 0 && h.state == "held" {
+            let when = if h.ready_at > 0 {
                 format!(" until {}", local_time(h.ready_at))
             } else {
                 String::new()
             };
-            println!(
+            outln!(
                 "  held #{} {} {}{when}: {}",
                 h.id,
                 h.kind.as_str(),
@@ -239,8 +240,8 @@ fn print(root: &Path, json: bool) -> Result<()> {
                 h.last_error.as_deref().unwrap_or("")
             );
         }
-        if m.held as usize > m.held_files.len() && !m.held_files.is_empty() {
-            println!("  … see `skynet queue list` for every held action");
+        if m.held as usize > m.held_files.len() {
+            outln!("  … see `skynet queue list` for every held action");
         }
         for (what, s) in [
             (
@@ -253,7 +254,7 @@ fn print(root: &Path, json: bool) -> Result<()> {
             ),
         ] {
             if s.count > 0 {
-                println!("  {} file(s) {what}, e.g. {}", s.count, s.names.join(", "));
+                outln!("  {} file(s) {what}, e.g. {}", s.count, s.names.join(", "));
             }
         }
         if m.vanished > 0 {
