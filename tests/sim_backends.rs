@@ -246,15 +246,8 @@ fn histories() -> Vec<History> {
         .collect()
 }
 
-/// The plainest engine: one worker, no batching, no settle time.
 fn plain(complete_sync: bool) -> Setup {
-    Setup {
-        complete_sync,
-        workers: 1,
-        send_batch: 1,
-        settle_ms: 0,
-        latency_ms: 0,
-    }
+    Setup::plain(complete_sync)
 }
 
 /// Histories this test found failing, minimised by hand, kept as fixed cases (each failed

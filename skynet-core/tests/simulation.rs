@@ -36,15 +36,8 @@ fn histories_converge() {
 
 use sim::{Fault, Setup, Step};
 
-/// The plainest engine: one worker, no batching, no latency, no settle time.
 fn plain(complete_sync: bool) -> Setup {
-    Setup {
-        complete_sync,
-        workers: 1,
-        send_batch: 1,
-        settle_ms: 0,
-        latency_ms: 0,
-    }
+    Setup::plain(complete_sync)
 }
 
 fn check(seed: u64, setup: &Setup, steps: &[Step]) {

@@ -24,6 +24,20 @@ pub struct Setup {
     pub latency_ms: u64,
 }
 
+impl Setup {
+    /// The plainest engine: one worker, no batching, no latency, no settle time (the fixed
+    /// regression histories use it, in virtual time and against real servers).
+    pub fn plain(complete_sync: bool) -> Setup {
+        Setup {
+            complete_sync,
+            workers: 1,
+            send_batch: 1,
+            settle_ms: 0,
+            latency_ms: 0,
+        }
+    }
+}
+
 /// A failure a destination call can meet (see [`Step::Fail`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
