@@ -189,6 +189,16 @@ pub enum QueueCommand {
     AcceptSource,
 }
 
+/// What one run of a command destination's command covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExecPer {
+    /// One run per file action.
+    File,
+    /// One run per top-level entry of the source, settled as a unit.
+    TopLevel,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum HostKeyPolicy {
@@ -286,9 +296,20 @@ pub struct MappingArgs {
     /// Command destination: the command for deletes [default: the --exec command].
     #[arg(long, value_parser = parse_argv)]
     pub exec_delete: Option<Argv>,
-    /// Command destination: the command for renames [default: the --exec command].
+    /// Command destination: the command for moves, e.g. "ssh host mv -- /dst/{from}
+    /// /dst/{to}" [default: send the moved files again at their new place and, with
+    /// --complete-sync, run the delete command at the old one].
     #[arg(long, value_parser = parse_argv)]
     pub exec_move: Option<Argv>,
+    /// Command destination without --exec-move: run the --exec command for moves too
+    /// ({action} is `move`), for a script that handles moves itself.
+    #[arg(long)]
+    pub exec_send_moves: bool,
+    /// Command destination: run the command once per `file` [default], or once per
+    /// `top-level` entry of the source (a whole folder as one unit, {path} the folder),
+    /// once nothing under it changed for the settle time.
+    #[arg(long, value_enum, alias = "exec-unit")]
+    pub exec_per: Option<ExecPer>,
     /// Longest a command (--exec, --on-delivered) may run before it is killed [default: 10m].
     #[arg(long, value_parser = parse_duration)]
     pub exec_timeout: Option<Duration>,

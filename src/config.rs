@@ -12,7 +12,7 @@ use serde::Deserialize;
 use skynet_core::guard::MaxDelete;
 
 use crate::cli::{
-    parse_duration, parse_metrics_addr, parse_rate, Argv, ConnectionArgs, FilterArgs,
+    parse_duration, parse_metrics_addr, parse_rate, Argv, ConnectionArgs, ExecPer, FilterArgs,
     HostKeyPolicy, MappingArgs,
 };
 
@@ -76,6 +76,8 @@ const OPTION_KEYS: &[&str] = &[
     "exec",
     "exec_delete",
     "exec_move",
+    "exec_send_moves",
+    "exec_per",
     "exec_timeout",
     "pass_env",
     "bwlimit",
@@ -145,6 +147,8 @@ pub struct MappingToml {
     pub exec: Option<Argv>,
     pub exec_delete: Option<Argv>,
     pub exec_move: Option<Argv>,
+    pub exec_send_moves: Option<bool>,
+    pub exec_per: Option<ExecPer>,
     pub exec_timeout: Option<String>,
     pub pass_env: Option<Vec<String>>,
     pub bwlimit: Option<RateToml>,
@@ -246,6 +250,8 @@ impl MappingToml {
             exec,
             exec_delete,
             exec_move,
+            exec_send_moves,
+            exec_per,
             exec_timeout,
             pass_env,
             bwlimit,
@@ -312,6 +318,8 @@ impl MappingToml {
             exec: cli.exec.clone().or(self.exec),
             exec_delete: cli.exec_delete.clone().or(self.exec_delete),
             exec_move: cli.exec_move.clone().or(self.exec_move),
+            exec_send_moves: cli.exec_send_moves || self.exec_send_moves.unwrap_or(false),
+            exec_per: cli.exec_per.or(self.exec_per),
             exec_timeout: cli
                 .exec_timeout
                 .or(duration("exec_timeout", &self.exec_timeout)?),

@@ -153,21 +153,7 @@ impl Destination {
         state_dir: &Path,
     ) -> Result<Arc<dyn Connection>> {
         match self {
-            Destination::Exec(argv) => {
-                let parse = |what: &str, argv: &Option<crate::cli::Argv>| {
-                    argv.clone()
-                        .map(|a| Template::parse(a.0))
-                        .transpose()
-                        .with_context(|| what.to_string())
-                };
-                let mut cfg =
-                    ExecConfig::new(source, Template::parse(argv.clone()).context("--exec")?);
-                cfg.delete = parse("--exec-delete", &args.exec_delete)?;
-                cfg.rename = parse("--exec-move", &args.exec_move)?;
-                cfg.timeout = args.exec_timeout.unwrap_or(crate::commands::EXEC_TIMEOUT);
-                cfg.child_env = skynet_core::command::ChildEnv::passing(args.pass_env.clone());
-                Ok(Arc::new(ExecConnection::new(cfg)))
-            }
+            Destination::Exec(argv) => Ok(exec_connection(argv, source, args)?),
             Destination::Local(root) => {
                 Ok(Arc::new(Blocking::new(LocalConnection::new(root.clone()))))
             }
@@ -177,6 +163,28 @@ impl Destination {
             }
         }
     }
+}
+
+/// The command destination (`--exec` and its options) for the source root `source`.
+pub fn exec_connection(
+    argv: &[String],
+    source: &Path,
+    args: &MappingArgs,
+) -> Result<Arc<ExecConnection>> {
+    let parse = |what: &str, argv: &Option<crate::cli::Argv>| {
+        argv.clone()
+            .map(|a| Template::parse(a.0))
+            .transpose()
+            .with_context(|| what.to_string())
+    };
+    let mut cfg = ExecConfig::new(source, Template::parse(argv.to_vec()).context("--exec")?);
+    cfg.delete = parse("--exec-delete", &args.exec_delete)?;
+    cfg.rename = parse("--exec-move", &args.exec_move)?;
+    cfg.send_moves = args.exec_send_moves;
+    cfg.delete_moved_from = args.complete_sync;
+    cfg.timeout = args.exec_timeout.unwrap_or(crate::commands::EXEC_TIMEOUT);
+    cfg.child_env = skynet_core::command::ChildEnv::passing(args.pass_env.clone());
+    Ok(Arc::new(ExecConnection::new(cfg)))
 }
 
 /// A destination as stored in a mapping's state, as shown: older versions stored the URL as

@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 
 use crate::connection::Connection;
+use crate::entries::{EntryCommand, EntryOptions, EntryRecorder, EntryStage};
 use crate::gate::Gate;
 use crate::guard::MaxDelete;
 use crate::handler::{Handler, HandlerConfig, HandlerError, HandlerStatus, Summary};
@@ -145,6 +146,8 @@ pub struct Mapping {
     opts: MappingOptions,
     /// The handler's live figures, kept across runs for metrics.
     status: Arc<HandlerStatus>,
+    /// The command run per top-level entry (`--exec-per top-level`), see [`Mapping::per_entry`].
+    entries: Option<Arc<dyn EntryCommand>>,
 }
 
 impl Mapping {
@@ -201,6 +204,36 @@ impl Mapping {
             filter,
             opts,
             status: Arc::default(),
+            entries: None,
+        })
+    }
+
+    /// Makes this a mapping whose `command` runs once per top-level entry of the source (see
+    /// [`crate::entries`]). Returns the destination to hand `sync` and `run`: it records which
+    /// entries changed, and the engine runs the command on them.
+    pub fn per_entry(&mut self, command: Arc<dyn EntryCommand>) -> Arc<dyn Connection> {
+        self.entries = Some(Arc::clone(&command));
+        Arc::new(EntryRecorder::new(Arc::clone(&self.queue), command))
+    }
+
+    /// The stage that runs the per-entry command, when this is such a mapping.
+    fn entry_stage(&self, settle: Duration, source: &Arc<SourceRoot>) -> Option<EntryStage> {
+        let command = self.entries.as_ref()?;
+        let h = &self.opts.handler;
+        Some(EntryStage {
+            queue: Arc::clone(&self.queue),
+            command: Arc::clone(command),
+            root: self.source.clone(),
+            source: Some(Arc::clone(source)),
+            opts: EntryOptions {
+                settle,
+                complete_sync: self.opts.complete_sync,
+                max_attempts: h.max_attempts,
+                retry_base: h.retry_base,
+                retry_cap: h.retry_cap,
+                park_base: h.park_base,
+                park_cap: h.park_cap,
+            },
         })
     }
 
@@ -344,6 +377,14 @@ impl Mapping {
         self.mark_ended(&handler, conn.as_ref())?;
         // Gone while draining: its deletions were held, not run; say so, as at the start.
         source.check()?;
+        if let Some(stage) = self.entry_stage(self.opts.sync_settle, &source) {
+            // Each sync tries the parked ones once more, as it does parked actions.
+            self.queue.entries_revive()?;
+            let report = stage.run(rx.clone(), true).await?;
+            summary.entries_parked = report.parked;
+            summary.entries_waiting = report.waiting;
+            summary.done += report.done;
+        }
         if let Some(handoff) = self.handoff(conn) {
             summary.handoff_parked = handoff.run(rx, true).await?;
         }
@@ -482,6 +523,10 @@ impl Mapping {
             let stop = halt.clone();
             tokio::spawn(async move { h.run(stop, false).await })
         });
+        let entries = self.entry_stage(self.opts.settle, &source).map(|stage| {
+            let stop = halt.clone();
+            tokio::spawn(async move { stage.run(stop, false).await })
+        });
         let heartbeat = tokio::spawn(heartbeat(
             Arc::clone(&self.queue),
             Arc::clone(&status),
@@ -525,6 +570,13 @@ impl Mapping {
             match task.await {
                 Ok(Err(e)) => return Err(e.into()),
                 Err(e) => return Err(EngineError::Source(format!("hand-off task failed: {e}"))),
+                Ok(Ok(_)) => {}
+            }
+        }
+        if let Some(task) = entries {
+            match task.await {
+                Ok(Err(e)) => return Err(e.into()),
+                Err(e) => return Err(EngineError::Source(format!("entry task failed: {e}"))),
                 Ok(Ok(_)) => {}
             }
         }

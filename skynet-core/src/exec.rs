@@ -8,8 +8,13 @@
 //! - The program gets exactly one argument per template element ([`crate::argv`]) and runs
 //!   without a shell ([`crate::command`]); it also gets `SKYNET_ACTION`, `SKYNET_PATH`,
 //!   `SKYNET_REMOTE` (and `SKYNET_FROM`, `SKYNET_TO` for a move) in its environment.
-//! - Every action kind runs the `send` template unless a `delete` or `rename` template
-//!   overrides it; `{action}` tells a single script which one it is doing.
+//! - Sends and deletes run the `send` template unless a `delete` template overrides it;
+//!   `{action}` tells a single script which one it is doing.
+//! - A move runs the `rename` template. Without one, the moved files are sent again at their
+//!   new place (and, with complete-sync, the delete command runs at the old one): the send
+//!   command expects a file, and a move would hand it a directory, or a path that a tool
+//!   like `rsync -a {path} …` would copy under the wrong name. A single script that handles
+//!   `{action}` = `move` itself asks for it with `send_moves`.
 //! - Success is exit status 0. Atomic replacement, idempotence and confinement are the
 //!   program's to keep: skynet cannot see what it did. A move's program should treat a missing
 //!   source as success (or send the local target, which `{path}` names).
@@ -31,6 +36,7 @@ use crate::action::ActionKind;
 use crate::argv::{Template, Vars};
 use crate::command::{self, ChildEnv, CommandError};
 use crate::connection::{Connection, RemoteEntry, SourceFile, Verification};
+use crate::entries::EntryCommand;
 use crate::error::ConnError;
 use crate::relpath::RelPath;
 
@@ -47,8 +53,14 @@ pub struct ExecConfig {
     pub send: Template,
     /// The command run for deletes, instead of `send`.
     pub delete: Option<Template>,
-    /// The command run for moves, instead of `send`.
+    /// The command run for moves.
     pub rename: Option<Template>,
+    /// With no `rename` command: run the `send` command for moves (`{action}` is `move`)
+    /// instead of sending the moved files again.
+    pub send_moves: bool,
+    /// With no `rename` command: a move runs the delete command at its old place before the
+    /// files are sent again at the new one (complete-sync: the mirror must not keep both).
+    pub delete_moved_from: bool,
     /// How long one run may take before it is killed (with its process group).
     pub timeout: Duration,
     /// What the program inherits of skynet's environment (its secrets are withheld).
@@ -63,6 +75,8 @@ impl ExecConfig {
             send,
             delete: None,
             rename: None,
+            send_moves: false,
+            delete_moved_from: false,
             timeout: DEFAULT_TIMEOUT,
             child_env: ChildEnv::default(),
         }
@@ -185,7 +199,20 @@ impl Connection for ExecConnection {
         self.run(&vars, path).await
     }
 
+    /// With no command for moves (and `send_moves` off): answers that the destination has
+    /// nothing to move, so that the handler sends the files at `to` again, as it does for any
+    /// move whose remote source is missing; with `delete_moved_from`, the old place is
+    /// deleted first.
     async fn rename(&self, from: &RelPath, to: &RelPath) -> Result<(), ConnError> {
+        if self.config.rename.is_none() && !self.config.send_moves {
+            if self.config.delete_moved_from {
+                self.delete(from).await?;
+            }
+            return Err(ConnError::remote_missing(format!(
+                "{}: no command for moves: sending {to:?} again at its new place",
+                self.describe()
+            )));
+        }
         let local = self.local(to);
         let vars = Vars::moved(&local, from.as_os_str(), to.as_os_str());
         self.run(&vars, to).await
@@ -206,6 +233,31 @@ impl Connection for ExecConnection {
     /// Refuses: a hand-off must never be approved without evidence.
     async fn verify(&self, _file: &SourceFile, _path: &RelPath) -> Result<Verification, ConnError> {
         Err(self.cannot_read_back("verify"))
+    }
+}
+
+/// `--exec-per top-level`: the same commands, run once per top-level entry of the source
+/// (see [`crate::entries`]).
+#[async_trait]
+impl EntryCommand for ExecConnection {
+    fn command_name(&self) -> String {
+        self.describe()
+    }
+
+    async fn check(&self) -> Result<(), ConnError> {
+        self.connect().await
+    }
+
+    async fn send_entry(&self, entry: &RelPath) -> Result<(), ConnError> {
+        let local = self.local(entry);
+        let vars = Vars::single(ActionKind::Send, &local, entry.as_os_str());
+        self.run(&vars, entry).await
+    }
+
+    async fn delete_entry(&self, entry: &RelPath) -> Result<(), ConnError> {
+        let local = self.local(entry);
+        let vars = Vars::single(ActionKind::Delete, &local, entry.as_os_str());
+        self.run(&vars, entry).await
     }
 }
 

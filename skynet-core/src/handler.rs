@@ -228,6 +228,10 @@ pub struct Summary {
     /// Sends whose local file was gone before it could be delivered (neither done nor
     /// failed).
     pub vanished: u64,
+    /// Top-level entries whose command gave up (`--exec-per top-level`).
+    pub entries_parked: u64,
+    /// Top-level entries left for a later run: still changing, or files under them held.
+    pub entries_waiting: u64,
 }
 
 /// The result of executing one action, before acknowledgement.

@@ -36,6 +36,7 @@ pub mod default_excludes;
 pub mod digest;
 pub mod empty_dirs;
 pub mod engine;
+pub mod entries;
 pub mod error;
 pub mod exec;
 pub mod gate;

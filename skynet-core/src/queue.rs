@@ -30,12 +30,14 @@ use crate::relpath::RelPath;
 
 mod deletion_guard;
 mod dest_dirs;
+mod entries;
 mod handoff;
 mod ledger_rows;
 #[cfg(test)]
 mod rename_cycles;
 
 pub use dest_dirs::DirVerdict;
+pub use entries::EntryRow;
 pub use ledger_rows::{today, Forget};
 
 pub use handoff::HandoffRow;
@@ -49,6 +51,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("schema/005_move_sources.sql"),
     include_str!("schema/006_park_retries.sql"),
     include_str!("schema/007_dest_dirs.sql"),
+    include_str!("schema/008_entries.sql"),
 ];
 
 /// Gives every parked action a new episode of attempts, ready now (`queue retry all`, and

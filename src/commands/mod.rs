@@ -19,7 +19,7 @@ use skynet_core::gate::{DatedNames, Gate};
 use skynet_core::handoff::{CommandHook, HandoffOptions};
 use skynet_core::{Connection, HandlerConfig, Mapping, MappingOptions, Throttled};
 
-use crate::cli::MappingArgs;
+use crate::cli::{ExecPer, MappingArgs};
 use crate::config::ResolvedMapping;
 use crate::destination::Destination;
 use crate::exit::Exit;
@@ -77,7 +77,7 @@ pub async fn prepare(
     )?;
     state::make_private(&state_dir)?;
     let opts = mapping_options(args)?;
-    let mapping = Mapping::open(&source, &state_dir, opts)?;
+    let mut mapping = Mapping::open(&source, &state_dir, opts)?;
     mapping.queue().set_meta(
         skynet_core::engine::meta::SOURCE,
         &source.display().to_string(),
@@ -89,7 +89,12 @@ pub async fn prepare(
         skynet_core::engine::meta::NAME,
         args.name.as_deref().unwrap_or_default(),
     )?;
-    let mut conn = destination.connect(&source, args, &state_dir).await?;
+    let mut conn = match &destination {
+        Destination::Exec(argv) if args.exec_per == Some(ExecPer::TopLevel) => {
+            mapping.per_entry(crate::destination::exec_connection(argv, &source, args)?)
+        }
+        _ => destination.connect(&source, args, &state_dir).await?,
+    };
     if let Some(rate) = args.bwlimit {
         conn = Arc::new(Throttled::new(conn, rate));
     }
@@ -286,10 +291,33 @@ fn check_options(destination: &Destination, args: &MappingArgs) -> Result<()> {
     if args.verify_read_back && !matches!(destination, Destination::Sftp { .. }) {
         anyhow::bail!("--verify-read-back is for SFTP destinations");
     }
-    if !matches!(destination, Destination::Exec(_))
-        && (args.exec_delete.is_some() || args.exec_move.is_some())
+    let exec = matches!(destination, Destination::Exec(_));
+    if !exec
+        && (args.exec_delete.is_some()
+            || args.exec_move.is_some()
+            || args.exec_send_moves
+            || args.exec_per.is_some())
     {
-        anyhow::bail!("--exec-delete and --exec-move go with --exec");
+        anyhow::bail!(
+            "--exec-delete, --exec-move, --exec-send-moves and --exec-per go with --exec"
+        );
+    }
+    if args.exec_move.is_some() && args.exec_send_moves {
+        anyhow::bail!(
+            "--exec-send-moves is for a command without --exec-move; give one or the other"
+        );
+    }
+    if args.exec_per == Some(ExecPer::TopLevel) {
+        if args.exec_move.is_some() || args.exec_send_moves {
+            anyhow::bail!(
+                "--exec-per top-level runs the command on an entry at its new place after a move; drop --exec-move/--exec-send-moves"
+            );
+        }
+        if args.on_delivered.is_some() {
+            anyhow::bail!(
+                "--on-delivered runs per delivered file; with --exec-per top-level put it in the --exec command"
+            );
+        }
     }
     Ok(())
 }

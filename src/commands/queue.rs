@@ -83,6 +83,10 @@ pub fn queue(command: &QueueCommand, root: &Path, mapping: Option<&str>) -> Resu
                 if handoffs > 0 {
                     sayln!("{handoffs} failed hand-off(s) will be retried");
                 }
+                let entries = queue.entries_revive()?;
+                if entries > 0 {
+                    sayln!("{entries} failed entr(y/ies) will be retried");
+                }
             } else {
                 let Ok(n) = id.parse::<i64>() else {
                     bail!("not an action id: {id:?} (a number, or `all`)")

@@ -9,7 +9,8 @@ use std::time::Duration;
 use anyhow::Result;
 use serde::Serialize;
 use skynet_core::engine::meta;
-use skynet_core::queue::{now_ms, today, HandoffRow, Queue, QueueRow};
+use skynet_core::queue::HandoffRow;
+use skynet_core::queue::{now_ms, today, EntryRow, Queue, QueueRow};
 
 use crate::exit::Exit;
 use crate::out::outln;
@@ -58,6 +59,9 @@ pub struct MappingStatus {
     /// Waiting hand-offs that said why (a writer has the file open, another mapping of the
     /// source has not delivered it yet, the last failure before a retry).
     pub handoff_waits: Vec<HandoffRow>,
+    /// Top-level entries waiting for their command (`--exec-per top-level`), with why
+    /// (`last_error`) and when they are looked at next (`ready_at`); `parked`: failed.
+    pub entries: Vec<EntryRow>,
 }
 
 /// How many held actions `status` lists (all of them: `skynet queue list`).
@@ -152,6 +156,7 @@ pub fn read(dir: &Path) -> Result<MappingStatus> {
             .into_iter()
             .filter(|r| r.last_error.is_some())
             .collect(),
+        entries: queue.entry_rows()?,
     })
 }
 
@@ -298,6 +303,22 @@ fn print(root: &Path, json: bool) -> Result<()> {
         }
         if m.handoff_waits.len() > 5 {
             outln!("  … and {} more waiting", m.handoff_waits.len() - 5);
+        }
+        for e in &m.entries {
+            let what = if e.parked {
+                format!("command failed for {}", e.entry)
+            } else {
+                format!("waiting {}", e.entry)
+            };
+            let why = e.last_error.as_deref().unwrap_or("due");
+            if e.parked {
+                outln!(
+                    "  entry {what}: {why} ({})",
+                    next_retry(e.ready_at, m.running)
+                );
+            } else {
+                outln!("  entry {what}: {why}");
+            }
         }
         for f in &m.handoff_failures {
             outln!(

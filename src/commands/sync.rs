@@ -41,6 +41,12 @@ pub async fn sync(
             summary.held
         );
     }
+    if summary.entries_waiting > 0 {
+        noteln!(
+            "{} entr(y/ies) waiting for their command (still changing, or files under them held); a later run does them (see `skynet status`)",
+            summary.entries_waiting
+        );
+    }
     if summary.deletions_held > 0 {
         eprintln!(
             "skynet: {} deletion(s) held by the mass-deletion guard (nothing was deleted); if they are intended, run `skynet queue release --mapping {}` or sync again with --max-delete",
@@ -60,6 +66,13 @@ pub async fn sync(
         eprintln!(
             "skynet: {} hand-off(s) failed (local files kept); see `skynet status`",
             summary.handoff_parked
+        );
+        return Ok(Exit::SomeFailed);
+    }
+    if summary.entries_parked > 0 {
+        eprintln!(
+            "skynet: the command failed for {} entr(y/ies); see `skynet status`",
+            summary.entries_parked
         );
         return Ok(Exit::SomeFailed);
     }

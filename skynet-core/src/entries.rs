@@ -1,0 +1,415 @@
+//! A command run once per top-level entry of the source (`--exec-per top-level`): a whole
+//! folder as one unit, e.g. `rsync -a {path} host:/dst/` once a downloaded album is complete,
+//! instead of once per file.
+//!
+//! How it fits the engine without weakening it: the file-level machinery (watcher, queue,
+//! merge rules, gates, mass-deletion guard, ledger, catch-up scan) runs unchanged against an
+//! [`EntryRecorder`], a destination that delivers a file by recording, in the state database,
+//! that the top-level entry holding it changed. That record is committed before the file's
+//! action is acknowledged, so a crash never loses it. The [`EntryStage`] then works the
+//! recorded entries:
+//!
+//! 1. nothing under the entry may still be queued, running, retrying, held by a gate or by the
+//!    guard ([`Queue::entry_busy`]): the command never carries a change skynet has not let
+//!    through (a guarded mass deletion, a file `--min-age` still holds);
+//! 2. the entry must be settled *as a unit*: no file or folder under it modified (mtime or
+//!    ctime, so a `cp -a` of old files counts as new) within the settle time;
+//! 3. the command runs with `{path}` the entry (absolute) and `{remote}` its name; after it
+//!    succeeds, the entry is looked at again: if anything under it changed meanwhile the
+//!    command runs again later, otherwise the record goes (only at the generation it saw: a
+//!    change recorded while the command ran keeps it due);
+//! 4. an entry that no longer exists runs the delete command, with complete-sync only, and
+//!    only while the source root is the one recorded (an unmounted disk never reads as every
+//!    entry gone).
+//!
+//! A failure retries with backoff and parks after the mapping's `max_attempts`, visible in
+//! `status`; a parked entry is tried again after a long backoff, at once when a file under it
+//! changes, and by each `sync`. The command receives the whole entry, so excludes only decide
+//! which changes start it, not what it copies.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+
+use crate::connection::{Connection, RemoteEntry, SourceFile, Verification};
+use crate::error::ConnError;
+use crate::handler::backoff;
+use crate::queue::{now_ms, EntryRow, Queue, StateError};
+use crate::relpath::RelPath;
+use crate::source_root::SourceRoot;
+
+/// How long an entry that waits (files under it still queued or held) waits before the
+/// next look. Waiting is not failing: it never parks.
+const WAIT_RETRY: Duration = Duration::from_secs(1);
+
+/// What runs an entry's command (the command destination, [`crate::exec::ExecConnection`]).
+#[async_trait]
+pub trait EntryCommand: Send + Sync {
+    /// Names the command in messages (never its arguments: they may carry secrets).
+    fn command_name(&self) -> String;
+    /// Checks what can be checked before any entry (the programs can be run).
+    async fn check(&self) -> Result<(), ConnError>;
+    /// Delivers the entry as it stands in the source.
+    async fn send_entry(&self, entry: &RelPath) -> Result<(), ConnError>;
+    /// Removes the entry the source no longer has (complete-sync).
+    async fn delete_entry(&self, entry: &RelPath) -> Result<(), ConnError>;
+}
+
+/// The top-level entry holding `path`: its first component.
+pub fn entry_of(path: &RelPath) -> RelPath {
+    let bytes = path.as_bytes();
+    let first = bytes.split(|b| *b == b'/').next().unwrap_or(bytes);
+    RelPath::from_bytes(first).unwrap_or_else(|_| path.clone())
+}
+
+/// The file-level destination of a per-entry mapping: each action records that the entries
+/// it touches changed (see the module documentation). It cannot read anything back, so a
+/// hand-off is never approved through it.
+pub struct EntryRecorder {
+    queue: Arc<Queue>,
+    command: Arc<dyn EntryCommand>,
+}
+
+impl EntryRecorder {
+    pub fn new(queue: Arc<Queue>, command: Arc<dyn EntryCommand>) -> Self {
+        EntryRecorder { queue, command }
+    }
+
+    fn changed(&self, path: &RelPath) -> Result<(), ConnError> {
+        self.queue
+            .entry_changed(&entry_of(path))
+            .map_err(|e| ConnError::transient(format!("recording a change of {path}: {e}")))
+    }
+
+    fn cannot_read_back(&self, what: &str) -> ConnError {
+        ConnError::permanent(format!(
+            "{}: {what}: a command run per entry cannot read back what it delivered",
+            self.describe()
+        ))
+    }
+}
+
+#[async_trait]
+impl Connection for EntryRecorder {
+    fn describe(&self) -> String {
+        self.command.command_name()
+    }
+
+    async fn connect(&self) -> Result<(), ConnError> {
+        self.command.check().await
+    }
+
+    async fn send(&self, file: &SourceFile, to: &RelPath) -> Result<u64, ConnError> {
+        self.changed(to)?;
+        Ok(file.size)
+    }
+
+    async fn delete(&self, path: &RelPath) -> Result<(), ConnError> {
+        self.changed(path)
+    }
+
+    async fn rename(&self, from: &RelPath, to: &RelPath) -> Result<(), ConnError> {
+        self.changed(from)?;
+        self.changed(to)
+    }
+
+    async fn stat(&self, _path: &RelPath) -> Result<Option<u64>, ConnError> {
+        Err(self.cannot_read_back("stat"))
+    }
+
+    async fn read(&self, _path: &RelPath) -> Result<Vec<u8>, ConnError> {
+        Err(self.cannot_read_back("read"))
+    }
+
+    async fn list(&self) -> Result<Vec<RemoteEntry>, ConnError> {
+        Err(self.cannot_read_back("list"))
+    }
+
+    async fn verify(&self, _file: &SourceFile, _path: &RelPath) -> Result<Verification, ConnError> {
+        Err(self.cannot_read_back("verify"))
+    }
+}
+
+/// How the stage retries and settles.
+#[derive(Debug, Clone)]
+pub struct EntryOptions {
+    /// How long nothing under an entry must have changed before its command runs.
+    pub settle: Duration,
+    /// Run the delete command for entries the source no longer has.
+    pub complete_sync: bool,
+    pub max_attempts: u32,
+    pub retry_base: Duration,
+    pub retry_cap: Duration,
+    /// The backoff of a parked entry's next try.
+    pub park_base: Duration,
+    pub park_cap: Duration,
+}
+
+/// What a stage's work came to.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct EntryReport {
+    /// Commands that succeeded.
+    pub done: u64,
+    /// Entries parked as failed.
+    pub parked: u64,
+    /// Entries left waiting (still changing, or files under them held): a later run does them.
+    pub waiting: u64,
+}
+
+/// What an entry looks like on disk: the newest change under it, and how much it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Print {
+    /// The latest mtime or ctime of anything under it (ns since the epoch).
+    newest_ns: i128,
+    entries: u64,
+    bytes: u64,
+    /// Paths that could not be looked at (they may change unseen).
+    unreadable: u64,
+}
+
+/// Looks at `path` and everything under it, never following a link.
+fn look(path: &Path) -> Option<Print> {
+    use std::os::unix::fs::MetadataExt;
+    if std::fs::symlink_metadata(path).is_err() {
+        return None;
+    }
+    let mut print = Print {
+        newest_ns: 0,
+        entries: 0,
+        bytes: 0,
+        unreadable: 0,
+    };
+    for item in walkdir::WalkDir::new(path).follow_links(false) {
+        let meta = match item.and_then(|i| i.metadata()) {
+            Ok(m) => m,
+            Err(_) => {
+                print.unreadable += 1;
+                continue;
+            }
+        };
+        let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
+        let changed = ns(meta.mtime(), meta.mtime_nsec()).max(ns(meta.ctime(), meta.ctime_nsec()));
+        print.newest_ns = print.newest_ns.max(changed);
+        print.entries += 1;
+        if meta.is_file() {
+            print.bytes += meta.len();
+        }
+    }
+    Some(print)
+}
+
+fn now_ns() -> i128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i128)
+        .unwrap_or(0)
+}
+
+/// What one look at an entry came to.
+enum Step {
+    Done,
+    /// Not yet, not a failure: look again at this time (ms).
+    Wait {
+        until: u64,
+        why: String,
+    },
+    Failed(String),
+    /// The source root is away: nothing may be judged gone.
+    SourceAway,
+}
+
+/// Works a per-entry mapping's recorded entries (see the module documentation).
+pub struct EntryStage {
+    pub queue: Arc<Queue>,
+    pub command: Arc<dyn EntryCommand>,
+    pub root: PathBuf,
+    /// Checked before an entry is judged gone; `None` only in tests.
+    pub source: Option<Arc<SourceRoot>>,
+    pub opts: EntryOptions,
+}
+
+impl EntryStage {
+    /// Works due entries until `stop` turns true; with `until_drained` (`sync`), returns once
+    /// every entry is done, parked, or waiting for something a later run will see.
+    pub async fn run(
+        &self,
+        mut stop: watch::Receiver<bool>,
+        until_drained: bool,
+    ) -> Result<EntryReport, StateError> {
+        let mut report = EntryReport::default();
+        // Entries that waited in this run (`until_drained` does not wait for them).
+        let mut waited: HashSet<RelPath> = HashSet::new();
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            let due = self.queue.entries_due(now_ms())?;
+            let mut away = false;
+            for row in &due {
+                if *stop.borrow() {
+                    break;
+                }
+                match self.one(row).await {
+                    Step::Done => {
+                        self.queue.entry_done(row)?;
+                        waited.remove(&row.entry);
+                        report.done += 1;
+                    }
+                    Step::Wait { until, why } => {
+                        if row.last_error.as_deref() != Some(why.as_str()) {
+                            tracing::info!(entry = %row.entry, reason = %why, "entry waits");
+                        }
+                        waited.insert(row.entry.clone());
+                        self.queue.entry_retry(row, &why, until, false, false)?;
+                    }
+                    Step::Failed(why) => self.failed(row, &why)?,
+                    Step::SourceAway => {
+                        away = true;
+                        break;
+                    }
+                }
+            }
+            let rows = self.queue.entry_rows()?;
+            if until_drained && (away || rows.iter().all(|r| r.parked || waited.contains(&r.entry)))
+            {
+                break;
+            }
+            if !due.is_empty() && !away {
+                continue;
+            }
+            let wait = self
+                .queue
+                .entries_next_due()?
+                .map(|at| Duration::from_millis(at.saturating_sub(now_ms())))
+                .unwrap_or(Duration::from_secs(1))
+                .clamp(Duration::from_millis(20), Duration::from_secs(1));
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.changed() => {}
+            }
+        }
+        let rows = self.queue.entry_rows()?;
+        report.parked = rows.iter().filter(|r| r.parked).count() as u64;
+        report.waiting = rows.len() as u64 - report.parked;
+        Ok(report)
+    }
+
+    async fn one(&self, row: &EntryRow) -> Step {
+        let entry = &row.entry;
+        match self.queue.entry_busy(entry) {
+            Ok(false) => {}
+            Ok(true) => {
+                return Step::Wait {
+                    until: now_ms() + WAIT_RETRY.as_millis() as u64,
+                    why: "files under it are still queued or held".into(),
+                }
+            }
+            Err(e) => return Step::Failed(e.to_string()),
+        }
+        let local = entry.under(&self.root);
+        let Some(before) = look(&local) else {
+            return self.gone(entry).await;
+        };
+        let settled_at = before.newest_ns + self.opts.settle.as_nanos() as i128;
+        if settled_at > now_ns() {
+            let until = (settled_at / 1_000_000).max(0) as u64 + 1;
+            return Step::Wait {
+                until,
+                why: "still changing".into(),
+            };
+        }
+        tracing::debug!(entry = %entry, files = before.entries, bytes = before.bytes, "running the command for the entry");
+        if let Err(e) = self.command.send_entry(entry).await {
+            return Step::Failed(e.message);
+        }
+        if look(&local) != Some(before) {
+            return Step::Wait {
+                until: now_ms(),
+                why: "changed while its command ran; running it again once settled".into(),
+            };
+        }
+        tracing::info!(entry = %entry, files = before.entries, bytes = before.bytes, "delivered the entry");
+        Step::Done
+    }
+
+    /// The entry is not in the source: with complete-sync, its delete command runs, but only
+    /// while the source root is the one recorded.
+    async fn gone(&self, entry: &RelPath) -> Step {
+        if !self.opts.complete_sync {
+            return Step::Done;
+        }
+        if let Some(source) = &self.source {
+            if let Err(problem) = source.check() {
+                tracing::warn!(entry = %entry, "{problem}; not judging the entry gone");
+                return Step::SourceAway;
+            }
+        }
+        match self.command.delete_entry(entry).await {
+            Ok(()) => {
+                tracing::info!(entry = %entry, "deleted the entry");
+                Step::Done
+            }
+            Err(e) => Step::Failed(e.message),
+        }
+    }
+
+    /// Schedules the next try of `row` with backoff, parking it after `max_attempts`.
+    fn failed(&self, row: &EntryRow, why: &str) -> Result<(), StateError> {
+        let o = &self.opts;
+        let park = row.parked || row.attempts + 1 >= o.max_attempts;
+        let delay = if park {
+            backoff(
+                o.park_base,
+                o.park_cap,
+                row.attempts.saturating_sub(o.max_attempts),
+            )
+        } else {
+            backoff(o.retry_base, o.retry_cap, row.attempts)
+        };
+        if park {
+            tracing::error!(entry = %row.entry, error = %why, retry_in = ?delay, "entry parked as failed");
+        } else {
+            tracing::warn!(entry = %row.entry, error = %why, retry_in = ?delay, "entry's command failed; will retry");
+        }
+        let ready_at = now_ms() + delay.as_millis() as u64;
+        self.queue.entry_retry(row, why, ready_at, true, park)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_entry_of_a_path_is_its_first_component() {
+        let rel = |s: &str| RelPath::from_bytes(s.as_bytes()).expect("valid");
+        assert_eq!(entry_of(&rel("album/cd1/01.flac")), rel("album"));
+        assert_eq!(entry_of(&rel("single.txt")), rel("single.txt"));
+    }
+
+    /// A file added deep inside, or one copied in with an old mtime, changes the print.
+    #[test]
+    fn the_print_sees_deep_changes_and_old_mtimes() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let entry = dir.path().join("album");
+        std::fs::create_dir_all(entry.join("cd1")).expect("mkdir");
+        std::fs::write(entry.join("cd1/01.flac"), b"one").expect("write");
+        let first = look(&entry).expect("present");
+        let old = filetime::FileTime::from_unix_time(1_000_000_000, 0);
+        let copied = entry.join("cd1/02.flac");
+        std::fs::write(&copied, b"two").expect("write");
+        filetime::set_file_mtime(&copied, old).expect("set mtime");
+        let second = look(&entry).expect("present");
+        assert_ne!(first, second);
+        assert!(
+            second.newest_ns >= first.newest_ns,
+            "ctime counts, not only mtime"
+        );
+        assert_eq!(second.bytes, 6);
+        assert!(look(&dir.path().join("missing")).is_none());
+    }
+}
