@@ -647,7 +647,7 @@ mod tests {
             &MappingArgs::default(),
         )
         .unwrap();
-        assert_eq!(maps.len(), 7);
+        assert_eq!(maps.len(), 8);
         for key in OPTION_KEYS
             .iter()
             .chain(["state_dir", "metrics", "source", "destination"].iter())
@@ -659,6 +659,7 @@ mod tests {
         }
         let exec = &maps[5];
         assert!(exec.destination.is_none());
+        assert_eq!(maps[7].args.exec_per, Some(ExecPer::TopLevel));
         assert!(exec.args.send_once);
         // The example's pass_env belongs to the command destination it explains.
         assert_eq!(exec.args.pass_env, ["SKYNET_RSYNC_TOKEN"]);
