@@ -281,3 +281,47 @@ fn the_readme_command_examples_run_as_written() {
         }
     }
 }
+
+/// A stop does not wait for an entry's long command: it is killed, the daemon ends at once,
+/// and the entry stays due for the next run.
+#[test]
+fn a_stop_kills_a_long_entry_command_and_keeps_the_entry_due() {
+    let s = Scratch::new();
+    put(&s.src, "big/file.bin", b"data");
+    let tools = tempfile::tempdir().unwrap();
+    let slow = script(
+        tools.path(),
+        "slow.sh",
+        r#"touch "$(dirname "$0")/started"
+sleep 60"#,
+    );
+    let template = format!("{} {{path}}", shell_quoted(&slow));
+    let mut daemon = s.spawn(&[
+        "run",
+        s.src_str(),
+        "--exec",
+        &template,
+        "--exec-per",
+        "top-level",
+        "--settle",
+        "0",
+    ]);
+    let started = tools.path().join("started");
+    assert!(
+        wait_until(Duration::from_secs(20), || started.exists()),
+        "{}",
+        daemon.log_text()
+    );
+    let asked = std::time::Instant::now();
+    assert_eq!(daemon.signal("TERM"), Some(0), "{}", daemon.log_text());
+    assert!(
+        asked.elapsed() < Duration::from_secs(20),
+        "waited {:?} for the command",
+        asked.elapsed()
+    );
+    let m = &s.status()["mappings"][0];
+    let entries = m["entries"].as_array().expect("entries");
+    assert_eq!(entries.len(), 1, "{m}");
+    assert_eq!(entries[0]["entry"], "big", "{m}");
+    assert_eq!(entries[0]["parked"], false, "{m}");
+}

@@ -220,6 +220,8 @@ enum Step {
     Failed(String),
     /// The source root is away: nothing may be judged gone.
     SourceAway,
+    /// Told to stop while the command ran: it was killed, the entry stays due as it was.
+    Stopped,
 }
 
 /// Works a per-entry mapping's recorded entries (see the module documentation).
@@ -253,7 +255,7 @@ impl EntryStage {
                 if *stop.borrow() {
                     break;
                 }
-                match self.one(row).await {
+                match self.one(row, &mut stop).await {
                     Step::Done => {
                         self.queue.entry_done(row)?;
                         waited.remove(&row.entry);
@@ -271,6 +273,7 @@ impl EntryStage {
                         away = true;
                         break;
                     }
+                    Step::Stopped => break,
                 }
             }
             let rows = self.queue.entry_rows()?;
@@ -298,7 +301,7 @@ impl EntryStage {
         Ok(report)
     }
 
-    async fn one(&self, row: &EntryRow) -> Step {
+    async fn one(&self, row: &EntryRow, stop: &mut watch::Receiver<bool>) -> Step {
         let entry = &row.entry;
         match self.queue.entry_busy(entry) {
             Ok(false) => {}
@@ -312,7 +315,7 @@ impl EntryStage {
         }
         let local = entry.under(&self.root);
         let Some(before) = look(&local) else {
-            return self.gone(entry).await;
+            return self.gone(entry, stop).await;
         };
         let settled_at = before.newest_ns + self.opts.settle.as_nanos() as i128;
         if settled_at > now_ns() {
@@ -323,7 +326,12 @@ impl EntryStage {
             };
         }
         tracing::debug!(entry = %entry, files = before.entries, bytes = before.bytes, "running the command for the entry");
-        if let Err(e) = self.command.send_entry(entry).await {
+        // A stop does not wait for a long copy: dropping the command kills its process group.
+        let sent = tokio::select! {
+            sent = self.command.send_entry(entry) => sent,
+            _ = stop.wait_for(|s| *s) => return Step::Stopped,
+        };
+        if let Err(e) = sent {
             return Step::Failed(e.message);
         }
         if look(&local) != Some(before) {
@@ -338,7 +346,7 @@ impl EntryStage {
 
     /// The entry is not in the source: with complete-sync, its delete command runs, but only
     /// while the source root is the one recorded.
-    async fn gone(&self, entry: &RelPath) -> Step {
+    async fn gone(&self, entry: &RelPath, stop: &mut watch::Receiver<bool>) -> Step {
         if !self.opts.complete_sync {
             return Step::Done;
         }
@@ -348,7 +356,11 @@ impl EntryStage {
                 return Step::SourceAway;
             }
         }
-        match self.command.delete_entry(entry).await {
+        let deleted = tokio::select! {
+            deleted = self.command.delete_entry(entry) => deleted,
+            _ = stop.wait_for(|s| *s) => return Step::Stopped,
+        };
+        match deleted {
             Ok(()) => {
                 tracing::info!(entry = %entry, "deleted the entry");
                 Step::Done
