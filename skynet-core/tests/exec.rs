@@ -269,9 +269,35 @@ async fn move_passes_action_from_to_path_and_environment() {
     let to = RelPath::from_bytes(b"new dir/a b.txt").unwrap();
     let local_to = s(&to.under(t.src.path()));
 
-    // The send template serves moves when no rename template is configured.
+    // Without a rename template, a move is not handed to the send command: the destination
+    // answers that it has nothing to move, so the handler sends the files at `to` again.
     let conn = t.connection(template.clone());
-    conn.rename(&from, &to).await.unwrap();
+    let err = conn.rename(&from, &to).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::RemoteMissing, "{err}");
+    assert!(!out.exists(), "the send command ran for a move");
+
+    // With complete-sync the delete command runs at the old place first.
+    let mut config = ExecConfig::new(t.src.path(), Template::parse(template.clone()).unwrap());
+    config.delete_moved_from = true;
+    let err = ExecConnection::new(config)
+        .rename(&from, &to)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::RemoteMissing, "{err}");
+    let deleted = recorded(&out);
+    assert_eq!(
+        deleted[1..3],
+        ["delete".to_string(), "old dir/a b.txt".into()]
+    );
+    fs::remove_file(&out).unwrap();
+
+    // `send_moves` hands moves to the send command, `{action}` telling it what to do.
+    let mut config = ExecConfig::new(t.src.path(), Template::parse(template.clone()).unwrap());
+    config.send_moves = true;
+    ExecConnection::new(config)
+        .rename(&from, &to)
+        .await
+        .unwrap();
     let expected = vec![
         "5".to_string(),
         "move".into(),
