@@ -29,6 +29,21 @@ fn shell_quoted(p: &Path) -> String {
     shell_words::quote(&p.display().to_string()).into_owned()
 }
 
+/// `run SRC --exec "PROGRAM {path}" --exec-per top-level --settle SETTLE`.
+fn per_entry_daemon(s: &Scratch, program: &Path, settle: &str) -> Daemon {
+    let template = format!("{} {{path}}", shell_quoted(program));
+    s.spawn(&[
+        "run",
+        s.src_str(),
+        "--exec",
+        &template,
+        "--exec-per",
+        "top-level",
+        "--settle",
+        settle,
+    ])
+}
+
 /// One command per top-level entry, `{path}` the entry; nothing again while nothing changed;
 /// a change deep inside runs the entry's command once more, and only that entry's.
 #[test]
@@ -85,17 +100,7 @@ exec rsync -a "$1" {}/"#,
             shell_quoted(&s.dst)
         ),
     );
-    let template = format!("{} {{path}}", shell_quoted(&counter));
-    let mut daemon = s.spawn(&[
-        "run",
-        s.src_str(),
-        "--exec",
-        &template,
-        "--exec-per",
-        "top-level",
-        "--settle",
-        "2s",
-    ]);
+    let mut daemon = per_entry_daemon(&s, &counter, "2s");
     for i in 0..8 {
         put(
             &s.src,
@@ -295,17 +300,7 @@ fn a_stop_kills_a_long_entry_command_and_keeps_the_entry_due() {
         r#"touch "$(dirname "$0")/started"
 sleep 60"#,
     );
-    let template = format!("{} {{path}}", shell_quoted(&slow));
-    let mut daemon = s.spawn(&[
-        "run",
-        s.src_str(),
-        "--exec",
-        &template,
-        "--exec-per",
-        "top-level",
-        "--settle",
-        "0",
-    ]);
+    let mut daemon = per_entry_daemon(&s, &slow, "0");
     let started = tools.path().join("started");
     assert!(
         wait_until(Duration::from_secs(20), || started.exists()),

@@ -86,10 +86,7 @@ impl EntryRecorder {
     }
 
     fn cannot_read_back(&self, what: &str) -> ConnError {
-        ConnError::permanent(format!(
-            "{}: {what}: a command run per entry cannot read back what it delivered",
-            self.describe()
-        ))
+        crate::exec::cannot_read_back(&self.describe(), what)
     }
 }
 
