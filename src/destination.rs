@@ -181,7 +181,6 @@ pub fn exec_connection(
     cfg.delete = parse("--exec-delete", &args.exec_delete)?;
     cfg.rename = parse("--exec-move", &args.exec_move)?;
     cfg.send_moves = args.exec_send_moves;
-    cfg.delete_moved_from = args.complete_sync;
     cfg.timeout = args.exec_timeout.unwrap_or(crate::commands::EXEC_TIMEOUT);
     cfg.child_env = skynet_core::command::ChildEnv::passing(args.pass_env.clone());
     Ok(Arc::new(ExecConnection::new(cfg)))

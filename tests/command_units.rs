@@ -189,8 +189,9 @@ fn a_removed_entry_is_deleted_and_a_failing_one_parks_then_recovers() {
 }
 
 /// A move inside the source, per file and without `--exec-move`: the command written for
-/// files gets each moved file at its new place, never the directory; with complete-sync the
-/// delete command removes the old place (and clears the new one before the files arrive). `--exec-send-moves` hands the move to the command.
+/// files gets each moved file at its new place, never the directory. `--exec-send-moves`
+/// hands the move to the command; complete-sync without either is refused (the old place
+/// would stay at the destination).
 #[test]
 fn a_moved_folder_never_reaches_the_send_command_as_a_directory() {
     for send_moves in [false, true] {
@@ -200,19 +201,9 @@ fn a_moved_folder_never_reaches_the_send_command_as_a_directory() {
         let tools = tempfile::tempdir().unwrap();
         let rec = script(tools.path(), "record.sh", RECORD_ARGS);
         let template = format!("{} {{action}} {{remote}}", shell_quoted(&rec));
-        let mut args = vec![
-            "run",
-            s.src_str(),
-            "--exec",
-            &template,
-            "--exec-delete",
-            &template,
-            "--complete-sync",
-            "--settle",
-            "0",
-        ];
+        let mut args = vec!["run", s.src_str(), "--exec", &template, "--settle", "0"];
         if send_moves {
-            args.push("--exec-send-moves");
+            args.extend(["--exec-send-moves", "--complete-sync"]);
         }
         let mut daemon = s.spawn(&args);
         let sent = |n: usize| {
@@ -225,11 +216,7 @@ fn a_moved_folder_never_reaches_the_send_command_as_a_directory() {
         let want: Vec<Vec<String>> = if send_moves {
             vec![vec!["move".into(), "e".into()]]
         } else {
-            // The old place goes, and the new one is cleared before the files are sent
-            // again (what a missing remote source always gets with complete-sync).
             vec![
-                vec!["delete".into(), "d".into()],
-                vec!["delete".into(), "e".into()],
                 vec!["send".into(), "e/x.txt".into()],
                 vec!["send".into(), "e/y/z.txt".into()],
             ]
@@ -249,6 +236,9 @@ fn a_moved_folder_never_reaches_the_send_command_as_a_directory() {
         );
         assert_eq!(daemon.signal("TERM"), Some(0), "{}", daemon.log_text());
     }
+    let s = Scratch::new();
+    let out = exec_sync(&s, "true {path}", &["--complete-sync"]);
+    expect_usage_error(out, "--exec-move");
 }
 
 /// Every `--exec "…"` example in the README runs as written (the host part of a remote

@@ -44,7 +44,8 @@ use crate::source_root::SourceRoot;
 
 /// How long an entry that waits (files under it still queued or held) waits before the
 /// next look. Waiting is not failing: it never parks.
-const WAIT_RETRY: Duration = Duration::from_secs(1);
+/// A change under it makes it due at once anyway.
+const WAIT_RETRY: Duration = Duration::from_secs(5);
 
 /// What runs an entry's command (the command destination, [`crate::exec::ExecConnection`]).
 #[async_trait]
@@ -160,43 +161,62 @@ pub struct EntryReport {
 /// What an entry looks like on disk: the newest change under it, and how much it holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Print {
-    /// The latest mtime or ctime of anything under it (ns since the epoch).
+    /// The latest ctime of anything under it (ns since the epoch): the kernel moves it on
+    /// every write, rename in, chmod and `utimes` (so a `cp -a` of old files counts as new,
+    /// and a future mtime set by `touch -d` cannot hold the entry back).
     newest_ns: i128,
     entries: u64,
     bytes: u64,
-    /// Paths that could not be looked at (they may change unseen).
-    unreadable: u64,
 }
 
-/// Looks at `path` and everything under it, never following a link.
-fn look(path: &Path) -> Option<Print> {
+/// What the source has at an entry.
+enum Local {
+    /// A folder or a regular file, as it stands.
+    Present(Print),
+    /// Nothing, or something skynet never delivers (a link, a FIFO, a device): the entry is
+    /// not in the source.
+    Gone,
+    /// It cannot be looked at (permission, I/O error): neither sent nor judged gone.
+    Unreadable(String),
+}
+
+/// Looks at `path` and everything under it, never following a link (not even at the top).
+fn look(path: &Path) -> Local {
     use std::os::unix::fs::MetadataExt;
-    if std::fs::symlink_metadata(path).is_err() {
-        return None;
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() || m.is_file() => {}
+        Ok(_) => return Local::Gone,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Local::Gone,
+        Err(e) => return Local::Unreadable(format!("{}: {e}", path.display())),
     }
     let mut print = Print {
         newest_ns: 0,
         entries: 0,
         bytes: 0,
-        unreadable: 0,
     };
-    for item in walkdir::WalkDir::new(path).follow_links(false) {
+    let walk = walkdir::WalkDir::new(path)
+        .follow_links(false)
+        .follow_root_links(false);
+    for item in walk {
         let meta = match item.and_then(|i| i.metadata()) {
             Ok(m) => m,
-            Err(_) => {
-                print.unreadable += 1;
-                continue;
-            }
+            Err(e) => return Local::Unreadable(e.to_string()),
         };
-        let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
-        let changed = ns(meta.mtime(), meta.mtime_nsec()).max(ns(meta.ctime(), meta.ctime_nsec()));
+        let changed = i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec());
         print.newest_ns = print.newest_ns.max(changed);
         print.entries += 1;
         if meta.is_file() {
             print.bytes += meta.len();
         }
     }
-    Some(print)
+    Local::Present(print)
+}
+
+/// [`look`], off the async workers (a large folder takes a while to walk).
+async fn look_async(path: PathBuf) -> Local {
+    tokio::task::spawn_blocking(move || look(&path))
+        .await
+        .unwrap_or_else(|e| Local::Unreadable(format!("looking at the entry failed: {e}")))
 }
 
 fn now_ns() -> i128 {
@@ -281,6 +301,14 @@ impl EntryStage {
             if !due.is_empty() && !away {
                 continue;
             }
+            if away {
+                // The engine pauses the mapping meanwhile; look again after a while.
+                tokio::select! {
+                    _ = tokio::time::sleep(WAIT_RETRY) => {}
+                    _ = stop.changed() => {}
+                }
+                continue;
+            }
             let wait = self
                 .queue
                 .entries_next_due()?
@@ -310,9 +338,10 @@ impl EntryStage {
             }
             Err(e) => return Step::Failed(e.to_string()),
         }
-        let local = entry.under(&self.root);
-        let Some(before) = look(&local) else {
-            return self.gone(entry, stop).await;
+        let before = match look_async(entry.under(&self.root)).await {
+            Local::Present(print) => print,
+            Local::Gone => return self.gone(entry, stop).await,
+            Local::Unreadable(why) => return Step::Failed(format!("cannot look at it: {why}")),
         };
         let settled_at = before.newest_ns + self.opts.settle.as_nanos() as i128;
         if settled_at > now_ns() {
@@ -331,12 +360,9 @@ impl EntryStage {
         if let Err(e) = sent {
             return Step::Failed(e.message);
         }
-        if look(&local) != Some(before) {
-            return Step::Wait {
-                until: now_ms(),
-                why: "changed while its command ran; running it again once settled".into(),
-            };
-        }
+        // A change while it ran was recorded by the watcher (a new generation, which keeps
+        // the entry due) or is found by the next catch-up scan; what the command itself
+        // writes into the entry does not start it again.
         tracing::info!(entry = %entry, files = before.entries, bytes = before.bytes, "delivered the entry");
         Step::Done
     }
@@ -344,14 +370,28 @@ impl EntryStage {
     /// The entry is not in the source: with complete-sync, its delete command runs, but only
     /// while the source root is the one recorded.
     async fn gone(&self, entry: &RelPath, stop: &mut watch::Receiver<bool>) -> Step {
-        if !self.opts.complete_sync {
-            return Step::Done;
-        }
+        // A missing or unmounted source root is not every entry gone: nothing is cleared.
         if let Some(source) = &self.source {
             if let Err(problem) = source.check() {
                 tracing::warn!(entry = %entry, "{problem}; not judging the entry gone");
                 return Step::SourceAway;
             }
+        }
+        if !self.opts.complete_sync {
+            return Step::Done;
+        }
+        // Its files' deletions must have gone through first (the mass-deletion guard may
+        // hold them, someone may have dropped them): the ledger still naming a file under it
+        // means they did not.
+        match self.queue.ledger_holds_under(entry) {
+            Ok(false) => {}
+            Ok(true) => {
+                return Step::Wait {
+                    until: now_ms() + WAIT_RETRY.as_millis() as u64,
+                    why: "gone from the source, but the deletions of its files have not gone through (see `skynet queue list`)".into(),
+                }
+            }
+            Err(e) => return Step::Failed(e.to_string()),
         }
         let deleted = tokio::select! {
             deleted = self.command.delete_entry(entry) => deleted,
@@ -400,25 +440,31 @@ mod tests {
         assert_eq!(entry_of(&rel("single.txt")), rel("single.txt"));
     }
 
-    /// A file added deep inside, or one copied in with an old mtime, changes the print.
+    /// A file rewritten in place with its old size and an old mtime still moves the print
+    /// forward (ctime); a link at the top is not an entry; a missing one is gone.
     #[test]
-    fn the_print_sees_deep_changes_and_old_mtimes() {
+    fn the_print_sees_rewrites_with_old_mtimes_and_never_follows_a_link() {
         let dir = tempfile::tempdir().expect("temp dir");
         let entry = dir.path().join("album");
         std::fs::create_dir_all(entry.join("cd1")).expect("mkdir");
-        std::fs::write(entry.join("cd1/01.flac"), b"one").expect("write");
-        let first = look(&entry).expect("present");
+        let song = entry.join("cd1/01.flac");
+        std::fs::write(&song, b"one").expect("write");
         let old = filetime::FileTime::from_unix_time(1_000_000_000, 0);
-        let copied = entry.join("cd1/02.flac");
-        std::fs::write(&copied, b"two").expect("write");
-        filetime::set_file_mtime(&copied, old).expect("set mtime");
-        let second = look(&entry).expect("present");
-        assert_ne!(first, second);
-        assert!(
-            second.newest_ns >= first.newest_ns,
-            "ctime counts, not only mtime"
-        );
-        assert_eq!(second.bytes, 6);
-        assert!(look(&dir.path().join("missing")).is_none());
+        filetime::set_file_mtime(&song, old).expect("set mtime");
+        let Local::Present(first) = look(&entry) else {
+            panic!("present")
+        };
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(&song, b"eno").expect("rewrite");
+        filetime::set_file_mtime(&song, old).expect("set mtime");
+        let Local::Present(second) = look(&entry) else {
+            panic!("present")
+        };
+        assert_eq!(first.bytes, second.bytes);
+        assert!(second.newest_ns > first.newest_ns, "a rewrite went unseen");
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&entry, &link).expect("symlink");
+        assert!(matches!(look(&link), Local::Gone));
+        assert!(matches!(look(&dir.path().join("missing")), Local::Gone));
     }
 }

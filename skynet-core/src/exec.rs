@@ -11,7 +11,7 @@
 //! - Sends and deletes run the `send` template unless a `delete` template overrides it;
 //!   `{action}` tells a single script which one it is doing.
 //! - A move runs the `rename` template. Without one, the moved files are sent again at their
-//!   new place (and, with complete-sync, the delete command runs at the old one): the send
+//!   new place (complete-sync needs a `rename` command or `send_moves`): the send
 //!   command expects a file, and a move would hand it a directory, or a path that a tool
 //!   like `rsync -a {path} …` would copy under the wrong name. A single script that handles
 //!   `{action}` = `move` itself asks for it with `send_moves`.
@@ -58,9 +58,6 @@ pub struct ExecConfig {
     /// With no `rename` command: run the `send` command for moves (`{action}` is `move`)
     /// instead of sending the moved files again.
     pub send_moves: bool,
-    /// With no `rename` command: a move runs the delete command at its old place before the
-    /// files are sent again at the new one (complete-sync: the mirror must not keep both).
-    pub delete_moved_from: bool,
     /// How long one run may take before it is killed (with its process group).
     pub timeout: Duration,
     /// What the program inherits of skynet's environment (its secrets are withheld).
@@ -76,7 +73,6 @@ impl ExecConfig {
             delete: None,
             rename: None,
             send_moves: false,
-            delete_moved_from: false,
             timeout: DEFAULT_TIMEOUT,
             child_env: ChildEnv::default(),
         }
@@ -206,13 +202,10 @@ impl Connection for ExecConnection {
 
     /// With no command for moves (and `send_moves` off): answers that the destination has
     /// nothing to move, so that the handler sends the files at `to` again, as it does for any
-    /// move whose remote source is missing; with `delete_moved_from`, the old place is
-    /// deleted first.
+    /// move whose remote source is missing. The old place stays at the destination, so
+    /// complete-sync is refused for a command destination without a command for moves.
     async fn rename(&self, from: &RelPath, to: &RelPath) -> Result<(), ConnError> {
         if self.config.rename.is_none() && !self.config.send_moves {
-            if self.config.delete_moved_from {
-                self.delete(from).await?;
-            }
             return Err(ConnError::remote_missing(format!(
                 "{}: no command for moves: sending {to:?} again at its new place",
                 self.describe()

@@ -276,21 +276,6 @@ async fn move_passes_action_from_to_path_and_environment() {
     assert_eq!(err.kind, ErrorKind::RemoteMissing, "{err}");
     assert!(!out.exists(), "the send command ran for a move");
 
-    // With complete-sync the delete command runs at the old place first.
-    let mut config = ExecConfig::new(t.src.path(), Template::parse(template.clone()).unwrap());
-    config.delete_moved_from = true;
-    let err = ExecConnection::new(config)
-        .rename(&from, &to)
-        .await
-        .unwrap_err();
-    assert_eq!(err.kind, ErrorKind::RemoteMissing, "{err}");
-    let deleted = recorded(&out);
-    assert_eq!(
-        deleted[1..3],
-        ["delete".to_string(), "old dir/a b.txt".into()]
-    );
-    fs::remove_file(&out).unwrap();
-
     // `send_moves` hands moves to the send command, `{action}` telling it what to do.
     let mut config = ExecConfig::new(t.src.path(), Template::parse(template.clone()).unwrap());
     config.send_moves = true;

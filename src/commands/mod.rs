@@ -89,6 +89,12 @@ pub async fn prepare(
         skynet_core::engine::meta::NAME,
         args.name.as_deref().unwrap_or_default(),
     )?;
+    if destination_is_per_file(&destination, args) {
+        let left = mapping.queue().entries_abandon()?;
+        if left > 0 {
+            tracing::warn!(entries = left, "entries were waiting for their per-entry command; their files are sent per file instead");
+        }
+    }
     let mut conn = match &destination {
         Destination::Exec(argv) if args.exec_per == Some(ExecPer::TopLevel) => {
             mapping.per_entry(crate::destination::exec_connection(argv, &source, args)?)
@@ -105,6 +111,12 @@ pub async fn prepare(
         state_dir,
         _lock: lock,
     })
+}
+
+/// A command destination run per file: entries a per-entry run left waiting are sent per
+/// file instead (their ledger rows said "recorded", not "delivered").
+fn destination_is_per_file(destination: &Destination, args: &MappingArgs) -> bool {
+    matches!(destination, Destination::Exec(_)) && args.exec_per != Some(ExecPer::TopLevel)
 }
 
 /// Runs `one` on each mapping of the config `file` (with `cli` over its options), one after
@@ -302,6 +314,16 @@ fn check_options(destination: &Destination, args: &MappingArgs) -> Result<()> {
             "--exec-delete, --exec-move, --exec-send-moves and --exec-per go with --exec"
         );
     }
+    if exec
+        && args.complete_sync
+        && args.exec_move.is_none()
+        && !args.exec_send_moves
+        && args.exec_per != Some(ExecPer::TopLevel)
+    {
+        anyhow::bail!(
+            "--complete-sync with --exec needs a command for moves: give --exec-move (e.g. \"ssh host mv -- /dst/{{from}} /dst/{{to}}\"), or --exec-send-moves if the --exec command handles {{action}} = move; otherwise a moved folder's old place would stay at the destination"
+        );
+    }
     if args.exec_move.is_some() && args.exec_send_moves {
         anyhow::bail!(
             "--exec-send-moves is for a command without --exec-move; give one or the other"
@@ -311,6 +333,11 @@ fn check_options(destination: &Destination, args: &MappingArgs) -> Result<()> {
         if args.exec_move.is_some() || args.exec_send_moves {
             anyhow::bail!(
                 "--exec-per top-level runs the command on an entry at its new place after a move; drop --exec-move/--exec-send-moves"
+            );
+        }
+        if args.send_once || args.bwlimit.is_some() {
+            anyhow::bail!(
+                "--exec-per top-level runs the command on whole entries: --send-once and --bwlimit do not apply (limit the rate in the command, e.g. rsync --bwlimit)"
             );
         }
         if args.on_delivered.is_some() {

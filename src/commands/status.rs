@@ -126,6 +126,16 @@ pub fn read(dir: &Path) -> Result<MappingStatus> {
     let (handoff_failures, handoff_waiting): (Vec<HandoffRow>, Vec<HandoffRow>) =
         queue.handoff_rows()?.into_iter().partition(|r| r.parked);
     let (delivered_today, delivered_today_bytes) = queue.delivered_on(&today())?;
+    // An entry whose command gave up is a failure like a parked action (monitoring reads
+    // `failed` and `last_error`).
+    let entries = queue.entry_rows()?;
+    let entries_failed = entries.iter().filter(|e| e.parked).count() as u64;
+    let last_error = last_error.or_else(|| {
+        entries
+            .iter()
+            .find(|e| e.parked)
+            .and_then(|e| e.last_error.clone())
+    });
     Ok(MappingStatus {
         name: mapping_name(dir),
         source: queue.meta(meta::SOURCE)?.unwrap_or_default(),
@@ -136,7 +146,7 @@ pub fn read(dir: &Path) -> Result<MappingStatus> {
         in_flight: counts.in_flight,
         retrying: counts.retrying,
         held: counts.held,
-        failed: counts.failed,
+        failed: counts.failed + entries_failed,
         deletions_held: counts.deletions_held,
         paused: queue.meta(meta::PAUSED)?.filter(|p| live && !p.is_empty()),
         last_error,
@@ -156,7 +166,7 @@ pub fn read(dir: &Path) -> Result<MappingStatus> {
             .into_iter()
             .filter(|r| r.last_error.is_some())
             .collect(),
-        entries: queue.entry_rows()?,
+        entries,
     })
 }
 

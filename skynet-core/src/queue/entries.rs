@@ -134,6 +134,38 @@ impl Queue {
         .map_err(|e| self.err(e))
     }
 
+    /// Whether the ledger still names something at or under `entry`.
+    pub fn ledger_holds_under(&self, entry: &RelPath) -> Result<bool, StateError> {
+        let (lo, hi) = super::within_bounds(entry);
+        let conn = self.lock();
+        conn.prepare_cached(
+            "SELECT EXISTS(SELECT 1 FROM ledger WHERE path = ?1 OR (path > ?2 AND path < ?3))",
+        )
+        .and_then(|mut s| s.query_row(params![entry.as_bytes(), lo, hi], |r| r.get(0)))
+        .map_err(|e| self.err(e))
+    }
+
+    /// Leaves per-entry mode: the files under each waiting entry are forgotten by the
+    /// ledger (so that the catch-up scan sends them per file) and the entries go. Returns
+    /// how many entries there were.
+    pub fn entries_abandon(&self) -> Result<u64, StateError> {
+        let rows = self.entry_rows()?;
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        for row in &rows {
+            let (lo, hi) = super::within_bounds(&row.entry);
+            tx.execute(
+                "DELETE FROM ledger WHERE path = ?1 OR (path > ?2 AND path < ?3)",
+                params![row.entry.as_bytes(), lo, hi],
+            )
+            .map_err(|e| self.err(e))?;
+        }
+        tx.execute("DELETE FROM entries", [])
+            .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(rows.len() as u64)
+    }
+
     fn entry_query(
         &self,
         sql: &str,

@@ -126,8 +126,14 @@ fn version_params(row: &HandoffRow) -> impl rusqlite::Params + '_ {
         id.map(|i| i.ctime_ns),
         id.map(|i| i.ino as i64),
         id.map(|i| i.dev as i64),
+        crate::entries::entry_of(&row.path).as_bytes().to_vec(),
     )
 }
+
+/// A mapping whose command runs per top-level entry holds a file only once the entry's
+/// command succeeded: its ledger row says the change was recorded, not delivered
+/// (parameter ?7: the top-level entry of the path).
+const ENTRY_DELIVERED: &str = "NOT EXISTS(SELECT 1 FROM entries WHERE entry = ?7)";
 
 impl Queue {
     /// Turns hand-off filing on (`Some(delay)`: each waits `delay` after delivery) or off.
@@ -263,7 +269,9 @@ impl Queue {
     /// size and mtime). Read only.
     pub fn holds_handed_off(&self, row: &HandoffRow) -> Result<bool, StateError> {
         let conn = self.lock();
-        let sql = format!("SELECT EXISTS(SELECT 1 FROM ledger WHERE {SAME_VERSION})");
+        let sql = format!(
+            "SELECT EXISTS(SELECT 1 FROM ledger WHERE {SAME_VERSION}) AND {ENTRY_DELIVERED}"
+        );
         conn.prepare_cached(&sql)
             .and_then(|mut st| st.query_row(version_params(row), |r| r.get::<_, bool>(0)))
             .map_err(|e| self.err(e))
@@ -277,7 +285,8 @@ impl Queue {
         let conn = self.lock();
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(|e| self.err(e))?;
-        let sql = format!("UPDATE ledger SET handed_off = 1 WHERE {SAME_VERSION}");
+        let sql =
+            format!("UPDATE ledger SET handed_off = 1 WHERE {SAME_VERSION} AND {ENTRY_DELIVERED}");
         conn.prepare_cached(&sql)
             .and_then(|mut st| st.execute(version_params(row)))
             .map(|n| n > 0)
