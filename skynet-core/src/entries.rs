@@ -467,4 +467,71 @@ mod tests {
         assert!(matches!(look(&link), Local::Gone));
         assert!(matches!(look(&dir.path().join("missing")), Local::Gone));
     }
+
+    /// Counts the commands it was asked to run; never fails.
+    struct Counting(std::sync::atomic::AtomicU32);
+
+    #[async_trait]
+    impl EntryCommand for Counting {
+        fn command_name(&self) -> String {
+            "counting".into()
+        }
+        async fn check(&self) -> Result<(), ConnError> {
+            Ok(())
+        }
+        async fn send_entry(&self, _entry: &RelPath) -> Result<(), ConnError> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        }
+        async fn delete_entry(&self, _entry: &RelPath) -> Result<(), ConnError> {
+            self.0.fetch_add(100, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    /// A source root moved away (an unmounted disk) is not every entry gone: nothing is
+    /// cleared or deleted, with or without complete-sync, and the entry runs once it is back
+    /// (found by review: without complete-sync the entry was cleared as "gone").
+    #[tokio::test]
+    async fn a_missing_source_clears_no_entry() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path().join("src");
+        std::fs::create_dir_all(root.join("album")).expect("mkdir");
+        std::fs::write(root.join("album/a"), b"a").expect("write");
+        for complete_sync in [false, true] {
+            let queue = Arc::new(Queue::open_in_memory().expect("queue"));
+            let source = SourceRoot::establish(&root, &queue)
+                .expect("state")
+                .expect("source");
+            queue
+                .entry_changed(&RelPath::from_bytes(b"album").expect("valid"))
+                .expect("record");
+            let command = Arc::new(Counting(Default::default()));
+            let stage = EntryStage {
+                queue: Arc::clone(&queue),
+                command: Arc::clone(&command) as Arc<dyn EntryCommand>,
+                root: root.clone(),
+                source: Some(Arc::new(source)),
+                opts: EntryOptions {
+                    settle: Duration::ZERO,
+                    complete_sync,
+                    max_attempts: 3,
+                    retry_base: Duration::from_millis(1),
+                    retry_cap: Duration::from_millis(1),
+                    park_base: Duration::from_millis(1),
+                    park_cap: Duration::from_millis(1),
+                },
+            };
+            let away = dir.path().join("away");
+            std::fs::rename(&root, &away).expect("move the source away");
+            let (_tx, rx) = watch::channel(false);
+            let report = stage.run(rx.clone(), true).await.expect("run");
+            assert_eq!(queue.entry_rows().expect("rows").len(), 1, "{report:?}");
+            assert_eq!(command.0.load(std::sync::atomic::Ordering::SeqCst), 0);
+            std::fs::rename(&away, &root).expect("move it back");
+            stage.run(rx, true).await.expect("run");
+            assert!(queue.entry_rows().expect("rows").is_empty());
+            assert_eq!(command.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+        }
+    }
 }

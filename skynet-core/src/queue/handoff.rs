@@ -418,6 +418,28 @@ mod tests {
         assert!(q.mark_handed_off(&row("old", 7, Some(id))).unwrap());
     }
 
+    /// A mapping whose command runs per top-level entry holds a file only once the entry's
+    /// command succeeded: its ledger row alone (the change recorded) must not let a sibling's
+    /// hand-off remove the local file (found by review: a failing per-entry command, and the
+    /// sibling with --remove-source removed `album/song.flac` it never delivered).
+    #[test]
+    fn a_waiting_entry_does_not_hold_its_files_for_a_sibling() {
+        let q = Queue::open_in_memory().unwrap();
+        q.record_delivered(&[
+            (p("album/song.flac"), 3, 7, None),
+            (p("single"), 3, 7, None),
+        ])
+        .unwrap();
+        q.entry_changed(&p("album")).unwrap();
+        let song = row("album/song.flac", 7, None);
+        assert!(!q.holds_handed_off(&song).unwrap());
+        assert!(!q.mark_handed_off(&song).unwrap());
+        assert!(q.holds_handed_off(&row("single", 7, None)).unwrap());
+        let waiting = q.entries_due(now_ms()).unwrap().remove(0);
+        q.entry_done(&waiting).unwrap();
+        assert!(q.mark_handed_off(&song).unwrap());
+    }
+
     #[test]
     fn deletions_of_handed_off_files_are_dropped_and_carried_by_moves() {
         let q = Queue::open_in_memory().unwrap();
