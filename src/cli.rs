@@ -106,6 +106,11 @@ pub enum Command {
         #[arg(long, global = true)]
         mapping: Option<String>,
     },
+    /// What the destination kept of deleted and overwritten files (--keep-versions).
+    Versions {
+        #[command(subcommand)]
+        command: VersionsCommand,
+    },
     /// Inspect and edit pending and failed actions.
     Queue {
         #[command(subcommand)]
@@ -158,6 +163,53 @@ pub enum LedgerCommand {
     Forget {
         /// A path relative to the source (a file or a folder), or an ID from `ledger list`.
         what: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VersionsCommand {
+    /// List the kept versions, newest first: when, the path it was kept from, where it is.
+    List {
+        /// Only the versions of this path (relative to the source; a folder lists those
+        /// under it).
+        path: Option<String>,
+        /// One JSON object with a `mappings` array.
+        #[arg(long)]
+        json: bool,
+        /// Where queues and ledgers are kept [default: the config's state_dir, else the
+        /// user's state directory].
+        #[arg(long, env = "SKYNET_STATE_DIR")]
+        state_dir: Option<PathBuf>,
+        /// The mappings' config file: its state_dir is read.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The mapping (its name in `status`), when there are several.
+        #[arg(long)]
+        mapping: Option<String>,
+    },
+    /// Bring a kept version of a file back into the source (then mirrored as a normal send).
+    Restore {
+        /// Source folder of the mapping.
+        src: PathBuf,
+        /// Destination of the mapping, as given to `run`/`sync`.
+        dest: String,
+        /// The file, relative to the source.
+        path: String,
+        /// The version that was current at this time (YYYY-MM-DD HH:MM[:SS], local time)
+        /// [default: the newest].
+        #[arg(long)]
+        at: Option<String>,
+        /// Write it under this folder (at its path) instead of into the source.
+        #[arg(long)]
+        to: Option<PathBuf>,
+        /// Where queues and ledgers are kept (default: the user's state directory).
+        #[arg(long, env = "SKYNET_STATE_DIR")]
+        state_dir: Option<PathBuf>,
+        /// The mapping's name, if it has one (`--name`).
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        connection: ConnectionArgs,
     },
 }
 
@@ -330,6 +382,10 @@ pub struct MappingArgs {
     /// every deletion.
     #[arg(long, value_name = "N|P%")]
     pub max_delete: Option<skynet_core::guard::MaxDelete>,
+    /// Keep what the destination would delete or overwrite for this long (e.g. 30d), in
+    /// `.skynet-versions/` at its root, named `path~YYYYmmdd-HHMMSS`; see `skynet versions`.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub keep_versions: Option<Duration>,
 }
 
 /// Which files a mapping takes: shared by `run`, `sync` and `baseline`.

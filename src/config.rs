@@ -82,6 +82,7 @@ const OPTION_KEYS: &[&str] = &[
     "pass_env",
     "bwlimit",
     "max_delete",
+    "keep_versions",
 ];
 
 /// Keys allowed only at the top level, besides the options and `mapping`.
@@ -153,6 +154,7 @@ pub struct MappingToml {
     pub pass_env: Option<Vec<String>>,
     pub bwlimit: Option<RateToml>,
     pub max_delete: Option<MaxDeleteToml>,
+    pub keep_versions: Option<String>,
 }
 
 /// A deletion limit in the file: `100` files, or `"25%"` of the delivered ones.
@@ -255,7 +257,8 @@ impl MappingToml {
             exec_timeout,
             pass_env,
             bwlimit,
-            max_delete
+            max_delete,
+            keep_versions
         )
     }
 
@@ -336,6 +339,9 @@ impl MappingToml {
                 .as_ref()
                 .map(MaxDeleteToml::parse)
                 .transpose()?),
+            keep_versions: cli
+                .keep_versions
+                .or(duration("keep_versions", &self.keep_versions)?),
         })
     }
 }

@@ -108,6 +108,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
                 }
             }
         }
+        Command::Versions { command } => commands::versions::versions(command).await,
         Command::Ledger {
             command,
             state_dir,

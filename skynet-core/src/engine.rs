@@ -24,6 +24,7 @@ use crate::scan::{self, Filter, FilterError, ScanError, ScanOptions};
 use crate::send_policy::SendPolicy;
 use crate::siblings::{self, SiblingFinder};
 use crate::source_root::{SourceProblem, SourceRoot};
+use crate::versions::{Versioned, VERSIONS_DIR};
 use crate::watcher::{WatchError, WatchOptions, Watcher};
 
 /// Everything that can end a mapping, each naming what went wrong.
@@ -48,6 +49,12 @@ pub enum EngineError {
     #[error(transparent)]
     SourceUnavailable(#[from] SourceProblem),
 }
+
+/// How many expired versions one pruning step removes before looking at `stop` again.
+const PRUNE_BATCH: usize = 100;
+
+/// How often a running daemon prunes expired versions.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// Attempts `sync` makes to reach a destination it has not reached yet before giving up.
 pub const SYNC_CONNECT_ATTEMPTS: u32 = 3;
@@ -81,6 +88,9 @@ pub struct MappingOptions {
     pub handoff: HandoffOptions,
     /// The mass-deletion guard's limit (complete-sync; see [`crate::guard`]).
     pub max_delete: MaxDelete,
+    /// Keep what the destination deletes or overwrites this long (see [`crate::versions`]);
+    /// `None`: versions off.
+    pub keep_versions: Option<Duration>,
 }
 
 impl Default for MappingOptions {
@@ -100,6 +110,7 @@ impl Default for MappingOptions {
             gate: Gate::default(),
             handoff: HandoffOptions::default(),
             max_delete: MaxDelete::default(),
+            keep_versions: None,
         }
     }
 }
@@ -148,6 +159,8 @@ pub struct Mapping {
     status: Arc<HandlerStatus>,
     /// The command run per top-level entry (`--exec-per top-level`), see [`Mapping::per_entry`].
     entries: Option<Arc<dyn EntryCommand>>,
+    /// The destination that keeps versions, for pruning (see [`Mapping::keeping_versions`]).
+    versions: Option<Arc<Versioned<Arc<dyn Connection>>>>,
 }
 
 impl Mapping {
@@ -172,6 +185,10 @@ impl Mapping {
         let queue = Arc::new(Queue::open(&db_path)?);
         let db_id = file_id(&db_path);
         let mut excludes = opts.excludes.clone();
+        // A source file by that name would be mirrored into the versions folder.
+        if opts.keep_versions.is_some() {
+            excludes.push(VERSIONS_DIR.to_string());
+        }
         // Never mirror our own state when it lives inside the source.
         if let Ok(state) = state_dir.canonicalize() {
             if let Ok(rel) = state.strip_prefix(&source) {
@@ -205,7 +222,27 @@ impl Mapping {
             opts,
             status: Arc::default(),
             entries: None,
+            versions: None,
         })
+    }
+
+    /// With `keep_versions` set, wraps `conn` so that what it would delete or overwrite is
+    /// kept (see [`crate::versions`]); returns the destination to hand `sync` and `run`.
+    pub fn keeping_versions(&mut self, conn: Arc<dyn Connection>) -> Arc<dyn Connection> {
+        if self.opts.keep_versions.is_none() {
+            return conn;
+        }
+        let versioned = Arc::new(Versioned::new(conn, Arc::clone(&self.queue)));
+        self.versions = Some(Arc::clone(&versioned));
+        versioned
+    }
+
+    /// Removes the expired versions (see [`prune_expired`]).
+    async fn prune_versions(&self, stop: &watch::Receiver<bool>) -> u64 {
+        match (&self.versions, self.opts.keep_versions) {
+            (Some(versions), Some(keep)) => prune_expired(versions, keep, stop).await,
+            _ => 0,
+        }
     }
 
     /// Makes this a mapping whose `command` runs once per top-level entry of the source (see
@@ -377,6 +414,7 @@ impl Mapping {
         self.mark_ended(&handler, conn.as_ref())?;
         // Gone while draining: its deletions were held, not run; say so, as at the start.
         source.check()?;
+        summary.versions_pruned = self.prune_versions(&rx).await;
         if let Some(stage) = self.entry_stage(self.opts.sync_settle, &source) {
             // Each sync tries the parked ones once more, as it does parked actions.
             self.queue.entries_revive()?;
@@ -527,6 +565,24 @@ impl Mapping {
             let stop = halt.clone();
             tokio::spawn(async move { stage.run(stop, false).await })
         });
+        let pruning = match (&self.versions, self.opts.keep_versions) {
+            (Some(versions), Some(keep)) => {
+                let (versions, mut stop) = (Arc::clone(versions), halt.clone());
+                Some(tokio::spawn(async move {
+                    loop {
+                        prune_expired(&versions, keep, &stop).await;
+                        tokio::select! {
+                            _ = tokio::time::sleep(PRUNE_EVERY) => {}
+                            _ = stop.changed() => {}
+                        }
+                        if *stop.borrow() {
+                            break;
+                        }
+                    }
+                }))
+            }
+            _ => None,
+        };
         let heartbeat = tokio::spawn(heartbeat(
             Arc::clone(&self.queue),
             Arc::clone(&status),
@@ -564,6 +620,9 @@ impl Mapping {
         let result = handler.run(Arc::clone(&wake), stop).await;
         watcher.stop();
         heartbeat.abort();
+        if let Some(task) = pruning {
+            task.abort();
+        }
         forward.abort();
         source_watch.abort();
         if let Some(task) = handoff {
@@ -601,6 +660,27 @@ impl Mapping {
             None => Watched::Stopped(summary),
         })
     }
+}
+
+/// Removes the expired versions, batch by batch, until none is left or `stop` says so. A
+/// failure is logged: the versions stay, and the next pass tries again.
+async fn prune_expired(
+    versions: &Versioned<Arc<dyn Connection>>,
+    keep: Duration,
+    stop: &watch::Receiver<bool>,
+) -> u64 {
+    let mut total = 0;
+    while !*stop.borrow() {
+        match versions.prune(keep, PRUNE_BATCH).await {
+            Ok(0) => break,
+            Ok(n) => total += n,
+            Err(e) => {
+                tracing::warn!(error = %e.message, "cannot prune expired versions; will try again");
+                break;
+            }
+        }
+    }
+    total
 }
 
 /// See [`Mapping::establish_source`].

@@ -232,6 +232,8 @@ pub struct Summary {
     pub entries_parked: u64,
     /// Top-level entries left for a later run: still changing, or files under them held.
     pub entries_waiting: u64,
+    /// Expired versions removed (`--keep-versions`).
+    pub versions_pruned: u64,
 }
 
 /// The result of executing one action, before acknowledgement.

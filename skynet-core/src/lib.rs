@@ -54,6 +54,7 @@ pub mod send_policy;
 pub mod siblings;
 pub mod source_root;
 pub mod throttle;
+pub mod versions;
 pub mod watcher;
 
 #[cfg(feature = "conformance")]

@@ -35,10 +35,12 @@ mod handoff;
 mod ledger_rows;
 #[cfg(test)]
 mod rename_cycles;
+mod versions;
 
 pub use dest_dirs::DirVerdict;
 pub use entries::EntryRow;
 pub use ledger_rows::{today, Forget};
+pub use versions::VersionRow;
 
 pub use handoff::HandoffRow;
 pub use ledger_rows::LedgerRow;
@@ -52,6 +54,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("schema/006_park_retries.sql"),
     include_str!("schema/007_dest_dirs.sql"),
     include_str!("schema/008_entries.sql"),
+    include_str!("schema/009_versions.sql"),
 ];
 
 /// Gives every parked action a new episode of attempts, ready now (`queue retry all`, and

@@ -7,6 +7,7 @@ pub mod queue;
 pub mod run;
 pub mod status;
 pub mod sync;
+pub mod versions;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -104,6 +105,7 @@ pub async fn prepare(
     if let Some(rate) = args.bwlimit {
         conn = Arc::new(Throttled::new(conn, rate));
     }
+    let conn = mapping.keeping_versions(conn);
     Ok(Prepared {
         mapping,
         conn,
@@ -279,6 +281,30 @@ fn locate_state(
     Ok(StatePlace { dir, adopt })
 }
 
+/// A mapping's source, destination and state directory as they are, for a command that reads
+/// the state without starting the mapping (nothing is moved or locked).
+pub fn existing_state(
+    src: &Path,
+    dest: &str,
+    args: &MappingArgs,
+) -> Result<(PathBuf, Destination, PathBuf)> {
+    let source = src
+        .canonicalize()
+        .with_context(|| format!("source {}", src.display()))?;
+    let destination = destination_of(Some(dest), args)?;
+    let dir = locate_state(&source, &destination, args)?
+        .current()
+        .to_path_buf();
+    if !skynet_core::queue::database_path(&dir).is_file() {
+        anyhow::bail!(
+            "no state for {} -> {}: has it been run or synced (with --name, if it has one)?",
+            source.display(),
+            destination.display()
+        );
+    }
+    Ok((source, destination, dir))
+}
+
 /// The state directory of a mapping that starts, earlier state moved into it.
 fn state_dir_of(source: &Path, destination: &Destination, args: &MappingArgs) -> Result<PathBuf> {
     let place = locate_state(source, destination, args)?;
@@ -322,6 +348,11 @@ fn check_options(destination: &Destination, args: &MappingArgs) -> Result<()> {
     {
         anyhow::bail!(
             "--complete-sync with --exec needs a command for moves: give --exec-move (e.g. \"ssh host mv -- /dst/{{from}} /dst/{{to}}\"), or --exec-send-moves if the --exec command handles {{action}} = move; otherwise a moved folder's old place would stay at the destination"
+        );
+    }
+    if exec && args.keep_versions.is_some() {
+        anyhow::bail!(
+            "--keep-versions needs a destination that can move a file aside (a folder, SFTP, S3); a command destination cannot"
         );
     }
     if args.exec_move.is_some() && args.exec_send_moves {
@@ -424,6 +455,7 @@ pub fn mapping_options(args: &MappingArgs) -> Result<MappingOptions> {
             still_changing: Duration::ZERO,
         },
         max_delete: args.max_delete.unwrap_or_default(),
+        keep_versions: args.keep_versions,
         handoff: HandoffOptions {
             remove_source: args.remove_source,
             on_delivered,

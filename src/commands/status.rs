@@ -62,6 +62,9 @@ pub struct MappingStatus {
     /// Top-level entries waiting for their command (`--exec-per top-level`), with why
     /// (`last_error`) and when they are looked at next (`ready_at`); `parked`: failed.
     pub entries: Vec<EntryRow>,
+    /// Versions kept at the destination (`--keep-versions`), and when the oldest was kept.
+    pub versions_kept: u64,
+    pub oldest_version: Option<u64>,
 }
 
 /// How many held actions `status` lists (all of them: `skynet queue list`).
@@ -136,6 +139,7 @@ pub fn read(dir: &Path) -> Result<MappingStatus> {
             .find(|e| e.parked)
             .and_then(|e| e.last_error.clone())
     });
+    let (versions_kept, oldest_version) = queue.versions_summary()?;
     Ok(MappingStatus {
         name: mapping_name(dir),
         source: queue.meta(meta::SOURCE)?.unwrap_or_default(),
@@ -167,6 +171,8 @@ pub fn read(dir: &Path) -> Result<MappingStatus> {
             .filter(|r| r.last_error.is_some())
             .collect(),
         entries,
+        versions_kept,
+        oldest_version,
     })
 }
 
@@ -283,6 +289,13 @@ fn print(root: &Path, json: bool) -> Result<()> {
                 "  hand-off: {} waiting, {} failed",
                 m.handoff_waiting,
                 m.handoff_failures.len()
+            );
+        }
+        if m.versions_kept > 0 {
+            outln!(
+                "  {} version(s) kept at the destination, the oldest from {} (`skynet versions list`)",
+                m.versions_kept,
+                m.oldest_version.map(local_time).unwrap_or_default()
             );
         }
         if m.skipped_links > 0 {

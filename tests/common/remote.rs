@@ -79,7 +79,12 @@ impl Backend {
         let url = self.url();
         let mut args = vec![subcommand, s.src_str(), url.as_str()];
         args.extend_from_slice(extra);
-        let mut cmd = s.cmd(&args);
+        self.command_args(s, &args)
+    }
+
+    /// `skynet ARGS…` with what reaching this backend takes (keys, endpoint, credentials).
+    pub fn command_args(&self, s: &Scratch, args: &[&str]) -> Command {
+        let mut cmd = s.cmd(args);
         match self {
             Backend::Local(_) => {}
             Backend::Sftp { server, .. } => {

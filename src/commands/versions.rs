@@ -1,0 +1,238 @@
+//! `skynet versions list [PATH] | restore SRC DEST PATH [--at TIME] [--to DIR]`: what the
+//! destination kept of deleted and overwritten files (`--keep-versions`), and bringing one
+//! back. A restored file lands in the source (or `--to DIR`) and is then mirrored like any
+//! other change; with versions on, the copy it replaces at the destination is kept in turn.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use skynet_core::queue::{Queue, VersionRow};
+use skynet_core::{Connection, LocalConnection, RelPath, SourceFile};
+
+use super::queue::select;
+use crate::cli::{MappingArgs, VersionsCommand};
+use crate::exit::Exit;
+use crate::out::{outln, sayln};
+
+pub async fn versions(command: VersionsCommand) -> Result<Exit> {
+    match command {
+        VersionsCommand::List {
+            path,
+            json,
+            state_dir,
+            config,
+            mapping,
+        } => {
+            let root = crate::locate::state_root(state_dir.as_deref(), config.as_deref())?;
+            let path = path.as_deref().map(rel).transpose()?;
+            list(&root, mapping.as_deref(), path.as_ref(), json)
+        }
+        VersionsCommand::Restore {
+            src,
+            dest,
+            path,
+            at,
+            to,
+            state_dir,
+            name,
+            connection,
+        } => {
+            let args = MappingArgs {
+                state_dir,
+                name,
+                connection,
+                ..MappingArgs::default()
+            };
+            restore(
+                &src,
+                &dest,
+                &rel(&path)?,
+                at.as_deref(),
+                to.as_deref(),
+                &args,
+            )
+            .await
+        }
+    }
+}
+
+fn rel(path: &str) -> Result<RelPath> {
+    RelPath::from_bytes(path.trim_matches('/').as_bytes())
+        .map_err(|e| anyhow::anyhow!("path {path:?}: {e} (give it relative to the source)"))
+}
+
+fn list(root: &Path, mapping: Option<&str>, path: Option<&RelPath>, json: bool) -> Result<Exit> {
+    let mut all = Vec::new();
+    for dir in select(root, mapping, false)? {
+        let queue = Queue::open(&skynet_core::queue::database_path(&dir))?;
+        let name = super::status::mapping_name(&dir);
+        let rows = queue.version_rows(path)?;
+        if !json {
+            outln!("{name}: {} version(s)", rows.len());
+            for r in &rows {
+                let unconfirmed = if r.confirmed { "" } else { "  (unconfirmed)" };
+                outln!(
+                    "  {}  {}  -> {}{unconfirmed}",
+                    super::status::local_time(r.kept_at),
+                    r.original,
+                    r.version
+                );
+            }
+        }
+        all.push(serde_json::json!({ "mapping": name, "versions": rows }));
+    }
+    if json {
+        outln!("{}", serde_json::json!({ "mappings": all }));
+    }
+    Ok(Exit::Ok)
+}
+
+/// Where the version of `path` is in `row` (a version of `path` itself, or of a folder above
+/// it, which holds it at the same place below).
+fn version_of(row: &VersionRow, path: &RelPath) -> Option<RelPath> {
+    if row.original == *path {
+        return Some(row.version.clone());
+    }
+    let rest = path
+        .as_bytes()
+        .strip_prefix(row.original.as_bytes())?
+        .strip_prefix(b"/")?;
+    let mut p = row.version.as_bytes().to_vec();
+    p.push(b'/');
+    p.extend_from_slice(rest);
+    RelPath::from_bytes(&p).ok()
+}
+
+/// The version current at `at` (ms): the first kept after it; without `at`, the newest.
+fn choose(rows: &[VersionRow], path: &RelPath, at: Option<u64>) -> Option<(RelPath, u64)> {
+    let mut found: Vec<(RelPath, u64)> = rows
+        .iter()
+        .filter(|r| r.confirmed)
+        .filter_map(|r| version_of(r, path).map(|v| (v, r.kept_at)))
+        .collect();
+    found.sort_by_key(|(_, kept_at)| *kept_at);
+    match at {
+        None => found.pop(),
+        Some(at) => found.into_iter().find(|(_, kept_at)| *kept_at >= at),
+    }
+}
+
+fn parse_time(text: &str) -> Result<u64> {
+    use chrono::{Local, NaiveDateTime, TimeZone};
+    let parsed = ["%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S"]
+        .iter()
+        .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
+        .or_else(|| {
+            chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                .ok()
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+        })
+        .with_context(|| format!("--at {text:?}: expected YYYY-MM-DD [HH:MM[:SS]]"))?;
+    let local = Local
+        .from_local_datetime(&parsed)
+        .earliest()
+        .with_context(|| format!("--at {text:?}: no such local time"))?;
+    Ok(local.timestamp_millis().max(0) as u64)
+}
+
+async fn restore(
+    src: &Path,
+    dest: &str,
+    path: &RelPath,
+    at: Option<&str>,
+    to: Option<&Path>,
+    args: &MappingArgs,
+) -> Result<Exit> {
+    let at = at.map(parse_time).transpose()?;
+    let (source, destination, state_dir) = super::existing_state(src, dest, args)?;
+    let queue = Queue::open(&skynet_core::queue::database_path(&state_dir))?;
+    let mut rows = queue.version_rows(Some(path))?;
+    // Versions of a folder above it hold it too.
+    let mut above = path.parent();
+    while let Some(dir) = above {
+        rows.extend(
+            queue
+                .version_rows(Some(&dir))?
+                .into_iter()
+                .filter(|r| r.original == dir),
+        );
+        above = dir.parent();
+    }
+    let Some((version, kept_at)) = choose(&rows, path, at) else {
+        anyhow::bail!(
+            "no kept version of {path}{} (see `skynet versions list`)",
+            if at.is_some() { " at that time" } else { "" }
+        );
+    };
+    let conn = destination.connect(&source, args, &state_dir).await?;
+    conn.connect()
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    let bytes = conn
+        .read(&version)
+        .await
+        .map_err(|e| anyhow::anyhow!("reading the version {version}: {}", e.message))?;
+    let target_root: PathBuf = to.map_or_else(|| source.clone(), Path::to_path_buf);
+    write_beneath(&target_root, path, &bytes).await?;
+    sayln!(
+        "restored {path} as it was until {} into {}",
+        super::status::local_time(kept_at),
+        target_root.display()
+    );
+    Ok(Exit::Ok)
+}
+
+/// Writes `bytes` at `path` under `root` the way a delivery does: a temporary file renamed
+/// into place, every folder resolved beneath `root` without following a link.
+async fn write_beneath(root: &Path, path: &RelPath, bytes: &[u8]) -> Result<()> {
+    std::fs::create_dir_all(root).with_context(|| format!("{}", root.display()))?;
+    let mut staged = tempfile::NamedTempFile::new().context("a temporary file")?;
+    std::io::Write::write_all(&mut staged, bytes).context("a temporary file")?;
+    let meta = staged.as_file().metadata().context("a temporary file")?;
+    let file = SourceFile::from_metadata(staged.path().to_path_buf(), &meta);
+    let local = LocalConnection::new(root.to_path_buf());
+    let put = skynet_core::connection::Blocking::new(local);
+    put.connect()
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    put.send(&file, path)
+        .await
+        .map_err(|e| anyhow::anyhow!("writing {path} under {}: {}", root.display(), e.message))?;
+    put.flush()
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(version: &str, original: &str, kept_at: u64) -> VersionRow {
+        VersionRow {
+            version: rel(version).unwrap(),
+            original: rel(original).unwrap(),
+            kept_at,
+            confirmed: true,
+        }
+    }
+
+    #[test]
+    fn the_version_current_at_a_time_is_the_first_kept_after_it() {
+        let rows = [
+            row(".skynet-versions/a~1", "a", 1_000),
+            row(".skynet-versions/a~2", "a", 2_000),
+            row(".skynet-versions/d~3", "d", 3_000),
+        ];
+        let a = rel("a").unwrap();
+        assert_eq!(choose(&rows, &a, None).unwrap().1, 2_000);
+        assert_eq!(choose(&rows, &a, Some(1_500)).unwrap().1, 2_000);
+        assert_eq!(choose(&rows, &a, Some(500)).unwrap().1, 1_000);
+        assert!(choose(&rows, &a, Some(2_500)).is_none());
+        let inside = rel("d/x/y").unwrap();
+        assert_eq!(
+            choose(&rows, &inside, None).unwrap().0.as_bytes(),
+            b".skynet-versions/d~3/x/y"
+        );
+    }
+}
