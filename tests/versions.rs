@@ -87,6 +87,39 @@ fn kept_and_restored(s: &Scratch, backend: Backend) {
     std::fs::remove_file(s.src.join("doomed.txt")).unwrap();
     write(&s.src, "over.txt", b"v2, longer");
     std::fs::remove_dir_all(s.src.join("dir")).unwrap();
+    // The dry run says what would be kept, and changes nothing.
+    let plan = backend
+        .command(
+            s,
+            "sync",
+            &[
+                "--complete-sync",
+                "--keep-versions",
+                "1h",
+                "--max-delete",
+                "1000",
+                "--dry-run",
+            ],
+        )
+        .output()
+        .unwrap();
+    assert_exit(&plan, 0);
+    let plan = String::from_utf8_lossy(&plan.stdout).into_owned();
+    for line in [
+        "delete doomed.txt  (the destination's copy kept as a version)",
+        "send   over.txt  (the destination's copy kept as a version)",
+        "52 kept as versions",
+    ] {
+        assert!(plan.contains(line), "{line:?} missing from:\n{plan}");
+    }
+    assert!(
+        plan.contains("send   keep.txt") || !plan.contains("keep.txt"),
+        "{plan}"
+    );
+    assert!(
+        split(contents(&backend)).1.is_empty(),
+        "the dry run kept something"
+    );
     assert_synced_to(&sync(s, &backend, "1h"), &backend);
     let (live, versions) = split(contents(&backend));
     assert_eq!(live, tree(&s.src), "the live tree is the source");

@@ -36,7 +36,19 @@ pub fn dry_run(src: &Path, dest: Option<&str>, args: &MappingArgs) -> Result<Exi
     opts.progress = false;
     let mapping = Mapping::open(&source, dir, opts)?;
     let rows = mapping.dry_run()?;
-    print_plan(&rows)?;
+    // With versions on, what a deletion or an overwrite would destroy is kept instead.
+    let keeps = |r: &QueueRow| -> bool {
+        args.keep_versions.is_some()
+            && match r.kind {
+                ActionKind::Delete => true,
+                ActionKind::Send => skynet_core::RelPath::from_bytes(r.path.as_bytes())
+                    .ok()
+                    .and_then(|p| mapping.queue().ledger_entry(&p).ok().flatten())
+                    .is_some(),
+                ActionKind::Move => false,
+            }
+    };
+    print_plan(&rows, keeps)?;
     let held = rows.iter().filter(|r| r.state == "deletion_held").count();
     if held > 0 {
         noteln!(
@@ -47,8 +59,8 @@ pub fn dry_run(src: &Path, dest: Option<&str>, args: &MappingArgs) -> Result<Exi
 }
 
 /// One line per action, then the totals.
-fn print_plan(rows: &[QueueRow]) -> Result<()> {
-    let (mut sends, mut deletes, mut moves, mut held) = (0, 0, 0, 0);
+fn print_plan(rows: &[QueueRow], keeps: impl Fn(&QueueRow) -> bool) -> Result<()> {
+    let (mut sends, mut deletes, mut moves, mut held, mut kept) = (0, 0, 0, 0, 0);
     for r in rows {
         let line = match (r.kind, &r.from) {
             (ActionKind::Move, Some(from)) => format!("move   {from} -> {}", r.path),
@@ -57,6 +69,9 @@ fn print_plan(rows: &[QueueRow]) -> Result<()> {
         if r.state == "deletion_held" {
             held += 1;
             outln!("{line}  (held by the mass-deletion guard)");
+        } else if keeps(r) {
+            kept += 1;
+            outln!("{line}  (the destination's copy kept as a version)");
         } else {
             outln!("{line}");
         }
@@ -67,7 +82,7 @@ fn print_plan(rows: &[QueueRow]) -> Result<()> {
         }
     }
     outln!(
-        "dry run: would send {sends}, move {moves}, delete {deletes} ({held} held); nothing was changed"
+        "dry run: would send {sends}, move {moves}, delete {deletes} ({held} held, {kept} kept as versions); nothing was changed"
     );
     Ok(())
 }
