@@ -123,3 +123,74 @@ fn s3_survives_a_kill_loop() {
     let backend = Backend::s3("killloop", "mirror");
     kill_loop(&backend, &s, seed(3));
 }
+
+/// Versions under a kill loop (issue 15): what the destination held before the writer began
+/// (each file with content of its own) is never lost, whatever the writer deleted, truncated
+/// or overwrote and wherever the kills landed: every one of those contents is still at the
+/// destination afterwards, live or in `.skynet-versions/`, and the live tree is the source.
+#[test]
+fn versions_survive_a_kill_loop_local() {
+    let s = Scratch::new();
+    let backend = Backend::local(&s);
+    let seed = seed(4);
+    for i in 0..200 {
+        write(
+            &s.src,
+            &format!("d{:02}/file-{i:05}", i % 20),
+            format!("initial content {i} of seed {seed}").as_bytes(),
+        );
+    }
+    let flags = [
+        "--complete-sync",
+        "--keep-versions",
+        "1h",
+        "--max-delete",
+        "100000",
+        "--retry-delay",
+        "100ms",
+    ];
+    let out = backend.command(&s, "sync", &flags).output().unwrap();
+    assert_exit(&out, 0);
+    let initial = tree(&s.src);
+    let mut rng = Rng::new(seed);
+    let writer = Churn::start(
+        s.src.clone(),
+        seed.wrapping_add(1),
+        WRITER_OPS,
+        Duration::from_millis(10),
+    );
+    kill_repeatedly(KILLS / 2, &mut rng, || {
+        let mut run = flags.to_vec();
+        run.extend(["--settle", "50ms"]);
+        backend.spawn(&s, "run", &run)
+    });
+    let ops = writer.finish();
+    let out = backend.command(&s, "sync", &flags).output().unwrap();
+    assert_exit(&out, 0);
+    let all = backend.contents().expect("read the destination");
+    let live: common::remote::Tree = all
+        .iter()
+        .filter(|(k, _)| !k.starts_with(b".skynet-versions/"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let want = tree(&s.src);
+    assert!(want == live, "live tree: {}", diff(&want, &live));
+    let held: std::collections::HashSet<&Vec<u8>> = all.values().collect();
+    let lost: Vec<String> = initial
+        .iter()
+        .filter(|(_, content)| !held.contains(content))
+        .map(|(path, _)| String::from_utf8_lossy(path).into_owned())
+        .collect();
+    let kept = all.len() - live.len();
+    assert!(
+        lost.is_empty(),
+        "{} of {} first contents lost after {ops} changes and {} kills ({kept} versions): {lost:?}",
+        lost.len(),
+        initial.len(),
+        KILLS / 2
+    );
+    eprintln!(
+        "versions kill loop: {ops} changes, {kept} versions kept, 0 of {} lost",
+        initial.len()
+    );
+}
