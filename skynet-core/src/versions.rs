@@ -91,6 +91,23 @@ impl<C: Connection> Versioned<C> {
         }
     }
 
+    /// Keeps what a write at `path` would destroy: whatever stands at `path`, and a *file*
+    /// standing where one of its parent folders goes (a destination clears it to make the
+    /// folder; without complete-sync nothing else would keep it). The ledger says which
+    /// parents may be files, sparing a call per parent per send; the destination confirms it,
+    /// since the ledger may be stale (a folder there now holds live files, which must stay:
+    /// found by the simulation, seed 2144, where a stale row moved a live folder aside).
+    async fn keep_in_the_way(&self, path: &RelPath) -> Result<(), ConnError> {
+        for above in path.ancestors() {
+            if self.queue.ledger_entry(&above).map_err(state)?.is_some()
+                && self.inner.stat(&above).await?.is_some()
+            {
+                self.keep(&above).await?;
+            }
+        }
+        self.keep(path).await
+    }
+
     /// Removes up to `limit` versions kept longer than `keep`, then the folders they leave
     /// empty in the versions folder. Returns how many went. A version already gone counts.
     pub async fn prune(&self, keep: Duration, limit: usize) -> Result<u64, ConnError> {
@@ -129,7 +146,7 @@ impl<C: Connection> Connection for Versioned<C> {
         self.inner.connect().await
     }
     async fn send(&self, file: &SourceFile, to: &RelPath) -> Result<u64, ConnError> {
-        self.keep(to).await?;
+        self.keep_in_the_way(to).await?;
         self.inner.send(file, to).await
     }
     fn send_batch_size(&self) -> usize {
@@ -139,7 +156,7 @@ impl<C: Connection> Connection for Versioned<C> {
     async fn send_batch(&self, items: &[(SourceFile, RelPath)]) -> Vec<Result<u64, ConnError>> {
         let mut kept: Vec<Option<ConnError>> = Vec::with_capacity(items.len());
         for (_, to) in items {
-            kept.push(self.keep(to).await.err());
+            kept.push(self.keep_in_the_way(to).await.err());
         }
         let ready: Vec<(SourceFile, RelPath)> = items
             .iter()
@@ -163,7 +180,7 @@ impl<C: Connection> Connection for Versioned<C> {
     }
     async fn rename(&self, from: &RelPath, to: &RelPath) -> Result<(), ConnError> {
         if from != to {
-            self.keep(to).await?;
+            self.keep_in_the_way(to).await?;
         }
         self.inner.rename(from, to).await
     }

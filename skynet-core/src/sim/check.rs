@@ -1,6 +1,6 @@
 //! The behaviour contract's invariants, checked on a simulated mapping.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::path::Path;
 
@@ -44,6 +44,26 @@ pub(super) fn local_files(root: &Path) -> BTreeMap<RelPath, Vec<u8>> {
             Some((rel, std::fs::read(e.path()).ok()?))
         })
         .collect()
+}
+
+/// With versions on: every content a send put in place (`placed`) is still at the
+/// destination, live or kept as a version. Whatever the history deleted, overwrote or
+/// renamed over, nothing the destination held is gone.
+pub(super) async fn nothing_lost(
+    dest: &dyn Connection,
+    placed: &[(RelPath, Vec<u8>)],
+) -> Result<(), Failure> {
+    let held: HashSet<Vec<u8>> = remote_files(dest).await?.into_values().collect();
+    let lost: Vec<String> = placed
+        .iter()
+        .filter(|(_, bytes)| !held.contains(bytes))
+        .map(|(path, bytes)| format!("{} bytes first sent to {path}", bytes.len()))
+        .collect();
+    if lost.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::new("versions keep everything", lost.join("; ")))
+    }
 }
 
 /// What the destination holds, through its own `list` and `read`.

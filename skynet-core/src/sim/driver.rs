@@ -18,7 +18,7 @@ use super::faults::Faulty;
 use super::history::{Setup, Step};
 use super::kernel::Kernel;
 use super::world::World;
-use super::DirLister;
+use super::{DirLister, PlacedLister};
 use crate::connection::Connection;
 use crate::engine;
 use crate::gate::Gate;
@@ -26,6 +26,7 @@ use crate::handler::{Handler, HandlerConfig, HandlerError, Summary};
 use crate::queue::Queue;
 use crate::scan::{self, Filter, ScanOptions};
 use crate::send_policy::SendPolicy;
+use crate::versions::{is_version_path, Versioned, VERSIONS_DIR};
 use crate::watcher::{EventMapper, WatchOptions};
 
 /// How long the watcher waits between looks when nothing happens (as its real loop does).
@@ -84,6 +85,7 @@ pub(super) async fn run(
     steps: &[Step],
     dest: Arc<dyn Connection>,
     dirs: Option<DirLister>,
+    placed: Option<PlacedLister>,
 ) -> Result<(), Failure> {
     let dir = tempfile::Builder::new()
         .prefix("skynet-sim")
@@ -99,7 +101,12 @@ pub(super) async fn run(
     let outside = make("outside")?;
     let queue = Arc::new(fresh_queue()?);
     queue.set_remove_empty_dirs(setup.complete_sync);
-    let filter = Arc::new(Filter::new(&[]).map_err(state)?);
+    let excludes: Vec<String> = if setup.versions {
+        vec![VERSIONS_DIR.to_string()]
+    } else {
+        Vec::new()
+    };
+    let filter = Arc::new(Filter::new(&excludes).map_err(state)?);
     let mut sim = Sim {
         setup,
         root: root.clone(),
@@ -116,12 +123,33 @@ pub(super) async fn run(
     }
     sim.drain().await?;
     sim.stop().await?;
+    let dirs = dirs.map(|list| {
+        list()
+            .into_iter()
+            .filter(|d| !(setup.versions && is_version_path(d.as_bytes())))
+            .collect()
+    });
+    if setup.versions {
+        let versioned = Versioned::new(Arc::clone(&dest), Arc::clone(&sim.queue));
+        check::drained(
+            sim.world.root(),
+            &sim.queue,
+            &versioned,
+            setup.complete_sync,
+            dirs,
+        )
+        .await?;
+        if let Some(placed) = placed {
+            check::nothing_lost(dest.as_ref(), &placed()).await?;
+        }
+        return Ok(());
+    }
     check::drained(
         sim.world.root(),
         &sim.queue,
         dest.as_ref(),
         setup.complete_sync,
-        dirs.map(|list| list()),
+        dirs,
     )
     .await
 }
@@ -166,7 +194,11 @@ impl Sim<'_> {
             filter: Arc::clone(&self.filter),
             ..SendPolicy::default()
         };
-        let conn: Arc<dyn Connection> = self.faulty.clone();
+        let conn: Arc<dyn Connection> = if self.setup.versions {
+            Arc::new(Versioned::new(self.faulty.clone(), Arc::clone(&self.queue)))
+        } else {
+            self.faulty.clone()
+        };
         let handler = Handler::new(
             Arc::clone(&self.queue),
             conn,

@@ -22,6 +22,9 @@ pub struct Setup {
     pub settle_ms: u64,
     /// Simulated time each destination call takes, in ms (0: it only yields).
     pub latency_ms: u64,
+    /// Keep what the destination deletes or overwrites (`--keep-versions`); then nothing a
+    /// send put there may be lost.
+    pub versions: bool,
 }
 
 impl Setup {
@@ -34,6 +37,7 @@ impl Setup {
             send_batch: 1,
             settle_ms: 0,
             latency_ms: 0,
+            versions: false,
         }
     }
 }
@@ -106,6 +110,9 @@ pub enum Step {
 /// nested levels, so that names collide often.
 pub const DIRS: [&str; 4] = ["", "a", "a/b", "c d"];
 
+/// Mixed into the seed for the draw of [`Setup::versions`].
+const VERSIONS_STREAM: u64 = 0x7665_7273_696f_6e73;
+
 /// A history drawn from `seed`.
 pub fn generate(seed: u64) -> (Setup, Vec<Step>) {
     let mut rng = StdRng::seed_from_u64(seed);
@@ -115,6 +122,8 @@ pub fn generate(seed: u64) -> (Setup, Vec<Step>) {
         send_batch: if rng.gen_bool(0.5) { 1 } else { 8 },
         settle_ms: [0, 0, 50, 300][rng.gen_range(0..4)],
         latency_ms: [0, 1, 5, 30][rng.gen_range(0..4)],
+        // Drawn apart, so that the main stream (and every seed reported so far) is unchanged.
+        versions: StdRng::seed_from_u64(seed ^ VERSIONS_STREAM).gen_bool(0.3),
     };
     let len = rng.gen_range(1..=32);
     let steps = (0..len).map(|_| step(&mut rng)).collect();

@@ -35,6 +35,9 @@ struct Tree {
 
 pub struct MemoryDestination {
     tree: Mutex<Tree>,
+    /// Every content a send put in place, with the first path it went to: with versions on,
+    /// each must still be somewhere at the end (see `check::nothing_lost`).
+    placed: Mutex<BTreeMap<Vec<u8>, RelPath>>,
     latency: Duration,
     batch: usize,
     temps: AtomicU64,
@@ -46,6 +49,7 @@ impl MemoryDestination {
     pub fn new(latency: Duration, batch: usize) -> Self {
         MemoryDestination {
             tree: Mutex::default(),
+            placed: Mutex::default(),
             latency,
             batch: batch.max(1),
             temps: AtomicU64::new(0),
@@ -55,6 +59,12 @@ impl MemoryDestination {
     /// What the destination holds now, temporaries included.
     pub fn snapshot(&self) -> Files {
         self.lock().files.clone()
+    }
+
+    /// Every content a send put in place, with the first path it went to.
+    pub fn placed(&self) -> Vec<(RelPath, Vec<u8>)> {
+        let placed = self.placed.lock().unwrap_or_else(|e| e.into_inner());
+        placed.iter().map(|(b, p)| (p.clone(), b.clone())).collect()
     }
 
     /// The directories the destination holds now, empty or not.
@@ -169,6 +179,11 @@ impl Connection for MemoryDestination {
         };
         let n = bytes.len() as u64;
         tree.clear_way(to);
+        self.placed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(bytes.clone())
+            .or_insert_with(|| to.clone());
         tree.files.insert(to.clone(), bytes);
         Ok(n)
     }

@@ -58,7 +58,9 @@ pub fn run_virtual(seed: u64, setup: &Setup, steps: &[Step]) -> Result<(), Failu
         ));
         let memory = Arc::clone(&dest);
         let dirs: DirLister = Box::new(move || memory.dirs());
-        driver::run(setup, steps, dest, Some(dirs)).await
+        let memory = Arc::clone(&dest);
+        let placed: PlacedLister = Box::new(move || memory.placed());
+        driver::run(setup, steps, dest, Some(dirs), Some(placed)).await
     })
 }
 
@@ -69,8 +71,11 @@ pub async fn run_real(
     steps: &[Step],
     dest: Arc<dyn Connection>,
 ) -> Result<(), Failure> {
-    driver::run(setup, steps, dest, None).await
+    driver::run(setup, steps, dest, None, None).await
 }
+
+/// Lists every content a send put in place at the destination, with the first path it went to.
+pub type PlacedLister = Box<dyn Fn() -> Vec<(RelPath, Vec<u8>)> + Send + Sync>;
 
 /// Lists the directories a destination holds, as paths relative to its root (the
 /// [`Connection`] trait lists files only).
@@ -85,7 +90,7 @@ pub async fn run_real_listing_dirs(
     dest: Arc<dyn Connection>,
     dirs: DirLister,
 ) -> Result<(), Failure> {
-    driver::run(setup, steps, dest, Some(dirs)).await
+    driver::run(setup, steps, dest, Some(dirs), None).await
 }
 
 /// The history of `seed`, run in virtual time; a panic in the engine is a failure too.
