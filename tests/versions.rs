@@ -150,7 +150,22 @@ fn kept_and_restored(s: &Scratch, backend: Backend) {
         "{over}"
     );
 
-    // Restore into the source: the old bytes come back, and mirroring them keeps v2.
+    // Restore never removes what stands in the way: the newer local file stays.
+    let out = restore(s, &backend, &["over.txt"]);
+    assert_exit(&out, 2);
+    assert_eq!(
+        std::fs::read(s.src.join("over.txt")).unwrap(),
+        b"v2, longer"
+    );
+    write(&s.src, "dir", b"a file where the folder was");
+    assert_exit(&restore(s, &backend, &["dir/f07"]), 2);
+    assert_eq!(
+        std::fs::read(s.src.join("dir")).unwrap(),
+        b"a file where the folder was"
+    );
+    std::fs::remove_file(s.src.join("dir")).unwrap();
+    // Moved away, the old bytes come back, and mirroring them keeps v2.
+    std::fs::remove_file(s.src.join("over.txt")).unwrap();
     let out = restore(s, &backend, &["over.txt"]);
     assert_exit(&out, 0);
     assert_eq!(std::fs::read(s.src.join("over.txt")).unwrap(), b"v1");
@@ -217,6 +232,21 @@ fn versions_are_kept_listed_restored_and_pruned_s3() {
     kept_and_restored(&s, Backend::s3("versions", "mirror"));
 }
 
+/// A file the destination holds where a folder of the source goes, unknown to skynet (a
+/// backup made before, or state lost), is kept when the folder's first file clears it
+/// (found by review: it was removed).
+#[test]
+fn a_file_in_the_way_of_a_folder_is_kept() {
+    let s = Scratch::new();
+    let backend = Backend::local(&s);
+    write(&s.dst, "a", b"an old file a");
+    write(&s.src, "a/b", b"b");
+    assert_synced_to(&sync(&s, &backend, "1h"), &backend);
+    let (live, versions) = split(contents(&backend));
+    assert_eq!(live, tree(&s.src));
+    assert_eq!(versions[&b"a"[..]], vec![b"an old file a".to_vec()]);
+}
+
 /// A source file under the versions folder's name is never mirrored into it.
 #[test]
 fn a_source_folder_named_like_the_versions_folder_is_not_mirrored() {
@@ -224,7 +254,12 @@ fn a_source_folder_named_like_the_versions_folder_is_not_mirrored() {
     let backend = Backend::local(&s);
     write(&s.src, ".skynet-versions/evil~20200101-000000", b"planted");
     write(&s.src, "a.txt", b"a");
+    // Deeper down, the name is the user's: mirrored.
+    write(&s.src, "sub/.skynet-versions/mine", b"mine");
     assert_synced_to(&sync(&s, &backend, "1h"), &backend);
     let all = contents(&backend);
-    assert_eq!(all.keys().collect::<Vec<_>>(), vec![&b"a.txt".to_vec()]);
+    assert_eq!(
+        all.keys().collect::<Vec<_>>(),
+        vec![&b"a.txt".to_vec(), &b"sub/.skynet-versions/mine".to_vec()]
+    );
 }

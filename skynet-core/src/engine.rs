@@ -186,8 +186,9 @@ impl Mapping {
         let db_id = file_id(&db_path);
         let mut excludes = opts.excludes.clone();
         // A source file by that name would be mirrored into the versions folder.
+        // Anchored at the root: a `.skynet-versions` folder deeper down is the user's.
         if opts.keep_versions.is_some() {
-            excludes.push(VERSIONS_DIR.to_string());
+            excludes.push(format!("{VERSIONS_DIR}/**"));
         }
         // Never mirror our own state when it lives inside the source.
         if let Ok(state) = state_dir.canonicalize() {

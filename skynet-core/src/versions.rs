@@ -13,8 +13,9 @@
 //! rename (atomic on a filesystem and SFTP; on S3 every object is copied before its source is
 //! deleted), and the new content is written after it, to a temporary name renamed into place.
 //! A crash between the two leaves the old copy in the versions folder and the send queued.
-//! The version is filed in the state database before the rename and confirmed after it, so a
-//! crash never leaves a version nobody knows of.
+//! The version is recorded in the state database once the rename is done (a crash in between
+//! leaves a version the state does not know: never pruned, found by its name). A send that
+//! fails after its target was moved aside puts the version back.
 //!
 //! Pruning ([`Versioned::prune`]) removes versions older than the configured time, in bounded
 //! batches, then the folders of the versions folder they leave empty (the destination's own
@@ -23,7 +24,8 @@
 //! Renames are not versions (nothing is lost). The versions folder is excluded from the
 //! source (a source file by that name is never mirrored into it) and from listings.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -36,17 +38,46 @@ use crate::relpath::RelPath;
 /// The folder at the destination root that holds the versions.
 pub const VERSIONS_DIR: &str = ".skynet-versions";
 
+/// The longest name a component may have on the filesystems and servers skynet writes to.
+const NAME_MAX: usize = 255;
+
 /// The name of the version of `path` kept at `kept_at` (ms since the epoch); `n` > 0 tells
-/// apart versions of one path kept within the same second.
+/// apart versions of one path kept within the same second. A last component too long to
+/// carry the time is cut and given a short hash of the whole name, so that the version can
+/// be made at all (a name of 250 bytes plus `~YYYYmmdd-HHMMSS` exceeds 255).
 pub fn version_name(path: &RelPath, kept_at: u64, n: u32) -> Option<RelPath> {
+    use sha2::Digest;
     let stamp = chrono::DateTime::from_timestamp_millis(kept_at.min(i64::MAX as u64) as i64)?
         .format("%Y%m%d-%H%M%S");
-    let mut name = format!("{VERSIONS_DIR}/").into_bytes();
-    name.extend_from_slice(path.as_bytes());
-    name.extend_from_slice(format!("~{stamp}").as_bytes());
+    let mut suffix = format!("~{stamp}");
     if n > 0 {
-        name.extend_from_slice(format!("-{n}").as_bytes());
+        suffix.push_str(&format!("-{n}"));
     }
+    let leaf = path.file_name();
+    let mut last = leaf.to_vec();
+    if leaf.len() + suffix.len() > NAME_MAX {
+        let hash = sha2::Sha256::digest(leaf);
+        let tag = format!(
+            ".{:02x}{:02x}{:02x}{:02x}",
+            hash[0], hash[1], hash[2], hash[3]
+        );
+        let mut cut = NAME_MAX - suffix.len() - tag.len();
+        // At a character boundary, where the name is UTF-8 (S3 keys must be).
+        while cut > 0
+            && std::str::from_utf8(&leaf[..cut]).is_err()
+            && std::str::from_utf8(leaf).is_ok()
+        {
+            cut -= 1;
+        }
+        last = [&leaf[..cut], tag.as_bytes()].concat();
+    }
+    let mut name = format!("{VERSIONS_DIR}/").into_bytes();
+    if let Some(parent) = path.parent() {
+        name.extend_from_slice(parent.as_bytes());
+        name.push(b'/');
+    }
+    name.extend_from_slice(&last);
+    name.extend_from_slice(suffix.as_bytes());
     RelPath::from_bytes(&name).ok()
 }
 
@@ -62,50 +93,105 @@ pub fn is_version_path(path: &[u8]) -> bool {
 pub struct Versioned<C> {
     inner: C,
     queue: Arc<Queue>,
+    /// Paths known to be folders at the destination (a send put a file under them): no
+    /// file can stand there in the way of a send, so they are not looked at again. Forgotten
+    /// at and under any path this wrapper moves or deletes.
+    known_dirs: Mutex<HashSet<RelPath>>,
+    /// Moves aside take it shared; pruning takes it alone while it removes emptied folders
+    /// of the versions folder, so that it never removes one a move aside is writing into (a
+    /// rename into a vanished folder reads, over SFTP, as "nothing to keep").
+    folders: tokio::sync::RwLock<()>,
 }
 
 impl<C: Connection> Versioned<C> {
     pub fn new(inner: C, queue: Arc<Queue>) -> Self {
-        Versioned { inner, queue }
+        Versioned {
+            inner,
+            queue,
+            known_dirs: Mutex::default(),
+            folders: tokio::sync::RwLock::new(()),
+        }
     }
 
-    /// Moves whatever stands at `path` into the versions folder. Nothing there is success.
-    async fn keep(&self, path: &RelPath) -> Result<(), ConnError> {
+    fn dirs(&self) -> std::sync::MutexGuard<'_, HashSet<RelPath>> {
+        self.known_dirs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Forgets what is known of `path` and below: it is being moved or deleted.
+    fn forget_dirs(&self, path: &RelPath) {
+        self.dirs().retain(|d| !d.is_within(path));
+    }
+
+    /// After a write at `path`, its parents are folders.
+    fn learn_dirs(&self, path: &RelPath) {
+        self.dirs().extend(path.ancestors());
+    }
+
+    /// Moves whatever stands at `path` into the versions folder, recording it once moved.
+    /// Returns where it went; `None` when nothing was there.
+    async fn keep(&self, path: &RelPath) -> Result<Option<RelPath>, ConnError> {
         let kept_at = now_ms();
         let version = self
             .queue
-            .version_reserve(path, kept_at, |n| version_name(path, kept_at, n))
+            .version_free_name(path, |n| version_name(path, kept_at, n))
             .map_err(state)?;
-        match self.inner.rename(path, &version).await {
+        self.forget_dirs(path);
+        let moved = {
+            let _shared = self.folders.read().await;
+            self.inner.rename(path, &version).await
+        };
+        match moved {
             Ok(()) => {
-                self.queue.version_confirm(&version).map_err(state)?;
+                self.queue
+                    .version_record(&version, path, kept_at)
+                    .map_err(state)?;
                 tracing::info!(path = %path, version = %version, "kept the destination's copy as a version");
-                Ok(())
+                Ok(Some(version))
             }
-            Err(e) if e.kind == ErrorKind::RemoteMissing => {
-                self.queue.version_forget(&version).map_err(state)?;
-                Ok(())
-            }
-            // Whether the rename happened is not known: the row stays, unconfirmed.
+            Err(e) if e.kind == ErrorKind::RemoteMissing => Ok(None),
             Err(e) => Err(e),
         }
     }
 
     /// Keeps what a write at `path` would destroy: whatever stands at `path`, and a *file*
     /// standing where one of its parent folders goes (a destination clears it to make the
-    /// folder; without complete-sync nothing else would keep it). The ledger says which
-    /// parents may be files, sparing a call per parent per send; the destination confirms it,
-    /// since the ledger may be stale (a folder there now holds live files, which must stay:
-    /// found by the simulation, seed 2144, where a stale row moved a live folder aside).
-    async fn keep_in_the_way(&self, path: &RelPath) -> Result<(), ConnError> {
+    /// folder). The destination is asked about each parent not yet known to be a folder; the
+    /// ledger is not enough (it may be stale, or not know a file that was there before
+    /// skynet: found by the simulation, seed 2144, and by review).
+    async fn keep_in_the_way(&self, path: &RelPath) -> Result<Option<RelPath>, ConnError> {
         for above in path.ancestors() {
-            if self.queue.ledger_entry(&above).map_err(state)?.is_some()
-                && self.inner.stat(&above).await?.is_some()
-            {
+            if self.dirs().contains(&above) {
+                continue;
+            }
+            if self.inner.stat(&above).await?.is_some() {
                 self.keep(&above).await?;
             }
         }
         self.keep(path).await
+    }
+
+    /// A send after its target was moved aside failed: the version goes back, so that the
+    /// live copy is not missing (and later pruned) because the new one could not be written.
+    /// Only while nothing stands at the target; a failure here leaves the version kept.
+    async fn put_back(&self, version: &RelPath, to: &RelPath) {
+        if !matches!(self.inner.stat(to).await, Ok(None)) {
+            return;
+        }
+        let back = {
+            let _shared = self.folders.read().await;
+            self.inner.rename(version, to).await
+        };
+        match back {
+            Ok(()) => {
+                if let Err(e) = self.queue.version_forget(version) {
+                    tracing::warn!(version = %version, error = %e, "cannot forget a version put back");
+                }
+                tracing::info!(path = %to, "the send failed; the kept copy is back in place");
+            }
+            Err(e) => {
+                tracing::warn!(path = %to, version = %version, error = %e.message, "the send failed and the kept copy could not be put back; it stays a version")
+            }
+        }
     }
 
     /// Removes up to `limit` versions kept longer than `keep`, then the folders they leave
@@ -115,9 +201,15 @@ impl<C: Connection> Versioned<C> {
         let expired = self.queue.versions_expired(before, limit).map_err(state)?;
         let mut removed = 0;
         for row in &expired {
-            self.inner.delete(&row.version).await?;
+            // Never anything outside the versions folder, whatever the row says.
+            if is_version_path(row.version.as_bytes())
+                && row.version.as_bytes() != VERSIONS_DIR.as_bytes()
+            {
+                self.inner.delete(&row.version).await?;
+            }
             self.queue.version_forget(&row.version).map_err(state)?;
             removed += 1;
+            let _alone = self.folders.write().await;
             let mut dir = row.version.parent();
             while let Some(d) = dir {
                 if !is_version_path(d.as_bytes()) || !self.inner.remove_empty_dir(&d).await? {
@@ -146,43 +238,66 @@ impl<C: Connection> Connection for Versioned<C> {
         self.inner.connect().await
     }
     async fn send(&self, file: &SourceFile, to: &RelPath) -> Result<u64, ConnError> {
-        self.keep_in_the_way(to).await?;
-        self.inner.send(file, to).await
+        let kept = self.keep_in_the_way(to).await?;
+        let sent = self.inner.send(file, to).await;
+        match (&sent, kept) {
+            (Ok(_), _) => self.learn_dirs(to),
+            (Err(_), Some(version)) => self.put_back(&version, to).await,
+            (Err(_), None) => {}
+        }
+        sent
     }
     fn send_batch_size(&self) -> usize {
         self.inner.send_batch_size()
     }
     /// Keeps each target first; an item whose old copy could not be moved aside is not sent.
     async fn send_batch(&self, items: &[(SourceFile, RelPath)]) -> Vec<Result<u64, ConnError>> {
-        let mut kept: Vec<Option<ConnError>> = Vec::with_capacity(items.len());
+        let mut kept: Vec<Result<Option<RelPath>, ConnError>> = Vec::with_capacity(items.len());
         for (_, to) in items {
-            kept.push(self.keep_in_the_way(to).await.err());
+            kept.push(self.keep_in_the_way(to).await);
         }
         let ready: Vec<(SourceFile, RelPath)> = items
             .iter()
             .zip(&kept)
-            .filter(|(_, k)| k.is_none())
+            .filter(|(_, k)| k.is_ok())
             .map(|(item, _)| item.clone())
             .collect();
         let mut sent = self.inner.send_batch(&ready).await.into_iter();
-        kept.into_iter()
-            .map(|k| match k {
-                Some(e) => Err(e),
-                None => sent
-                    .next()
-                    .unwrap_or_else(|| Err(ConnError::transient("no result from send_batch"))),
-            })
-            .collect()
+        let mut out = Vec::with_capacity(items.len());
+        for ((_, to), k) in items.iter().zip(kept) {
+            let result = match k {
+                Err(e) => Err(e),
+                Ok(version) => {
+                    let result = sent
+                        .next()
+                        .unwrap_or_else(|| Err(ConnError::transient("no result from send_batch")));
+                    match (&result, version) {
+                        (Ok(_), _) => self.learn_dirs(to),
+                        (Err(_), Some(version)) => self.put_back(&version, to).await,
+                        (Err(_), None) => {}
+                    }
+                    result
+                }
+            };
+            out.push(result);
+        }
+        out
     }
     /// The deletion is the move aside: the destination never removes the file itself.
     async fn delete(&self, path: &RelPath) -> Result<(), ConnError> {
-        self.keep(path).await
+        self.keep(path).await.map(|_| ())
     }
     async fn rename(&self, from: &RelPath, to: &RelPath) -> Result<(), ConnError> {
         if from != to {
             self.keep_in_the_way(to).await?;
         }
-        self.inner.rename(from, to).await
+        self.forget_dirs(from);
+        self.forget_dirs(to);
+        let moved = self.inner.rename(from, to).await;
+        if moved.is_ok() {
+            self.learn_dirs(to);
+        }
+        moved
     }
     async fn remove_empty_dir(&self, dir: &RelPath) -> Result<bool, ConnError> {
         self.inner.remove_empty_dir(dir).await
@@ -239,5 +354,22 @@ mod tests {
         assert!(is_version_path(b".skynet-versions"));
         assert!(!is_version_path(b".skynet-versions-not"));
         assert!(!is_version_path(b"a/.skynet-versions/x"));
+    }
+
+    /// A name too long to carry the time is cut, at a character boundary, and tagged with a
+    /// hash of the whole name: the version can be made, and two long names stay apart.
+    #[test]
+    fn a_long_name_is_cut_to_fit() {
+        let long = format!("dir/{}", "é".repeat(124));
+        let p = RelPath::from_bytes(long.as_bytes()).expect("valid");
+        let v = version_name(&p, 1_796_175_000_000, 3).expect("name");
+        let leaf = v.file_name();
+        assert!(leaf.len() <= NAME_MAX, "{} bytes", leaf.len());
+        assert!(std::str::from_utf8(leaf).is_ok());
+        assert!(leaf.ends_with(b"~20261202-013000-3"));
+        assert!(v.as_bytes().starts_with(b".skynet-versions/dir/"));
+        let other = format!("dir/{}x", "é".repeat(124));
+        let q = RelPath::from_bytes(other.as_bytes()).expect("valid");
+        assert_ne!(version_name(&q, 1_796_175_000_000, 3), Some(v));
     }
 }

@@ -350,6 +350,11 @@ fn check_options(destination: &Destination, args: &MappingArgs) -> Result<()> {
             "--complete-sync with --exec needs a command for moves: give --exec-move (e.g. \"ssh host mv -- /dst/{{from}} /dst/{{to}}\"), or --exec-send-moves if the --exec command handles {{action}} = move; otherwise a moved folder's old place would stay at the destination"
         );
     }
+    if args.keep_versions.is_some_and(|k| k.is_zero()) {
+        anyhow::bail!(
+            "--keep-versions 0 would keep nothing; leave it out, or give a time such as 30d"
+        );
+    }
     if exec && args.keep_versions.is_some() {
         anyhow::bail!(
             "--keep-versions needs a destination that can move a file aside (a folder, SFTP, S3); a command destination cannot"

@@ -103,18 +103,46 @@ fn version_of(row: &VersionRow, path: &RelPath) -> Option<RelPath> {
     RelPath::from_bytes(&p).ok()
 }
 
-/// The version current at `at` (ms): the first kept after it; without `at`, the newest.
-fn choose(rows: &[VersionRow], path: &RelPath, at: Option<u64>) -> Option<(RelPath, u64)> {
+/// The versions that may hold `path` as it was at `at` (ms), best first: without `at`, the
+/// newest first; with it, the first kept after `at`, then later ones. A folder's version may
+/// lack the file (it was deleted before the folder went): the caller tries the next.
+fn candidates(rows: &[VersionRow], path: &RelPath, at: Option<u64>) -> Vec<(RelPath, u64)> {
     let mut found: Vec<(RelPath, u64)> = rows
         .iter()
         .filter(|r| r.confirmed)
         .filter_map(|r| version_of(r, path).map(|v| (v, r.kept_at)))
         .collect();
-    found.sort_by_key(|(_, kept_at)| *kept_at);
     match at {
-        None => found.pop(),
-        Some(at) => found.into_iter().find(|(_, kept_at)| *kept_at >= at),
+        None => found.sort_by(|a, b| b.1.cmp(&a.1)),
+        Some(at) => {
+            found.retain(|(_, kept_at)| *kept_at >= at);
+            found.sort_by_key(|(_, kept_at)| *kept_at);
+        }
     }
+    found
+}
+
+/// Refuses to write where something else stands: a file, link or folder at the target (a
+/// newer local file, a folder made since), or anything but a folder where a parent goes.
+/// Restoring never removes what the user has.
+fn check_way(root: &Path, path: &RelPath) -> Result<()> {
+    for above in path.ancestors() {
+        match std::fs::symlink_metadata(above.under(root)) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => anyhow::bail!(
+                "{} is not a folder; not restoring {path} there (use --to DIR)",
+                above.under(root).display()
+            ),
+            Err(_) => return Ok(()),
+        }
+    }
+    if std::fs::symlink_metadata(path.under(root)).is_ok() {
+        anyhow::bail!(
+            "{} exists; move it away first, or restore elsewhere with --to DIR",
+            path.under(root).display()
+        );
+    }
+    Ok(())
 }
 
 fn parse_time(text: &str) -> Result<u64> {
@@ -158,21 +186,36 @@ async fn restore(
         );
         above = dir.parent();
     }
-    let Some((version, kept_at)) = choose(&rows, path, at) else {
+    let found = candidates(&rows, path, at);
+    if found.is_empty() {
         anyhow::bail!(
             "no kept version of {path}{} (see `skynet versions list`)",
             if at.is_some() { " at that time" } else { "" }
         );
-    };
+    }
+    let target_root: PathBuf = to.map_or_else(|| source.clone(), Path::to_path_buf);
+    check_way(&target_root, path)?;
     let conn = destination.connect(&source, args, &state_dir).await?;
     conn.connect()
         .await
         .map_err(|e| anyhow::anyhow!("{}", e.message))?;
-    let bytes = conn
-        .read(&version)
-        .await
-        .map_err(|e| anyhow::anyhow!("reading the version {version}: {}", e.message))?;
-    let target_root: PathBuf = to.map_or_else(|| source.clone(), Path::to_path_buf);
+    let mut tried = Vec::new();
+    let mut got = None;
+    for (version, kept_at) in found {
+        match conn.read(&version).await {
+            Ok(bytes) => {
+                got = Some((bytes, kept_at));
+                break;
+            }
+            Err(e) => tried.push(format!("{version}: {}", e.message)),
+        }
+    }
+    let Some((bytes, kept_at)) = got else {
+        anyhow::bail!(
+            "no kept version of {path} could be read: {}",
+            tried.join("; ")
+        );
+    };
     write_beneath(&target_root, path, &bytes).await?;
     sayln!(
         "restored {path} as it was until {} into {}",
@@ -225,13 +268,14 @@ mod tests {
             row(".skynet-versions/d~3", "d", 3_000),
         ];
         let a = rel("a").unwrap();
-        assert_eq!(choose(&rows, &a, None).unwrap().1, 2_000);
-        assert_eq!(choose(&rows, &a, Some(1_500)).unwrap().1, 2_000);
-        assert_eq!(choose(&rows, &a, Some(500)).unwrap().1, 1_000);
-        assert!(choose(&rows, &a, Some(2_500)).is_none());
+        let kept = |at| -> Vec<u64> { candidates(&rows, &a, at).iter().map(|c| c.1).collect() };
+        assert_eq!(kept(None), [2_000, 1_000]);
+        assert_eq!(kept(Some(1_500)), [2_000]);
+        assert_eq!(kept(Some(500)), [1_000, 2_000]);
+        assert!(kept(Some(2_500)).is_empty());
         let inside = rel("d/x/y").unwrap();
         assert_eq!(
-            choose(&rows, &inside, None).unwrap().0.as_bytes(),
+            candidates(&rows, &inside, None)[0].0.as_bytes(),
             b".skynet-versions/d~3/x/y"
         );
     }

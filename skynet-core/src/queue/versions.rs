@@ -17,20 +17,18 @@ pub struct VersionRow {
     pub original: RelPath,
     /// When it was moved aside (ms since the epoch).
     pub kept_at: u64,
-    /// The destination said the move aside was done; `false` after a crash or a failure in
-    /// between (the version may not exist).
+    /// Always `true` for rows written by this version (recorded once the destination moved
+    /// it aside); `false` only in rows filed by an earlier build before the move.
     pub confirmed: bool,
 }
 
 const COLUMNS: &str = "version, original, kept_at, confirmed";
 
 impl Queue {
-    /// Files the version of `original` about to be moved aside at `kept_at`, under the name
-    /// `name(n)` with the first `n` (0, 1, …) not yet taken. Returns the name.
-    pub fn version_reserve(
+    /// The first of `name(0)`, `name(1)`, … that no version holds yet.
+    pub fn version_free_name(
         &self,
         original: &RelPath,
-        kept_at: u64,
         name: impl Fn(u32) -> Option<RelPath>,
     ) -> Result<RelPath, StateError> {
         let conn = self.lock();
@@ -45,11 +43,6 @@ impl Queue {
                 .optional()
                 .map_err(|e| self.err(e))?;
             if taken.is_none() {
-                conn.execute(
-                    "INSERT INTO versions (version, original, kept_at) VALUES (?1, ?2, ?3)",
-                    params![version.as_bytes(), original.as_bytes(), kept_at as i64],
-                )
-                .map_err(|e| self.err(e))?;
                 return Ok(version);
             }
         }
@@ -59,24 +52,32 @@ impl Queue {
         })
     }
 
-    /// The move aside of `version` is done.
-    pub fn version_confirm(&self, version: &RelPath) -> Result<(), StateError> {
-        self.version_exec(
-            "UPDATE versions SET confirmed = 1 WHERE version = ?1",
-            version,
+    /// Records a version the destination has just moved aside.
+    pub fn version_record(
+        &self,
+        version: &RelPath,
+        original: &RelPath,
+        kept_at: u64,
+    ) -> Result<(), StateError> {
+        let conn = self.lock();
+        conn.execute(
+            "INSERT OR REPLACE INTO versions (version, original, kept_at, confirmed)
+             VALUES (?1, ?2, ?3, 1)",
+            params![version.as_bytes(), original.as_bytes(), kept_at as i64],
         )
+        .map(|_| ())
+        .map_err(|e| self.err(e))
     }
 
     /// `version` names nothing (there was nothing to keep, or it was pruned).
     pub fn version_forget(&self, version: &RelPath) -> Result<(), StateError> {
-        self.version_exec("DELETE FROM versions WHERE version = ?1", version)
-    }
-
-    fn version_exec(&self, sql: &str, version: &RelPath) -> Result<(), StateError> {
         let conn = self.lock();
-        conn.execute(sql, [version.as_bytes()])
-            .map(|_| ())
-            .map_err(|e| self.err(e))
+        conn.execute(
+            "DELETE FROM versions WHERE version = ?1",
+            [version.as_bytes()],
+        )
+        .map(|_| ())
+        .map_err(|e| self.err(e))
     }
 
     /// Every version, newest first; only those of `original` (and under it) when given.

@@ -3,9 +3,9 @@
 
 -- A row names a version: what stood at `original` at the destination, moved aside to
 -- `version` (under `.skynet-versions/` at the destination root) at `kept_at` (ms since the
--- epoch). It is filed before the move aside, `confirmed` once the destination said it was
--- done: a crash in between leaves a row that may name nothing, never a version nobody knows.
--- A row goes when its version is pruned (older than the configured time).
+-- epoch). It is filed once the destination moved it aside (`confirmed` = 1): a crash in
+-- between leaves a version the state does not know (never pruned, found by its name), never
+-- a row naming nothing. A row goes when its version is pruned (older than the keep time).
 CREATE TABLE versions (
     version   BLOB    PRIMARY KEY,
     original  BLOB    NOT NULL,

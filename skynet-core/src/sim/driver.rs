@@ -102,7 +102,7 @@ pub(super) async fn run(
     let queue = Arc::new(fresh_queue()?);
     queue.set_remove_empty_dirs(setup.complete_sync);
     let excludes: Vec<String> = if setup.versions {
-        vec![VERSIONS_DIR.to_string()]
+        vec![format!("{VERSIONS_DIR}/**")]
     } else {
         Vec::new()
     };
