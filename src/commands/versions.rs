@@ -113,7 +113,7 @@ fn candidates(rows: &[VersionRow], path: &RelPath, at: Option<u64>) -> Vec<(RelP
         .filter_map(|r| version_of(r, path).map(|v| (v, r.kept_at)))
         .collect();
     match at {
-        None => found.sort_by(|a, b| b.1.cmp(&a.1)),
+        None => found.sort_by_key(|(_, kept_at)| std::cmp::Reverse(*kept_at)),
         Some(at) => {
             found.retain(|(_, kept_at)| *kept_at >= at);
             found.sort_by_key(|(_, kept_at)| *kept_at);
