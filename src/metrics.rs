@@ -121,6 +121,20 @@ impl Collector for MappingsCollector {
             }
         }
 
+        {
+            let mut family = enc.encode_descriptor(
+                "skynet_versions_kept",
+                "Versions kept at the destination of what it deleted or overwrote (--keep-versions)",
+                None,
+                MetricType::Gauge,
+            )?;
+            for m in mappings {
+                if let Ok((n, _)) = m.queue.versions_summary() {
+                    ConstGauge::new(n as i64).encode(family.encode_family(&labels(m))?)?;
+                }
+            }
+        }
+
         for (name, help, pick) in [
             (
                 "skynet_actions_done",

@@ -196,3 +196,37 @@ fn a_vanished_send_is_counted_apart() {
     assert_eq!(status["mappings"][0]["vanished"], 1, "{body}");
     assert_eq!(daemon.signal("TERM"), Some(0), "{}", daemon.log_text());
 }
+
+/// With `--keep-versions`, an overwrite keeps the old copy, counted in the metrics and in
+/// `status` (issue 15).
+#[test]
+fn kept_versions_are_counted() {
+    let s = Scratch::new();
+    write(&s.src, "f.txt", b"first");
+    let (mut daemon, port) = start_with_metrics(|addr| {
+        s.run(&["--metrics", addr, "--settle", "0", "--keep-versions", "1h"])
+    });
+    let dst = s.dst.join("f.txt");
+    assert!(
+        wait_until(Duration::from_secs(20), || std::fs::read(&dst)
+            .is_ok_and(|b| b == b"first")),
+        "{}",
+        daemon.log_text()
+    );
+    write(&s.src, "f.txt", b"second");
+    assert!(
+        wait_until(Duration::from_secs(20), || std::fs::read(&dst)
+            .is_ok_and(|b| b == b"second")),
+        "{}",
+        daemon.log_text()
+    );
+    let mut metrics = String::new();
+    let counted = wait_until(Duration::from_secs(10), || {
+        metrics = get(port, "/metrics").map(|(_, b)| b).unwrap_or_default();
+        sample(&metrics, "skynet_versions_kept", &[]) == Some(1.0)
+    });
+    assert!(counted, "{metrics}");
+    let status = s.status();
+    assert_eq!(status["mappings"][0]["versions_kept"], 1, "{status}");
+    assert_eq!(daemon.signal("TERM"), Some(0), "{}", daemon.log_text());
+}
