@@ -13,9 +13,9 @@
 //! rename (atomic on a filesystem and SFTP; on S3 every object is copied before its source is
 //! deleted), and the new content is written after it, to a temporary name renamed into place.
 //! A crash between the two leaves the old copy in the versions folder and the send queued.
-//! The version is recorded in the state database once the rename is done (a crash in between
-//! leaves a version the state does not know: never pruned, found by its name). A send that
-//! fails after its target was moved aside puts the version back.
+//! The version is filed in the state database before the rename (so that no later move takes
+//! its name and replaces it) and confirmed after it. A send that fails after its target was
+//! moved aside puts the version back.
 //!
 //! Pruning ([`Versioned::prune`]) removes versions older than the configured time, in bounded
 //! batches, then the folders of the versions folder they leave empty (the destination's own
@@ -127,13 +127,14 @@ impl<C: Connection> Versioned<C> {
         self.dirs().extend(path.ancestors());
     }
 
-    /// Moves whatever stands at `path` into the versions folder, recording it once moved.
-    /// Returns where it went; `None` when nothing was there.
+    /// Moves whatever stands at `path` into the versions folder: filed first, confirmed once
+    /// moved, forgotten when nothing was there or the move surely failed; a lost link leaves
+    /// the row (the move may have happened). Returns where it went; `None`: nothing there.
     async fn keep(&self, path: &RelPath) -> Result<Option<RelPath>, ConnError> {
         let kept_at = now_ms();
         let version = self
             .queue
-            .version_free_name(path, |n| version_name(path, kept_at, n))
+            .version_reserve(path, kept_at, |n| version_name(path, kept_at, n))
             .map_err(state)?;
         self.forget_dirs(path);
         let moved = {
@@ -142,14 +143,19 @@ impl<C: Connection> Versioned<C> {
         };
         match moved {
             Ok(()) => {
-                self.queue
-                    .version_record(&version, path, kept_at)
-                    .map_err(state)?;
+                self.queue.version_confirm(&version).map_err(state)?;
                 tracing::info!(path = %path, version = %version, "kept the destination's copy as a version");
                 Ok(Some(version))
             }
-            Err(e) if e.kind == ErrorKind::RemoteMissing => Ok(None),
-            Err(e) => Err(e),
+            Err(e) if e.kind == ErrorKind::ConnectionLost => Err(e),
+            Err(e) => {
+                self.queue.version_forget(&version).map_err(state)?;
+                if e.kind == ErrorKind::RemoteMissing {
+                    Ok(None)
+                } else {
+                    Err(e)
+                }
+            }
         }
     }
 

@@ -107,19 +107,22 @@ fn version_of(row: &VersionRow, path: &RelPath) -> Option<RelPath> {
 /// newest first; with it, the first kept after `at`, then later ones. A folder's version may
 /// lack the file (it was deleted before the folder went): the caller tries the next.
 fn candidates(rows: &[VersionRow], path: &RelPath, at: Option<u64>) -> Vec<(RelPath, u64)> {
-    let mut found: Vec<(RelPath, u64)> = rows
+    // Unconfirmed ones (a move the link or a crash interrupted) come after, in case they exist.
+    let mut found: Vec<(bool, RelPath, u64)> = rows
         .iter()
-        .filter(|r| r.confirmed)
-        .filter_map(|r| version_of(r, path).map(|v| (v, r.kept_at)))
+        .filter_map(|r| version_of(r, path).map(|v| (!r.confirmed, v, r.kept_at)))
         .collect();
     match at {
-        None => found.sort_by_key(|(_, kept_at)| std::cmp::Reverse(*kept_at)),
+        None => found.sort_by_key(|(doubt, _, kept_at)| (*doubt, std::cmp::Reverse(*kept_at))),
         Some(at) => {
-            found.retain(|(_, kept_at)| *kept_at >= at);
-            found.sort_by_key(|(_, kept_at)| *kept_at);
+            found.retain(|(_, _, kept_at)| *kept_at >= at);
+            found.sort_by_key(|(doubt, _, kept_at)| (*doubt, *kept_at));
         }
     }
     found
+        .into_iter()
+        .map(|(_, v, kept_at)| (v, kept_at))
+        .collect()
 }
 
 /// Refuses to write where something else stands: a file, link or folder at the target (a

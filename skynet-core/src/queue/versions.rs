@@ -1,7 +1,7 @@
 //! The versions kept at the destination (`--keep-versions`, see [`crate::versions`]). See
 //! `schema/009_versions.sql`.
 
-use rusqlite::{params, OptionalExtension};
+use rusqlite::params;
 
 use super::{Queue, StateError};
 use crate::relpath::RelPath;
@@ -17,32 +17,34 @@ pub struct VersionRow {
     pub original: RelPath,
     /// When it was moved aside (ms since the epoch).
     pub kept_at: u64,
-    /// Always `true` for rows written by this version (recorded once the destination moved
-    /// it aside); `false` only in rows filed by an earlier build before the move.
+    /// The destination said the move aside was done; `false` when the link was lost while
+    /// it moved it, or the process died in between (the version may or may not exist).
     pub confirmed: bool,
 }
 
 const COLUMNS: &str = "version, original, kept_at, confirmed";
 
 impl Queue {
-    /// The first of `name(0)`, `name(1)`, … that no version holds yet.
-    pub fn version_free_name(
+    /// Files the version of `original` about to be moved aside at `kept_at`, under the first
+    /// of `name(0)`, `name(1)`, … that no row holds. Filed *before* the move: a crash right
+    /// after the move must not leave a version the state does not know, whose name the next
+    /// move aside would take, replacing it (found by the simulation, seed 773).
+    pub fn version_reserve(
         &self,
         original: &RelPath,
+        kept_at: u64,
         name: impl Fn(u32) -> Option<RelPath>,
     ) -> Result<RelPath, StateError> {
         let conn = self.lock();
         for n in 0..1000 {
             let Some(version) = name(n) else { break };
-            let taken: Option<i64> = conn
-                .query_row(
-                    "SELECT 1 FROM versions WHERE version = ?1",
-                    [version.as_bytes()],
-                    |r| r.get(0),
+            let filed = conn
+                .execute(
+                    "INSERT OR IGNORE INTO versions (version, original, kept_at) VALUES (?1, ?2, ?3)",
+                    params![version.as_bytes(), original.as_bytes(), kept_at as i64],
                 )
-                .optional()
                 .map_err(|e| self.err(e))?;
-            if taken.is_none() {
+            if filed == 1 {
                 return Ok(version);
             }
         }
@@ -52,18 +54,12 @@ impl Queue {
         })
     }
 
-    /// Records a version the destination has just moved aside.
-    pub fn version_record(
-        &self,
-        version: &RelPath,
-        original: &RelPath,
-        kept_at: u64,
-    ) -> Result<(), StateError> {
+    /// The move aside of `version` is done.
+    pub fn version_confirm(&self, version: &RelPath) -> Result<(), StateError> {
         let conn = self.lock();
         conn.execute(
-            "INSERT OR REPLACE INTO versions (version, original, kept_at, confirmed)
-             VALUES (?1, ?2, ?3, 1)",
-            params![version.as_bytes(), original.as_bytes(), kept_at as i64],
+            "UPDATE versions SET confirmed = 1 WHERE version = ?1",
+            [version.as_bytes()],
         )
         .map(|_| ())
         .map_err(|e| self.err(e))
@@ -101,15 +97,19 @@ impl Queue {
         }
     }
 
-    /// How many versions are kept, and when the oldest was (ms).
+    /// How many versions are known to be kept (confirmed), and when the oldest was (ms).
     pub fn versions_summary(&self) -> Result<(u64, Option<u64>), StateError> {
         let conn = self.lock();
-        conn.query_row("SELECT COUNT(*), MIN(kept_at) FROM versions", [], |r| {
-            Ok((
-                r.get::<_, i64>(0)?.max(0) as u64,
-                r.get::<_, Option<i64>>(1)?.map(|t| t.max(0) as u64),
-            ))
-        })
+        conn.query_row(
+            "SELECT COUNT(*), MIN(kept_at) FROM versions WHERE confirmed = 1",
+            [],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?.max(0) as u64,
+                    r.get::<_, Option<i64>>(1)?.map(|t| t.max(0) as u64),
+                ))
+            },
+        )
         .map_err(|e| self.err(e))
     }
 

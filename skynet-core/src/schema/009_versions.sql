@@ -3,9 +3,11 @@
 
 -- A row names a version: what stood at `original` at the destination, moved aside to
 -- `version` (under `.skynet-versions/` at the destination root) at `kept_at` (ms since the
--- epoch). It is filed once the destination moved it aside (`confirmed` = 1): a crash in
--- between leaves a version the state does not know (never pruned, found by its name), never
--- a row naming nothing. A row goes when its version is pruned (older than the keep time).
+-- epoch). It is filed before the move aside (so that no later move takes its name) and
+-- `confirmed` once the destination said it was done; a move that found nothing, or failed
+-- for sure, forgets its row. A row goes when its version is pruned (older than the keep
+-- time); an unconfirmed one (the link lost or the process killed during the move) is pruned
+-- the same way, whether or not the version exists.
 CREATE TABLE versions (
     version   BLOB    PRIMARY KEY,
     original  BLOB    NOT NULL,
