@@ -702,7 +702,9 @@ fn histories_found_by_the_simulation() {
     // are now asked of the destination. Seed 773: a version recorded only after its move was
     // lost to a crash in between, and the next move aside of the same path in the same second
     // took its name, replacing it ("versions keep everything: 7 bytes first sent to c d/f2");
-    // versions are filed before the move again.
+    // versions are filed before the move again. Seed 4310: a move aside whose reply was lost
+    // forgot its row, and the next one took the name of the version it had made; only
+    // "nothing there" forgets a row now.
     let versions = |complete_sync: bool, workers: usize| Setup {
         workers,
         versions: true,
@@ -763,6 +765,27 @@ fn histories_found_by_the_simulation() {
                 fault: Fault::Kill { done: true },
             },
             Step::Wait { ms: 1 },
+        ],
+    );
+    check(
+        4310,
+        &versions(true, 1),
+        &[
+            Step::Fail {
+                skip: 2,
+                fault: Fault::ReplyLost,
+            },
+            Step::Fail {
+                skip: 1,
+                fault: Fault::LinkDownAfter { attempts: 0 },
+            },
+            Step::Create {
+                dir: 3,
+                name: 2,
+                len: 100,
+            },
+            Step::Wait { ms: 400 },
+            Step::Write { pick: 128, len: 7 },
         ],
     );
 }

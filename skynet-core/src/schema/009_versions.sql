@@ -4,8 +4,8 @@
 -- A row names a version: what stood at `original` at the destination, moved aside to
 -- `version` (under `.skynet-versions/` at the destination root) at `kept_at` (ms since the
 -- epoch). It is filed before the move aside (so that no later move takes its name) and
--- `confirmed` once the destination said it was done; a move that found nothing, or failed
--- for sure, forgets its row. A row goes when its version is pruned (older than the keep
+-- `confirmed` once the destination said it was done; a move that found nothing forgets its
+-- row, any other failure leaves it unconfirmed (the move may have happened). A row goes when its version is pruned (older than the keep
 -- time); an unconfirmed one (the link lost or the process killed during the move) is pruned
 -- the same way, whether or not the version exists.
 CREATE TABLE versions (
