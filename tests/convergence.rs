@@ -465,7 +465,10 @@ fn histories_found_by_the_generator() {
     // existed again by the time it mapped the event, and never deleted the file ('extra
     // a/b/deep'; first found as a directory whose new files were deleted at once). That
     // depends on the watcher lagging behind the rm/mkdir (one run in three on the old code),
-    // so the history runs four times.
+    // so the history runs four times. Later, 'extra pre/existing' (about one run in a hundred
+    // on a loaded 2-core machine): the mkdir landed between the watcher's two looks at the
+    // removed path (gone, then there again); that interleaving is replayed exactly by
+    // watcher::tests::a_file_replaced_by_a_directory_while_its_remove_is_mapped_is_deleted.
     let emptied = [
         Op::FileToDir {
             pick: 0,
