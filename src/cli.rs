@@ -386,6 +386,10 @@ pub struct MappingArgs {
     /// `.skynet-versions/` at its root, named `path~YYYYmmdd-HHMMSS`; see `skynet versions`.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub keep_versions: Option<Duration>,
+    /// With --keep-versions: the folder, relative to the destination root, that holds the
+    /// versions [default: .skynet-versions]. The source's folder of that name is not mirrored.
+    #[arg(long, value_name = "PATH")]
+    pub versions_dir: Option<String>,
 }
 
 /// Which files a mapping takes: shared by `run`, `sync` and `baseline`.

@@ -83,6 +83,7 @@ const OPTION_KEYS: &[&str] = &[
     "bwlimit",
     "max_delete",
     "keep_versions",
+    "versions_dir",
 ];
 
 /// Keys allowed only at the top level, besides the options and `mapping`.
@@ -155,6 +156,7 @@ pub struct MappingToml {
     pub bwlimit: Option<RateToml>,
     pub max_delete: Option<MaxDeleteToml>,
     pub keep_versions: Option<String>,
+    pub versions_dir: Option<String>,
 }
 
 /// A deletion limit in the file: `100` files, or `"25%"` of the delivered ones.
@@ -258,7 +260,8 @@ impl MappingToml {
             pass_env,
             bwlimit,
             max_delete,
-            keep_versions
+            keep_versions,
+            versions_dir
         )
     }
 
@@ -342,6 +345,7 @@ impl MappingToml {
             keep_versions: cli
                 .keep_versions
                 .or(duration("keep_versions", &self.keep_versions)?),
+            versions_dir: cli.versions_dir.clone().or(self.versions_dir),
         })
     }
 }

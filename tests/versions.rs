@@ -263,3 +263,42 @@ fn a_source_folder_named_like_the_versions_folder_is_not_mirrored() {
         vec![&b"a.txt".to_vec(), &b"sub/.skynet-versions/mine".to_vec()]
     );
 }
+
+/// `--versions-dir`: the versions go where the user says, relative to the destination root,
+/// and the source's folder of that name is not mirrored.
+#[test]
+fn versions_go_to_the_configured_folder() {
+    let s = Scratch::new();
+    let backend = Backend::local(&s);
+    write(&s.src, "doomed.txt", b"doomed");
+    write(&s.src, "old/kept/planted", b"planted");
+    let flags = [
+        "--complete-sync",
+        "--keep-versions",
+        "1h",
+        "--versions-dir",
+        "old/kept",
+    ];
+    assert_synced_to(
+        &backend.command(&s, "sync", &flags).output().unwrap(),
+        &backend,
+    );
+    std::fs::remove_file(s.src.join("doomed.txt")).unwrap();
+    assert_synced_to(
+        &backend.command(&s, "sync", &flags).output().unwrap(),
+        &backend,
+    );
+    let all = contents(&backend);
+    let names: Vec<String> = all
+        .keys()
+        .map(|k| String::from_utf8_lossy(k).into_owned())
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert!(names[0].starts_with("old/kept/doomed.txt~"), "{names:?}");
+    assert_eq!(all.values().next().map(Vec::as_slice), Some(&b"doomed"[..]));
+    let out = backend
+        .command(&s, "sync", &["--versions-dir", "x"])
+        .output()
+        .unwrap();
+    expect_usage_error(out, "--keep-versions");
+}

@@ -24,7 +24,7 @@ use crate::scan::{self, Filter, FilterError, ScanError, ScanOptions};
 use crate::send_policy::SendPolicy;
 use crate::siblings::{self, SiblingFinder};
 use crate::source_root::{SourceProblem, SourceRoot};
-use crate::versions::{Versioned, VERSIONS_DIR};
+use crate::versions::{Versioned, VersionsDir};
 use crate::watcher::{WatchError, WatchOptions, Watcher};
 
 /// Everything that can end a mapping, each naming what went wrong.
@@ -91,6 +91,8 @@ pub struct MappingOptions {
     /// Keep what the destination deletes or overwrites this long (see [`crate::versions`]);
     /// `None`: versions off.
     pub keep_versions: Option<Duration>,
+    /// Where the versions go at the destination.
+    pub versions_dir: VersionsDir,
 }
 
 impl Default for MappingOptions {
@@ -111,6 +113,7 @@ impl Default for MappingOptions {
             handoff: HandoffOptions::default(),
             max_delete: MaxDelete::default(),
             keep_versions: None,
+            versions_dir: VersionsDir::default(),
         }
     }
 }
@@ -188,7 +191,7 @@ impl Mapping {
         // A source file by that name would be mirrored into the versions folder.
         // Anchored at the root: a `.skynet-versions` folder deeper down is the user's.
         if opts.keep_versions.is_some() {
-            excludes.push(format!("{VERSIONS_DIR}/**"));
+            excludes.push(opts.versions_dir.exclude_glob());
         }
         // Never mirror our own state when it lives inside the source.
         if let Ok(state) = state_dir.canonicalize() {
@@ -233,7 +236,11 @@ impl Mapping {
         if self.opts.keep_versions.is_none() {
             return conn;
         }
-        let versioned = Arc::new(Versioned::new(conn, Arc::clone(&self.queue)));
+        let versioned = Arc::new(Versioned::new(
+            conn,
+            Arc::clone(&self.queue),
+            self.opts.versions_dir.clone(),
+        ));
         self.versions = Some(Arc::clone(&versioned));
         versioned
     }

@@ -35,64 +35,103 @@ use crate::error::{ConnError, ErrorKind};
 use crate::queue::{now_ms, Queue, StateError};
 use crate::relpath::RelPath;
 
-/// The folder at the destination root that holds the versions.
+/// The folder at the destination root that holds the versions, unless configured.
 pub const VERSIONS_DIR: &str = ".skynet-versions";
 
 /// The longest name a component may have on the filesystems and servers skynet writes to.
 const NAME_MAX: usize = 255;
 
-/// The name of the version of `path` kept at `kept_at` (ms since the epoch); `n` > 0 tells
-/// apart versions of one path kept within the same second. A last component too long to
-/// carry the time is cut and given a short hash of the whole name, so that the version can
-/// be made at all (a name of 250 bytes plus `~YYYYmmdd-HHMMSS` exceeds 255).
-pub fn version_name(path: &RelPath, kept_at: u64, n: u32) -> Option<RelPath> {
-    use sha2::Digest;
-    let stamp = chrono::DateTime::from_timestamp_millis(kept_at.min(i64::MAX as u64) as i64)?
-        .format("%Y%m%d-%H%M%S");
-    let mut suffix = format!("~{stamp}");
-    if n > 0 {
-        suffix.push_str(&format!("-{n}"));
+/// Where the versions are kept: a folder at the destination, relative to its root
+/// (`.skynet-versions` unless configured with `--versions-dir`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionsDir(RelPath);
+
+impl Default for VersionsDir {
+    fn default() -> Self {
+        VersionsDir(
+            RelPath::from_bytes(VERSIONS_DIR.as_bytes())
+                .unwrap_or_else(|_| unreachable!("{VERSIONS_DIR} is a valid relative path")),
+        )
     }
-    let leaf = path.file_name();
-    let mut last = leaf.to_vec();
-    if leaf.len() + suffix.len() > NAME_MAX {
-        let hash = sha2::Sha256::digest(leaf);
-        let tag = format!(
-            ".{:02x}{:02x}{:02x}{:02x}",
-            hash[0], hash[1], hash[2], hash[3]
-        );
-        let mut cut = NAME_MAX - suffix.len() - tag.len();
-        // At a character boundary, where the name is UTF-8 (S3 keys must be).
-        while cut > 0
-            && std::str::from_utf8(&leaf[..cut]).is_err()
-            && std::str::from_utf8(leaf).is_ok()
-        {
-            cut -= 1;
-        }
-        last = [&leaf[..cut], tag.as_bytes()].concat();
-    }
-    let mut name = format!("{VERSIONS_DIR}/").into_bytes();
-    if let Some(parent) = path.parent() {
-        name.extend_from_slice(parent.as_bytes());
-        name.push(b'/');
-    }
-    name.extend_from_slice(&last);
-    name.extend_from_slice(suffix.as_bytes());
-    RelPath::from_bytes(&name).ok()
 }
 
-/// Whether `path` lies in the versions folder.
-pub fn is_version_path(path: &[u8]) -> bool {
-    path == VERSIONS_DIR.as_bytes()
-        || path
-            .strip_prefix(VERSIONS_DIR.as_bytes())
-            .is_some_and(|rest| rest.first() == Some(&b'/'))
+impl VersionsDir {
+    /// A folder below the destination root: relative, without `..`, not the root itself.
+    pub fn parse(text: &str) -> Result<VersionsDir, String> {
+        let trimmed = text.trim_matches('/');
+        if text.starts_with('/') || trimmed.is_empty() {
+            return Err(format!(
+                "versions folder {text:?}: give a folder relative to the destination root, e.g. .skynet-versions"
+            ));
+        }
+        RelPath::from_bytes(trimmed.as_bytes())
+            .map(VersionsDir)
+            .map_err(|e| format!("versions folder {text:?}: {e}"))
+    }
+
+    pub fn path(&self) -> &RelPath {
+        &self.0
+    }
+
+    /// The exclude glob that keeps the source's own folder of this name out of the mirror.
+    pub fn exclude_glob(&self) -> String {
+        format!("{}/**", self.0.display())
+    }
+
+    /// Whether `path` lies in the versions folder (or is it).
+    pub fn holds(&self, path: &[u8]) -> bool {
+        let dir = self.0.as_bytes();
+        path == dir
+            || path
+                .strip_prefix(dir)
+                .is_some_and(|rest| rest.first() == Some(&b'/'))
+    }
+
+    /// The name of the version of `path` kept at `kept_at` (ms since the epoch); `n` > 0
+    /// tells apart versions of one path kept within the same second. A last component too
+    /// long to carry the time is cut and given a short hash of the whole name, so that the
+    /// version can be made at all (a name of 250 bytes plus `~YYYYmmdd-HHMMSS` exceeds 255).
+    pub fn name(&self, path: &RelPath, kept_at: u64, n: u32) -> Option<RelPath> {
+        use sha2::Digest;
+        let stamp = chrono::DateTime::from_timestamp_millis(kept_at.min(i64::MAX as u64) as i64)?
+            .format("%Y%m%d-%H%M%S");
+        let mut suffix = format!("~{stamp}");
+        if n > 0 {
+            suffix.push_str(&format!("-{n}"));
+        }
+        let leaf = path.file_name();
+        let mut last = leaf.to_vec();
+        if leaf.len() + suffix.len() > NAME_MAX {
+            let hash = sha2::Sha256::digest(leaf);
+            let tag = format!(
+                ".{:02x}{:02x}{:02x}{:02x}",
+                hash[0], hash[1], hash[2], hash[3]
+            );
+            let mut cut = NAME_MAX - suffix.len() - tag.len();
+            // At a character boundary, where the name is UTF-8 (S3 keys must be).
+            let utf8 = std::str::from_utf8(leaf).is_ok();
+            while utf8 && cut > 0 && std::str::from_utf8(&leaf[..cut]).is_err() {
+                cut -= 1;
+            }
+            last = [&leaf[..cut], tag.as_bytes()].concat();
+        }
+        let mut name = self.0.as_bytes().to_vec();
+        name.push(b'/');
+        if let Some(parent) = path.parent() {
+            name.extend_from_slice(parent.as_bytes());
+            name.push(b'/');
+        }
+        name.extend_from_slice(&last);
+        name.extend_from_slice(suffix.as_bytes());
+        RelPath::from_bytes(&name).ok()
+    }
 }
 
 /// A destination that keeps what it would delete or overwrite (see the module docs).
 pub struct Versioned<C> {
     inner: C,
     queue: Arc<Queue>,
+    dir: VersionsDir,
     /// Paths known to be folders at the destination (a send put a file under them): no
     /// file can stand there in the way of a send, so they are not looked at again. Forgotten
     /// at and under any path this wrapper moves or deletes.
@@ -104,10 +143,12 @@ pub struct Versioned<C> {
 }
 
 impl<C: Connection> Versioned<C> {
-    pub fn new(inner: C, queue: Arc<Queue>) -> Self {
+    /// Keeps the versions in `dir` at the destination.
+    pub fn new(inner: C, queue: Arc<Queue>, dir: VersionsDir) -> Self {
         Versioned {
             inner,
             queue,
+            dir,
             known_dirs: Mutex::default(),
             folders: tokio::sync::RwLock::new(()),
         }
@@ -134,7 +175,7 @@ impl<C: Connection> Versioned<C> {
         let kept_at = now_ms();
         let version = self
             .queue
-            .version_reserve(path, kept_at, |n| version_name(path, kept_at, n))
+            .version_reserve(path, kept_at, |n| self.dir.name(path, kept_at, n))
             .map_err(state)?;
         self.forget_dirs(path);
         let moved = {
@@ -207,9 +248,7 @@ impl<C: Connection> Versioned<C> {
         let mut removed = 0;
         for row in &expired {
             // Never anything outside the versions folder, whatever the row says.
-            if is_version_path(row.version.as_bytes())
-                && row.version.as_bytes() != VERSIONS_DIR.as_bytes()
-            {
+            if self.dir.holds(row.version.as_bytes()) && row.version != *self.dir.path() {
                 self.inner.delete(&row.version).await?;
             }
             self.queue.version_forget(&row.version).map_err(state)?;
@@ -217,7 +256,7 @@ impl<C: Connection> Versioned<C> {
             let _alone = self.folders.write().await;
             let mut dir = row.version.parent();
             while let Some(d) = dir {
-                if !is_version_path(d.as_bytes()) || !self.inner.remove_empty_dir(&d).await? {
+                if !self.dir.holds(d.as_bytes()) || !self.inner.remove_empty_dir(&d).await? {
                     break;
                 }
                 dir = d.parent();
@@ -331,7 +370,7 @@ impl<C: Connection> Connection for Versioned<C> {
     /// The mirror, without the versions folder.
     async fn list(&self) -> Result<Vec<RemoteEntry>, ConnError> {
         let mut all = self.inner.list().await?;
-        all.retain(|e| !is_version_path(e.path.as_bytes()));
+        all.retain(|e| !self.dir.holds(e.path.as_bytes()));
         Ok(all)
     }
     async fn verify(&self, file: &SourceFile, path: &RelPath) -> Result<Verification, ConnError> {
@@ -348,17 +387,27 @@ mod tests {
         let p = RelPath::from_bytes(b"path/to/file").expect("valid");
         // 2026-12-02 01:30:00 UTC.
         let at = 1_796_175_000_000;
-        let name = version_name(&p, at, 0).expect("name");
+        let dir = VersionsDir::default();
+        let name = dir.name(&p, at, 0).expect("name");
         assert_eq!(
             name.as_bytes(),
             b".skynet-versions/path/to/file~20261202-013000"
         );
-        let second = version_name(&p, at, 2).expect("name");
+        let second = dir.name(&p, at, 2).expect("name");
         assert!(second.as_bytes().ends_with(b"~20261202-013000-2"));
-        assert!(is_version_path(name.as_bytes()));
-        assert!(is_version_path(b".skynet-versions"));
-        assert!(!is_version_path(b".skynet-versions-not"));
-        assert!(!is_version_path(b"a/.skynet-versions/x"));
+        assert!(dir.holds(name.as_bytes()));
+        assert!(dir.holds(b".skynet-versions"));
+        assert!(!dir.holds(b".skynet-versions-not"));
+        assert!(!dir.holds(b"a/.skynet-versions/x"));
+        let other = VersionsDir::parse("old/kept/").expect("valid");
+        assert_eq!(
+            other.name(&p, at, 0).expect("name").as_bytes(),
+            b"old/kept/path/to/file~20261202-013000"
+        );
+        assert_eq!(other.exclude_glob(), "old/kept/**");
+        for bad in ["/abs", "", "/", "a/../b"] {
+            assert!(VersionsDir::parse(bad).is_err(), "{bad:?}");
+        }
     }
 
     /// A name too long to carry the time is cut, at a character boundary, and tagged with a
@@ -367,7 +416,8 @@ mod tests {
     fn a_long_name_is_cut_to_fit() {
         let long = format!("dir/{}", "é".repeat(124));
         let p = RelPath::from_bytes(long.as_bytes()).expect("valid");
-        let v = version_name(&p, 1_796_175_000_000, 3).expect("name");
+        let dir = VersionsDir::default();
+        let v = dir.name(&p, 1_796_175_000_000, 3).expect("name");
         let leaf = v.file_name();
         assert!(leaf.len() <= NAME_MAX, "{} bytes", leaf.len());
         assert!(std::str::from_utf8(leaf).is_ok());
@@ -375,6 +425,6 @@ mod tests {
         assert!(v.as_bytes().starts_with(b".skynet-versions/dir/"));
         let other = format!("dir/{}x", "é".repeat(124));
         let q = RelPath::from_bytes(other.as_bytes()).expect("valid");
-        assert_ne!(version_name(&q, 1_796_175_000_000, 3), Some(v));
+        assert_ne!(dir.name(&q, 1_796_175_000_000, 3), Some(v));
     }
 }

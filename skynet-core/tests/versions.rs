@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use skynet_core::connection::{Connection, RemoteEntry, SourceFile};
 use skynet_core::queue::Queue;
 use skynet_core::sim::MemoryDestination;
-use skynet_core::versions::Versioned;
+use skynet_core::versions::{Versioned, VersionsDir};
 use skynet_core::{ConnError, RelPath};
 
 /// The memory destination, whose sends fail while `failing` is set.
@@ -68,7 +68,11 @@ async fn a_failed_send_puts_the_kept_copy_back() {
         failing: AtomicBool::new(false),
     });
     let queue = Arc::new(Queue::open_in_memory().expect("queue"));
-    let versioned = Versioned::new(Arc::clone(&flaky), Arc::clone(&queue));
+    let versioned = Versioned::new(
+        Arc::clone(&flaky),
+        Arc::clone(&queue),
+        VersionsDir::default(),
+    );
     let to = RelPath::from_bytes(b"f").expect("valid");
     versioned
         .send(&source_file(dir.path(), "v1", b"good"), &to)

@@ -355,6 +355,9 @@ fn check_options(destination: &Destination, args: &MappingArgs) -> Result<()> {
             "--keep-versions 0 would keep nothing; leave it out, or give a time such as 30d"
         );
     }
+    if args.versions_dir.is_some() && args.keep_versions.is_none() {
+        anyhow::bail!("--versions-dir goes with --keep-versions");
+    }
     if exec && args.keep_versions.is_some() {
         anyhow::bail!(
             "--keep-versions needs a destination that can move a file aside (a folder, SFTP, S3); a command destination cannot"
@@ -461,6 +464,12 @@ pub fn mapping_options(args: &MappingArgs) -> Result<MappingOptions> {
         },
         max_delete: args.max_delete.unwrap_or_default(),
         keep_versions: args.keep_versions,
+        versions_dir: match &args.versions_dir {
+            Some(dir) => {
+                skynet_core::versions::VersionsDir::parse(dir).map_err(anyhow::Error::msg)?
+            }
+            None => skynet_core::versions::VersionsDir::default(),
+        },
         handoff: HandoffOptions {
             remove_source: args.remove_source,
             on_delivered,

@@ -26,7 +26,7 @@ use crate::handler::{Handler, HandlerConfig, HandlerError, Summary};
 use crate::queue::Queue;
 use crate::scan::{self, Filter, ScanOptions};
 use crate::send_policy::SendPolicy;
-use crate::versions::{is_version_path, Versioned, VERSIONS_DIR};
+use crate::versions::{Versioned, VersionsDir};
 use crate::watcher::{EventMapper, WatchOptions};
 
 /// How long the watcher waits between looks when nothing happens (as its real loop does).
@@ -102,7 +102,7 @@ pub(super) async fn run(
     let queue = Arc::new(fresh_queue()?);
     queue.set_remove_empty_dirs(setup.complete_sync);
     let excludes: Vec<String> = if setup.versions {
-        vec![format!("{VERSIONS_DIR}/**")]
+        vec![VersionsDir::default().exclude_glob()]
     } else {
         Vec::new()
     };
@@ -126,11 +126,15 @@ pub(super) async fn run(
     let dirs = dirs.map(|list| {
         list()
             .into_iter()
-            .filter(|d| !(setup.versions && is_version_path(d.as_bytes())))
+            .filter(|d| !(setup.versions && VersionsDir::default().holds(d.as_bytes())))
             .collect()
     });
     if setup.versions {
-        let versioned = Versioned::new(Arc::clone(&dest), Arc::clone(&sim.queue));
+        let versioned = Versioned::new(
+            Arc::clone(&dest),
+            Arc::clone(&sim.queue),
+            VersionsDir::default(),
+        );
         check::drained(
             sim.world.root(),
             &sim.queue,
@@ -195,7 +199,11 @@ impl Sim<'_> {
             ..SendPolicy::default()
         };
         let conn: Arc<dyn Connection> = if self.setup.versions {
-            Arc::new(Versioned::new(self.faulty.clone(), Arc::clone(&self.queue)))
+            Arc::new(Versioned::new(
+                self.faulty.clone(),
+                Arc::clone(&self.queue),
+                VersionsDir::default(),
+            ))
         } else {
             self.faulty.clone()
         };
