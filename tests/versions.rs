@@ -177,6 +177,13 @@ fn kept_and_restored(s: &Scratch, backend: Backend) {
         b"file 7"
     );
     assert!(!s.src.join("dir").exists(), "--to wrote into the source");
+    // A whole folder: every file of it comes back.
+    let whole = tempfile::tempdir().unwrap();
+    let to = whole.path().display().to_string();
+    assert_exit(&restore(s, &backend, &["dir", "--to", &to]), 0);
+    let back = tree(whole.path());
+    assert_eq!(back.len(), 50, "{:?}", back.keys());
+    assert_eq!(back[&b"dir/f42"[..]], b"file 42");
     assert_synced_to(&sync(s, &backend, "1h"), &backend);
     let (live, versions) = split(contents(&backend));
     assert_eq!(live, tree(&s.src));

@@ -3,6 +3,7 @@
 //! back. A restored file lands in the source (or `--to DIR`) and is then mirrored like any
 //! other change; with versions on, the copy it replaces at the destination is kept in turn.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -87,44 +88,6 @@ fn list(root: &Path, mapping: Option<&str>, path: Option<&RelPath>, json: bool) 
     Ok(Exit::Ok)
 }
 
-/// Where the version of `path` is in `row` (a version of `path` itself, or of a folder above
-/// it, which holds it at the same place below).
-fn version_of(row: &VersionRow, path: &RelPath) -> Option<RelPath> {
-    if row.original == *path {
-        return Some(row.version.clone());
-    }
-    let rest = path
-        .as_bytes()
-        .strip_prefix(row.original.as_bytes())?
-        .strip_prefix(b"/")?;
-    let mut p = row.version.as_bytes().to_vec();
-    p.push(b'/');
-    p.extend_from_slice(rest);
-    RelPath::from_bytes(&p).ok()
-}
-
-/// The versions that may hold `path` as it was at `at` (ms), best first: without `at`, the
-/// newest first; with it, the first kept after `at`, then later ones. A folder's version may
-/// lack the file (it was deleted before the folder went): the caller tries the next.
-fn candidates(rows: &[VersionRow], path: &RelPath, at: Option<u64>) -> Vec<(RelPath, u64)> {
-    // Unconfirmed ones (a move the link or a crash interrupted) come after, in case they exist.
-    let mut found: Vec<(bool, RelPath, u64)> = rows
-        .iter()
-        .filter_map(|r| version_of(r, path).map(|v| (!r.confirmed, v, r.kept_at)))
-        .collect();
-    match at {
-        None => found.sort_by_key(|(doubt, _, kept_at)| (*doubt, std::cmp::Reverse(*kept_at))),
-        Some(at) => {
-            found.retain(|(_, _, kept_at)| *kept_at >= at);
-            found.sort_by_key(|(doubt, _, kept_at)| (*doubt, *kept_at));
-        }
-    }
-    found
-        .into_iter()
-        .map(|(_, v, kept_at)| (v, kept_at))
-        .collect()
-}
-
 /// Refuses to write where something else stands: a file, link or folder at the target (a
 /// newer local file, a folder made since), or anything but a folder where a parent goes.
 /// Restoring never removes what the user has.
@@ -166,6 +129,76 @@ fn parse_time(text: &str) -> Result<u64> {
     Ok(local.timestamp_millis().max(0) as u64)
 }
 
+/// For each file at or under `path` that a version holds, the version to bring back: among
+/// the versions that exist at the destination (`listing`), the newest, or with `at` the
+/// first kept after that time. A folder's version holds its files at the same places below.
+fn plan(
+    rows: &[VersionRow],
+    listing: &[RelPath],
+    path: &RelPath,
+    at: Option<u64>,
+) -> BTreeMap<RelPath, (RelPath, u64)> {
+    let mut found: BTreeMap<RelPath, Vec<(RelPath, u64)>> = BTreeMap::new();
+    for row in rows {
+        let (lo, hi) = (
+            row.version.as_bytes(),
+            [row.version.as_bytes(), b"/"].concat(),
+        );
+        for file in listing {
+            let rest = if file.as_bytes() == lo {
+                Some(&b""[..])
+            } else {
+                file.as_bytes().strip_prefix(&hi[..])
+            };
+            let Some(rest) = rest else { continue };
+            let original = if rest.is_empty() {
+                row.original.clone()
+            } else {
+                match RelPath::from_bytes(&[row.original.as_bytes(), b"/", rest].concat()) {
+                    Ok(p) => p,
+                    Err(_) => continue,
+                }
+            };
+            if original.is_within(path) {
+                found
+                    .entry(original)
+                    .or_default()
+                    .push((file.clone(), row.kept_at));
+            }
+        }
+    }
+    found
+        .into_iter()
+        .filter_map(|(original, mut versions)| {
+            let pick = match at {
+                None => versions.into_iter().max_by_key(|(_, kept_at)| *kept_at),
+                Some(at) => {
+                    versions.retain(|(_, kept_at)| *kept_at >= at);
+                    versions.into_iter().min_by_key(|(_, kept_at)| *kept_at)
+                }
+            };
+            pick.map(|p| (original, p))
+        })
+        .collect()
+}
+
+/// The versions that may hold `path`: those of it, of the files and folders under it, and of
+/// the folders above it.
+fn rows_for(queue: &Queue, path: &RelPath) -> Result<Vec<VersionRow>> {
+    let mut rows = queue.version_rows(Some(path))?;
+    let mut above = path.parent();
+    while let Some(dir) = above {
+        rows.extend(
+            queue
+                .version_rows(Some(&dir))?
+                .into_iter()
+                .filter(|r| r.original == dir),
+        );
+        above = dir.parent();
+    }
+    Ok(rows)
+}
+
 async fn restore(
     src: &Path,
     dest: &str,
@@ -177,54 +210,57 @@ async fn restore(
     let at = at.map(parse_time).transpose()?;
     let (source, destination, state_dir) = super::existing_state(src, dest, args)?;
     let queue = Queue::open(&skynet_core::queue::database_path(&state_dir))?;
-    let mut rows = queue.version_rows(Some(path))?;
-    // Versions of a folder above it hold it too.
-    let mut above = path.parent();
-    while let Some(dir) = above {
-        rows.extend(
-            queue
-                .version_rows(Some(&dir))?
-                .into_iter()
-                .filter(|r| r.original == dir),
-        );
-        above = dir.parent();
-    }
-    let found = candidates(&rows, path, at);
-    if found.is_empty() {
-        anyhow::bail!(
-            "no kept version of {path}{} (see `skynet versions list`)",
-            if at.is_some() { " at that time" } else { "" }
-        );
+    let rows = rows_for(&queue, path)?;
+    let when = if at.is_some() { " at that time" } else { "" };
+    if rows.is_empty() {
+        anyhow::bail!("no kept version of {path}{when} (see `skynet versions list`)");
     }
     let target_root: PathBuf = to.map_or_else(|| source.clone(), Path::to_path_buf);
-    check_way(&target_root, path)?;
     let conn = destination.connect(&source, args, &state_dir).await?;
     conn.connect()
         .await
         .map_err(|e| anyhow::anyhow!("{}", e.message))?;
-    let mut tried = Vec::new();
-    let mut got = None;
-    for (version, kept_at) in found {
-        match conn.read(&version).await {
-            Ok(bytes) => {
-                got = Some((bytes, kept_at));
-                break;
-            }
-            Err(e) => tried.push(format!("{version}: {}", e.message)),
-        }
-    }
-    let Some((bytes, kept_at)) = got else {
+    let listing: Vec<RelPath> = conn
+        .list()
+        .await
+        .map_err(|e| anyhow::anyhow!("listing the destination: {}", e.message))?
+        .into_iter()
+        .map(|e| e.path)
+        .collect();
+    let chosen = plan(&rows, &listing, path, at);
+    if chosen.is_empty() {
         anyhow::bail!(
-            "no kept version of {path} could be read: {}",
-            tried.join("; ")
+            "no kept version of {path}{when} is at the destination (see `skynet versions list`)"
         );
-    };
-    write_beneath(&target_root, path, &bytes).await?;
-    sayln!(
-        "restored {path} as it was until {} into {}",
-        super::status::local_time(kept_at),
-        target_root.display()
-    );
+    }
+    let (mut restored, mut skipped) = (0u64, 0u64);
+    for (original, (version, kept_at)) in &chosen {
+        if let Err(e) = check_way(&target_root, original) {
+            eprintln!("skynet: not restored: {e:#}");
+            skipped += 1;
+            continue;
+        }
+        let bytes = conn
+            .read(version)
+            .await
+            .map_err(|e| anyhow::anyhow!("reading the version {version}: {}", e.message))?;
+        write_beneath(&target_root, original, &bytes).await?;
+        sayln!(
+            "restored {original} as it was until {} into {}",
+            super::status::local_time(*kept_at),
+            target_root.display()
+        );
+        restored += 1;
+    }
+    if restored == 0 {
+        anyhow::bail!(
+            "nothing restored: something stands where each of the {skipped} file(s) goes; move it away, or use --to DIR"
+        );
+    }
+    if skipped > 0 {
+        eprintln!("skynet: restored {restored} file(s), {skipped} not (see above)");
+        return Ok(Exit::SomeFailed);
+    }
     Ok(Exit::Ok)
 }
 
@@ -269,17 +305,39 @@ mod tests {
             row(".skynet-versions/a~1", "a", 1_000),
             row(".skynet-versions/a~2", "a", 2_000),
             row(".skynet-versions/d~3", "d", 3_000),
+            row(".skynet-versions/d/y~4", "d/y", 4_000),
         ];
-        let a = rel("a").unwrap();
-        let kept = |at| -> Vec<u64> { candidates(&rows, &a, at).iter().map(|c| c.1).collect() };
-        assert_eq!(kept(None), [2_000, 1_000]);
-        assert_eq!(kept(Some(1_500)), [2_000]);
-        assert_eq!(kept(Some(500)), [1_000, 2_000]);
-        assert!(kept(Some(2_500)).is_empty());
-        let inside = rel("d/x/y").unwrap();
+        let listing: Vec<RelPath> = [
+            "a",
+            ".skynet-versions/a~1",
+            ".skynet-versions/a~2",
+            ".skynet-versions/d~3/x",
+            ".skynet-versions/d~3/sub/z",
+            ".skynet-versions/d/y~4",
+        ]
+        .iter()
+        .map(|p| rel(p).unwrap())
+        .collect();
+        let kept = |path: &str, at| -> Vec<(String, u64)> {
+            plan(&rows, &listing, &rel(path).unwrap(), at)
+                .into_iter()
+                .map(|(o, (_, t))| (o.display(), t))
+                .collect()
+        };
+        assert_eq!(kept("a", None), [("a".to_string(), 2_000)]);
+        assert_eq!(kept("a", Some(1_500)), [("a".to_string(), 2_000)]);
+        assert_eq!(kept("a", Some(500)), [("a".to_string(), 1_000)]);
+        assert!(kept("a", Some(2_500)).is_empty());
+        // A folder: every file its versions hold, each from its own best version.
         assert_eq!(
-            candidates(&rows, &inside, None)[0].0.as_bytes(),
-            b".skynet-versions/d~3/x/y"
+            kept("d", None),
+            [
+                ("d/sub/z".to_string(), 3_000),
+                ("d/x".to_string(), 3_000),
+                ("d/y".to_string(), 4_000)
+            ]
         );
+        // A file inside a folder's version.
+        assert_eq!(kept("d/x", None), [("d/x".to_string(), 3_000)]);
     }
 }
