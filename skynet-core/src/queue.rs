@@ -356,6 +356,20 @@ impl Queue {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Runs `sql` and maps each row with `row`, failures named with this database.
+    pub(crate) fn query_rows<T>(
+        &self,
+        sql: &str,
+        args: impl rusqlite::Params,
+        row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, StateError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(sql).map_err(|e| self.err(e))?;
+        let rows = stmt.query_map(args, row).map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<Vec<T>>>()
+            .map_err(|e| self.err(e))
+    }
+
     fn err(&self, source: rusqlite::Error) -> StateError {
         StateError::Db {
             path: self.path.clone(),

@@ -171,36 +171,31 @@ impl Queue {
         sql: &str,
         args: impl rusqlite::Params,
     ) -> Result<Vec<EntryRow>, StateError> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare_cached(sql).map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(args, |r| {
-                Ok((
-                    r.get::<_, Vec<u8>>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, i64>(4)?,
-                    r.get::<_, Option<String>>(5)?,
-                ))
-            })
-            .map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (entry, generation, ready_at, attempts, parked, last_error) =
-                row.map_err(|e| self.err(e))?;
-            if let Ok(entry) = RelPath::from_bytes(&entry) {
-                out.push(EntryRow {
-                    entry,
-                    generation,
-                    ready_at: ready_at.max(0) as u64,
-                    attempts: attempts.max(0) as u32,
-                    parked: parked != 0,
-                    last_error,
-                });
-            }
-        }
-        Ok(out)
+        let rows = self.query_rows(sql, args, |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, Option<String>>(5)?,
+            ))
+        })?;
+        Ok(rows
+            .into_iter()
+            .filter_map(
+                |(entry, generation, ready_at, attempts, parked, last_error)| {
+                    Some(EntryRow {
+                        entry: RelPath::from_bytes(&entry).ok()?,
+                        generation,
+                        ready_at: ready_at.max(0) as u64,
+                        attempts: attempts.max(0) as u32,
+                        parked: parked != 0,
+                        last_error,
+                    })
+                },
+            )
+            .collect())
     }
 }
 

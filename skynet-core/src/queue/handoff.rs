@@ -165,50 +165,45 @@ impl Queue {
         sql: &str,
         args: impl rusqlite::Params,
     ) -> Result<Vec<HandoffRow>, StateError> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare_cached(sql).map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(args, |r| {
-                Ok((
-                    r.get::<_, Vec<u8>>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, Option<String>>(4)?,
-                    r.get::<_, i64>(5)?,
-                    (
-                        r.get::<_, Option<i64>>(6)?,
-                        r.get::<_, Option<i64>>(7)?,
-                        r.get::<_, Option<i64>>(8)?,
-                    ),
-                ))
-            })
-            .map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (path, size, mtime_ns, attempts, last_error, state, ident) =
-                row.map_err(|e| self.err(e))?;
-            let identity = match ident {
-                (Some(dev), Some(ino), Some(ctime_ns)) => Some(FileIdentity {
-                    dev: dev as u64,
-                    ino: ino as u64,
-                    ctime_ns,
-                }),
-                _ => None,
-            };
-            if let Ok(path) = RelPath::from_bytes(&path) {
-                out.push(HandoffRow {
-                    path,
-                    size: size.max(0) as u64,
-                    mtime_ns,
-                    attempts: attempts.max(0) as u32,
-                    last_error,
-                    parked: state == PARKED,
-                    identity,
-                });
-            }
-        }
-        Ok(out)
+        let rows = self.query_rows(sql, args, |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, Option<String>>(4)?,
+                r.get::<_, i64>(5)?,
+                (
+                    r.get::<_, Option<i64>>(6)?,
+                    r.get::<_, Option<i64>>(7)?,
+                    r.get::<_, Option<i64>>(8)?,
+                ),
+            ))
+        })?;
+        Ok(rows
+            .into_iter()
+            .filter_map(
+                |(path, size, mtime_ns, attempts, last_error, state, ident)| {
+                    let identity = match ident {
+                        (Some(dev), Some(ino), Some(ctime_ns)) => Some(FileIdentity {
+                            dev: dev as u64,
+                            ino: ino as u64,
+                            ctime_ns,
+                        }),
+                        _ => None,
+                    };
+                    Some(HandoffRow {
+                        path: RelPath::from_bytes(&path).ok()?,
+                        size: size.max(0) as u64,
+                        mtime_ns,
+                        attempts: attempts.max(0) as u32,
+                        last_error,
+                        parked: state == PARKED,
+                        identity,
+                    })
+                },
+            )
+            .collect())
     }
 
     /// When the next waiting hand-off is due, if any.

@@ -130,33 +130,24 @@ impl Queue {
         sql: &str,
         args: impl rusqlite::Params,
     ) -> Result<Vec<VersionRow>, StateError> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare_cached(sql).map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(args, |r| {
-                Ok((
-                    r.get::<_, Vec<u8>>(0)?,
-                    r.get::<_, Vec<u8>>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, i64>(3)?,
-                ))
-            })
-            .map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (version, original, kept_at, confirmed) = row.map_err(|e| self.err(e))?;
-            if let (Ok(version), Ok(original)) = (
-                RelPath::from_bytes(&version),
-                RelPath::from_bytes(&original),
-            ) {
-                out.push(VersionRow {
-                    version,
-                    original,
+        let rows = self.query_rows(sql, args, |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(version, original, kept_at, confirmed)| {
+                Some(VersionRow {
+                    version: RelPath::from_bytes(&version).ok()?,
+                    original: RelPath::from_bytes(&original).ok()?,
                     kept_at: kept_at.max(0) as u64,
                     confirmed: confirmed != 0,
-                });
-            }
-        }
-        Ok(out)
+                })
+            })
+            .collect())
     }
 }
