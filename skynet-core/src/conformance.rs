@@ -118,6 +118,21 @@ async fn expect_content(conn: &dyn Connection, path: &RelPath, content: &[u8], c
         Some(content.len() as u64),
         "{case}: stat"
     );
+    // The streamed copy (`versions restore`) holds the same bytes.
+    let mut copy = tempfile::tempfile().expect("temp file");
+    let n = conn
+        .download(path, &mut copy)
+        .await
+        .unwrap_or_else(|e| panic!("{case}: download {path}: {e}"));
+    assert_eq!(n, content.len() as u64, "{case}: download size");
+    let mut got = Vec::new();
+    std::io::Seek::seek(&mut copy, std::io::SeekFrom::Start(0)).expect("seek");
+    std::io::Read::read_to_end(&mut copy, &mut got).expect("read the copy");
+    assert!(
+        got == content,
+        "{case}: downloaded {} bytes differ",
+        got.len()
+    );
 }
 
 async fn expect_absent(conn: &dyn Connection, path: &RelPath, case: &str) {

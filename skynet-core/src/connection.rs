@@ -408,6 +408,16 @@ pub trait Connection: Send + Sync + 'static {
     /// The whole content of the file at `path`: for verification and tests, not transfers.
     async fn read(&self, path: &RelPath) -> Result<Vec<u8>, ConnError>;
 
+    /// Copies the file at `path` into the local file `out`, empty and at its start (`skynet
+    /// versions restore`), returning its size. Backends stream it; the default holds it in
+    /// memory ([`read`]).
+    ///
+    /// [`read`]: Connection::read
+    async fn download(&self, path: &RelPath, out: &mut File) -> Result<u64, ConnError> {
+        let bytes = self.read(path).await?;
+        write_all(out, &bytes)
+    }
+
     /// Every file under the destination root, recursively, temporary files included.
     async fn list(&self) -> Result<Vec<RemoteEntry>, ConnError>;
 
@@ -466,11 +476,24 @@ pub trait BlockingConnection: Send + Sync + 'static {
     }
     fn stat(&self, path: &RelPath) -> Result<Option<u64>, ConnError>;
     fn read(&self, path: &RelPath) -> Result<Vec<u8>, ConnError>;
+    /// See [`Connection::download`].
+    fn download(&self, path: &RelPath, out: &mut File) -> Result<u64, ConnError> {
+        let bytes = self.read(path)?;
+        write_all(out, &bytes)
+    }
     fn list(&self) -> Result<Vec<RemoteEntry>, ConnError>;
     /// See [`Connection::verify`].
     fn verify(&self, file: &SourceFile, path: &RelPath) -> Result<Verification, ConnError> {
         Ok(verify_size(file, path, self.stat(path)?))
     }
+}
+
+/// Writes `bytes` into the local copy (the default [`Connection::download`]).
+fn write_all(out: &mut File, bytes: &[u8]) -> Result<u64, ConnError> {
+    use std::io::Write;
+    out.write_all(bytes)
+        .map_err(|e| ConnError::from_io("the local copy", &e))?;
+    Ok(bytes.len() as u64)
 }
 
 /// The error of the last result when it was a lost connection: the rest of a batch is not
@@ -575,6 +598,13 @@ impl<C: BlockingConnection> Connection for Blocking<C> {
         let path = path.clone();
         self.run(move |c| c.read(&path)).await
     }
+    async fn download(&self, path: &RelPath, out: &mut File) -> Result<u64, ConnError> {
+        let path = path.clone();
+        let mut file = out
+            .try_clone()
+            .map_err(|e| ConnError::from_io("the local copy", &e))?;
+        self.run(move |c| c.download(&path, &mut file)).await
+    }
     async fn list(&self) -> Result<Vec<RemoteEntry>, ConnError> {
         self.run(|c| c.list()).await
     }
@@ -627,6 +657,9 @@ impl<T: Connection + ?Sized> Connection for Arc<T> {
     }
     async fn read(&self, path: &RelPath) -> Result<Vec<u8>, ConnError> {
         (**self).read(path).await
+    }
+    async fn download(&self, path: &RelPath, out: &mut File) -> Result<u64, ConnError> {
+        (**self).download(path, out).await
     }
     async fn list(&self) -> Result<Vec<RemoteEntry>, ConnError> {
         (**self).list().await

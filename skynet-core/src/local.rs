@@ -521,6 +521,18 @@ impl BlockingConnection for LocalConnection {
         Ok(out)
     }
 
+    /// Streamed from a descriptor opened beneath the root, never through a link.
+    fn download(&self, path: &RelPath, out: &mut File) -> Result<u64, ConnError> {
+        let abs = path.under(&self.root);
+        let Some(mut file) = self.open_file(path)? else {
+            return Err(ConnError::remote_missing(format!(
+                "{}: no such file in the destination",
+                abs.display()
+            )));
+        };
+        io::copy(&mut file, out).map_err(|e| ConnError::from_io(abs.display(), &e))
+    }
+
     /// Size first (free), then SHA-256 of both copies, both streamed: the destination is on
     /// this machine, so reading it back costs no more than reading the source, and a hash is
     /// the only proof that the bytes (not just the length) arrived before the source goes.

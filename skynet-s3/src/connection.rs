@@ -883,6 +883,38 @@ impl Connection for S3Connection {
         Ok(body.into_bytes().to_vec())
     }
 
+    /// Streamed, a chunk at a time, into `out`.
+    async fn download(&self, path: &RelPath, out: &mut std::fs::File) -> Result<u64, ConnError> {
+        use std::io::Write;
+        let inner = &self.inner;
+        let key = inner.keys.key(path)?;
+        let mut got = inner
+            .client
+            .get_object()
+            .bucket(inner.bucket())
+            .key(&key)
+            .send()
+            .await
+            .map_err(|e| {
+                let f = classify(e, &inner.what("get", &key));
+                if f.is_plain_server_error() {
+                    ConnError::remote_missing(f.message)
+                } else {
+                    f.into()
+                }
+            })?;
+        let mut n = 0u64;
+        while let Some(chunk) = got.body.next().await {
+            let chunk = chunk.map_err(|e| {
+                ConnError::connection_lost(one_line(&format!("{}: {e}", inner.what("get", &key))))
+            })?;
+            out.write_all(&chunk)
+                .map_err(|e| ConnError::from_io("the local copy", &e))?;
+            n += chunk.len() as u64;
+        }
+        Ok(n)
+    }
+
     async fn list(&self) -> Result<Vec<RemoteEntry>, ConnError> {
         let inner = &self.inner;
         let mut out = Vec::new();

@@ -211,6 +211,19 @@ impl SftpConnection {
     }
 
     /// The entries of a remote directory; a missing directory has none.
+    /// Opens the remote file at `abs` for reading; "no such file" is [`ConnError::remote_missing`].
+    fn open_for_reading(&self, link: &Link, abs: &Path) -> Result<ssh2::File, ConnError> {
+        match link.sftp.open(abs) {
+            Ok(f) => Ok(f),
+            Err(e) if is_missing(&e) => Err(ConnError::remote_missing(format!(
+                "{}: {}: no such file",
+                self.server,
+                abs.display()
+            ))),
+            Err(e) => Err(self.err(&e, Op::Read, abs)),
+        }
+    }
+
     fn readdir(
         &self,
         link: &Link,
@@ -765,21 +778,25 @@ impl BlockingConnection for SftpConnection {
     fn read(&self, path: &RelPath) -> Result<Vec<u8>, ConnError> {
         let abs = self.remote(path);
         self.with_link(|link| {
-            let mut f = match link.sftp.open(&abs) {
-                Ok(f) => f,
-                Err(e) if is_missing(&e) => {
-                    return Err(ConnError::remote_missing(format!(
-                        "{}: {}: no such file",
-                        self.server,
-                        abs.display()
-                    )))
-                }
-                Err(e) => return Err(self.err(&e, Op::Read, &abs)),
-            };
+            let mut f = self.open_for_reading(link, &abs)?;
             let mut out = Vec::new();
             f.read_to_end(&mut out)
                 .map_err(|e| classify_io(&e, Op::Read, &self.server, &abs))?;
             Ok(out)
+        })
+    }
+
+    /// Streamed into `out`; a retry on a fresh session starts the copy over.
+    fn download(&self, path: &RelPath, out: &mut std::fs::File) -> Result<u64, ConnError> {
+        let abs = self.remote(path);
+        let out: &std::fs::File = out;
+        let local = |e: std::io::Error| ConnError::from_io("the local copy", &e);
+        self.with_link(|link| {
+            let mut f = self.open_for_reading(link, &abs)?;
+            out.set_len(0).map_err(local)?;
+            let mut w = out;
+            w.seek(SeekFrom::Start(0)).map_err(local)?;
+            std::io::copy(&mut f, &mut w).map_err(|e| classify_io(&e, Op::Read, &self.server, &abs))
         })
     }
 

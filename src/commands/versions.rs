@@ -240,11 +240,14 @@ async fn restore(
             skipped += 1;
             continue;
         }
-        let bytes = conn
-            .read(version)
+        // Staged beside the state (not in the source, where a daemon would see it, nor in
+        // memory: a version may be larger than it), then written in place like a delivery.
+        let mut staged = tempfile::NamedTempFile::new_in(&state_dir)
+            .context("a temporary file for the restore")?;
+        conn.download(version, staged.as_file_mut())
             .await
             .map_err(|e| anyhow::anyhow!("reading the version {version}: {}", e.message))?;
-        write_beneath(&target_root, original, &bytes).await?;
+        write_beneath(&target_root, original, &staged).await?;
         sayln!(
             "restored {original} as it was until {} into {}",
             super::status::local_time(*kept_at),
@@ -264,16 +267,17 @@ async fn restore(
     Ok(Exit::Ok)
 }
 
-/// Writes `bytes` at `path` under `root` the way a delivery does: a temporary file renamed
-/// into place, every folder resolved beneath `root` without following a link.
-async fn write_beneath(root: &Path, path: &RelPath, bytes: &[u8]) -> Result<()> {
+/// Writes the `staged` copy at `path` under `root` the way a delivery does: a temporary file
+/// renamed into place, every folder resolved beneath `root` without following a link.
+async fn write_beneath(
+    root: &Path,
+    path: &RelPath,
+    staged: &tempfile::NamedTempFile,
+) -> Result<()> {
     std::fs::create_dir_all(root).with_context(|| format!("{}", root.display()))?;
-    let mut staged = tempfile::NamedTempFile::new().context("a temporary file")?;
-    std::io::Write::write_all(&mut staged, bytes).context("a temporary file")?;
-    let meta = staged.as_file().metadata().context("a temporary file")?;
+    let meta = staged.as_file().metadata().context("the staged copy")?;
     let file = SourceFile::from_metadata(staged.path().to_path_buf(), &meta);
-    let local = LocalConnection::new(root.to_path_buf());
-    let put = skynet_core::connection::Blocking::new(local);
+    let put = skynet_core::connection::Blocking::new(LocalConnection::new(root.to_path_buf()));
     put.connect()
         .await
         .map_err(|e| anyhow::anyhow!("{}", e.message))?;
