@@ -11,8 +11,10 @@
 //!    destination are held there until confirmed ([`guard`]).
 //! 3. [`handler`] drains the queue through a [`Connection`] with N workers, keeping per-path
 //!    order, retrying, parking, pausing while the link is down.
-//! 4. [`ledger`] records what the destination holds after each acknowledged action; with
-//!    complete-sync, [`empty_dirs`] then removes the directories the source no longer has.
+//! 4. The ledger (in [`queue`]) records what the destination holds after each acknowledged
+//!    action; with complete-sync, [`empty_dirs`] then removes the directories the source no
+//!    longer has. Which sends are due is the [`send_policy`]'s to say (includes, send-once),
+//!    and when, the [`gate`]'s (`min_age`, dated names).
 //! 5. [`handoff`] works deliveries that need more (`remove_source`, `on_delivered`): a local
 //!    file is removed only while it is the delivered inode, unchanged ([`open_writers`]: no
 //!    process writing it), and held by every other mapping of the source ([`siblings`]).
@@ -20,8 +22,9 @@
 //! [`engine`] wires these together for one mapping, and pauses it while its source folder is
 //! missing or on another filesystem (an unmounted disk; [`source_root`]). Destinations implement [`Connection`]
 //! (or [`BlockingConnection`]); [`local`] is the embedded local-folder one, [`exec`] runs a
-//! user's program per action ([`argv`] templates, run by [`command`]), [`throttle`] limits a
-//! destination's bandwidth, and the exported [`conformance`] suite (feature `conformance`)
+//! user's program per action ([`argv`] templates, run by [`command`]; once per top-level
+//! entry with [`entries`]), [`throttle`] limits a destination's bandwidth, [`versions`] keeps
+//! what a destination deletes or overwrites, and the exported [`conformance`] suite (feature `conformance`)
 //! checks any implementation against the contract. [`clock`] is the engine's one sense of
 //! time, which the deterministic simulation (`sim`, feature `sim`) makes virtual.
 
