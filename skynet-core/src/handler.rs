@@ -5,12 +5,12 @@
 //! - Results are acknowledged in batches: after [`Connection::flush`] succeeds, one
 //!   transaction removes the rows and updates the ledger. Nothing is acknowledged before it is
 //!   durable, and a crash before the acknowledgement just replays idempotent actions.
-//! - The whole error policy is one `match` on [`ErrorKind`] (see [`Handler::outcome`]): a lost
+//! - The whole error policy is one `match` on [`ErrorKind`] (see `Handler::outcome`): a lost
 //!   connection pauses everything and reconnects with capped, jittered backoff; a transient
 //!   error retries the action with backoff and parks it after `max_attempts`; a permanent one
 //!   parks it at once; others continue either way.
 //! - Whether a send's local file vanished is decided here, by looking at the local file
-//!   ([`settle_by_local_file`]), never from a destination's answer: a vanished send is
+//!   (`settle_by_local_file`), never from a destination's answer: a vanished send is
 //!   neither done nor failed, it is counted apart (`vanished`).
 
 use std::collections::VecDeque;

@@ -13,7 +13,7 @@
 //!   between. When one of those touches `c` or `b` (in the swap `mv a t; mv b a; mv t b`, the
 //!   `move b→a` in between still reads b, the final target), renaming early would overwrite a
 //!   source before it is read. The chain then degrades: `a` is deleted in place (unless a
-//!   later row overwrites it anyway) and `send(c)` goes last. See [`merge_chain`] for why.
+//!   later row overwrites it anyway) and `send(c)` goes last. See `merge_chain` for why.
 //! - move(a→b) + send(b) → send(b), plus delete(a) when `a` may exist remotely.
 //! - move(a→b) + delete(b) → delete(b), plus delete(a) likewise.
 //! - A move onto `b` drops what was pending at `b` (it is overwritten).

@@ -1,15 +1,15 @@
 //! A deterministic simulation of the whole engine (feature `sim`), in the spirit of
 //! FoundationDB's and TigerBeetle's simulators.
 //!
-//! A seed gives a history ([`history`]): changes to a real source folder (writes, renames onto
+//! A seed gives a history (`history`): changes to a real source folder (writes, renames onto
 //! new and existing names, swaps and longer cycles, a file replaced by a directory and back,
 //! deletions, moves in and out), the kernel events they raise as notify reports them
-//! ([`kernel`], with its quirks), and the engine's misfortunes: killed or restarted at any
+//! (`kernel`, with its quirks), and the engine's misfortunes: killed or restarted at any
 //! step, a destination call refused, its reply lost, the link dropped, the engine killed in
 //! the middle of a call, the watcher's queue overflowing. The real watcher mapping, queue,
-//! ledger, scan and handler run it against an in-memory destination ([`memory`]) on one thread
+//! ledger, scan and handler run it against an in-memory destination (`memory`) on one thread
 //! in virtual time, so a seed replays exactly. After the history the engine drains, and the
-//! behaviour contract is checked ([`check`]): convergence, no temporary files, the ledger
+//! behaviour contract is checked (`check`): convergence, no temporary files, the ledger
 //! describing the destination, the queue bounded.
 //!
 //! A failure is minimised (steps dropped while the same invariant still breaks) and reported
