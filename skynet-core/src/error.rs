@@ -100,6 +100,12 @@ impl fmt::Display for ConnError {
 
 impl std::error::Error for ConnError {}
 
+/// Folds a message to one line, whatever a server or a library put in it: the handler logs
+/// errors and `status` shows them as single lines.
+pub fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

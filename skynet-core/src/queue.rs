@@ -107,10 +107,11 @@ pub fn now_ms() -> u64 {
 }
 
 /// Nanoseconds since the epoch of a file's mtime, as stored in the ledger.
+/// (Negative before the epoch; saturating where an i64 of nanoseconds ends, in 2262.)
 pub fn mtime_ns(t: SystemTime) -> i64 {
     match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => d.as_nanos() as i64,
-        Err(e) => -(e.duration().as_nanos() as i64),
+        Ok(d) => d.as_nanos().min(i64::MAX as u128) as i64,
+        Err(e) => -(e.duration().as_nanos().min(i64::MAX as u128) as i64),
     }
 }
 

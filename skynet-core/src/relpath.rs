@@ -161,6 +161,14 @@ impl RelPath {
     }
 }
 
+/// `RelPath::try_from("a/b.txt")`: the first thing a user writing a destination reaches for.
+impl TryFrom<&str> for RelPath {
+    type Error = RelPathError;
+    fn try_from(text: &str) -> Result<Self, Self::Error> {
+        RelPath::from_bytes(text.as_bytes())
+    }
+}
+
 impl fmt::Debug for RelPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:?}", self.display())
@@ -185,6 +193,16 @@ mod tests {
 
     fn p(s: &str) -> RelPath {
         RelPath::from_bytes(s.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn try_from_a_str_is_from_bytes() {
+        assert_eq!(
+            RelPath::try_from("a/b.txt").expect("valid"),
+            RelPath::from_bytes(b"a/b.txt").expect("valid")
+        );
+        assert!(RelPath::try_from("../x").is_err());
+        assert!(RelPath::try_from("/abs").is_err());
     }
 
     #[test]

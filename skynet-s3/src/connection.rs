@@ -527,12 +527,7 @@ impl Inner {
 }
 
 /// Nanoseconds since the Unix epoch (negative before it), the resume table's mtime.
-pub(crate) fn mtime_ns(t: SystemTime) -> i64 {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => d.as_nanos().min(i64::MAX as u128) as i64,
-        Err(e) => -(e.duration().as_nanos().min(i64::MAX as u128) as i64),
-    }
-}
+pub(crate) use skynet_core::queue::mtime_ns;
 
 /// `seconds.nanoseconds` for the mtime metadata.
 pub(crate) fn mtime_text(t: SystemTime) -> String {

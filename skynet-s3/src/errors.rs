@@ -244,10 +244,7 @@ fn has_io_error(err: &(dyn StdError + 'static)) -> bool {
     false
 }
 
-/// Messages are one line: the handler logs and `status` show them as such.
-pub(crate) fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
-}
+pub(crate) use skynet_core::error::one_line;
 
 #[cfg(test)]
 mod tests {

@@ -355,9 +355,7 @@ fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<UploadRecord> {
 
 /// Milliseconds since the epoch (0 if the clock is before it).
 pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    skynet_core::clock::now_ms().min(i64::MAX as u64) as i64
 }
 
 #[cfg(test)]

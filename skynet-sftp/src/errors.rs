@@ -195,10 +195,7 @@ pub(crate) fn local_io(path: &Path, err: &io::Error) -> ConnError {
     ConnError::from_io(path.display(), err)
 }
 
-/// Keeps messages on one line whatever the server or library put in them.
-pub(crate) fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
-}
+pub(crate) use skynet_core::error::one_line;
 
 /// True when an error means the link is gone and the session must be dropped.
 pub(crate) fn is_lost(e: &ConnError) -> bool {
