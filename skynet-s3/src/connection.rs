@@ -70,6 +70,32 @@ pub(crate) struct Inner {
 }
 
 impl S3Connection {
+    /// GET of the object at `path`, for `read` and `download`: its key and the answer.
+    async fn get(
+        &self,
+        path: &RelPath,
+    ) -> Result<(String, aws_sdk_s3::operation::get_object::GetObjectOutput), ConnError> {
+        let inner = &self.inner;
+        let key = inner.keys.key(path)?;
+        let out = inner
+            .client
+            .get_object()
+            .bucket(inner.bucket())
+            .key(&key)
+            .send()
+            .await
+            .map_err(|e| {
+                let f = classify(e, &inner.what("get", &key));
+                if f.is_plain_server_error() {
+                    // A "directory" on s3s-fs: there is no file to read.
+                    ConnError::remote_missing(f.message)
+                } else {
+                    f.into()
+                }
+            })?;
+        Ok((key, out))
+    }
+
     /// Builds the client from `cfg` and the AWS chain (environment, profile files, web
     /// identity, instance metadata) and opens the multipart table in `cfg.state_db`.
     /// Async because the AWS chain may read files; it sends no request: [`Connection::connect`]
@@ -168,6 +194,11 @@ impl S3Connection {
 }
 
 impl Inner {
+    /// A GET whose body broke off half way: the link went, the read starts over.
+    fn body_lost(&self, key: &str, e: impl std::fmt::Display) -> ConnError {
+        ConnError::connection_lost(one_line(&format!("{}: {e}", self.what("get", key))))
+    }
+
     /// The start of every message: which destination, which operation, which key.
     pub(crate) fn what(&self, op: &str, key: &str) -> String {
         format!("{}: {op} {key:?}", self.describe)
@@ -855,26 +886,12 @@ impl Connection for S3Connection {
 
     async fn read(&self, path: &RelPath) -> Result<Vec<u8>, ConnError> {
         let inner = &self.inner;
-        let key = inner.keys.key(path)?;
-        let out = inner
-            .client
-            .get_object()
-            .bucket(inner.bucket())
-            .key(&key)
-            .send()
+        let (key, out) = self.get(path).await?;
+        let body = out
+            .body
+            .collect()
             .await
-            .map_err(|e| {
-                let f = classify(e, &inner.what("get", &key));
-                if f.is_plain_server_error() {
-                    // A "directory" on s3s-fs: there is no file to read.
-                    ConnError::remote_missing(f.message)
-                } else {
-                    f.into()
-                }
-            })?;
-        let body = out.body.collect().await.map_err(|e| {
-            ConnError::connection_lost(one_line(&format!("{}: {e}", inner.what("get", &key))))
-        })?;
+            .map_err(|e| inner.body_lost(&key, e))?;
         Ok(body.into_bytes().to_vec())
     }
 
@@ -882,27 +899,10 @@ impl Connection for S3Connection {
     async fn download(&self, path: &RelPath, out: &mut std::fs::File) -> Result<u64, ConnError> {
         use std::io::Write;
         let inner = &self.inner;
-        let key = inner.keys.key(path)?;
-        let mut got = inner
-            .client
-            .get_object()
-            .bucket(inner.bucket())
-            .key(&key)
-            .send()
-            .await
-            .map_err(|e| {
-                let f = classify(e, &inner.what("get", &key));
-                if f.is_plain_server_error() {
-                    ConnError::remote_missing(f.message)
-                } else {
-                    f.into()
-                }
-            })?;
+        let (key, mut got) = self.get(path).await?;
         let mut n = 0u64;
         while let Some(chunk) = got.body.next().await {
-            let chunk = chunk.map_err(|e| {
-                ConnError::connection_lost(one_line(&format!("{}: {e}", inner.what("get", &key))))
-            })?;
+            let chunk = chunk.map_err(|e| inner.body_lost(&key, e))?;
             out.write_all(&chunk)
                 .map_err(|e| ConnError::from_io("the local copy", &e))?;
             n += chunk.len() as u64;
