@@ -309,12 +309,7 @@ impl EntryStage {
                 }
                 continue;
             }
-            let wait = self
-                .queue
-                .entries_next_due()?
-                .map(|at| Duration::from_millis(at.saturating_sub(now_ms())))
-                .unwrap_or(Duration::from_secs(1))
-                .clamp(Duration::from_millis(20), Duration::from_secs(1));
+            let wait = crate::handoff::next_look(self.queue.entries_next_due()?);
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = stop.changed() => {}

@@ -142,6 +142,15 @@ pub struct Handoff {
 /// delivered it yet) waits before looking again. Waiting is not failing: it never parks.
 pub const WAIT_RETRY: Duration = Duration::from_secs(3);
 
+/// How long a worker of due rows (hand-offs, per-entry commands) sleeps before looking
+/// again: until the next row is due (`next`, ms), between 20 ms and a second, so that new
+/// rows filed meanwhile are seen soon.
+pub(crate) fn next_look(next: Option<u64>) -> Duration {
+    next.map(|at| Duration::from_millis(at.saturating_sub(now_ms())))
+        .unwrap_or(Duration::from_secs(1))
+        .clamp(Duration::from_millis(20), Duration::from_secs(1))
+}
+
 /// What one hand-off came to.
 enum Step {
     Done,
@@ -192,10 +201,7 @@ impl Handoff {
                         break;
                     }
                 }
-                let wait = next
-                    .map(|at| Duration::from_millis(at.saturating_sub(now_ms())))
-                    .unwrap_or(Duration::from_secs(1))
-                    .clamp(Duration::from_millis(20), Duration::from_secs(1));
+                let wait = next_look(next);
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = stop.changed() => {}
