@@ -137,7 +137,7 @@ impl Successor<'_> {
     /// in use. `destination`: the recorded destination must be this one too (a rename; state
     /// found under this destination's own key already names it).
     pub fn may_take(&self, dir: &Path, destination: Option<&str>) -> Result<bool> {
-        use skynet_core::engine::meta;
+        use skynet_core::queue::meta;
         use skynet_core::siblings::{META_DATED, META_INCLUDE};
         let db = skynet_core::queue::database_path(dir);
         if !db.is_file() || MappingLock::is_held(dir) {
@@ -163,7 +163,7 @@ impl Successor<'_> {
         for dir in mapping_dirs(root)? {
             let named = skynet_core::queue::Queue::open(&skynet_core::queue::database_path(&dir))
                 .ok()
-                .and_then(|q| q.meta(skynet_core::engine::meta::NAME).ok().flatten())
+                .and_then(|q| q.meta(skynet_core::queue::meta::NAME).ok().flatten())
                 .is_some_and(|n| !n.is_empty());
             if named && self.may_take(&dir, Some(destination))? {
                 found.push(dir);

@@ -39,7 +39,16 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// A factor in [0.5, 1) that spreads retry delays (see `handler::backoff`): random, or drawn
+/// Nanoseconds since the epoch of a file's mtime, as stored in the ledger.
+/// (Negative before the epoch; saturating where an i64 of nanoseconds ends, in 2262.)
+pub fn mtime_ns(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_nanos().min(i64::MAX as u128) as i64,
+        Err(e) => -(e.duration().as_nanos().min(i64::MAX as u128) as i64),
+    }
+}
+
+/// A factor in [0.5, 1) that spreads retry delays (see `retry::backoff`): random, or drawn
 /// from the simulation's seeded generator.
 pub fn jitter() -> f64 {
     match VIRTUAL.get() {

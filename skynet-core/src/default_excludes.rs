@@ -12,7 +12,7 @@
 //! lines into their filter files.
 
 /// The default exclude globs, matched against each name at any depth (see
-/// [`crate::scan::Filter`]). The README and `--help` list them too (a test in the binary
+/// [`crate::filter::Filter`]). The README and `--help` list them too (a test in the binary
 /// keeps `--help` in step).
 pub const DEFAULT_EXCLUDES: &[&str] = &[
     // Downloads in progress: Firefox, Transmission (*.part); Chrome, Edge, Brave, Opera
@@ -61,8 +61,8 @@ pub fn with_defaults(excludes: &[String]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::filter::Filter;
     use crate::relpath::RelPath;
-    use crate::scan::Filter;
 
     fn p(s: &str) -> RelPath {
         RelPath::from_bytes(s.as_bytes()).unwrap()

@@ -2,7 +2,6 @@
 //! delivered?) and for verifying a delivery before the local copy is removed.
 
 use std::io::Read;
-use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
@@ -24,13 +23,6 @@ pub fn sha256_reader(mut reader: impl Read) -> std::io::Result<Sha256Digest> {
         hasher.update(&buf[..n]);
     }
     Ok(hasher.finalize().into())
-}
-
-/// SHA-256 of the regular file at `path`, opened as every source file is (no link
-/// followed, no FIFO or device read: see [`crate::connection::open_regular`]).
-pub fn sha256_file(path: &Path) -> std::io::Result<Sha256Digest> {
-    let (file, _) = crate::connection::open_regular(path).map_err(std::io::Error::other)?;
-    sha256_reader(file)
 }
 
 /// Lower-case hex, for logs, `ledger list` and the database.

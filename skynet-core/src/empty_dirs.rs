@@ -167,10 +167,11 @@ pub async fn remove_due(
 mod tests {
     use super::*;
     use crate::action::Action;
+    use crate::clock::now_ms;
     use crate::connection::Blocking;
     use crate::local::LocalConnection;
     use crate::merge::Entry;
-    use crate::queue::{now_ms, LedgerUpdate, Outcome};
+    use crate::queue::{LedgerUpdate, Outcome};
 
     fn p(s: &str) -> RelPath {
         RelPath::from_bytes(s.as_bytes()).unwrap()

@@ -12,15 +12,18 @@ use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
 
+use crate::clock::now_ms;
 use crate::connection::Connection;
 use crate::entries::{EntryCommand, EntryOptions, EntryRecorder, EntryStage};
+use crate::filter::{Filter, FilterError};
 use crate::gate::Gate;
 use crate::guard::MaxDelete;
 use crate::handler::{Handler, HandlerConfig, HandlerError, HandlerStatus, Summary};
 use crate::handoff::{Handoff, HandoffOptions};
-use crate::queue::{now_ms, Queue, StateError};
+use crate::queue::meta;
+use crate::queue::{Queue, StateError};
 use crate::relpath::RelPath;
-use crate::scan::{self, Filter, FilterError, ScanError, ScanOptions};
+use crate::scan::{self, ScanError, ScanOptions};
 use crate::send_policy::SendPolicy;
 use crate::siblings::{self, SiblingFinder};
 use crate::source_root::{SourceProblem, SourceRoot};
@@ -116,35 +119,6 @@ impl Default for MappingOptions {
             versions_dir: VersionsDir::default(),
         }
     }
-}
-
-/// Meta keys written to the state database.
-pub mod meta {
-    pub const SOURCE: &str = "source";
-    pub const DESTINATION: &str = "destination";
-    /// The mapping's name (`--name`), empty when unnamed: finds its state after a rename.
-    pub const NAME: &str = "name";
-    pub const HEARTBEAT: &str = "heartbeat_ms";
-    pub const CONNECTED: &str = "connected";
-    pub const LAST_ERROR: &str = "last_error";
-    pub const BYTES_SENT: &str = "bytes_sent";
-    pub const DONE: &str = "actions_done";
-    pub const PID: &str = "pid";
-    /// Bytes per second sent over the last few seconds.
-    pub const RATE: &str = "bytes_per_sec";
-    /// "1" while a run or sync works on the destination; set back to "0" only when it ended
-    /// cleanly (nothing abandoned mid-send, no temporaries stranded). Found at "1" on start,
-    /// it means the previous run died, perhaps leaving temporary files anywhere.
-    pub const RUNNING: &str = "running";
-    /// "1" while a sweep for temporary files (`Connection::sweep_temps`) is due: set on a
-    /// start after a run that died, cleared only once a sweep completed, so a run killed
-    /// before (or during) its sweep hands it on to the next one.
-    pub const SWEEP_TEMPS: &str = "sweep_temps";
-    /// Distinct symlinks skipped since this run started (see `links`).
-    pub const SKIPPED_LINKS: &str = crate::links::SKIPPED_LINKS;
-    /// Why the running daemon has paused this mapping (its source is missing or unmounted);
-    /// empty while it works.
-    pub const PAUSED: &str = "paused";
 }
 
 /// One source folder with its state database.
@@ -273,11 +247,7 @@ impl Mapping {
             opts: EntryOptions {
                 settle,
                 complete_sync: self.opts.complete_sync,
-                max_attempts: h.max_attempts,
-                retry_base: h.retry_base,
-                retry_cap: h.retry_cap,
-                park_base: h.park_base,
-                park_cap: h.park_cap,
+                retry: h.retry,
             },
         })
     }

@@ -35,11 +35,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use tokio::sync::watch;
 
+use crate::clock::now_ms;
 use crate::connection::{Connection, RemoteEntry, SourceFile, Verification};
 use crate::error::ConnError;
-use crate::handler::backoff;
-use crate::queue::{now_ms, EntryRow, Queue, StateError};
+use crate::queue::{EntryRow, Queue, StateError};
 use crate::relpath::RelPath;
+use crate::retry::{next_look, RetryPolicy};
 use crate::source_root::SourceRoot;
 
 /// How long an entry that waits (files under it still queued or held) waits before the
@@ -60,13 +61,6 @@ pub trait EntryCommand: Send + Sync {
     async fn delete_entry(&self, entry: &RelPath) -> Result<(), ConnError>;
 }
 
-/// The top-level entry holding `path`: its first component.
-pub fn entry_of(path: &RelPath) -> RelPath {
-    let bytes = path.as_bytes();
-    let first = bytes.split(|b| *b == b'/').next().unwrap_or(bytes);
-    RelPath::from_bytes(first).unwrap_or_else(|_| path.clone())
-}
-
 /// The file-level destination of a per-entry mapping: each action records that the entries
 /// it touches changed (see the module documentation). It cannot read anything back, so a
 /// hand-off is never approved through it.
@@ -82,12 +76,12 @@ impl EntryRecorder {
 
     fn changed(&self, path: &RelPath) -> Result<(), ConnError> {
         self.queue
-            .entry_changed(&entry_of(path))
+            .entry_changed(&path.top_level())
             .map_err(|e| ConnError::transient(format!("recording a change of {path}: {e}")))
     }
 
     fn cannot_read_back(&self, what: &str) -> ConnError {
-        crate::exec::cannot_read_back(&self.describe(), what)
+        ConnError::cannot_read_back(&self.describe(), what)
     }
 }
 
@@ -139,12 +133,8 @@ pub struct EntryOptions {
     pub settle: Duration,
     /// Run the delete command for entries the source no longer has.
     pub complete_sync: bool,
-    pub max_attempts: u32,
-    pub retry_base: Duration,
-    pub retry_cap: Duration,
-    /// The backoff of a parked entry's next try.
-    pub park_base: Duration,
-    pub park_cap: Duration,
+    /// When a failed command is tried again, and when its entry is parked.
+    pub retry: RetryPolicy,
 }
 
 /// What a stage's work came to.
@@ -309,7 +299,7 @@ impl EntryStage {
                 }
                 continue;
             }
-            let wait = crate::handoff::next_look(self.queue.entries_next_due()?);
+            let wait = next_look(self.queue.entries_next_due()?);
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = stop.changed() => {}
@@ -403,16 +393,12 @@ impl EntryStage {
 
     /// Schedules the next try of `row` with backoff, parking it after `max_attempts`.
     fn failed(&self, row: &EntryRow, why: &str) -> Result<(), StateError> {
-        let o = &self.opts;
-        let park = row.parked || row.attempts + 1 >= o.max_attempts;
+        let r = &self.opts.retry;
+        let park = row.parked || r.parks(row.attempts);
         let delay = if park {
-            backoff(
-                o.park_base,
-                o.park_cap,
-                row.attempts.saturating_sub(o.max_attempts),
-            )
+            r.park_delay(row.attempts.saturating_sub(r.max_attempts))
         } else {
-            backoff(o.retry_base, o.retry_cap, row.attempts)
+            r.retry_delay(row.attempts)
         };
         if park {
             tracing::error!(entry = %row.entry, error = %why, retry_in = ?delay, "entry parked as failed");
@@ -427,13 +413,6 @@ impl EntryStage {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_entry_of_a_path_is_its_first_component() {
-        let rel = |s: &str| RelPath::from_bytes(s.as_bytes()).expect("valid");
-        assert_eq!(entry_of(&rel("album/cd1/01.flac")), rel("album"));
-        assert_eq!(entry_of(&rel("single.txt")), rel("single.txt"));
-    }
 
     /// A file rewritten in place with its old size and an old mtime still moves the print
     /// forward (ctime); a link at the top is not an entry; a missing one is gone.
@@ -510,11 +489,13 @@ mod tests {
                 opts: EntryOptions {
                     settle: Duration::ZERO,
                     complete_sync,
-                    max_attempts: 3,
-                    retry_base: Duration::from_millis(1),
-                    retry_cap: Duration::from_millis(1),
-                    park_base: Duration::from_millis(1),
-                    park_cap: Duration::from_millis(1),
+                    retry: RetryPolicy {
+                        max_attempts: 3,
+                        base: Duration::from_millis(1),
+                        cap: Duration::from_millis(1),
+                        park_base: Duration::from_millis(1),
+                        park_cap: Duration::from_millis(1),
+                    },
                 },
             };
             let away = dir.path().join("away");

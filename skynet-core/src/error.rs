@@ -62,6 +62,14 @@ impl ConnError {
         Self::new(ErrorKind::RemoteMissing, message)
     }
 
+    /// Why a command destination (per file or per entry) refuses `what` (`stat`, `read`,
+    /// `list`, `verify`): permanent, so that a hand-off can never be approved without evidence.
+    pub fn cannot_read_back(describe: &str, what: &str) -> Self {
+        Self::permanent(format!(
+            "{describe}: {what}: the command destination cannot read back what it delivered"
+        ))
+    }
+
     /// Classifies a local or local-like I/O error about `what` (a path or operation).
     ///
     /// "Not found" is transient: on the destination side it means a parent vanished under

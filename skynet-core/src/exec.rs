@@ -127,16 +127,8 @@ impl ExecConnection {
     }
 
     fn cannot_read_back(&self, what: &str) -> ConnError {
-        cannot_read_back(&self.describe(), what)
+        ConnError::cannot_read_back(&self.describe(), what)
     }
-}
-
-/// Why a command destination (per file or per entry) refuses `what` (`stat`, `read`, `list`,
-/// `verify`): permanent, so that a hand-off can never be approved without evidence.
-pub(crate) fn cannot_read_back(describe: &str, what: &str) -> ConnError {
-    ConnError::permanent(format!(
-        "{describe}: {what}: the command destination cannot read back what it delivered"
-    ))
 }
 
 /// The one place where a command's failure becomes a [`ConnError`] kind: a program that

@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime};
 use chrono::format::{Item, StrftimeItems};
 use chrono::{Local, NaiveDate, TimeZone};
 
-use crate::queue::mtime_ns;
+use crate::clock::mtime_ns;
 use crate::relpath::RelPath;
 
 /// A dated-name pattern that cannot serve.

@@ -25,14 +25,16 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 
 use crate::action::{Action, ActionKind};
+use crate::clock::{mtime_ns, now_ms};
 use crate::connection::{Connection, SourceError, SourceFile};
 use crate::digest::Sha256Digest;
 use crate::empty_dirs::{self, PassEnd};
-use crate::engine::meta;
 use crate::error::{ConnError, ErrorKind};
 use crate::merge::Entry;
-use crate::queue::{mtime_ns, now_ms, Claimed, LedgerUpdate, Outcome, Queue, StateError};
+use crate::queue::meta;
+use crate::queue::{Claimed, LedgerUpdate, Outcome, Queue, StateError};
 use crate::relpath::RelPath;
+use crate::retry::{backoff, RetryPolicy, DEFAULT_WORKERS};
 use crate::scan;
 use crate::send_policy::{SendPolicy, Verdict};
 use crate::source_root::SourceRoot;
@@ -42,16 +44,8 @@ use crate::source_root::SourceRoot;
 pub struct HandlerConfig {
     /// Actions executing at once.
     pub workers: usize,
-    /// Failed attempts after which a transient error parks the action.
-    pub max_attempts: u32,
-    pub retry_base: Duration,
-    pub retry_cap: Duration,
-    /// How long a parked action waits before another episode of `max_attempts` on its own,
-    /// doubled at each park up to `park_cap`: rclone retries on every run, and a fixed
-    /// server or a freed disk should not need `queue retry`. (A change of its file, or the
-    /// next start, brings it back at once.)
-    pub park_base: Duration,
-    pub park_cap: Duration,
+    /// When a failed action is tried again, and when it is parked.
+    pub retry: RetryPolicy,
     pub reconnect_base: Duration,
     pub reconnect_cap: Duration,
     /// Acknowledge at the latest after this many results or this much time.
@@ -75,12 +69,8 @@ pub struct HandlerConfig {
 impl Default for HandlerConfig {
     fn default() -> Self {
         HandlerConfig {
-            workers: 4,
-            max_attempts: 5,
-            retry_base: Duration::from_secs(1),
-            retry_cap: Duration::from_secs(300),
-            park_base: Duration::from_secs(300),
-            park_cap: Duration::from_secs(3600),
+            workers: DEFAULT_WORKERS,
+            retry: RetryPolicy::default(),
             reconnect_base: Duration::from_millis(500),
             reconnect_cap: Duration::from_secs(30),
             ack_batch: 512,
@@ -715,7 +705,7 @@ impl Handler {
                 self.queue.request_dirs_check();
             }
             PassEnd::Failed(e) => {
-                let delay = backoff(self.cfg.retry_base, self.cfg.retry_cap, dirs.attempt);
+                let delay = self.cfg.retry.retry_delay(dirs.attempt);
                 dirs.attempt = dirs.attempt.saturating_add(1);
                 tracing::warn!(error = %e.message, retry_in = ?delay, "cannot remove a directory the source no longer has; will try again");
                 self.status.set_error(&e.message);
@@ -945,9 +935,9 @@ impl Handler {
             // "Not found" from the destination for anything but a move's source is a failed
             // write like any other: it says nothing about the local file.
             ErrorKind::Transient | ErrorKind::RemoteMissing
-                if claimed.attempts + 1 < self.cfg.max_attempts =>
+                if !self.cfg.retry.parks(claimed.attempts) =>
             {
-                let delay = backoff(self.cfg.retry_base, self.cfg.retry_cap, claimed.attempts);
+                let delay = self.cfg.retry.retry_delay(claimed.attempts);
                 tracing::warn!(action = %claimed.action, error = %error.message, retry_in = ?delay, "will retry");
                 let ready_at = now_ms() + delay.as_millis() as u64;
                 Outcome::Retry {
@@ -958,7 +948,7 @@ impl Handler {
                 }
             }
             ErrorKind::Transient | ErrorKind::RemoteMissing | ErrorKind::Permanent => {
-                let delay = backoff(self.cfg.park_base, self.cfg.park_cap, claimed.parks);
+                let delay = self.cfg.retry.park_delay(claimed.parks);
                 tracing::error!(action = %claimed.action, error = %error.message, retry_in = ?delay, "parked as failed");
                 self.status.actions_failed.fetch_add(1, Ordering::Relaxed);
                 self.status.failed_by_kind.add(kind, 1);
@@ -1038,7 +1028,7 @@ impl Handler {
 fn resend_within(
     queue: &Queue,
     root: &Path,
-    filter: &crate::scan::Filter,
+    filter: &crate::filter::Filter,
     path: &RelPath,
     delete_first: bool,
 ) -> Result<(), StateError> {
@@ -1055,14 +1045,6 @@ fn resend_within(
         queue.push_repair(&entries)?;
     }
     Ok(())
-}
-
-/// Capped exponential backoff with jitter (50–100% of the step), so many clients that lost
-/// the same server do not all come back at the same instant.
-pub fn backoff(base: Duration, cap: Duration, attempt: u32) -> Duration {
-    let step = base.saturating_mul(1u32 << attempt.min(20)).min(cap);
-    let jitter = crate::clock::jitter();
-    step.mul_f64(jitter)
 }
 
 /// What one worker task executes.

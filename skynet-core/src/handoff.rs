@@ -34,13 +34,14 @@ use tokio::sync::watch;
 
 use crate::action::{Action, ActionKind};
 use crate::argv::{Template, Vars};
+use crate::clock::{mtime_ns, now_ms};
 use crate::command;
 use crate::connection::{Connection, SourceFile, Verification};
 use crate::error::ErrorKind;
-use crate::handler::backoff;
 use crate::merge::Entry;
-use crate::queue::{mtime_ns, now_ms, HandoffRow, Queue, StateError};
+use crate::queue::{HandoffRow, Queue, StateError};
 use crate::relpath::RelPath;
+use crate::retry::{next_look, RetryPolicy};
 use crate::siblings::SiblingFinder;
 
 mod removal;
@@ -92,9 +93,9 @@ pub struct HandoffOptions {
     pub on_delivered: Option<Arc<dyn DeliveredHook>>,
     /// Wait this long after delivery before handing off (keep local copies a while).
     pub delay: Duration,
-    pub max_attempts: u32,
-    pub retry_base: Duration,
-    pub retry_cap: Duration,
+    /// When a failed hand-off is tried again and when it is parked (hand-offs park for good:
+    /// `park_base`/`park_cap` are not used).
+    pub retry: RetryPolicy,
 }
 
 impl Default for HandoffOptions {
@@ -103,9 +104,7 @@ impl Default for HandoffOptions {
             remove_source: false,
             on_delivered: None,
             delay: Duration::ZERO,
-            max_attempts: 5,
-            retry_base: Duration::from_secs(1),
-            retry_cap: Duration::from_secs(300),
+            retry: RetryPolicy::default(),
         }
     }
 }
@@ -141,15 +140,6 @@ pub struct Handoff {
 /// How long a hand-off that waits (a writer has the file open, a sibling mapping has not
 /// delivered it yet) waits before looking again. Waiting is not failing: it never parks.
 pub const WAIT_RETRY: Duration = Duration::from_secs(3);
-
-/// How long a worker of due rows (hand-offs, per-entry commands) sleeps before looking
-/// again: until the next row is due (`next`, ms), between 20 ms and a second, so that new
-/// rows filed meanwhile are seen soon.
-pub(crate) fn next_look(next: Option<u64>) -> Duration {
-    next.map(|at| Duration::from_millis(at.saturating_sub(now_ms())))
-        .unwrap_or(Duration::from_secs(1))
-        .clamp(Duration::from_millis(20), Duration::from_secs(1))
-}
 
 /// What one hand-off came to.
 enum Step {
@@ -354,8 +344,8 @@ impl Handoff {
     /// Schedules the next try of `row` with backoff; `counts`: this try counts toward
     /// parking it.
     fn failed(&self, row: &HandoffRow, why: &str, counts: bool) -> Result<(), StateError> {
-        let park = counts && row.attempts + 1 >= self.opts.max_attempts;
-        let delay = backoff(self.opts.retry_base, self.opts.retry_cap, row.attempts);
+        let park = counts && self.opts.retry.parks(row.attempts);
+        let delay = self.opts.retry.retry_delay(row.attempts);
         if park {
             tracing::error!(path = %row.path, error = %why, "hand-off parked; the local file is kept");
         } else {

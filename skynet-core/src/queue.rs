@@ -18,11 +18,12 @@ use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rusqlite::{params, OptionalExtension, Transaction};
 
 use crate::action::{Action, ActionKind};
+use crate::clock::now_ms;
 use crate::connection::FileIdentity;
 use crate::guard::MaxDelete;
 use crate::merge::{self, Change, Entry, PendingView, Queued};
@@ -33,6 +34,7 @@ mod dest_dirs;
 mod entries;
 mod handoff;
 mod ledger_rows;
+pub mod meta;
 #[cfg(test)]
 mod rename_cycles;
 mod versions;
@@ -100,20 +102,6 @@ pub enum StateError {
 
 /// The meta key of [`Queue::vanished`], counted in the transaction that settles each send.
 const VANISHED_KEY: &str = "vanished";
-
-/// Milliseconds since the Unix epoch, the unit of every time in the database.
-pub fn now_ms() -> u64 {
-    crate::clock::now_ms()
-}
-
-/// Nanoseconds since the epoch of a file's mtime, as stored in the ledger.
-/// (Negative before the epoch; saturating where an i64 of nanoseconds ends, in 2262.)
-pub fn mtime_ns(t: SystemTime) -> i64 {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => d.as_nanos().min(i64::MAX as u128) as i64,
-        Err(e) => -(e.duration().as_nanos().min(i64::MAX as u128) as i64),
-    }
-}
 
 /// An action handed to the handler.
 #[derive(Debug, Clone, PartialEq, Eq)]

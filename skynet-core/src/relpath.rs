@@ -120,6 +120,15 @@ impl RelPath {
         Some(RelPath(self.0[..pos].to_vec()))
     }
 
+    /// The top-level entry holding `self`: its first component (`album` for
+    /// `album/cd1/01.flac`, itself for a top-level name).
+    pub fn top_level(&self) -> RelPath {
+        match self.0.iter().position(|b| *b == b'/') {
+            Some(pos) => RelPath(self.0[..pos].to_vec()),
+            None => self.clone(),
+        }
+    }
+
     /// The last component.
     pub fn file_name(&self) -> &[u8] {
         match self.0.iter().rposition(|b| *b == b'/') {
@@ -193,6 +202,12 @@ mod tests {
 
     fn p(s: &str) -> RelPath {
         RelPath::from_bytes(s.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn the_top_level_entry_of_a_path_is_its_first_component() {
+        assert_eq!(p("album/cd1/01.flac").top_level(), p("album"));
+        assert_eq!(p("single.txt").top_level(), p("single.txt"));
     }
 
     #[test]

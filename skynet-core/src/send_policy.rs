@@ -15,10 +15,10 @@ use std::sync::Arc;
 use crate::connection::SourceFile;
 use crate::digest::Sha256Digest;
 use crate::error::ConnError;
+use crate::filter::Filter;
 use crate::gate::{Admission, Gate};
 use crate::queue::Queue;
 use crate::relpath::RelPath;
-use crate::scan::Filter;
 
 /// The per-mapping rules; the default sends everything and propagates deletes.
 #[derive(Clone)]
@@ -106,9 +106,10 @@ impl SendPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::now_ms;
     use crate::gate::DatedNames;
     use crate::merge::Entry;
-    use crate::queue::{now_ms, LedgerUpdate, Outcome};
+    use crate::queue::{LedgerUpdate, Outcome};
     use crate::Action;
     use std::time::Duration;
 
@@ -183,7 +184,7 @@ mod tests {
             ledger: LedgerUpdate::Sent {
                 path: p("c"),
                 size: f.size,
-                mtime_ns: crate::queue::mtime_ns(f.mtime),
+                mtime_ns: crate::clock::mtime_ns(f.mtime),
                 hash: Some(hash),
                 identity: None,
             },

@@ -30,9 +30,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::clock::now_ms;
 use crate::connection::{Connection, RemoteEntry, SourceFile, Verification};
 use crate::error::{ConnError, ErrorKind};
-use crate::queue::{now_ms, Queue, StateError};
+use crate::queue::{Queue, StateError};
 use crate::relpath::RelPath;
 
 /// The folder at the destination root that holds the versions, unless configured.

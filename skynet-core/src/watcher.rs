@@ -25,10 +25,12 @@ use notify::{Event, EventKind, RecursiveMode, Watcher as _};
 use tokio::sync::Notify;
 
 use crate::action::Action;
+use crate::clock::now_ms;
+use crate::filter::Filter;
 use crate::merge::Entry;
-use crate::queue::{now_ms, Queue};
+use crate::queue::Queue;
 use crate::relpath::RelPath;
-use crate::scan::{self, Filter, ScanOptions};
+use crate::scan::{self, ScanOptions};
 
 /// How long a rename's "from" half waits for its "to" half.
 pub const RENAME_PAIRING: Duration = Duration::from_millis(300);

@@ -31,7 +31,10 @@ async fn replayed_directory_rename_leaves_no_stale_files() {
         complete_sync: true,
         settle: std::time::Duration::ZERO,
         handler: HandlerConfig {
-            retry_base: std::time::Duration::from_millis(10),
+            retry: skynet_core::retry::RetryPolicy {
+                base: std::time::Duration::from_millis(10),
+                ..Default::default()
+            },
             ..HandlerConfig::default()
         },
         ..MappingOptions::default()

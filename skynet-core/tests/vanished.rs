@@ -107,9 +107,12 @@ fn setup(files: &[&str]) -> Setup {
         settle: Duration::ZERO,
         handler: HandlerConfig {
             workers: 1,
-            max_attempts: 3,
-            retry_base: Duration::from_millis(1),
-            retry_cap: Duration::from_millis(5),
+            retry: skynet_core::retry::RetryPolicy {
+                max_attempts: 3,
+                base: Duration::from_millis(1),
+                cap: Duration::from_millis(5),
+                ..Default::default()
+            },
             ..HandlerConfig::default()
         },
         ..MappingOptions::default()

@@ -558,7 +558,7 @@ impl Inner {
 }
 
 /// Nanoseconds since the Unix epoch (negative before it), the resume table's mtime.
-pub(crate) use skynet_core::queue::mtime_ns;
+pub(crate) use skynet_core::clock::mtime_ns;
 
 /// `seconds.nanoseconds` for the mtime metadata.
 pub(crate) fn mtime_text(t: SystemTime) -> String {

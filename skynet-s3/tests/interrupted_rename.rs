@@ -55,7 +55,10 @@ fn opts() -> MappingOptions {
         complete_sync: true,
         settle: Duration::ZERO,
         handler: HandlerConfig {
-            retry_base: Duration::from_millis(10),
+            retry: skynet_core::retry::RetryPolicy {
+                base: Duration::from_millis(10),
+                ..Default::default()
+            },
             ..HandlerConfig::default()
         },
         ..MappingOptions::default()

@@ -4,8 +4,8 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use skynet_core::engine::meta;
 use skynet_core::merge::Entry;
+use skynet_core::queue::meta;
 use skynet_core::queue::{Forget, Queue};
 use skynet_core::{Action, RelPath};
 

@@ -18,6 +18,7 @@ use skynet_core::argv::Template;
 use skynet_core::command::ChildEnv;
 use skynet_core::gate::{DatedNames, Gate};
 use skynet_core::handoff::{CommandHook, HandoffOptions};
+use skynet_core::retry::RetryPolicy;
 use skynet_core::{Connection, HandlerConfig, Mapping, MappingOptions, Throttled};
 
 use crate::cli::{ExecPer, MappingArgs};
@@ -80,14 +81,14 @@ pub async fn prepare(
     let opts = mapping_options(args)?;
     let mut mapping = Mapping::open(&source, &state_dir, opts)?;
     mapping.queue().set_meta(
-        skynet_core::engine::meta::SOURCE,
+        skynet_core::queue::meta::SOURCE,
         &source.display().to_string(),
     )?;
     mapping
         .queue()
-        .set_meta(skynet_core::engine::meta::DESTINATION, &identity)?;
+        .set_meta(skynet_core::queue::meta::DESTINATION, &identity)?;
     mapping.queue().set_meta(
-        skynet_core::engine::meta::NAME,
+        skynet_core::queue::meta::NAME,
         args.name.as_deref().unwrap_or_default(),
     )?;
     if destination_is_per_file(&destination, args) {
@@ -246,7 +247,7 @@ fn locate_state(
             let recorded =
                 skynet_core::queue::Queue::open(&skynet_core::queue::database_path(&dir))
                     .ok()
-                    .and_then(|q| q.meta(skynet_core::engine::meta::SOURCE).ok().flatten())
+                    .and_then(|q| q.meta(skynet_core::queue::meta::SOURCE).ok().flatten())
                     .unwrap_or_default();
             if recorded != source.to_string_lossy() {
                 anyhow::bail!(
@@ -400,9 +401,9 @@ pub fn excludes(args: &MappingArgs) -> Vec<String> {
 }
 
 /// The files the mapping takes, as the engine judges them (for `baseline`).
-pub fn filter(args: &MappingArgs) -> Result<skynet_core::scan::Filter> {
+pub fn filter(args: &MappingArgs) -> Result<skynet_core::filter::Filter> {
     Ok(
-        skynet_core::scan::Filter::with_case(&excludes(args), args.filters.ignore_case)?
+        skynet_core::filter::Filter::with_case(&excludes(args), args.filters.ignore_case)?
             .with_includes(&args.filters.includes)?,
     )
 }
@@ -414,12 +415,18 @@ pub fn mapping_options(args: &MappingArgs) -> Result<MappingOptions> {
     let defaults = HandlerConfig::default();
     let handler = HandlerConfig {
         workers: args.workers.unwrap_or(defaults.workers).max(1),
-        max_attempts: args.max_attempts.unwrap_or(defaults.max_attempts).max(1),
-        retry_base: args.retry_delay.unwrap_or(defaults.retry_base),
-        park_base: args.retry_failed_after.unwrap_or(defaults.park_base),
-        park_cap: args
-            .retry_failed_after
-            .map_or(defaults.park_cap, |d| d.max(defaults.park_cap)),
+        retry: RetryPolicy {
+            max_attempts: args
+                .max_attempts
+                .unwrap_or(defaults.retry.max_attempts)
+                .max(1),
+            base: args.retry_delay.unwrap_or(defaults.retry.base),
+            park_base: args.retry_failed_after.unwrap_or(defaults.retry.park_base),
+            park_cap: args
+                .retry_failed_after
+                .map_or(defaults.retry.park_cap, |d| d.max(defaults.retry.park_cap)),
+            ..defaults.retry
+        },
         reconnect_cap: args.reconnect_max.unwrap_or(defaults.reconnect_cap),
         reconnect_base: args
             .reconnect_max
@@ -474,9 +481,7 @@ pub fn mapping_options(args: &MappingArgs) -> Result<MappingOptions> {
             remove_source: args.remove_source,
             on_delivered,
             delay: args.handoff_delay.unwrap_or_default(),
-            max_attempts: handler.max_attempts,
-            retry_base: handler.retry_base,
-            retry_cap: handler.retry_cap,
+            retry: handler.retry,
         },
     })
 }
@@ -504,7 +509,7 @@ mod tests {
         // An earlier version's database: its source recorded, and something queued.
         let db = skynet_core::queue::database_path(&old);
         let queue = skynet_core::queue::Queue::open(&db).unwrap();
-        let meta = skynet_core::engine::meta::SOURCE;
+        let meta = skynet_core::queue::meta::SOURCE;
         queue.set_meta(meta, &source.display().to_string()).unwrap();
         queue.set_meta("marker", "queued work").unwrap();
         drop(queue);

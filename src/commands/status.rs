@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use anyhow::Result;
 use serde::Serialize;
-use skynet_core::engine::meta;
+use skynet_core::clock::now_ms;
+use skynet_core::queue::meta;
 use skynet_core::queue::HandoffRow;
-use skynet_core::queue::{now_ms, today, EntryRow, Queue, QueueRow};
+use skynet_core::queue::{today, EntryRow, Queue, QueueRow};
 
 use crate::exit::Exit;
 use crate::out::outln;

@@ -153,7 +153,7 @@ fn option(key: &str, value: &toml::Value) -> Result<()> {
         })?;
     // Globs are compiled by the engine; a bad one is found here, with its line.
     if let Some(globs) = parsed_globs(key, value) {
-        skynet_core::scan::Filter::new(&globs).map_err(|e| anyhow!("{e}"))?;
+        skynet_core::filter::Filter::new(&globs).map_err(|e| anyhow!("{e}"))?;
     }
     Ok(())
 }

@@ -8,10 +8,11 @@ use std::sync::Arc;
 use super::Step;
 use crate::action::Action;
 use crate::beneath;
+use crate::clock::mtime_ns;
 use crate::connection::FileIdentity;
 use crate::merge::Entry;
 use crate::open_writers::OpenWriters;
-use crate::queue::{mtime_ns, HandoffRow, Queue, StateError};
+use crate::queue::{HandoffRow, Queue, StateError};
 use crate::relpath::RelPath;
 use crate::siblings::{Sibling, SiblingFinder};
 

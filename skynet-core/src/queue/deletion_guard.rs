@@ -211,8 +211,8 @@ impl Queue {
 mod tests {
     use super::*;
     use crate::action::Action;
+    use crate::clock::now_ms;
     use crate::merge::Entry;
-    use crate::queue::now_ms;
 
     fn p(s: &str) -> RelPath {
         RelPath::from_bytes(s.as_bytes()).unwrap()

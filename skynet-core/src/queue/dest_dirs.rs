@@ -295,8 +295,9 @@ pub(super) struct DirState {
 mod tests {
     use super::*;
     use crate::action::Action;
+    use crate::clock::now_ms;
     use crate::merge::Entry;
-    use crate::queue::{now_ms, Outcome};
+    use crate::queue::Outcome;
 
     fn p(s: &str) -> RelPath {
         RelPath::from_bytes(s.as_bytes()).unwrap()

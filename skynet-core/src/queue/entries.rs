@@ -202,7 +202,7 @@ impl Queue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queue::now_ms;
+    use crate::clock::now_ms;
 
     fn queue() -> (tempfile::TempDir, Queue) {
         let dir = tempfile::tempdir().expect("temp dir");

@@ -126,7 +126,7 @@ fn version_params(row: &HandoffRow) -> impl rusqlite::Params + '_ {
         id.map(|i| i.ctime_ns),
         id.map(|i| i.ino as i64),
         id.map(|i| i.dev as i64),
-        crate::entries::entry_of(&row.path).as_bytes().to_vec(),
+        row.path.top_level().as_bytes().to_vec(),
     )
 }
 
@@ -303,8 +303,9 @@ impl Queue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::now_ms;
     use crate::merge::Entry;
-    use crate::queue::{now_ms, LedgerUpdate, Outcome};
+    use crate::queue::{LedgerUpdate, Outcome};
     use crate::Action;
 
     fn p(s: &str) -> RelPath {

@@ -18,15 +18,17 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::{watch, Notify};
 
-use super::{mtime_ns, Queue};
+use super::Queue;
 use crate::action::Action;
+use crate::clock::mtime_ns;
 use crate::connection::{Blocking, Connection, RemoteEntry, SourceFile};
 use crate::error::ConnError;
+use crate::filter::Filter;
 use crate::handler::{Handler, HandlerConfig};
 use crate::local::LocalConnection;
 use crate::merge::Entry;
 use crate::relpath::RelPath;
-use crate::scan::{self, Filter, ScanOptions};
+use crate::scan::{self, ScanOptions};
 use crate::send_policy::SendPolicy;
 
 /// One local change and the event the watcher files for it.
@@ -258,8 +260,11 @@ fn drain(world: &World, q: Arc<Queue>, recovered: Vec<RelPath>, crash_after: Opt
     });
     let cfg = HandlerConfig {
         workers: 1,
-        retry_base: Duration::from_millis(5),
-        retry_cap: Duration::from_millis(20),
+        retry: crate::retry::RetryPolicy {
+            base: Duration::from_millis(5),
+            cap: Duration::from_millis(20),
+            ..Default::default()
+        },
         ack_delay: Duration::from_millis(5),
         exit_when_drained: true,
         complete_sync: true,

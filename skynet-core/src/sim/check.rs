@@ -4,8 +4,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::path::Path;
 
+use crate::clock::mtime_ns;
 use crate::connection::{is_temp_name, Connection};
-use crate::queue::{mtime_ns, Queue};
+use crate::queue::Queue;
 use crate::relpath::RelPath;
 
 /// Which invariant a history broke, and how.
