@@ -23,7 +23,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use skynet_core::handler::HandlerStatus;
-use skynet_core::queue::Queue;
+use skynet_core::state::Queue;
 use skynet_core::ActionKind;
 
 use crate::commands::status;

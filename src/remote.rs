@@ -49,7 +49,7 @@ pub async fn s3(
     if let Some(timeout) = args.connection.timeout {
         cfg.read_timeout = timeout;
     }
-    cfg.state_db = Some(skynet_core::queue::database_path(state_dir));
+    cfg.state_db = Some(skynet_core::state::database_path(state_dir));
     let url = cfg.url();
     let conn = skynet_s3::S3Connection::new(cfg)
         .await

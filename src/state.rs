@@ -56,7 +56,7 @@ pub fn mapping_name(source: &Path, destination: &str) -> String {
 /// journal files the database's mode). Looser modes, left by older versions, are tightened
 /// with one warning.
 pub fn make_private(dir: &Path) -> Result<()> {
-    let db = skynet_core::queue::database_path(dir);
+    let db = skynet_core::state::database_path(dir);
     OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -137,13 +137,13 @@ impl Successor<'_> {
     /// in use. `destination`: the recorded destination must be this one too (a rename; state
     /// found under this destination's own key already names it).
     pub fn may_take(&self, dir: &Path, destination: Option<&str>) -> Result<bool> {
-        use skynet_core::queue::meta;
         use skynet_core::siblings::{META_DATED, META_INCLUDE};
-        let db = skynet_core::queue::database_path(dir);
+        use skynet_core::state::meta;
+        let db = skynet_core::state::database_path(dir);
         if !db.is_file() || MappingLock::is_held(dir) {
             return Ok(false);
         }
-        let Ok(queue) = skynet_core::queue::Queue::open(&db) else {
+        let Ok(queue) = skynet_core::state::Queue::open(&db) else {
             return Ok(false);
         };
         let recorded = |key| queue.meta(key).map(Option::unwrap_or_default);
@@ -161,9 +161,9 @@ impl Successor<'_> {
     pub fn renamed_from(&self, root: &Path, destination: &str) -> Result<Vec<PathBuf>> {
         let mut found = Vec::new();
         for dir in mapping_dirs(root)? {
-            let named = skynet_core::queue::Queue::open(&skynet_core::queue::database_path(&dir))
+            let named = skynet_core::state::Queue::open(&skynet_core::state::database_path(&dir))
                 .ok()
-                .and_then(|q| q.meta(skynet_core::queue::meta::NAME).ok().flatten())
+                .and_then(|q| q.meta(skynet_core::state::meta::NAME).ok().flatten())
                 .is_some_and(|n| !n.is_empty());
             if named && self.may_take(&dir, Some(destination))? {
                 found.push(dir);
@@ -190,7 +190,7 @@ impl std::error::Error for Busy {}
 /// the old one exists: the destination's identity was normalised, and its queued work must
 /// not be forgotten.
 pub fn adopt_legacy(old: &Path, new: &Path) -> Result<()> {
-    if new.exists() || !skynet_core::queue::database_path(old).is_file() {
+    if new.exists() || !skynet_core::state::database_path(old).is_file() {
         return Ok(());
     }
     if MappingLock::is_held(old) {
@@ -223,7 +223,7 @@ pub fn mapping_dirs(root: &Path) -> Result<Vec<PathBuf>> {
     };
     let mut out: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| skynet_core::queue::database_path(p).is_file())
+        .filter(|p| skynet_core::state::database_path(p).is_file())
         .collect();
     out.sort();
     Ok(out)

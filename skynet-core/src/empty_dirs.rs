@@ -28,9 +28,9 @@ use std::path::Path;
 
 use crate::connection::Connection;
 use crate::error::ConnError;
-use crate::queue::{DirVerdict, Queue, StateError};
 use crate::relpath::RelPath;
 use crate::source_root::SourceRoot;
+use crate::state::{DirVerdict, Queue, StateError};
 
 /// How a look at the filed directories ended.
 #[derive(Debug)]
@@ -171,7 +171,7 @@ mod tests {
     use crate::connection::Blocking;
     use crate::local::LocalConnection;
     use crate::merge::Entry;
-    use crate::queue::{LedgerUpdate, Outcome};
+    use crate::state::{LedgerUpdate, Outcome};
 
     fn p(s: &str) -> RelPath {
         RelPath::from_bytes(s.as_bytes()).unwrap()

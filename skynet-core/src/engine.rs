@@ -20,13 +20,13 @@ use crate::gate::Gate;
 use crate::guard::MaxDelete;
 use crate::handler::{Handler, HandlerConfig, HandlerError, HandlerStatus, Summary};
 use crate::handoff::{Handoff, HandoffOptions};
-use crate::queue::meta;
-use crate::queue::{Queue, StateError};
 use crate::relpath::RelPath;
 use crate::scan::{self, ScanError, ScanOptions};
 use crate::send_policy::SendPolicy;
 use crate::siblings::{self, SiblingFinder};
 use crate::source_root::{SourceProblem, SourceRoot};
+use crate::state::meta;
+use crate::state::{Queue, StateError};
 use crate::versions::{Versioned, VersionsDir};
 use crate::watcher::{WatchError, WatchOptions, Watcher};
 
@@ -158,7 +158,7 @@ impl Mapping {
             path: state_dir.display().to_string(),
             source,
         })?;
-        let db_path = crate::queue::database_path(state_dir);
+        let db_path = crate::state::database_path(state_dir);
         let queue = Arc::new(Queue::open(&db_path)?);
         let db_id = file_id(&db_path);
         let mut excludes = opts.excludes.clone();
@@ -410,7 +410,7 @@ impl Mapping {
     /// What `sync --dry-run` would queue: the catch-up scan of a throw-away copy of the
     /// state database, with the guard's verdict. Nothing is connected, sent or recorded;
     /// what the destination holds is taken from the ledger.
-    pub fn dry_run(&self) -> Result<Vec<crate::queue::QueueRow>, EngineError> {
+    pub fn dry_run(&self) -> Result<Vec<crate::state::QueueRow>, EngineError> {
         let copy = self.queue.snapshot()?;
         SourceRoot::establish(&self.source, &copy)??;
         copy.recover()?;

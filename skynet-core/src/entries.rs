@@ -38,10 +38,10 @@ use tokio::sync::watch;
 use crate::clock::now_ms;
 use crate::connection::{Connection, RemoteEntry, SourceFile, Verification};
 use crate::error::ConnError;
-use crate::queue::{EntryRow, Queue, StateError};
 use crate::relpath::RelPath;
 use crate::retry::{next_look, RetryPolicy};
 use crate::source_root::SourceRoot;
+use crate::state::{EntryRow, Queue, StateError};
 
 /// How long an entry that waits (files under it still queued or held) waits before the
 /// next look. Waiting is not failing: it never parks.

@@ -31,13 +31,13 @@ use crate::digest::Sha256Digest;
 use crate::empty_dirs::{self, PassEnd};
 use crate::error::{ConnError, ErrorKind};
 use crate::merge::Entry;
-use crate::queue::meta;
-use crate::queue::{Claimed, LedgerUpdate, Outcome, Queue, StateError};
 use crate::relpath::RelPath;
 use crate::retry::{backoff, RetryPolicy, DEFAULT_WORKERS};
 use crate::scan;
 use crate::send_policy::{SendPolicy, Verdict};
 use crate::source_root::SourceRoot;
+use crate::state::meta;
+use crate::state::{Claimed, LedgerUpdate, Outcome, Queue, StateError};
 
 /// Tuning of the handler. The defaults suit a daemon; tests shorten the delays.
 #[derive(Debug, Clone)]

@@ -39,10 +39,10 @@ use crate::command;
 use crate::connection::{Connection, SourceFile, Verification};
 use crate::error::ErrorKind;
 use crate::merge::Entry;
-use crate::queue::{HandoffRow, Queue, StateError};
 use crate::relpath::RelPath;
 use crate::retry::{next_look, RetryPolicy};
 use crate::siblings::SiblingFinder;
+use crate::state::{HandoffRow, Queue, StateError};
 
 mod removal;
 use removal::Remover;

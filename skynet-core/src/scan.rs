@@ -22,8 +22,8 @@ use crate::clock::{mtime_ns, now_ms};
 use crate::filter::Filter;
 use crate::gate::Admission;
 use crate::merge::Entry;
-use crate::queue::{LedgerEntry, Queue, StateError};
 use crate::relpath::RelPath;
+use crate::state::{LedgerEntry, Queue, StateError};
 
 /// A scan failure that must stop the scan (the root is gone, the database failed).
 #[derive(Debug, thiserror::Error)]

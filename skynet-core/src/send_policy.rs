@@ -17,8 +17,8 @@ use crate::digest::Sha256Digest;
 use crate::error::ConnError;
 use crate::filter::Filter;
 use crate::gate::{Admission, Gate};
-use crate::queue::Queue;
 use crate::relpath::RelPath;
+use crate::state::Queue;
 
 /// The per-mapping rules; the default sends everything and propagates deletes.
 #[derive(Clone)]
@@ -109,7 +109,7 @@ mod tests {
     use crate::clock::now_ms;
     use crate::gate::DatedNames;
     use crate::merge::Entry;
-    use crate::queue::{LedgerUpdate, Outcome};
+    use crate::state::{LedgerUpdate, Outcome};
     use crate::Action;
     use std::time::Duration;
 

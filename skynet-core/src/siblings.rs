@@ -21,8 +21,8 @@ use std::path::{Path, PathBuf};
 
 use crate::filter::Filter;
 use crate::gate::DatedNames;
-use crate::queue::{database_path, Queue, StateError};
 use crate::relpath::RelPath;
+use crate::state::{database_path, Queue, StateError};
 
 /// Meta keys holding a mapping's filters (newline-separated globs), so that its siblings
 /// know which files it takes.
@@ -118,7 +118,7 @@ impl SiblingFinder {
 
 fn open_sibling(dir: &Path, db: &Path, source: &Path) -> Result<Option<Sibling>, StateError> {
     let queue = Queue::open(db)?;
-    let theirs = queue.meta(crate::queue::meta::SOURCE)?;
+    let theirs = queue.meta(crate::state::meta::SOURCE)?;
     if theirs.as_deref().map(Path::new) != Some(source) {
         return Ok(None);
     }
@@ -149,7 +149,7 @@ fn open_sibling(dir: &Path, db: &Path, source: &Path) -> Result<Option<Sibling>,
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let destination = queue
-        .meta(crate::queue::meta::DESTINATION)?
+        .meta(crate::state::meta::DESTINATION)?
         .unwrap_or_default();
     Ok(Some(Sibling {
         name: format!("{name} ({destination})"),
@@ -162,7 +162,7 @@ fn open_sibling(dir: &Path, db: &Path, source: &Path) -> Result<Option<Sibling>,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queue::meta;
+    use crate::state::meta;
 
     fn p(s: &str) -> RelPath {
         RelPath::from_bytes(s.as_bytes()).unwrap()

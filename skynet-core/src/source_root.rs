@@ -11,7 +11,7 @@ use std::fmt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::queue::{Queue, StateError};
+use crate::state::{Queue, StateError};
 
 /// Meta keys of the recorded identity.
 const DEV: &str = "source_dev";

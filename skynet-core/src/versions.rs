@@ -33,8 +33,8 @@ use async_trait::async_trait;
 use crate::clock::now_ms;
 use crate::connection::{Connection, RemoteEntry, SourceFile, Verification};
 use crate::error::{ConnError, ErrorKind};
-use crate::queue::{Queue, StateError};
 use crate::relpath::RelPath;
+use crate::state::{Queue, StateError};
 
 /// The folder at the destination root that holds the versions, unless configured.
 pub const VERSIONS_DIR: &str = ".skynet-versions";

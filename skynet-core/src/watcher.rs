@@ -28,9 +28,9 @@ use crate::action::Action;
 use crate::clock::now_ms;
 use crate::filter::Filter;
 use crate::merge::Entry;
-use crate::queue::Queue;
 use crate::relpath::RelPath;
 use crate::scan::{self, ScanOptions};
+use crate::state::Queue;
 
 /// How long a rename's "from" half waits for its "to" half.
 pub const RENAME_PAIRING: Duration = Duration::from_millis(300);

@@ -180,7 +180,7 @@ async fn a_file_removed_during_its_send_is_vanished_not_done() {
     assert_eq!(
         t.mapping
             .queue()
-            .delivered_on(&skynet_core::queue::today())
+            .delivered_on(&skynet_core::state::today())
             .unwrap()
             .0,
         0
@@ -213,7 +213,7 @@ async fn a_file_gone_before_its_send_started_is_vanished_not_done() {
     assert_eq!(
         t.mapping
             .queue()
-            .delivered_on(&skynet_core::queue::today())
+            .delivered_on(&skynet_core::state::today())
             .unwrap()
             .0,
         1

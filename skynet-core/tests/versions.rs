@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use skynet_core::connection::{Connection, RemoteEntry, SourceFile};
-use skynet_core::queue::Queue;
 use skynet_core::sim::MemoryDestination;
+use skynet_core::state::Queue;
 use skynet_core::versions::{Versioned, VersionsDir};
 use skynet_core::{ConnError, RelPath};
 

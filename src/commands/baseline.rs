@@ -4,8 +4,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use skynet_core::clock::mtime_ns;
-use skynet_core::queue::Delivered;
 use skynet_core::scan::local_files_within;
+use skynet_core::state::Delivered;
 use skynet_core::{RelPath, SourceFile};
 
 use crate::cli::MappingArgs;

@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use skynet_core::queue::QueueRow;
+use skynet_core::state::QueueRow;
 use skynet_core::{ActionKind, Mapping};
 
 use crate::cli::MappingArgs;
@@ -26,7 +26,7 @@ pub fn dry_run(src: &Path, dest: Option<&str>, args: &MappingArgs) -> Result<Exi
     let state_dir = place.current();
     // A mapping that never ran has no database: work on an empty one that is thrown away.
     let scratch;
-    let dir = if skynet_core::queue::database_path(state_dir).exists() {
+    let dir = if skynet_core::state::database_path(state_dir).exists() {
         state_dir
     } else {
         scratch = tempfile::tempdir().context("cannot make a scratch state directory")?;

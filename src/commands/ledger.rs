@@ -5,8 +5,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use skynet_core::merge::Entry;
-use skynet_core::queue::meta;
-use skynet_core::queue::{Forget, Queue};
+use skynet_core::state::meta;
+use skynet_core::state::{Forget, Queue};
 use skynet_core::{Action, RelPath};
 
 use super::queue::select;
@@ -19,7 +19,7 @@ pub fn ledger(command: &LedgerCommand, root: &Path, mapping: Option<&str>) -> Re
         LedgerCommand::List { json } => {
             let mut all = Vec::new();
             for dir in select(root, mapping, false)? {
-                let queue = Queue::open(&skynet_core::queue::database_path(&dir))?;
+                let queue = Queue::open(&skynet_core::state::database_path(&dir))?;
                 let name = super::status::mapping_name(&dir);
                 let rows = queue.ledger_rows()?;
                 if !*json {
@@ -45,7 +45,7 @@ pub fn ledger(command: &LedgerCommand, root: &Path, mapping: Option<&str>) -> Re
         LedgerCommand::Forget { what } => {
             let dirs = select(root, mapping, true)?;
             let dir = &dirs[0];
-            let queue = Queue::open(&skynet_core::queue::database_path(dir))?;
+            let queue = Queue::open(&skynet_core::state::database_path(dir))?;
             let forgotten = forget(&queue, what)?;
             if forgotten.is_empty() {
                 anyhow::bail!("ledger: nothing recorded as {what:?} (see `skynet ledger list`)");

@@ -54,7 +54,7 @@ pub async fn prepare(
             let source =
                 std::path::absolute(src).with_context(|| format!("source {}", src.display()))?;
             let known = locate_state(&source, &destination, args)
-                .is_ok_and(|p| skynet_core::queue::database_path(p.current()).exists());
+                .is_ok_and(|p| skynet_core::state::database_path(p.current()).exists());
             if !known {
                 return Err(e).with_context(|| format!("source {}", src.display()));
             }
@@ -81,14 +81,14 @@ pub async fn prepare(
     let opts = mapping_options(args)?;
     let mut mapping = Mapping::open(&source, &state_dir, opts)?;
     mapping.queue().set_meta(
-        skynet_core::queue::meta::SOURCE,
+        skynet_core::state::meta::SOURCE,
         &source.display().to_string(),
     )?;
     mapping
         .queue()
-        .set_meta(skynet_core::queue::meta::DESTINATION, &identity)?;
+        .set_meta(skynet_core::state::meta::DESTINATION, &identity)?;
     mapping.queue().set_meta(
-        skynet_core::queue::meta::NAME,
+        skynet_core::state::meta::NAME,
         args.name.as_deref().unwrap_or_default(),
     )?;
     if destination_is_per_file(&destination, args) {
@@ -202,7 +202,7 @@ impl StatePlace {
     /// Where the mapping's database is now: `dir`, or the state still to be adopted.
     fn current(&self) -> &Path {
         match &self.adopt {
-            Some(old) if !skynet_core::queue::database_path(&self.dir).exists() => old,
+            Some(old) if !skynet_core::state::database_path(&self.dir).exists() => old,
             _ => &self.dir,
         }
     }
@@ -241,13 +241,13 @@ fn locate_state(
     };
     state::check_name(name)?;
     let dir = root.join(name);
-    if skynet_core::queue::database_path(&dir).is_file() {
+    if skynet_core::state::database_path(&dir).is_file() {
         // A name given to another source's mapping would mix two ledgers.
         if !successor.may_take(&dir, None)? && !MappingLock::is_held(&dir) {
             let recorded =
-                skynet_core::queue::Queue::open(&skynet_core::queue::database_path(&dir))
+                skynet_core::state::Queue::open(&skynet_core::state::database_path(&dir))
                     .ok()
-                    .and_then(|q| q.meta(skynet_core::queue::meta::SOURCE).ok().flatten())
+                    .and_then(|q| q.meta(skynet_core::state::meta::SOURCE).ok().flatten())
                     .unwrap_or_default();
             if recorded != source.to_string_lossy() {
                 anyhow::bail!(
@@ -296,7 +296,7 @@ pub fn existing_state(
     let dir = locate_state(&source, &destination, args)?
         .current()
         .to_path_buf();
-    if !skynet_core::queue::database_path(&dir).is_file() {
+    if !skynet_core::state::database_path(&dir).is_file() {
         anyhow::bail!(
             "no state for {} -> {}: has it been run or synced (with --name, if it has one)?",
             source.display(),
@@ -507,16 +507,16 @@ mod tests {
             .join(state::mapping_name(&source, typed));
         std::fs::create_dir_all(&old).unwrap();
         // An earlier version's database: its source recorded, and something queued.
-        let db = skynet_core::queue::database_path(&old);
-        let queue = skynet_core::queue::Queue::open(&db).unwrap();
-        let meta = skynet_core::queue::meta::SOURCE;
+        let db = skynet_core::state::database_path(&old);
+        let queue = skynet_core::state::Queue::open(&db).unwrap();
+        let meta = skynet_core::state::meta::SOURCE;
         queue.set_meta(meta, &source.display().to_string()).unwrap();
         queue.set_meta("marker", "queued work").unwrap();
         drop(queue);
         let dest = Destination::parse(typed).unwrap();
         let dir = state_dir_of(&source, &dest, &args).unwrap();
         assert_ne!(dir, old);
-        let adopted = skynet_core::queue::Queue::open(&skynet_core::queue::database_path(&dir));
+        let adopted = skynet_core::state::Queue::open(&skynet_core::state::database_path(&dir));
         assert_eq!(
             adopted.unwrap().meta("marker").unwrap().as_deref(),
             Some("queued work")

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
-use skynet_core::queue::Queue;
+use skynet_core::state::Queue;
 
 use crate::cli::QueueCommand;
 use crate::exit::Exit;
@@ -42,7 +42,7 @@ pub fn queue(command: &QueueCommand, root: &Path, mapping: Option<&str>) -> Resu
         QueueCommand::List { json } => {
             let mut out = Vec::new();
             for dir in select(root, mapping, false)? {
-                let queue = Queue::open(&skynet_core::queue::database_path(&dir))?;
+                let queue = Queue::open(&skynet_core::state::database_path(&dir))?;
                 let name = dir
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
@@ -76,7 +76,7 @@ pub fn queue(command: &QueueCommand, root: &Path, mapping: Option<&str>) -> Resu
         }
         QueueCommand::Retry { id } => {
             let dir = &select(root, mapping, true)?[0];
-            let queue = Queue::open(&skynet_core::queue::database_path(dir))?;
+            let queue = Queue::open(&skynet_core::state::database_path(dir))?;
             if id == "all" {
                 sayln!("{} failed action(s) will be retried", queue.retry_failed()?);
                 let handoffs = queue.handoff_retry_parked()?;
@@ -97,18 +97,18 @@ pub fn queue(command: &QueueCommand, root: &Path, mapping: Option<&str>) -> Resu
         }
         QueueCommand::Drop { id } => {
             let dir = &select(root, mapping, true)?[0];
-            Queue::open(&skynet_core::queue::database_path(dir))?.drop_action(*id)?;
+            Queue::open(&skynet_core::state::database_path(dir))?.drop_action(*id)?;
             sayln!("action #{id} dropped");
         }
         QueueCommand::Release { id } => {
             let dir = &select(root, mapping, true)?[0];
-            let queue = Queue::open(&skynet_core::queue::database_path(dir))?;
+            let queue = Queue::open(&skynet_core::state::database_path(dir))?;
             let n = queue.release_deletions(*id)?;
             sayln!("{n} held deletion(s) released; they run at the next sync, or now if skynet is running");
         }
         QueueCommand::AcceptSource => {
             let dir = &select(root, mapping, true)?[0];
-            let queue = Queue::open(&skynet_core::queue::database_path(dir))?;
+            let queue = Queue::open(&skynet_core::state::database_path(dir))?;
             skynet_core::source_root::forget(&queue)?;
             sayln!("the source's filesystem will be recorded anew at the next start");
         }

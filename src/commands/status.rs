@@ -9,9 +9,9 @@ use std::time::Duration;
 use anyhow::Result;
 use serde::Serialize;
 use skynet_core::clock::now_ms;
-use skynet_core::queue::meta;
-use skynet_core::queue::HandoffRow;
-use skynet_core::queue::{today, EntryRow, Queue, QueueRow};
+use skynet_core::state::meta;
+use skynet_core::state::HandoffRow;
+use skynet_core::state::{today, EntryRow, Queue, QueueRow};
 
 use crate::exit::Exit;
 use crate::out::outln;
@@ -106,7 +106,7 @@ pub fn local_time(ms: u64) -> String {
 
 /// Reads one mapping's status from its state directory.
 pub fn read(dir: &Path) -> Result<MappingStatus> {
-    let queue = Queue::open(&skynet_core::queue::database_path(dir))?;
+    let queue = Queue::open(&skynet_core::state::database_path(dir))?;
     let counts = queue.counts()?;
     let running = MappingLock::is_held(dir);
     let number = |key: &str| -> Result<u64> {

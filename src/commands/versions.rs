@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use skynet_core::queue::{Queue, VersionRow};
+use skynet_core::state::{Queue, VersionRow};
 use skynet_core::{Connection, LocalConnection, RelPath, SourceFile};
 
 use super::queue::select;
@@ -65,7 +65,7 @@ fn rel(path: &str) -> Result<RelPath> {
 fn list(root: &Path, mapping: Option<&str>, path: Option<&RelPath>, json: bool) -> Result<Exit> {
     let mut all = Vec::new();
     for dir in select(root, mapping, false)? {
-        let queue = Queue::open(&skynet_core::queue::database_path(&dir))?;
+        let queue = Queue::open(&skynet_core::state::database_path(&dir))?;
         let name = super::status::mapping_name(&dir);
         let rows = queue.version_rows(path)?;
         if !json {
@@ -209,7 +209,7 @@ async fn restore(
 ) -> Result<Exit> {
     let at = at.map(parse_time).transpose()?;
     let (source, destination, state_dir) = super::existing_state(src, dest, args)?;
-    let queue = Queue::open(&skynet_core::queue::database_path(&state_dir))?;
+    let queue = Queue::open(&skynet_core::state::database_path(&state_dir))?;
     let rows = rows_for(&queue, path)?;
     let when = if at.is_some() { " at that time" } else { "" };
     if rows.is_empty() {

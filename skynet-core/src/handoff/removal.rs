@@ -12,9 +12,9 @@ use crate::clock::mtime_ns;
 use crate::connection::FileIdentity;
 use crate::merge::Entry;
 use crate::open_writers::OpenWriters;
-use crate::queue::{HandoffRow, Queue, StateError};
 use crate::relpath::RelPath;
 use crate::siblings::{Sibling, SiblingFinder};
+use crate::state::{HandoffRow, Queue, StateError};
 
 /// The removal step, run on a blocking thread (it walks /proc and opens databases).
 pub(super) struct Remover {

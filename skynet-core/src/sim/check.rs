@@ -6,8 +6,8 @@ use std::path::Path;
 
 use crate::clock::mtime_ns;
 use crate::connection::{is_temp_name, Connection};
-use crate::queue::Queue;
 use crate::relpath::RelPath;
+use crate::state::Queue;
 
 /// Which invariant a history broke, and how.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,7 +123,7 @@ pub(super) async fn drained(
     complete_sync: bool,
     dest_dirs: Option<BTreeSet<RelPath>>,
 ) -> Result<(), Failure> {
-    let db = |e: crate::queue::StateError| Failure::new("state database", e.to_string());
+    let db = |e: crate::state::StateError| Failure::new("state database", e.to_string());
     let rows = queue.rows().map_err(db)?;
     if !rows.is_empty() {
         return Err(Failure::new(

@@ -24,9 +24,9 @@ use crate::engine;
 use crate::filter::Filter;
 use crate::gate::Gate;
 use crate::handler::{Handler, HandlerConfig, HandlerError, Summary};
-use crate::queue::Queue;
 use crate::scan::{self, ScanOptions};
 use crate::send_policy::SendPolicy;
+use crate::state::Queue;
 use crate::versions::{Versioned, VersionsDir};
 use crate::watcher::{EventMapper, WatchOptions};
 

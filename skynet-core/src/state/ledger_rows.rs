@@ -196,7 +196,7 @@ mod tests {
     fn deliveries_are_counted_per_day_confirmations_are_not() {
         use crate::clock::now_ms;
         use crate::merge::Entry;
-        use crate::queue::{LedgerUpdate, Outcome};
+        use crate::state::{LedgerUpdate, Outcome};
         use crate::Action;
         let q = Queue::open_in_memory().unwrap();
         q.set_handoff(Some(std::time::Duration::ZERO));

@@ -297,7 +297,7 @@ mod tests {
     use crate::action::Action;
     use crate::clock::now_ms;
     use crate::merge::Entry;
-    use crate::queue::Outcome;
+    use crate::state::Outcome;
 
     fn p(s: &str) -> RelPath {
         RelPath::from_bytes(s.as_bytes()).unwrap()

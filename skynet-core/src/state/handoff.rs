@@ -305,7 +305,7 @@ mod tests {
     use super::*;
     use crate::clock::now_ms;
     use crate::merge::Entry;
-    use crate::queue::{LedgerUpdate, Outcome};
+    use crate::state::{LedgerUpdate, Outcome};
     use crate::Action;
 
     fn p(s: &str) -> RelPath {
@@ -483,7 +483,7 @@ mod tests {
         let db = dir.path().join("q.sqlite");
         {
             let conn = rusqlite::Connection::open(&db).unwrap();
-            for sql in &crate::queue::MIGRATIONS[..2] {
+            for sql in &crate::state::MIGRATIONS[..2] {
                 conn.execute_batch(sql).unwrap();
             }
             conn.pragma_update(None, "user_version", 2).unwrap();
