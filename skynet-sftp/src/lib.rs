@@ -23,9 +23,10 @@
 //! - `remote_fs`: the destination's filesystem over one session (stat, list, `mkdir -p`,
 //!   recursive removal, a rename that replaces its target).
 //! - `durable`: flushing uploads to the server's disk before a hand-off acknowledges them.
+//! - `upload`: sending a file through a temporary name, resuming large ones, sweeping the
+//!   temporaries left behind.
 //! - `connection`: [`SftpConnection`], the `BlockingConnection` composing the above, and
-//!   the retry of an operation whose pooled session turned out to be dead; uploads through
-//!   a temporary name, resuming large ones, sweeping the temporaries left behind.
+//!   the retry of an operation whose pooled session turned out to be dead.
 //! - `testing` (feature `testing`): a private OpenSSH sshd for tests.
 
 mod auth;
@@ -37,13 +38,15 @@ mod hostkey;
 mod known_hosts;
 mod pool;
 mod remote_fs;
+mod upload;
 mod url;
 
 #[cfg(feature = "testing")]
 pub mod testing;
 
 pub use config::{HostKeyPolicy, Secret, SftpConfig, PASSPHRASE_ENV, PASSWORD_ENV};
-pub use connection::{SftpConnection, RESUME_MIN};
+pub use connection::SftpConnection;
 pub use errors::SftpError;
 pub use hostkey::fingerprint;
+pub use upload::RESUME_MIN;
 pub use url::SftpUrl;

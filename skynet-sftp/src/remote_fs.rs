@@ -12,7 +12,7 @@
 //! the first rename fails because the target exists, the target is removed and the rename
 //! repeated ([`RemoteFs::rename_replacing`]). **Window:** between those two requests the
 //! target is briefly absent (never partial). What a crash inside the window leaves behind is
-//! the uploader's business: see the `connection` module.
+//! the uploader's business: see the `upload` module.
 //!
 //! # Known directories
 //! Every upload needs its parent directories. Those known to exist are remembered, so that a
