@@ -23,6 +23,9 @@ use crate::config::{HostKeyPolicy, SftpConfig};
 
 const SSHD: &str = "/usr/sbin/sshd";
 
+/// OpenSSH's stand-alone SFTP server (Debian's path), for [`SshServer::start_logging_sftp`].
+const SFTP_SERVER: &str = "/usr/lib/openssh/sftp-server";
+
 /// A running sshd; stopped (with its session processes) on drop.
 pub struct SshServer {
     dir: tempfile::TempDir,
@@ -34,9 +37,6 @@ pub struct SshServer {
     /// [`SshServer::start_logging_sftp`]).
     sftp_subsystem: String,
 }
-
-/// OpenSSH's stand-alone SFTP server (Debian's path), for [`SshServer::start_logging_sftp`].
-const SFTP_SERVER: &str = "/usr/lib/openssh/sftp-server";
 
 fn run(cmd: &mut Command) {
     let out = cmd
@@ -149,14 +149,14 @@ fn descendants(pid: u32) -> Vec<u32> {
 impl SshServer {
     /// Starts sshd, logging in as the current user (root in CI).
     pub fn start() -> SshServer {
-        Self::start_for(current_user())
+        Self::start_with(current_user(), None)
     }
 
     /// Starts sshd for a non-root account `user`, created if missing (needs root). For tests
     /// of permission errors, which root would bypass.
     pub fn start_as(user: &str) -> SshServer {
         ensure_user(user);
-        Self::start_for(user.to_string())
+        Self::start_with(user.to_string(), None)
     }
 
     /// Starts sshd (as the current user) whose SFTP server logs every request it serves to
@@ -196,11 +196,8 @@ impl SshServer {
         fs::read_to_string(self.dir.path().join("sftp.log")).unwrap_or_default()
     }
 
-    fn start_for(user: String) -> SshServer {
-        Self::start_with(user, None)
-    }
-
-    /// `sftp_log`: see [`SshServer::start_logging_sftp`].
+    /// Starts sshd for `user`; with `sftp_log`, its SFTP server logs and refuses those
+    /// requests (see [`SshServer::start_logging_sftp`]).
     fn start_with(user: String, sftp_log: Option<&[&str]>) -> SshServer {
         assert!(
             Path::new(SSHD).exists(),
@@ -325,12 +322,15 @@ impl SshServer {
         .expect("write known_hosts");
     }
 
+    /// The port sshd listens on, on 127.0.0.1.
     pub fn port(&self) -> u16 {
         self.port
     }
+    /// The account clients log in as.
     pub fn user(&self) -> &str {
         &self.user
     }
+    /// The private key the server accepts (in its authorized_keys).
     pub fn client_key_path(&self) -> PathBuf {
         self.dir.path().join("client_key")
     }
@@ -414,6 +414,7 @@ impl SshServer {
         self.signal_all(libc::SIGSTOP);
     }
 
+    /// Resumes what [`SshServer::freeze`] stopped.
     pub fn thaw(&self) {
         self.signal_all(libc::SIGCONT);
     }
