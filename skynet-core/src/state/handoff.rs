@@ -483,7 +483,7 @@ mod tests {
         let db = dir.path().join("q.sqlite");
         {
             let conn = rusqlite::Connection::open(&db).unwrap();
-            for sql in &crate::state::MIGRATIONS[..2] {
+            for sql in &crate::state::db::MIGRATIONS[..2] {
                 conn.execute_batch(sql).unwrap();
             }
             conn.pragma_update(None, "user_version", 2).unwrap();
