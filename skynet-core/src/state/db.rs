@@ -108,57 +108,82 @@ impl Queue {
         tx.commit().map_err(err)
     }
 
-    /// A write transaction that takes the write lock up front (`BEGIN IMMEDIATE`). A deferred
-    /// one that reads first and writes later fails at once with "database is locked" when
-    /// another process (`status`, `queue retry`, `ledger forget`) wrote in between; waiting for
-    /// the lock up front lets the busy timeout apply instead.
-    pub(super) fn write_tx<'c>(
+    /// Runs `f` on the connection under the writer's lock. Every function of the state
+    /// database goes through this or [`Queue::write`], so SQL failures are named with the
+    /// database here, once.
+    pub(crate) fn read<T>(
         &self,
-        conn: &'c mut rusqlite::Connection,
-    ) -> Result<Transaction<'c>, StateError> {
-        conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(|e| self.err(e))
+        f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StateError> {
+        f(&self.lock()).map_err(|e| self.err(e))
     }
 
-    pub(super) fn lock(&self) -> MutexGuard<'_, rusqlite::Connection> {
+    /// Runs `f` in one write transaction, committed when `f` succeeds (rolled back when it
+    /// fails). The write lock is taken up front (`BEGIN IMMEDIATE`): a deferred transaction
+    /// that reads first and writes later fails at once with "database is locked" when another
+    /// process (`status`, `queue retry`, `ledger forget`) wrote in between; waiting for the
+    /// lock up front lets the busy timeout apply instead.
+    pub(crate) fn write<T>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T, StateError> {
+        let mut conn = self.lock();
+        let run = |conn: &mut rusqlite::Connection| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        };
+        run(&mut conn).map_err(|e| self.err(e))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, rusqlite::Connection> {
         // A panic while holding the lock cannot leave SQLite inconsistent (transactions roll
         // back on drop), so a poisoned mutex is safe to keep using.
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Runs `sql` and maps each row with `row`, failures named with this database.
+    /// Runs `sql` and maps each row with `row`.
     pub(crate) fn query_rows<T>(
         &self,
         sql: &str,
         args: impl rusqlite::Params,
         row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
     ) -> Result<Vec<T>, StateError> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare_cached(sql).map_err(|e| self.err(e))?;
-        let rows = stmt.query_map(args, row).map_err(|e| self.err(e))?;
-        rows.collect::<rusqlite::Result<Vec<T>>>()
-            .map_err(|e| self.err(e))
+        self.read(|conn| {
+            conn.prepare_cached(sql)?
+                .query_map(args, row)?
+                .collect::<rusqlite::Result<Vec<T>>>()
+        })
     }
 
-    pub(super) fn err(&self, source: rusqlite::Error) -> StateError {
-        StateError::Db {
-            path: self.path.clone(),
-            source,
+    /// Names a failure with this database; a row that does not decode (see [`corrupt`]) is
+    /// reported as such.
+    fn err(&self, source: rusqlite::Error) -> StateError {
+        match source {
+            rusqlite::Error::FromSqlConversionFailure(_, _, detail) => StateError::Corrupt {
+                path: self.path.clone(),
+                detail: detail.to_string(),
+            },
+            source => StateError::Db {
+                path: self.path.clone(),
+                source,
+            },
         }
     }
 
     /// A private in-memory copy of this database (`--dry-run` works on it and throws it
     /// away), judging deletions like this one.
     pub fn snapshot(&self) -> Result<Queue, StateError> {
-        let mut copy = rusqlite::Connection::open_in_memory().map_err(|e| self.err(e))?;
-        {
-            let conn = self.lock();
-            let backup =
-                rusqlite::backup::Backup::new(&conn, &mut copy).map_err(|e| self.err(e))?;
-            backup
-                .run_to_completion(1000, Duration::ZERO, None)
-                .map_err(|e| self.err(e))?;
-        }
+        let copy = self.read(|conn| {
+            let mut copy = rusqlite::Connection::open_in_memory()?;
+            rusqlite::backup::Backup::new(conn, &mut copy)?.run_to_completion(
+                1000,
+                Duration::ZERO,
+                None,
+            )?;
+            Ok(copy)
+        })?;
         let queue = Self::setup(copy, format!("{} (dry-run copy)", self.path))?;
         queue.set_delete_guard(self.delete_guard.lock().ok().and_then(|g| *g));
         Ok(queue)
@@ -166,14 +191,14 @@ impl Queue {
 
     /// Sets a fact about the mapping (source, destination, daemon heartbeat…).
     pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StateError> {
-        let conn = self.lock();
-        conn.execute(
-            "INSERT INTO meta (key, value) VALUES (?1, ?2)
-             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            [key, value],
-        )
-        .map(|_| ())
-        .map_err(|e| self.err(e))
+        self.read(|conn| {
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                [key, value],
+            )
+            .map(|_| ())
+        })
     }
 
     /// Records that the symlink at `rel` was skipped (never followed, see [`crate::links`]):
@@ -195,16 +220,22 @@ impl Queue {
     }
 
     pub fn delete_meta(&self, key: &str) -> Result<(), StateError> {
-        let conn = self.lock();
-        conn.execute("DELETE FROM meta WHERE key = ?1", [key])
-            .map(|_| ())
-            .map_err(|e| self.err(e))
+        self.read(|conn| {
+            conn.execute("DELETE FROM meta WHERE key = ?1", [key])
+                .map(|_| ())
+        })
     }
 
     pub fn meta(&self, key: &str) -> Result<Option<String>, StateError> {
-        let conn = self.lock();
-        conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
-            .optional()
-            .map_err(|e| self.err(e))
+        self.read(|conn| {
+            conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+                .optional()
+        })
     }
+}
+
+/// The error of a row that does not decode (an unknown action kind, a path that is not a
+/// relative path): reported as a corrupt row of the database by [`Queue::read`]/[`Queue::write`].
+pub(super) fn corrupt(detail: String) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, detail.into())
 }

@@ -1,11 +1,13 @@
 //! The mass-deletion guard's side of the queue (the rule itself is [`crate::guard`]):
 //! deletions filed by [`Queue::push`] learn how many ledger files they would remove, and
-//! are held (state 5) together when they would remove too much; `skynet queue release`
+//! are held (state `GUARDED`) together when they would remove too much; `skynet queue release`
 //! confirms them, a higher limit at the next start lets them run.
 
+use const_format::formatcp;
 use rusqlite::{params, Transaction};
 
 use super::{within_bounds, Queue, StateError};
+use super::{GUARDED, IN_FLIGHT, PENDING, RETRY};
 use crate::guard::MaxDelete;
 use crate::relpath::RelPath;
 
@@ -22,9 +24,10 @@ pub(super) fn judge(tx: &Transaction<'_>, limit: Option<MaxDelete>) -> rusqlite:
         return Ok(());
     };
     let fresh: Vec<(i64, Vec<u8>)> = tx
-        .prepare_cached(
-            "SELECT seq, path FROM queue WHERE kind = 'delete' AND state IN (0, 3) AND covers IS NULL",
-        )?
+        .prepare_cached(formatcp!(
+            "SELECT seq, path FROM queue WHERE kind = 'delete'
+                       AND state IN ({PENDING}, {RETRY}) AND covers IS NULL"
+        ))?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
     for (seq, path) in fresh {
@@ -41,15 +44,16 @@ pub(super) fn judge(tx: &Transaction<'_>, limit: Option<MaxDelete>) -> rusqlite:
         tx.prepare_cached("UPDATE queue SET covers = ?2 WHERE seq = ?1")?
             .execute(params![seq, covers])?;
     }
-    let waiting = "kind = 'delete' AND state IN (0, 3) AND covers > 0";
+    const WAITING: &str =
+        formatcp!("kind = 'delete' AND state IN ({PENDING}, {RETRY}) AND covers > 0");
     let hold = |reason: &str| {
         tx.execute(
-            &format!("UPDATE queue SET state = 5, last_error = ?1 WHERE {waiting}"),
+            formatcp!("UPDATE queue SET state = {GUARDED}, last_error = ?1 WHERE {WAITING}"),
             [reason],
         )
     };
     let held_already: bool = tx.query_row(
-        "SELECT EXISTS(SELECT 1 FROM queue WHERE state = 5)",
+        formatcp!("SELECT EXISTS(SELECT 1 FROM queue WHERE state = {GUARDED})"),
         [],
         |r| r.get(0),
     )?;
@@ -61,7 +65,7 @@ pub(super) fn judge(tx: &Transaction<'_>, limit: Option<MaxDelete>) -> rusqlite:
     // The sum over-counts nested deletes: when even it is within the limit, so is the truth
     // (the common case, one indexed aggregate); only otherwise count exactly.
     let upper: i64 = tx.query_row(
-        &format!("SELECT COALESCE(SUM(covers), 0) FROM queue WHERE {waiting}"),
+        formatcp!("SELECT COALESCE(SUM(covers), 0) FROM queue WHERE {WAITING}"),
         [],
         |r| r.get(0),
     )?;
@@ -69,7 +73,7 @@ pub(super) fn judge(tx: &Transaction<'_>, limit: Option<MaxDelete>) -> rusqlite:
     if upper == 0 || !limit.holds(upper as u64, delivered) {
         return Ok(());
     }
-    let covered = covered_by(tx, "state IN (0, 3)")?.min(delivered);
+    let covered = covered_by(tx, formatcp!("state IN ({PENDING}, {RETRY})"))?.min(delivered);
     if !limit.holds(covered, delivered) {
         return Ok(());
     }
@@ -118,50 +122,47 @@ impl Queue {
         let Some(limit) = self.delete_guard.lock().ok().and_then(|g| *g) else {
             return Ok(0);
         };
-        let mut conn = self.lock();
-        let tx = self.write_tx(&mut conn)?;
-        let (held, delivered): (i64, i64) = tx
-            .query_row(
-                "SELECT (SELECT COUNT(*) FROM queue WHERE state = 5), (SELECT COUNT(*) FROM ledger)",
+        let released = self.write(|tx| {
+            let (held, delivered): (i64, i64) = tx.query_row(
+                formatcp!(
+                    "SELECT (SELECT COUNT(*) FROM queue WHERE state = {GUARDED}),
+                            (SELECT COUNT(*) FROM ledger)"
+                ),
                 [],
                 |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .map_err(|e| self.err(e))?;
-        if held == 0 {
-            return Ok(0);
-        }
-        let covered = covered_by(&tx, "state IN (0, 3, 5)").map_err(|e| self.err(e))?;
-        if limit.holds(covered, delivered as u64) {
-            return Ok(0);
-        }
-        let n = tx
-            .execute(
-                "UPDATE queue SET state = 3, ready_at = 0, last_error = NULL WHERE state = 5",
+            )?;
+            if held == 0 {
+                return Ok(0);
+            }
+            let covered = covered_by(tx, formatcp!("state IN ({PENDING}, {RETRY}, {GUARDED})"))?;
+            if limit.holds(covered, delivered as u64) {
+                return Ok(0);
+            }
+            tx.execute(
+                formatcp!(
+                    "UPDATE queue SET state = {RETRY}, ready_at = 0, last_error = NULL
+                     WHERE state = {GUARDED}"
+                ),
                 [],
             )
-            .map_err(|e| self.err(e))?;
-        tx.commit().map_err(|e| self.err(e))?;
-        tracing::info!(deletions = n, %limit, "held deletions are within the limit now; they run");
-        Ok(n as u64)
+        })?;
+        if released > 0 {
+            tracing::info!(deletions = released, %limit, "held deletions are within the limit now; they run");
+        }
+        Ok(released as u64)
     }
 
     /// Confirms deletions held by the guard (`id`, or all of them): they run, and are never
     /// judged again. Returns how many were released.
     pub fn release_deletions(&self, id: Option<i64>) -> Result<u64, StateError> {
-        let conn = self.lock();
-        let n = match id {
-            Some(id) => conn.execute(
-                "UPDATE queue SET state = 3, ready_at = 0, covers = 0, last_error = NULL
-                 WHERE seq = ?1 AND state = 5",
-                [id],
-            ),
-            None => conn.execute(
-                "UPDATE queue SET state = 3, ready_at = 0, covers = 0, last_error = NULL
-                 WHERE state = 5",
-                [],
-            ),
-        }
-        .map_err(|e| self.err(e))?;
+        const RELEASE: &str = formatcp!(
+            "UPDATE queue SET state = {RETRY}, ready_at = 0, covers = 0, last_error = NULL
+             WHERE state = {GUARDED}"
+        );
+        let n = self.read(|conn| match id {
+            Some(id) => conn.execute(formatcp!("{RELEASE} AND seq = ?1"), [id]),
+            None => conn.execute(RELEASE, []),
+        })?;
         if n == 0 {
             if let Some(id) = id {
                 return Err(StateError::NoSuchId(id));
@@ -180,30 +181,25 @@ impl Queue {
         held_only: bool,
         present: impl Fn(&RelPath) -> bool,
     ) -> Result<u64, StateError> {
-        let mut conn = self.lock();
-        let tx = self.write_tx(&mut conn)?;
         let sql = if held_only {
-            "SELECT seq, path FROM queue WHERE kind = 'delete' AND state = 5"
+            formatcp!("SELECT seq, path FROM queue WHERE kind = 'delete' AND state = {GUARDED}")
         } else {
-            "SELECT seq, path FROM queue WHERE kind = 'delete' AND state != 1"
+            formatcp!("SELECT seq, path FROM queue WHERE kind = 'delete' AND state != {IN_FLIGHT}")
         };
-        let rows: Vec<(i64, Vec<u8>)> = tx
-            .prepare(sql)
-            .and_then(|mut st| {
-                st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                    .collect::<rusqlite::Result<_>>()
-            })
-            .map_err(|e| self.err(e))?;
-        let mut dropped = 0;
-        for (seq, path) in rows {
-            if RelPath::from_bytes(&path).is_ok_and(|p| present(&p)) {
-                tx.execute("DELETE FROM queue WHERE seq = ?1", [seq])
-                    .map_err(|e| self.err(e))?;
-                dropped += 1;
+        self.write(|tx| {
+            let rows: Vec<(i64, Vec<u8>)> = tx
+                .prepare(sql)?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut dropped = 0;
+            for (seq, path) in rows {
+                if RelPath::from_bytes(&path).is_ok_and(|p| present(&p)) {
+                    tx.execute("DELETE FROM queue WHERE seq = ?1", [seq])?;
+                    dropped += 1;
+                }
             }
-        }
-        tx.commit().map_err(|e| self.err(e))?;
-        Ok(dropped)
+            Ok(dropped)
+        })
     }
 }
 

@@ -4,9 +4,11 @@
 
 use std::sync::atomic::Ordering;
 
+use const_format::formatcp;
 use rusqlite::{params, OptionalExtension, Transaction};
 
-use super::{within_bounds, LedgerUpdate, Queue, StateError, PARKED};
+use super::db::corrupt;
+use super::{within_bounds, LedgerUpdate, Queue, StateError, PARKED, PENDING};
 use crate::relpath::RelPath;
 
 /// What became of a directory looked at by [`crate::empty_dirs`].
@@ -70,9 +72,9 @@ pub(super) fn note(tx: &Transaction<'_>, update: &LedgerUpdate) -> rusqlite::Res
 /// due, so that the next look removes what is left there, if empty. Returns whether any was.
 pub(super) fn dropped_move(tx: &Transaction<'_>, key: &RelPath) -> rusqlite::Result<bool> {
     let from: Option<Vec<u8>> = tx
-        .prepare_cached(
-            "SELECT from_path FROM queue WHERE path = ?1 AND state = 0 AND kind = 'move'",
-        )?
+        .prepare_cached(formatcp!(
+            "SELECT from_path FROM queue WHERE path = ?1 AND state = {PENDING} AND kind = 'move'"
+        ))?
         .query_row([key.as_bytes()], |r| r.get(0))
         .optional()?
         .flatten();
@@ -165,12 +167,10 @@ impl Queue {
     /// A catch-up scan ran: the source may have lost directories while nobody watched, so
     /// every kept directory is due again.
     pub fn mark_dirs_due(&self) -> Result<(), StateError> {
-        {
-            let conn = self.lock();
-            conn.prepare_cached("UPDATE dest_dirs SET due = 1 WHERE due = 0")
-                .and_then(|mut st| st.execute([]))
-                .map_err(|e| self.err(e))?;
-        }
+        self.read(|conn| {
+            conn.prepare_cached("UPDATE dest_dirs SET due = 1 WHERE due = 0")?
+                .execute([])
+        })?;
         self.dirs.scans.fetch_add(1, Ordering::SeqCst);
         self.request_dirs_check();
         Ok(())
@@ -185,29 +185,14 @@ impl Queue {
     /// The directories due to be looked at, deepest first (a parent is looked at after its
     /// children had their chance to go).
     pub fn dirs_due(&self) -> Result<Vec<RelPath>, StateError> {
-        let conn = self.lock();
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT path FROM dest_dirs WHERE due = 1 ORDER BY length(path) DESC, path",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| r.get::<_, Vec<u8>>(0))
-            .map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let path = row.map_err(|e| self.err(e))?;
-            match RelPath::from_bytes(&path) {
-                Ok(p) => out.push(p),
-                Err(e) => {
-                    return Err(StateError::Corrupt {
-                        path: self.path.clone(),
-                        detail: format!("directory row: {e}"),
-                    })
-                }
-            }
-        }
-        Ok(out)
+        self.query_rows(
+            "SELECT path FROM dest_dirs WHERE due = 1 ORDER BY length(path) DESC, path",
+            [],
+            |r| {
+                RelPath::from_bytes(&r.get::<_, Vec<u8>>(0)?)
+                    .map_err(|e| corrupt(format!("directory row: {e}")))
+            },
+        )
     }
 
     /// Whether a queued action that will still run (anything but a parked one) touches `dir`
@@ -215,15 +200,14 @@ impl Queue {
     /// when it is acknowledged, so `dir` is left alone until then.
     pub fn busy_within(&self, dir: &RelPath) -> Result<bool, StateError> {
         let (lo, hi) = within_bounds(dir);
-        let conn = self.lock();
-        conn.prepare_cached(
-            "SELECT EXISTS(SELECT 1 FROM queue WHERE state != ?4 AND (path = ?1
-             OR (path > ?2 AND path < ?3) OR from_path = ?1 OR (from_path > ?2 AND from_path < ?3)))",
-        )
-        .and_then(|mut st| {
-            st.query_row(params![dir.as_bytes(), lo, hi, PARKED], |r| r.get(0))
+        self.read(|conn| {
+            conn.prepare_cached(formatcp!(
+                "SELECT EXISTS(SELECT 1 FROM queue WHERE state != {PARKED} AND (path = ?1
+                 OR (path > ?2 AND path < ?3) OR from_path = ?1
+                 OR (from_path > ?2 AND from_path < ?3)))"
+            ))?
+            .query_row(params![dir.as_bytes(), lo, hi], |r| r.get(0))
         })
-        .map_err(|e| self.err(e))
     }
 
     /// Records what became of the directories looked at. `scans`: [`Queue::dir_scans`] when
@@ -231,29 +215,28 @@ impl Queue {
     /// have seen the source lose it after it was looked at).
     pub fn settle_dirs(&self, verdicts: &[DirVerdict], scans: u64) -> Result<(), StateError> {
         let rescanned = self.dir_scans() != scans;
-        let mut conn = self.lock();
-        let tx = self.write_tx(&mut conn)?;
-        for v in verdicts {
-            let result = match v {
-                DirVerdict::Kept(p) => tx
-                    .prepare_cached(
-                        "INSERT INTO dest_dirs (path, due) VALUES (?1, ?2)
-                         ON CONFLICT(path) DO UPDATE SET due = excluded.due",
-                    )
-                    .and_then(|mut st| st.execute(params![p.as_bytes(), rescanned as i64])),
-                DirVerdict::Waiting(p) => tx
-                    .prepare_cached(
-                        "INSERT INTO dest_dirs (path, due) VALUES (?1, 1)
-                         ON CONFLICT(path) DO UPDATE SET due = 1",
-                    )
-                    .and_then(|mut st| st.execute([p.as_bytes()])),
-                DirVerdict::Removed(p) | DirVerdict::Forget(p) => tx
-                    .prepare_cached("DELETE FROM dest_dirs WHERE path = ?1")
-                    .and_then(|mut st| st.execute([p.as_bytes()])),
-            };
-            result.map_err(|e| self.err(e))?;
-        }
-        tx.commit().map_err(|e| self.err(e))?;
+        self.write(|tx| {
+            for v in verdicts {
+                match v {
+                    DirVerdict::Kept(p) => tx
+                        .prepare_cached(
+                            "INSERT INTO dest_dirs (path, due) VALUES (?1, ?2)
+                             ON CONFLICT(path) DO UPDATE SET due = excluded.due",
+                        )?
+                        .execute(params![p.as_bytes(), rescanned as i64])?,
+                    DirVerdict::Waiting(p) => tx
+                        .prepare_cached(
+                            "INSERT INTO dest_dirs (path, due) VALUES (?1, 1)
+                             ON CONFLICT(path) DO UPDATE SET due = 1",
+                        )?
+                        .execute([p.as_bytes()])?,
+                    DirVerdict::Removed(p) | DirVerdict::Forget(p) => tx
+                        .prepare_cached("DELETE FROM dest_dirs WHERE path = ?1")?
+                        .execute([p.as_bytes()])?,
+                };
+            }
+            Ok(())
+        })?;
         if rescanned {
             self.request_dirs_check();
         }
@@ -262,21 +245,13 @@ impl Queue {
 
     /// Every directory row, with whether it is due (tests and the simulation).
     pub fn dir_rows(&self) -> Result<Vec<(RelPath, bool)>, StateError> {
-        let conn = self.lock();
-        let mut stmt = conn
-            .prepare("SELECT path, due FROM dest_dirs ORDER BY path")
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)))
-            .map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (path, due) = row.map_err(|e| self.err(e))?;
-            if let Ok(p) = RelPath::from_bytes(&path) {
-                out.push((p, due == 1));
-            }
-        }
-        Ok(out)
+        let rows = self.query_rows("SELECT path, due FROM dest_dirs ORDER BY path", [], |r| {
+            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?))
+        })?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(path, due)| Some((RelPath::from_bytes(&path).ok()?, due == 1)))
+            .collect())
     }
 }
 

@@ -29,15 +29,15 @@ impl Queue {
     /// Files a change under `entry`: due now, with a new episode of attempts (a parked entry
     /// is tried again at once when its files change).
     pub fn entry_changed(&self, entry: &RelPath) -> Result<(), StateError> {
-        let conn = self.lock();
-        conn.prepare_cached(
-            "INSERT INTO entries (entry, generation) VALUES (?1, 1)
-             ON CONFLICT(entry) DO UPDATE SET generation = generation + 1, ready_at = 0,
-             attempts = 0, parked = 0",
-        )
-        .and_then(|mut s| s.execute([entry.as_bytes()]))
-        .map(|_| ())
-        .map_err(|e| self.err(e))
+        self.read(|conn| {
+            conn.prepare_cached(
+                "INSERT INTO entries (entry, generation) VALUES (?1, 1)
+                 ON CONFLICT(entry) DO UPDATE SET generation = generation + 1, ready_at = 0,
+                 attempts = 0, parked = 0",
+            )
+            .and_then(|mut s| s.execute([entry.as_bytes()]))
+            .map(|_| ())
+        })
     }
 
     /// The entries due at `now` (ms), parked ones included once their backoff has passed.
@@ -55,24 +55,24 @@ impl Queue {
 
     /// When the next entry is due, if any.
     pub fn entries_next_due(&self) -> Result<Option<u64>, StateError> {
-        let conn = self.lock();
-        conn.query_row("SELECT MIN(ready_at) FROM entries", [], |r| {
-            r.get::<_, Option<i64>>(0)
+        self.read(|conn| {
+            conn.query_row("SELECT MIN(ready_at) FROM entries", [], |r| {
+                r.get::<_, Option<i64>>(0)
+            })
+            .map(|v| v.map(|v| v.max(0) as u64))
         })
-        .map(|v| v.map(|v| v.max(0) as u64))
-        .map_err(|e| self.err(e))
     }
 
     /// Its command succeeded on the entry as it was at `row`'s generation: done, unless a
     /// change came in meanwhile (that one is still due).
     pub fn entry_done(&self, row: &EntryRow) -> Result<(), StateError> {
-        let conn = self.lock();
-        conn.execute(
-            "DELETE FROM entries WHERE entry = ?1 AND generation = ?2",
-            params![row.entry.as_bytes(), row.generation],
-        )
-        .map(|_| ())
-        .map_err(|e| self.err(e))
+        self.read(|conn| {
+            conn.execute(
+                "DELETE FROM entries WHERE entry = ?1 AND generation = ?2",
+                params![row.entry.as_bytes(), row.generation],
+            )
+            .map(|_| ())
+        })
     }
 
     /// Not done: look again at `ready_at`. `counts`: this try counts toward parking; `park`:
@@ -85,33 +85,33 @@ impl Queue {
         counts: bool,
         park: bool,
     ) -> Result<(), StateError> {
-        let conn = self.lock();
-        conn.execute(
-            "UPDATE entries SET ready_at = ?3, last_error = ?4,
-             attempts = attempts + ?5, parked = ?6
-             WHERE entry = ?1 AND generation = ?2",
-            params![
-                row.entry.as_bytes(),
-                row.generation,
-                ready_at as i64,
-                why,
-                counts as i64,
-                park as i64
-            ],
-        )
-        .map(|_| ())
-        .map_err(|e| self.err(e))
+        self.read(|conn| {
+            conn.execute(
+                "UPDATE entries SET ready_at = ?3, last_error = ?4,
+                 attempts = attempts + ?5, parked = ?6
+                 WHERE entry = ?1 AND generation = ?2",
+                params![
+                    row.entry.as_bytes(),
+                    row.generation,
+                    ready_at as i64,
+                    why,
+                    counts as i64,
+                    park as i64
+                ],
+            )
+            .map(|_| ())
+        })
     }
 
     /// Gives every parked entry a new episode, due now (each `sync`, `queue retry all`).
     pub fn entries_revive(&self) -> Result<u64, StateError> {
-        let conn = self.lock();
-        conn.execute(
-            "UPDATE entries SET parked = 0, attempts = 0, ready_at = 0 WHERE parked = 1",
-            [],
-        )
-        .map(|n| n as u64)
-        .map_err(|e| self.err(e))
+        self.read(|conn| {
+            conn.execute(
+                "UPDATE entries SET parked = 0, attempts = 0, ready_at = 0 WHERE parked = 1",
+                [],
+            )
+            .map(|n| n as u64)
+        })
     }
 
     /// Whether an action under `entry` (at it or below, as its path or a move's source) is
@@ -120,29 +120,29 @@ impl Queue {
     /// Parked actions do not hold it.
     pub fn entry_busy(&self, entry: &RelPath) -> Result<bool, StateError> {
         let (lo, hi) = super::within_bounds(entry);
-        let conn = self.lock();
-        conn.prepare_cached(
-            "SELECT EXISTS(SELECT 1 FROM queue WHERE state != ?4 AND
-             (path = ?1 OR (path > ?2 AND path < ?3)
-              OR from_path = ?1 OR (from_path > ?2 AND from_path < ?3)))",
-        )
-        .and_then(|mut s| {
-            s.query_row(params![entry.as_bytes(), lo, hi, super::PARKED], |r| {
-                r.get::<_, bool>(0)
+        self.read(|conn| {
+            conn.prepare_cached(
+                "SELECT EXISTS(SELECT 1 FROM queue WHERE state != ?4 AND
+                 (path = ?1 OR (path > ?2 AND path < ?3)
+                  OR from_path = ?1 OR (from_path > ?2 AND from_path < ?3)))",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![entry.as_bytes(), lo, hi, super::PARKED], |r| {
+                    r.get::<_, bool>(0)
+                })
             })
         })
-        .map_err(|e| self.err(e))
     }
 
     /// Whether the ledger still names something at or under `entry`.
     pub fn ledger_holds_under(&self, entry: &RelPath) -> Result<bool, StateError> {
         let (lo, hi) = super::within_bounds(entry);
-        let conn = self.lock();
-        conn.prepare_cached(
-            "SELECT EXISTS(SELECT 1 FROM ledger WHERE path = ?1 OR (path > ?2 AND path < ?3))",
-        )
-        .and_then(|mut s| s.query_row(params![entry.as_bytes(), lo, hi], |r| r.get(0)))
-        .map_err(|e| self.err(e))
+        self.read(|conn| {
+            conn.prepare_cached(
+                "SELECT EXISTS(SELECT 1 FROM ledger WHERE path = ?1 OR (path > ?2 AND path < ?3))",
+            )
+            .and_then(|mut s| s.query_row(params![entry.as_bytes(), lo, hi], |r| r.get(0)))
+        })
     }
 
     /// Leaves per-entry mode: the files under each waiting entry are forgotten by the
@@ -150,19 +150,16 @@ impl Queue {
     /// how many entries there were.
     pub fn entries_abandon(&self) -> Result<u64, StateError> {
         let rows = self.entry_rows()?;
-        let mut conn = self.lock();
-        let tx = conn.transaction().map_err(|e| self.err(e))?;
-        for row in &rows {
-            let (lo, hi) = super::within_bounds(&row.entry);
-            tx.execute(
-                "DELETE FROM ledger WHERE path = ?1 OR (path > ?2 AND path < ?3)",
-                params![row.entry.as_bytes(), lo, hi],
-            )
-            .map_err(|e| self.err(e))?;
-        }
-        tx.execute("DELETE FROM entries", [])
-            .map_err(|e| self.err(e))?;
-        tx.commit().map_err(|e| self.err(e))?;
+        self.write(|tx| {
+            for row in &rows {
+                let (lo, hi) = super::within_bounds(&row.entry);
+                tx.execute(
+                    "DELETE FROM ledger WHERE path = ?1 OR (path > ?2 AND path < ?3)",
+                    params![row.entry.as_bytes(), lo, hi],
+                )?;
+            }
+            tx.execute("DELETE FROM entries", [])
+        })?;
         Ok(rows.len() as u64)
     }
 

@@ -2,11 +2,15 @@
 //! the ledger (only on acknowledged success), files hand-off rows and counts the day's
 //! deliveries, so that a crash leaves either all of it or none.
 
-use rusqlite::params;
+use std::sync::atomic::Ordering;
+
+use const_format::formatcp;
+use rusqlite::{params, Transaction};
 
 use super::ledger::{apply_ledger, LedgerUpdate};
 use super::queue::drop_superseded_send;
 use super::{dest_dirs, handoff, ledger_rows, Queue, StateError};
+use super::{HELD, PARKED, RETRY};
 use crate::clock::now_ms;
 
 /// The meta key of [`Queue::vanished`], counted in the transaction that settles each send.
@@ -45,112 +49,129 @@ pub enum Outcome {
     },
 }
 
+/// What one acknowledging transaction adds up, written once at its end.
+#[derive(Default)]
+struct Tally {
+    files: i64,
+    bytes: i64,
+    vanished: i64,
+    /// Directory rows were filed: the handler should look at them.
+    dirs_filed: bool,
+}
+
 impl Queue {
     /// Records the outcomes of claimed actions in one transaction.
     pub fn finish(&self, outcomes: &[Outcome]) -> Result<(), StateError> {
-        let mut conn = self.lock();
-        let tx = self.write_tx(&mut conn)?;
         let now = now_ms() as i64;
-        let handoff = self.handoff.load(std::sync::atomic::Ordering::Relaxed);
-        let (mut files, mut bytes) = (0i64, 0i64);
-        let mut vanished = 0i64;
-        let dirs = self.removes_empty_dirs();
-        let mut dirs_filed = false;
-        for outcome in outcomes {
-            match outcome {
-                Outcome::Vanished { id, ledger } => {
-                    tx.prepare_cached("DELETE FROM queue WHERE seq = ?1")
-                        .and_then(|mut st| st.execute([id]))
-                        .map_err(|e| self.err(e))?;
-                    apply_ledger(&tx, ledger, now).map_err(|e| self.err(e))?;
-                    vanished += 1;
+        let tally = self.write(|tx| {
+            let mut tally = Tally::default();
+            for outcome in outcomes {
+                self.settle(tx, outcome, now, &mut tally)?;
+            }
+            if tally.files > 0 {
+                ledger_rows::count_delivered(tx, tally.files, tally.bytes)?;
+            }
+            if tally.vanished > 0 {
+                tx.prepare_cached(
+                    "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                     ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + excluded.value",
+                )?
+                .execute(params![VANISHED_KEY, tally.vanished])?;
+            }
+            Ok(tally)
+        })?;
+        if tally.dirs_filed {
+            self.request_dirs_check();
+        }
+        Ok(())
+    }
+
+    /// Records one outcome inside the acknowledging transaction.
+    fn settle(
+        &self,
+        tx: &Transaction<'_>,
+        outcome: &Outcome,
+        now: i64,
+        tally: &mut Tally,
+    ) -> rusqlite::Result<()> {
+        match outcome {
+            Outcome::Vanished { id, ledger } => {
+                tx.prepare_cached("DELETE FROM queue WHERE seq = ?1")?
+                    .execute([id])?;
+                apply_ledger(tx, ledger, now)?;
+                tally.vanished += 1;
+            }
+            Outcome::Done { id, ledger } => {
+                tx.prepare_cached("DELETE FROM queue WHERE seq = ?1")?
+                    .execute([id])?;
+                if self.removes_empty_dirs() {
+                    tally.dirs_filed |= dest_dirs::note(tx, ledger)?;
                 }
-                Outcome::Done { id, ledger } => {
-                    tx.prepare_cached("DELETE FROM queue WHERE seq = ?1")
-                        .and_then(|mut st| st.execute([id]))
-                        .map_err(|e| self.err(e))?;
-                    if dirs {
-                        dirs_filed |= dest_dirs::note(&tx, ledger).map_err(|e| self.err(e))?;
+                apply_ledger(tx, ledger, now)?;
+                if let LedgerUpdate::Sent {
+                    path,
+                    size,
+                    mtime_ns,
+                    identity,
+                    ..
+                } = ledger
+                {
+                    tally.files += 1;
+                    tally.bytes += *size as i64;
+                    if self.handoff.load(Ordering::Relaxed) {
+                        let delay = self.handoff_delay_ms.load(Ordering::Relaxed);
+                        let ready_at = now.saturating_add(delay as i64);
+                        handoff::file(tx, path, *size, *mtime_ns, *identity, ready_at)?;
                     }
-                    apply_ledger(&tx, ledger, now).map_err(|e| self.err(e))?;
-                    if let LedgerUpdate::Sent {
-                        path,
-                        size,
-                        mtime_ns,
-                        identity,
-                        ..
-                    } = ledger
-                    {
-                        files += 1;
-                        bytes += *size as i64;
-                        if handoff {
-                            let delay = self
-                                .handoff_delay_ms
-                                .load(std::sync::atomic::Ordering::Relaxed);
-                            let ready_at = now.saturating_add(delay as i64);
-                            handoff::file(&tx, path, *size, *mtime_ns, *identity, ready_at)
-                                .map_err(|e| self.err(e))?;
-                        }
-                    }
-                }
-                Outcome::Hold {
-                    id,
-                    reason,
-                    ready_at,
-                } => {
-                    // A newer pending send of the same path will meet the same gate itself.
-                    if !drop_superseded_send(&tx, *id).map_err(|e| self.err(e))? {
-                        tx.execute(
-                            "UPDATE queue SET state = 4, ready_at = ?2, last_error = ?3 WHERE seq = ?1",
-                            params![id, *ready_at as i64, reason],
-                        )
-                        .map_err(|e| self.err(e))?;
-                    }
-                }
-                Outcome::Retry {
-                    id,
-                    error,
-                    ready_at,
-                    failed,
-                } => {
-                    // A failed send with a newer pending send of the same path is redundant.
-                    if !drop_superseded_send(&tx, *id).map_err(|e| self.err(e))? {
-                        tx.execute(
-                            "UPDATE queue SET state = 3, ready_at = ?2, last_error = COALESCE(NULLIF(?3, ''), last_error),
-                             attempts = attempts + ?4 WHERE seq = ?1",
-                            params![id, *ready_at as i64, error, *failed as i64],
-                        )
-                        .map_err(|e| self.err(e))?;
-                    }
-                }
-                Outcome::Park {
-                    id,
-                    error,
-                    ready_at,
-                } => {
-                    tx.execute(
-                        "UPDATE queue SET state = 2, last_error = ?2, attempts = attempts + 1,
-                         parks = parks + 1, ready_at = ?3 WHERE seq = ?1",
-                        params![id, error, *ready_at as i64],
-                    )
-                    .map_err(|e| self.err(e))?;
                 }
             }
-        }
-        if files > 0 {
-            ledger_rows::count_delivered(&tx, files, bytes).map_err(|e| self.err(e))?;
-        }
-        if vanished > 0 {
-            tx.prepare_cached(
-                "INSERT INTO meta (key, value) VALUES (?1, ?2)
-                 ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + excluded.value",
-            )
-            .and_then(|mut st| st.execute(params![VANISHED_KEY, vanished]))
-            .map_err(|e| self.err(e))?;
-        }
-        tx.commit().map_err(|e| self.err(e))?;
-        if dirs_filed {
-            self.request_dirs_check();
+            Outcome::Hold {
+                id,
+                reason,
+                ready_at,
+            } => {
+                // A newer pending send of the same path will meet the same gate itself.
+                if !drop_superseded_send(tx, *id)? {
+                    tx.execute(
+                        formatcp!(
+                            "UPDATE queue SET state = {HELD}, ready_at = ?2, last_error = ?3
+                             WHERE seq = ?1"
+                        ),
+                        params![id, *ready_at as i64, reason],
+                    )?;
+                }
+            }
+            Outcome::Retry {
+                id,
+                error,
+                ready_at,
+                failed,
+            } => {
+                // A failed send with a newer pending send of the same path is redundant.
+                if !drop_superseded_send(tx, *id)? {
+                    tx.execute(
+                        formatcp!(
+                            "UPDATE queue SET state = {RETRY}, ready_at = ?2,
+                             last_error = COALESCE(NULLIF(?3, ''), last_error),
+                             attempts = attempts + ?4 WHERE seq = ?1"
+                        ),
+                        params![id, *ready_at as i64, error, *failed as i64],
+                    )?;
+                }
+            }
+            Outcome::Park {
+                id,
+                error,
+                ready_at,
+            } => {
+                tx.execute(
+                    formatcp!(
+                        "UPDATE queue SET state = {PARKED}, last_error = ?2,
+                         attempts = attempts + 1, parks = parks + 1, ready_at = ?3 WHERE seq = ?1"
+                    ),
+                    params![id, error, *ready_at as i64],
+                )?;
+            }
         }
         Ok(())
     }

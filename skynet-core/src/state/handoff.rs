@@ -7,9 +7,10 @@ use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use const_format::formatcp;
 use rusqlite::{params, Transaction};
 
-use super::{Queue, StateError, PARKED};
+use super::{Queue, StateError, PARKED, PENDING};
 use crate::action::Action;
 use crate::connection::FileIdentity;
 use crate::merge::Entry;
@@ -146,8 +147,10 @@ impl Queue {
     /// Up to `limit` waiting hand-offs that are due at `now` (ms), oldest first.
     pub fn handoff_due(&self, limit: usize, now: u64) -> Result<Vec<HandoffRow>, StateError> {
         self.handoff_query(
-            "SELECT path, size, mtime_ns, attempts, last_error, state, dev, ino, ctime_ns FROM handoff
-             WHERE state = 0 AND ready_at <= ?1 ORDER BY ready_at LIMIT ?2",
+            formatcp!(
+                "SELECT path, size, mtime_ns, attempts, last_error, state, dev, ino, ctime_ns
+                 FROM handoff WHERE state = {PENDING} AND ready_at <= ?1 ORDER BY ready_at LIMIT ?2"
+            ),
             params![now as i64, limit as i64],
         )
     }
@@ -208,26 +211,26 @@ impl Queue {
 
     /// When the next waiting hand-off is due, if any.
     pub fn handoff_next_due(&self) -> Result<Option<u64>, StateError> {
-        let conn = self.lock();
-        conn.query_row(
-            "SELECT MIN(ready_at) FROM handoff WHERE state = 0",
-            [],
-            |r| r.get::<_, Option<i64>>(0),
-        )
-        .map(|v| v.map(|v| v.max(0) as u64))
-        .map_err(|e| self.err(e))
+        self.read(|conn| {
+            conn.query_row(
+                formatcp!("SELECT MIN(ready_at) FROM handoff WHERE state = {PENDING}"),
+                [],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .map(|v| v.map(|v| v.max(0) as u64))
+        })
     }
 
     /// The hand-off of `row` is over (done, or no longer wanted). A newer delivery of the
     /// same path, filed meanwhile, keeps its row.
     pub fn handoff_done(&self, row: &HandoffRow) -> Result<(), StateError> {
-        let conn = self.lock();
-        conn.execute(
-            "DELETE FROM handoff WHERE path = ?1 AND mtime_ns = ?2 AND size = ?3",
-            params![row.path.as_bytes(), row.mtime_ns, row.size as i64],
-        )
-        .map(|_| ())
-        .map_err(|e| self.err(e))
+        self.read(|conn| {
+            conn.execute(
+                "DELETE FROM handoff WHERE path = ?1 AND mtime_ns = ?2 AND size = ?3",
+                params![row.path.as_bytes(), row.mtime_ns, row.size as i64],
+            )
+            .map(|_| ())
+        })
     }
 
     /// The hand-off of `row` failed: try again at `ready_at`, or park it (`park`);
@@ -240,22 +243,22 @@ impl Queue {
         park: bool,
         counted: bool,
     ) -> Result<(), StateError> {
-        let conn = self.lock();
-        conn.execute(
-            "UPDATE handoff SET attempts = attempts + ?7, last_error = ?4, ready_at = ?5,
-             state = ?6 WHERE path = ?1 AND mtime_ns = ?2 AND size = ?3",
-            params![
-                row.path.as_bytes(),
-                row.mtime_ns,
-                row.size as i64,
-                error,
-                ready_at as i64,
-                if park { PARKED } else { 0 },
-                counted as i64
-            ],
-        )
-        .map(|_| ())
-        .map_err(|e| self.err(e))
+        self.read(|conn| {
+            conn.execute(
+                "UPDATE handoff SET attempts = attempts + ?7, last_error = ?4, ready_at = ?5,
+                 state = ?6 WHERE path = ?1 AND mtime_ns = ?2 AND size = ?3",
+                params![
+                    row.path.as_bytes(),
+                    row.mtime_ns,
+                    row.size as i64,
+                    error,
+                    ready_at as i64,
+                    if park { PARKED } else { 0 },
+                    counted as i64
+                ],
+            )
+            .map(|_| ())
+        })
     }
 
     /// As a sibling mapping: whether this mapping's ledger holds the version of `path` that
@@ -263,13 +266,13 @@ impl Queue {
     /// both recorded them; rows recorded without, by older versions or `baseline`, match on
     /// size and mtime). Read only.
     pub fn holds_handed_off(&self, row: &HandoffRow) -> Result<bool, StateError> {
-        let conn = self.lock();
-        let sql = format!(
-            "SELECT EXISTS(SELECT 1 FROM ledger WHERE {SAME_VERSION}) AND {ENTRY_DELIVERED}"
-        );
-        conn.prepare_cached(&sql)
-            .and_then(|mut st| st.query_row(version_params(row), |r| r.get::<_, bool>(0)))
-            .map_err(|e| self.err(e))
+        self.read(|conn| {
+            let sql = format!(
+                "SELECT EXISTS(SELECT 1 FROM ledger WHERE {SAME_VERSION}) AND {ENTRY_DELIVERED}"
+            );
+            conn.prepare_cached(&sql)
+                .and_then(|mut st| st.query_row(version_params(row), |r| r.get::<_, bool>(0)))
+        })
     }
 
     /// [`Queue::holds_handed_off`], and if so marks the row `handed_off` (its local removal
@@ -277,26 +280,26 @@ impl Queue {
     /// and mark, committed with `synchronous = FULL` so that the mark is on disk before the
     /// caller removes the file.
     pub fn mark_handed_off(&self, row: &HandoffRow) -> Result<bool, StateError> {
-        let conn = self.lock();
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(|e| self.err(e))?;
-        let sql =
-            format!("UPDATE ledger SET handed_off = 1 WHERE {SAME_VERSION} AND {ENTRY_DELIVERED}");
-        conn.prepare_cached(&sql)
-            .and_then(|mut st| st.execute(version_params(row)))
-            .map(|n| n > 0)
-            .map_err(|e| self.err(e))
+        self.read(|conn| {
+            conn.pragma_update(None, "synchronous", "FULL")?;
+            let sql = format!(
+                "UPDATE ledger SET handed_off = 1 WHERE {SAME_VERSION} AND {ENTRY_DELIVERED}"
+            );
+            conn.prepare_cached(&sql)
+                .and_then(|mut st| st.execute(version_params(row)))
+                .map(|n| n > 0)
+        })
     }
 
     /// Parked hand-offs become due again now, attempts reset (`skynet queue retry all`).
     pub fn handoff_retry_parked(&self) -> Result<u64, StateError> {
-        let conn = self.lock();
-        conn.execute(
-            "UPDATE handoff SET state = 0, attempts = 0, ready_at = 0 WHERE state = ?1",
-            [PARKED],
-        )
-        .map(|n| n as u64)
-        .map_err(|e| self.err(e))
+        self.read(|conn| {
+            conn.execute(
+                formatcp!("UPDATE handoff SET state = {PENDING}, attempts = 0, ready_at = 0 WHERE state = ?1"),
+                [PARKED],
+            )
+            .map(|n| n as u64)
+        })
     }
 }
 

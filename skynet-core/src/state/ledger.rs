@@ -238,67 +238,57 @@ pub(super) fn apply_ledger(
 impl Queue {
     /// The whole ledger.
     pub fn ledger(&self) -> Result<HashMap<RelPath, LedgerEntry>, StateError> {
-        let conn = self.lock();
-        let mut stmt = conn
-            .prepare("SELECT path, size, mtime_ns FROM ledger")
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, Vec<u8>>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)?,
-                ))
+        let rows = self.query_rows("SELECT path, size, mtime_ns FROM ledger", [], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(path, size, mtime_ns)| {
+                let entry = LedgerEntry {
+                    size: size as u64,
+                    mtime_ns,
+                };
+                Some((RelPath::from_bytes(&path).ok()?, entry))
             })
-            .map_err(|e| self.err(e))?;
-        let mut out = HashMap::new();
-        for row in rows {
-            let (path, size, mtime_ns) = row.map_err(|e| self.err(e))?;
-            if let Ok(p) = RelPath::from_bytes(&path) {
-                out.insert(
-                    p,
-                    LedgerEntry {
-                        size: size as u64,
-                        mtime_ns,
-                    },
-                );
-            }
-        }
-        Ok(out)
+            .collect())
     }
 
     /// The ledger row of one path, if the ledger holds it (a stale row has size `u64::MAX`).
     pub fn ledger_entry(&self, path: &RelPath) -> Result<Option<LedgerEntry>, StateError> {
-        let conn = self.lock();
-        conn.prepare_cached("SELECT size, mtime_ns FROM ledger WHERE path = ?1")
-            .and_then(|mut st| {
-                st.query_row([path.as_bytes()], |r| {
-                    Ok(LedgerEntry {
-                        size: r.get::<_, i64>(0)? as u64,
-                        mtime_ns: r.get(1)?,
+        self.read(|conn| {
+            conn.prepare_cached("SELECT size, mtime_ns FROM ledger WHERE path = ?1")
+                .and_then(|mut st| {
+                    st.query_row([path.as_bytes()], |r| {
+                        Ok(LedgerEntry {
+                            size: r.get::<_, i64>(0)? as u64,
+                            mtime_ns: r.get(1)?,
+                        })
                     })
+                    .optional()
                 })
-                .optional()
-            })
-            .map_err(|e| self.err(e))
+        })
     }
 
     /// Records files as delivered without sending them (`skynet baseline`): path, size,
     /// mtime and, where computed, content hash.
     pub fn record_delivered(&self, files: &[Delivered]) -> Result<(), StateError> {
-        let mut conn = self.lock();
-        let tx = self.write_tx(&mut conn)?;
         let now = now_ms() as i64;
-        for (path, size, mtime_ns, hash) in files {
-            let update = LedgerUpdate::Sent {
-                path: path.clone(),
-                size: *size,
-                mtime_ns: *mtime_ns,
-                hash: *hash,
-                identity: None,
-            };
-            apply_ledger(&tx, &update, now).map_err(|e| self.err(e))?;
-        }
-        tx.commit().map_err(|e| self.err(e))
+        self.write(|tx| {
+            for (path, size, mtime_ns, hash) in files {
+                let update = LedgerUpdate::Sent {
+                    path: path.clone(),
+                    size: *size,
+                    mtime_ns: *mtime_ns,
+                    hash: *hash,
+                    identity: None,
+                };
+                apply_ledger(tx, &update, now)?;
+            }
+            Ok(())
+        })
     }
 }

@@ -45,12 +45,10 @@ pub(super) fn count_delivered(
 impl Queue {
     /// Every ledger row, by path.
     pub fn ledger_rows(&self) -> Result<Vec<LedgerRow>, StateError> {
-        let conn = self.lock();
-        let mut stmt = conn
-            .prepare("SELECT id, path, size, mtime_ns, hash, sent_at FROM ledger ORDER BY path")
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| {
+        let rows = self.query_rows(
+            "SELECT id, path, size, mtime_ns, hash, sent_at FROM ledger ORDER BY path",
+            [],
+            |r| {
                 Ok((
                     r.get::<_, i64>(0)?,
                     r.get::<_, Vec<u8>>(1)?,
@@ -59,23 +57,21 @@ impl Queue {
                     r.get::<_, Option<Vec<u8>>>(4)?,
                     r.get::<_, i64>(5)?,
                 ))
-            })
-            .map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, path, size, mtime_ns, hash, sent_at) = row.map_err(|e| self.err(e))?;
-            if let Ok(path) = RelPath::from_bytes(&path) {
-                out.push(LedgerRow {
+            },
+        )?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, path, size, mtime_ns, hash, sent_at)| {
+                Some(LedgerRow {
                     id,
-                    path,
+                    path: RelPath::from_bytes(&path).ok()?,
                     size,
                     mtime_ns,
                     sha256: hash.map(|h| hex(&h)),
                     sent_at: sent_at.max(0) as u64,
-                });
-            }
-        }
-        Ok(out)
+                })
+            })
+            .collect())
     }
 
     /// The size and content hash the ledger holds for `path`, if it holds the path.
@@ -83,48 +79,40 @@ impl Queue {
         &self,
         path: &RelPath,
     ) -> Result<Option<(i64, Option<Sha256Digest>)>, StateError> {
-        let conn = self.lock();
-        let row = conn
-            .prepare_cached("SELECT size, hash FROM ledger WHERE path = ?1")
-            .and_then(|mut st| {
-                st.query_row([path.as_bytes()], |r| {
+        let row = self.read(|conn| {
+            conn.prepare_cached("SELECT size, hash FROM ledger WHERE path = ?1")?
+                .query_row([path.as_bytes()], |r| {
                     Ok((r.get::<_, i64>(0)?, r.get::<_, Option<Vec<u8>>>(1)?))
                 })
                 .optional()
-            })
-            .map_err(|e| self.err(e))?;
+        })?;
         Ok(row.map(|(size, hash)| (size, hash.and_then(|h| h.try_into().ok()))))
     }
 
     /// Forgets the ledger row with this id, or the rows at and under this path: those files
     /// count as never delivered. Returns the paths forgotten.
     pub fn forget(&self, what: &Forget) -> Result<Vec<RelPath>, StateError> {
-        let mut conn = self.lock();
-        let tx = self.write_tx(&mut conn)?;
-        let paths: Vec<Vec<u8>> = match what {
-            Forget::Id(id) => tx
-                .query_row("SELECT path FROM ledger WHERE id = ?1", [id], |r| r.get(0))
-                .optional()
-                .map_err(|e| self.err(e))?
-                .into_iter()
-                .collect(),
-            Forget::Path(p) => {
-                let (lo, hi) = super::within_bounds(p);
-                let mut stmt = tx
-                    .prepare("SELECT path FROM ledger WHERE path = ?1 OR (path > ?2 AND path < ?3)")
-                    .map_err(|e| self.err(e))?;
-                let rows = stmt
-                    .query_map(params![p.as_bytes(), lo, hi], |r| r.get(0))
-                    .map_err(|e| self.err(e))?;
-                rows.collect::<rusqlite::Result<_>>()
-                    .map_err(|e| self.err(e))?
+        let paths: Vec<Vec<u8>> = self.write(|tx| {
+            let paths: Vec<Vec<u8>> = match what {
+                Forget::Id(id) => tx
+                    .query_row("SELECT path FROM ledger WHERE id = ?1", [id], |r| r.get(0))
+                    .optional()?
+                    .into_iter()
+                    .collect(),
+                Forget::Path(p) => {
+                    let (lo, hi) = super::within_bounds(p);
+                    tx.prepare(
+                        "SELECT path FROM ledger WHERE path = ?1 OR (path > ?2 AND path < ?3)",
+                    )?
+                    .query_map(params![p.as_bytes(), lo, hi], |r| r.get(0))?
+                    .collect::<rusqlite::Result<_>>()?
+                }
+            };
+            for p in &paths {
+                tx.execute("DELETE FROM ledger WHERE path = ?1", [p])?;
             }
-        };
-        for p in &paths {
-            tx.execute("DELETE FROM ledger WHERE path = ?1", [p])
-                .map_err(|e| self.err(e))?;
-        }
-        tx.commit().map_err(|e| self.err(e))?;
+            Ok(paths)
+        })?;
         Ok(paths
             .iter()
             .filter_map(|p| RelPath::from_bytes(p).ok())
@@ -133,20 +121,20 @@ impl Queue {
 
     /// Files and bytes delivered on `day` (`YYYY-MM-DD`, see [`today`]).
     pub fn delivered_on(&self, day: &str) -> Result<(u64, u64), StateError> {
-        let conn = self.lock();
-        conn.query_row(
-            "SELECT files, bytes FROM daily WHERE day = ?1",
-            [day],
-            |r| {
-                Ok((
-                    r.get::<_, i64>(0)?.max(0) as u64,
-                    r.get::<_, i64>(1)?.max(0) as u64,
-                ))
-            },
-        )
-        .optional()
-        .map(|v| v.unwrap_or((0, 0)))
-        .map_err(|e| self.err(e))
+        self.read(|conn| {
+            conn.query_row(
+                "SELECT files, bytes FROM daily WHERE day = ?1",
+                [day],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?.max(0) as u64,
+                        r.get::<_, i64>(1)?.max(0) as u64,
+                    ))
+                },
+            )
+            .optional()
+            .map(|v| v.unwrap_or((0, 0)))
+        })
     }
 }
 

@@ -3,40 +3,48 @@
 
 use std::cell::RefCell;
 
+use const_format::formatcp;
 use rusqlite::{params, Transaction};
 
 use super::queue::decode_action;
-use super::StateError;
-use super::{within_bounds, PENDING};
+use super::{within_bounds, HELD, IN_FLIGHT, PENDING, RETRY};
 use crate::merge::{Entry, PendingView, Queued};
 use crate::relpath::RelPath;
 
 /// The merge's view of the queue inside the current transaction.
 pub(super) struct SqlView<'a, 'c> {
-    pub(super) tx: &'a Transaction<'c>,
-    pub(super) error: RefCell<Option<StateError>>,
-    pub(super) path: &'a str,
+    tx: &'a Transaction<'c>,
+    error: RefCell<Option<rusqlite::Error>>,
 }
 
-impl SqlView<'_, '_> {
-    pub(super) fn keep<T: Default>(&self, result: rusqlite::Result<T>) -> T {
+impl<'a, 'c> SqlView<'a, 'c> {
+    pub(super) fn new(tx: &'a Transaction<'c>) -> Self {
+        SqlView {
+            tx,
+            error: RefCell::new(None),
+        }
+    }
+
+    /// The first SQL failure met while the rules asked (they cannot take errors: the view
+    /// answers "nothing" and keeps the failure for the caller, which rolls back).
+    pub(super) fn failure(self) -> rusqlite::Result<()> {
+        match self.error.into_inner() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn keep<T: Default>(&self, result: rusqlite::Result<T>) -> T {
         match result {
             Ok(v) => v,
-            Err(source) => {
-                self.error.borrow_mut().get_or_insert(StateError::Db {
-                    path: self.path.to_string(),
-                    source,
-                });
+            Err(e) => {
+                self.error.borrow_mut().get_or_insert(e);
                 T::default()
             }
         }
     }
 
-    pub(super) fn entries(
-        &self,
-        sql: &str,
-        args: &[&dyn rusqlite::ToSql],
-    ) -> rusqlite::Result<Vec<Entry>> {
+    fn entries(&self, sql: &str, args: &[&dyn rusqlite::ToSql]) -> rusqlite::Result<Vec<Entry>> {
         let mut stmt = self.tx.prepare_cached(sql)?;
         let rows = stmt.query_map(args, |r| {
             Ok((
@@ -100,7 +108,7 @@ impl PendingView for SqlView<'_, '_> {
 
     fn pending(&self, key: &RelPath) -> Option<Entry> {
         let found = self.entries(
-            "SELECT path, kind, from_path, ready_at FROM queue WHERE path = ?1 AND state = 0",
+            formatcp!("SELECT path, kind, from_path, ready_at FROM queue WHERE path = ?1 AND state = {PENDING}"),
             &[&key.as_bytes()],
         );
         self.keep(found).into_iter().next()
@@ -109,8 +117,10 @@ impl PendingView for SqlView<'_, '_> {
     fn pending_under(&self, dir: &RelPath) -> Vec<Entry> {
         let (lo, hi) = within_bounds(dir);
         let found = self.entries(
-            "SELECT path, kind, from_path, ready_at FROM queue
-             WHERE path > ?1 AND path < ?2 AND state = 0",
+            formatcp!(
+                "SELECT path, kind, from_path, ready_at FROM queue
+                 WHERE path > ?1 AND path < ?2 AND state = {PENDING}"
+            ),
             &[&lo, &hi],
         );
         self.keep(found)
@@ -119,8 +129,11 @@ impl PendingView for SqlView<'_, '_> {
     fn committed_sends_within(&self, path: &RelPath) -> Vec<RelPath> {
         let (lo, hi) = within_bounds(path);
         let found = self.entries(
-            "SELECT path, kind, from_path, ready_at FROM queue
-             WHERE (path = ?1 OR (path > ?2 AND path < ?3)) AND state IN (1, 3, 4) AND kind = 'send'",
+            formatcp!(
+                "SELECT path, kind, from_path, ready_at FROM queue
+                 WHERE (path = ?1 OR (path > ?2 AND path < ?3))
+                 AND state IN ({IN_FLIGHT}, {RETRY}, {HELD}) AND kind = 'send'"
+            ),
             &[&path.as_bytes(), &lo, &hi],
         );
         self.keep(found)
@@ -142,9 +155,11 @@ impl PendingView for SqlView<'_, '_> {
         // A directory is known remotely when any file under it is.
         let (lo, hi) = within_bounds(path);
         let found = self.tx.query_row(
-            "SELECT EXISTS(SELECT 1 FROM ledger WHERE path = ?1 OR (path > ?2 AND path < ?3))
+            formatcp!(
+                "SELECT EXISTS(SELECT 1 FROM ledger WHERE path = ?1 OR (path > ?2 AND path < ?3))
                  OR EXISTS(SELECT 1 FROM queue WHERE (path = ?1 OR (path > ?2 AND path < ?3))
-                           AND state IN (1, 3, 4))",
+                           AND state IN ({IN_FLIGHT}, {RETRY}, {HELD}))"
+            ),
             params![path.as_bytes(), lo, hi],
             |r| r.get::<_, bool>(0),
         );

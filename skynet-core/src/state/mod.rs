@@ -22,9 +22,12 @@
 
 use std::sync::Mutex;
 
+use const_format::formatcp;
+
 use crate::guard::MaxDelete;
 use crate::relpath::RelPath;
 
+mod claim;
 mod db;
 mod deletion_guard;
 mod dest_dirs;
@@ -54,17 +57,27 @@ pub use versions::VersionRow;
 
 /// Gives every parked action a new episode of attempts, ready now (`queue retry all`, and
 /// each start).
-const REVIVE_PARKED: &str =
-    "UPDATE queue SET state = 3, ready_at = 0, attempts = 0 WHERE state = 2";
-
+// The states of a `queue` row (its `state` column; `schema/001_init.sql` and later
+// migrations), named wherever SQL uses them.
+/// Filed, waiting to be claimed once `ready_at` has passed.
 const PENDING: i64 = 0;
+/// Claimed by the handler; turned back into a retry by [`Queue::recover`] after a crash.
 const IN_FLIGHT: i64 = 1;
+/// Failed `max_attempts` times: shown as failed, tried again after its park (`ready_at`),
+/// at the next start, or by `queue retry`.
 const PARKED: i64 = 2;
+/// Failed (or taken back after a crash), tried again at `ready_at`.
 const RETRY: i64 = 3;
 /// Held back by a gate (`min_age`, dated names) until `ready_at`; not a failure.
 const HELD: i64 = 4;
 /// A deletion held by the mass-deletion guard until a person confirms it (see [`crate::guard`]).
-pub(crate) const GUARDED: i64 = 5;
+const GUARDED: i64 = 5;
+
+/// Gives every parked action a new episode of attempts, ready now (`queue retry all`, and
+/// each start).
+const REVIVE_PARKED: &str = formatcp!(
+    "UPDATE queue SET state = {RETRY}, ready_at = 0, attempts = 0 WHERE state = {PARKED}"
+);
 
 /// A failure of the state database, naming the file.
 #[derive(Debug, thiserror::Error)]

@@ -1,7 +1,7 @@
 //! The queue's and ledger's rules against a real (in-memory) database.
 
+use super::claim::PathSet;
 use super::ledger::apply_ledger;
-use super::queue::PathSet;
 use super::*;
 use crate::action::Action;
 use crate::clock::now_ms;
@@ -325,19 +325,17 @@ fn crash_recovery_retries_in_flight_and_ledger_moves() {
     assert_eq!(q.last_error().unwrap().as_deref(), Some("gave up"));
     q.record_delivered(&[(p("d/x"), 1, 1, None)]).unwrap();
     q.finish(&[]).unwrap();
-    let mut conn = q.lock();
-    let tx = conn.transaction().unwrap();
-    apply_ledger(
-        &tx,
-        &LedgerUpdate::Moved {
-            from: p("d"),
-            to: p("e"),
-        },
-        0,
-    )
+    q.write(|tx| {
+        apply_ledger(
+            tx,
+            &LedgerUpdate::Moved {
+                from: p("d"),
+                to: p("e"),
+            },
+            0,
+        )
+    })
     .unwrap();
-    tx.commit().unwrap();
-    drop(conn);
     let ledger = q.ledger().unwrap();
     assert!(ledger.contains_key(&p("e/x")) && !ledger.contains_key(&p("d/x")));
     assert_eq!(

@@ -35,15 +35,14 @@ impl Queue {
         kept_at: u64,
         name: impl Fn(u32) -> Option<RelPath>,
     ) -> Result<RelPath, StateError> {
-        let conn = self.lock();
         for n in 0..1000 {
             let Some(version) = name(n) else { break };
-            let filed = conn
-                .execute(
+            let filed = self.read(|conn| {
+                conn.execute(
                     "INSERT OR IGNORE INTO versions (version, original, kept_at) VALUES (?1, ?2, ?3)",
                     params![version.as_bytes(), original.as_bytes(), kept_at as i64],
                 )
-                .map_err(|e| self.err(e))?;
+            })?;
             if filed == 1 {
                 return Ok(version);
             }
@@ -56,24 +55,24 @@ impl Queue {
 
     /// The move aside of `version` is done.
     pub fn version_confirm(&self, version: &RelPath) -> Result<(), StateError> {
-        let conn = self.lock();
-        conn.execute(
-            "UPDATE versions SET confirmed = 1 WHERE version = ?1",
-            [version.as_bytes()],
-        )
-        .map(|_| ())
-        .map_err(|e| self.err(e))
+        self.read(|conn| {
+            conn.execute(
+                "UPDATE versions SET confirmed = 1 WHERE version = ?1",
+                [version.as_bytes()],
+            )
+            .map(|_| ())
+        })
     }
 
     /// `version` names nothing (there was nothing to keep, or it was pruned).
     pub fn version_forget(&self, version: &RelPath) -> Result<(), StateError> {
-        let conn = self.lock();
-        conn.execute(
-            "DELETE FROM versions WHERE version = ?1",
-            [version.as_bytes()],
-        )
-        .map(|_| ())
-        .map_err(|e| self.err(e))
+        self.read(|conn| {
+            conn.execute(
+                "DELETE FROM versions WHERE version = ?1",
+                [version.as_bytes()],
+            )
+            .map(|_| ())
+        })
     }
 
     /// Every version, newest first; only those of `original` (and under it) when given.
@@ -99,18 +98,18 @@ impl Queue {
 
     /// How many versions are known to be kept (confirmed), and when the oldest was (ms).
     pub fn versions_summary(&self) -> Result<(u64, Option<u64>), StateError> {
-        let conn = self.lock();
-        conn.query_row(
-            "SELECT COUNT(*), MIN(kept_at) FROM versions WHERE confirmed = 1",
-            [],
-            |r| {
-                Ok((
-                    r.get::<_, i64>(0)?.max(0) as u64,
-                    r.get::<_, Option<i64>>(1)?.map(|t| t.max(0) as u64),
-                ))
-            },
-        )
-        .map_err(|e| self.err(e))
+        self.read(|conn| {
+            conn.query_row(
+                "SELECT COUNT(*), MIN(kept_at) FROM versions WHERE confirmed = 1",
+                [],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?.max(0) as u64,
+                        r.get::<_, Option<i64>>(1)?.map(|t| t.max(0) as u64),
+                    ))
+                },
+            )
+        })
     }
 
     /// Up to `limit` versions kept before `before` (ms), oldest first.
