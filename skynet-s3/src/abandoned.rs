@@ -232,7 +232,7 @@ impl Inner {
             }
             Err(e) => {
                 let f = classify(e, &self.what("list parts of", key));
-                if f.is_no_such_upload() && f.code.as_deref() != Some("NoSuchBucket") {
+                if f.is_missing_upload() {
                     Ok(None)
                 } else {
                     Err(f.into())

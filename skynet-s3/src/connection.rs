@@ -30,7 +30,7 @@ use skynet_core::{
 use tokio::task::JoinSet;
 
 use crate::config::{redact_endpoint, S3Config, S3ConfigError};
-use crate::errors::{classify, copy_error, delete_answer, one_line};
+use crate::errors::{batch_delete_error, classify, copy_error, delete_answer, one_line};
 use crate::keys::{encode_copy_source, KeyMap};
 use crate::resume_store::ResumeStore;
 
@@ -279,15 +279,10 @@ impl Inner {
                 .await
                 .map_err(|e| classify(e, &self.what("delete", first)))?;
             if let Some(err) = out.errors().first() {
-                let code = err.code().unwrap_or("error");
-                let kind = crate::errors::kind_for(500, Some(code));
-                return Err(ConnError::new(
-                    kind,
-                    one_line(&format!(
-                        "{}: {code}: {}",
-                        self.what("delete", err.key().unwrap_or(first)),
-                        err.message().unwrap_or("")
-                    )),
+                return Err(batch_delete_error(
+                    &self.what("delete", err.key().unwrap_or(first)),
+                    err.code(),
+                    err.message().unwrap_or(""),
                 ));
             }
         }
@@ -609,20 +604,7 @@ impl Connection for S3Connection {
             let f = classify(e, &inner.what("list", inner.keys.root()));
             return Err(match f.kind {
                 ErrorKind::ConnectionLost | ErrorKind::Transient => f.into(),
-                _ => {
-                    let code = f
-                        .code
-                        .clone()
-                        .unwrap_or_else(|| format!("HTTP {}", f.status.unwrap_or(0)));
-                    let hint = match code.as_str() {
-                        "NoSuchBucket" => "the bucket does not exist",
-                        "InvalidAccessKeyId" => "the access key id is not known to the server",
-                        "SignatureDoesNotMatch" => "the secret access key is wrong",
-                        "AccessDenied" => "access denied to these credentials",
-                        _ => "refused",
-                    };
-                    setup(format!("{hint} ({code})"))
-                }
+                _ => setup(f.refusal()),
             });
         }
         inner.clean_stale_uploads().await
@@ -799,7 +781,7 @@ impl Connection for S3Connection {
             Ok(out) => Ok(Some(out.content_length().unwrap_or(0).max(0) as u64)),
             Err(e) => {
                 let f = classify(e, &inner.what("stat", &key));
-                if f.is_not_found() && f.code.as_deref() != Some("NoSuchBucket") {
+                if f.is_missing_object() {
                     Ok(None)
                 } else if f.is_plain_server_error() {
                     // s3s-fs answers 500 for a "directory" key: settle it with a listing,
@@ -831,7 +813,7 @@ impl Connection for S3Connection {
             Ok(out) => out,
             Err(e) => {
                 let f = classify(e, &inner.what("verify", &key));
-                let absent = if f.is_not_found() && f.code.as_deref() != Some("NoSuchBucket") {
+                let absent = if f.is_missing_object() {
                     true
                 } else if f.is_plain_server_error() {
                     // s3s-fs answers 500 for a "directory" key: settle it with a listing.

@@ -79,7 +79,7 @@ pub(crate) async fn abort_upload(
         .await;
     if let Err(e) = res {
         let f = classify(e, &inner.what("abort upload of", key));
-        if !(f.is_no_such_upload() && f.code.as_deref() != Some("NoSuchBucket")) {
+        if !f.is_missing_upload() {
             return Err(f.into());
         }
     }
@@ -118,7 +118,7 @@ async fn server_parts(
             Ok(p) => p,
             Err(e) => {
                 let f = classify(e, &inner.what("list parts of", key));
-                if f.is_no_such_upload() && f.code.as_deref() != Some("NoSuchBucket") {
+                if f.is_missing_upload() {
                     return Ok(None);
                 }
                 return Err(f.into());
@@ -354,8 +354,8 @@ impl PartJob {
             .await
             .map_err(|e| {
                 let f = classify(e, &what);
-                let upload_gone = f.code.as_deref() == Some("NoSuchUpload");
-                let denied = f.code.as_deref() == Some("AccessDenied");
+                let upload_gone = f.names_upload_unknown();
+                let denied = f.is_access_denied();
                 PartError {
                     err: f.into(),
                     upload_gone,
@@ -537,13 +537,7 @@ pub(crate) async fn send_multipart(
         .await;
     if let Err(e) = res {
         let f = classify(e, &inner.what("complete upload of", key));
-        let hopeless = f.is_no_such_upload()
-            || (resumed && f.code.as_deref() == Some("AccessDenied"))
-            || matches!(
-                f.code.as_deref(),
-                Some("InvalidPart" | "InvalidPartOrder" | "EntityTooSmall" | "InvalidRequest")
-            );
-        if hopeless && f.code.as_deref() != Some("NoSuchBucket") {
+        if f.is_completion_hopeless(resumed) {
             // Start over on the next try rather than fail the same way forever. The record
             // goes even when the abort fails (s3s-fs refuses to abort an id it no longer
             // has, e.g. one a killed run completed): kept, it would be resumed forever.
@@ -664,7 +658,7 @@ async fn copy_parts(
                     .await
                     .map_err(|e| {
                         let f = classify(e, &what);
-                        if f.code.as_deref() == Some("NoSuchKey") {
+                        if f.is_no_such_key() {
                             ConnError::remote_missing(f.message)
                         } else {
                             f.into()
