@@ -27,8 +27,8 @@ use skynet_core::connection::verify_size;
 use skynet_core::{
     ConnError, Connection, ErrorKind, RelPath, RemoteEntry, SourceFile, Verification,
 };
-use tokio::task::JoinSet;
 
+use crate::bounded::run_bounded;
 use crate::config::{redact_endpoint, S3Config, S3ConfigError};
 use crate::errors::{batch_delete_error, classify, copy_error, delete_answer, one_line};
 use crate::keys::{encode_copy_source, KeyMap};
@@ -730,28 +730,20 @@ impl Connection for S3Connection {
         } else if exact.is_none() && inner.exact_size(&to_key).await?.is_some() {
             inner.delete_key(&to_key).await?;
         }
-        let mut set: JoinSet<Result<(), ConnError>> = JoinSet::new();
-        let mut pending = moves.iter().cloned();
-        loop {
-            while set.len() < inner.cfg.concurrency {
-                let Some((src, dst, size)) = pending.next() else {
-                    break;
-                };
+        run_bounded(
+            inner.cfg.concurrency,
+            moves.iter().cloned(),
+            |(src, dst, size)| {
                 let conn = self.clone();
-                set.spawn(async move { conn.inner.copy_key(&src, &dst, size).await });
-            }
-            match set.join_next().await {
-                None => break,
-                Some(Ok(Ok(()))) => {}
-                Some(Ok(Err(e))) => return Err(e),
-                Some(Err(e)) => {
-                    return Err(ConnError::transient(format!(
-                        "{}: copy task failed: {e}",
-                        inner.describe
-                    )))
-                }
-            }
-        }
+                async move { conn.inner.copy_key(&src, &dst, size).await }
+            },
+        )
+        .await
+        .map_err(|halt| {
+            halt.into_error(|e| {
+                ConnError::transient(format!("{}: copy task failed: {e}", inner.describe))
+            })
+        })?;
         inner.forget_uploads(&from_key, &from_dir).await?;
         let sources: Vec<String> = moves
             .iter()

@@ -12,6 +12,7 @@
 //! With the `testing` feature, [`testing`] starts a private s3s-fs server for tests.
 
 mod abandoned;
+mod bounded;
 mod checksum;
 mod config;
 mod connection;

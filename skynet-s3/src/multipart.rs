@@ -17,8 +17,8 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
 use skynet_core::{ConnError, ErrorKind, SourceFile};
-use tokio::task::JoinSet;
 
+use crate::bounded::{run_bounded, Halt};
 use crate::config::{MAX_PARTS, MAX_SINGLE_OBJECT, MIB, MIN_PART_SIZE};
 use crate::connection::{mtime_ns, mtime_text, Inner, MTIME_METADATA};
 use crate::errors::classify;
@@ -456,50 +456,43 @@ pub(crate) async fn send_multipart(
         upload_id: id.clone(),
         file: file.clone(),
     };
-    let mut sent = 0u64;
-    let mut set: JoinSet<Result<PartRecord, PartError>> = JoinSet::new();
-    let mut pending = todo.into_iter();
-    loop {
-        while set.len() < inner.cfg.concurrency {
-            let Some(n) = pending.next() else { break };
-            let (offset, len) = part_range(n, file.size, part_size);
-            set.spawn(job.clone().upload(n as i32, offset, len));
+    let uploaded = run_bounded(inner.cfg.concurrency, todo, |n| {
+        let (offset, len) = part_range(n, file.size, part_size);
+        job.clone().upload(n as i32, offset, len)
+    })
+    .await;
+    let sent = match uploaded {
+        Ok(parts) => {
+            let sent = parts.iter().map(|p| p.size).sum();
+            done.extend(parts);
+            sent
         }
-        let Some(joined) = set.join_next().await else {
-            break;
-        };
-        match joined {
-            Ok(Ok(part)) => {
-                sent += part.size;
-                done.push(part);
-            }
-            Ok(Err(PartError {
-                err,
-                upload_gone,
-                denied,
-            })) => {
-                set.abort_all();
-                if upload_gone || (resumed && denied) {
-                    let id = id.clone();
-                    inner.store.run(move |s| s.remove(&id)).await?;
-                    return Err(ConnError::transient(format!(
-                        "{}; the upload is gone, starting over",
-                        err.message
-                    )));
-                } else if err.kind == ErrorKind::Permanent || local_gone(&file.path) {
-                    abort_quietly(inner, key, &id).await;
-                }
-                // Otherwise the upload stays recorded and the retry resumes it.
-                return Err(err);
-            }
-            Err(e) => {
+        Err(Halt::Failed(PartError {
+            err,
+            upload_gone,
+            denied,
+        })) => {
+            // The other parts were aborted as `run_bounded` returned.
+            if upload_gone || (resumed && denied) {
+                let id = id.clone();
+                inner.store.run(move |s| s.remove(&id)).await?;
                 return Err(ConnError::transient(format!(
-                    "{}: part task failed: {e}",
-                    inner.what("upload", key)
-                )))
+                    "{}; the upload is gone, starting over",
+                    err.message
+                )));
+            } else if err.kind == ErrorKind::Permanent || local_gone(&file.path) {
+                abort_quietly(inner, key, &id).await;
             }
+            // Otherwise the upload stays recorded and the retry resumes it.
+            return Err(err);
         }
-    }
+        Err(Halt::Panicked(e)) => {
+            return Err(ConnError::transient(format!(
+                "{}: part task failed: {e}",
+                inner.what("upload", key)
+            )))
+        }
+    };
 
     // The parts hold one version of the file only if it did not change while they were read.
     let src = file.clone();
@@ -630,12 +623,10 @@ async fn copy_parts(
 ) -> Result<(), ConnError> {
     let part_size = part_size_for(size, inner.cfg.copy_part_size);
     let source = encode_copy_source(inner.bucket(), from);
-    let mut set: JoinSet<Result<CompletedPart, ConnError>> = JoinSet::new();
-    let mut pending = 1..=part_count(size, part_size);
-    let mut parts = Vec::new();
-    loop {
-        while set.len() < inner.cfg.concurrency {
-            let Some(n) = pending.next() else { break };
+    let copies = run_bounded(
+        inner.cfg.concurrency,
+        1..=part_count(size, part_size),
+        |n| {
             let (offset, len) = part_range(n, size, part_size);
             let client: Client = inner.client.clone();
             let (bucket, key, id, source) = (
@@ -645,7 +636,7 @@ async fn copy_parts(
                 source.clone(),
             );
             let what = inner.what(&format!("copy part {n} to"), to);
-            set.spawn(async move {
+            async move {
                 let out = client
                     .upload_part_copy()
                     .bucket(bucket)
@@ -677,15 +668,13 @@ async fn copy_parts(
                             .map(str::to_string),
                     )
                     .build())
-            });
-        }
-        match set.join_next().await {
-            None => break,
-            Some(Ok(Ok(part))) => parts.push(part),
-            Some(Ok(Err(e))) => return Err(e),
-            Some(Err(e)) => return Err(ConnError::transient(format!("copy task failed: {e}"))),
-        }
-    }
+            }
+        },
+    )
+    .await;
+    let mut parts = copies.map_err(|halt| {
+        halt.into_error(|e| ConnError::transient(format!("copy task failed: {e}")))
+    })?;
     parts.sort_by_key(|p| p.part_number());
     inner
         .client
