@@ -34,14 +34,13 @@
 //! warns, naming the key, and a bucket lifecycle rule (AbortIncompleteMultipartUpload) is the
 //! remedy.
 
-use std::collections::HashSet;
-
 use aws_sdk_s3::error::SdkError;
 use skynet_core::{ConnError, ErrorKind, SourceFile};
 
-use crate::connection::{mtime_ns, Inner};
+use skynet_core::queue::mtime_ns;
+
+use crate::client::S3Client;
 use crate::errors::classify;
-use crate::multipart::abort_upload;
 
 /// Whether the server answered a listing of uploads.
 enum Listing {
@@ -50,13 +49,13 @@ enum Listing {
     Unsupported,
 }
 
-impl Inner {
+impl S3Client {
     /// At connect: aborts the recorded uploads that can no longer be resumed (their local file
     /// changed or vanished), then deals with the creations earlier runs announced and never
     /// recorded. Uploads this process is running are left alone.
     pub(crate) async fn clean_stale_uploads(&self) -> Result<(), ConnError> {
-        let (bucket, root) = (self.bucket().to_string(), self.keys.root().to_string());
-        let records = self.store.run(move |s| s.list(&bucket, &root)).await?;
+        let (bucket, root) = (self.bucket().to_string(), self.keys().root().to_string());
+        let records = self.store().run(move |s| s.list(&bucket, &root)).await?;
         let live = self.live_ids();
         for rec in records {
             if live.contains(&rec.upload_id) {
@@ -71,17 +70,17 @@ impl Inner {
                 current.is_some_and(|f| f.size == rec.size && mtime_ns(f.mtime) == rec.mtime_ns);
             if !still_matches {
                 tracing::info!(key = %rec.key, "aborting a multipart upload whose file changed");
-                abort_upload(self, &rec.key, &rec.upload_id).await?;
+                self.abort_upload(&rec.key, &rec.upload_id).await?;
             }
         }
 
         let (bucket, root, before) = (
             self.bucket().to_string(),
-            self.keys.root().to_string(),
-            self.opened_at,
+            self.keys().root().to_string(),
+            self.opened_at(),
         );
         let intents = self
-            .store
+            .store()
             .run(move |s| s.intents(&bucket, &root, before))
             .await?;
         let mut can_list = true;
@@ -94,7 +93,7 @@ impl Inner {
             }
             // Settled only now: a start-up cut short (connection lost) looks again.
             let bucket = self.bucket().to_string();
-            self.store
+            self.store()
                 .run(move |s| s.settle_intent(&bucket, &key, started))
                 .await?;
         }
@@ -108,7 +107,7 @@ impl Inner {
     pub(crate) async fn settle_earlier_creation(&self, key: &str) -> Result<(), ConnError> {
         let (bucket, key_s) = (self.bucket().to_string(), key.to_string());
         if self
-            .store
+            .store()
             .run(move |s| s.intent(&bucket, &key_s))
             .await?
             .is_none()
@@ -129,7 +128,7 @@ impl Inner {
         };
         let (bucket, key_s) = (self.bucket().to_string(), key.to_string());
         let recorded = self
-            .store
+            .store()
             .run(move |s| s.get(&bucket, &key_s))
             .await?
             .map(|r| r.upload_id);
@@ -141,7 +140,7 @@ impl Inner {
             match self.holds_parts(key, &id).await? {
                 Some(false) => {
                     tracing::info!(key, upload_id = %id, "aborting a multipart upload skynet created and never recorded");
-                    abort_upload(self, key, &id).await?;
+                    self.abort_upload(key, &id).await?;
                 }
                 Some(true) => tracing::info!(
                     key,
@@ -162,7 +161,7 @@ impl Inner {
         let mut markers: (Option<String>, Option<String>) = (None, None);
         loop {
             let res = self
-                .client
+                .sdk()
                 .list_multipart_uploads()
                 .bucket(self.bucket())
                 .prefix(key)
@@ -204,7 +203,7 @@ impl Inner {
     /// knows the upload.
     async fn holds_parts(&self, key: &str, id: &str) -> Result<Option<bool>, ConnError> {
         let res = self
-            .client
+            .sdk()
             .list_parts()
             .bucket(self.bucket())
             .key(key)
@@ -239,14 +238,6 @@ impl Inner {
                 }
             }
         }
-    }
-
-    /// Ids of the uploads this process is running now.
-    fn live_ids(&self) -> HashSet<String> {
-        self.live_uploads
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
     }
 }
 

@@ -14,6 +14,7 @@
 mod abandoned;
 mod bounded;
 mod checksum;
+mod client;
 mod config;
 mod connection;
 mod errors;
@@ -23,6 +24,7 @@ mod resume_store;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use client::MTIME_METADATA;
 pub use config::{S3Config, S3ConfigError, StaticCredentials, MIB};
-pub use connection::{S3Connection, MTIME_METADATA};
+pub use connection::S3Connection;
 pub use multipart::part_size_for;

@@ -16,11 +16,12 @@ use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
+use skynet_core::queue::mtime_ns;
 use skynet_core::{ConnError, ErrorKind, SourceFile};
 
 use crate::bounded::{run_bounded, Halt};
+use crate::client::{mtime_text, S3Client, MTIME_METADATA};
 use crate::config::{MAX_PARTS, MAX_SINGLE_OBJECT, MIB, MIN_PART_SIZE};
-use crate::connection::{mtime_ns, mtime_text, Inner, MTIME_METADATA};
 use crate::errors::classify;
 use crate::keys::encode_copy_source;
 use crate::resume_store::{PartRecord, UploadRecord};
@@ -46,50 +47,9 @@ fn part_range(n: u64, size: u64, part_size: u64) -> (u64, u64) {
     (offset, part_size.min(size - offset))
 }
 
-/// Removes an upload id from the live set when the send ends, however it ends (the future
-/// may be dropped half-way).
-struct LiveGuard {
-    inner: Arc<Inner>,
-    upload_id: String,
-}
-
-impl Drop for LiveGuard {
-    fn drop(&mut self) {
-        self.inner
-            .live_uploads
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.upload_id);
-    }
-}
-
-/// Aborts an upload and forgets it; an upload the server no longer knows is already gone.
-pub(crate) async fn abort_upload(
-    inner: &Inner,
-    key: &str,
-    upload_id: &str,
-) -> Result<(), ConnError> {
-    let res = inner
-        .client
-        .abort_multipart_upload()
-        .bucket(inner.bucket())
-        .key(key)
-        .upload_id(upload_id)
-        .send()
-        .await;
-    if let Err(e) = res {
-        let f = classify(e, &inner.what("abort upload of", key));
-        if !f.is_missing_upload() {
-            return Err(f.into());
-        }
-    }
-    let id = upload_id.to_string();
-    inner.store.run(move |s| s.remove(&id)).await
-}
-
 /// Aborts without reporting failure: used when another error is already being returned.
-async fn abort_quietly(inner: &Inner, key: &str, upload_id: &str) {
-    if let Err(e) = abort_upload(inner, key, upload_id).await {
+async fn abort_quietly(inner: &S3Client, key: &str, upload_id: &str) {
+    if let Err(e) = inner.abort_upload(key, upload_id).await {
         tracing::warn!("{e}");
     }
 }
@@ -98,7 +58,7 @@ async fn abort_quietly(inner: &Inner, key: &str, upload_id: &str) {
 type ServerParts = HashMap<i32, (u64, Option<String>, Option<String>)>;
 
 async fn server_parts(
-    inner: &Inner,
+    inner: &S3Client,
     key: &str,
     upload_id: &str,
 ) -> Result<Option<ServerParts>, ConnError> {
@@ -106,7 +66,7 @@ async fn server_parts(
     let mut marker: Option<String> = None;
     loop {
         let res = inner
-            .client
+            .sdk()
             .list_parts()
             .bucket(inner.bucket())
             .key(key)
@@ -155,12 +115,12 @@ struct Upload {
 /// Finds the recorded upload of `key` and keeps it if the local file is the same version and
 /// the server still has it; aborts it otherwise.
 async fn resumable(
-    inner: &Inner,
+    inner: &S3Client,
     file: &SourceFile,
     key: &str,
 ) -> Result<Option<Upload>, ConnError> {
     let (bucket, key_s) = (inner.bucket().to_string(), key.to_string());
-    let Some(rec) = inner.store.run(move |s| s.get(&bucket, &key_s)).await? else {
+    let Some(rec) = inner.store().run(move |s| s.get(&bucket, &key_s)).await? else {
         return Ok(None);
     };
     let same_file = rec.size == file.size
@@ -173,12 +133,12 @@ async fn resumable(
             key,
             "local file changed since its upload started; starting over"
         );
-        abort_upload(inner, key, &rec.upload_id).await?;
+        inner.abort_upload(key, &rec.upload_id).await?;
         return Ok(None);
     }
     let Some(on_server) = server_parts(inner, key, &rec.upload_id).await? else {
         let id = rec.upload_id.clone();
-        inner.store.run(move |s| s.remove(&id)).await?;
+        inner.store().run(move |s| s.remove(&id)).await?;
         return Ok(None);
     };
     if on_server.is_empty() {
@@ -188,12 +148,12 @@ async fn resumable(
         // whatever the abort's result.
         abort_quietly(inner, key, &rec.upload_id).await;
         let id = rec.upload_id.clone();
-        inner.store.run(move |s| s.remove(&id)).await?;
+        inner.store().run(move |s| s.remove(&id)).await?;
         return Ok(None);
     }
     let id = rec.upload_id.clone();
     let stored: HashMap<i32, PartRecord> = inner
-        .store
+        .store()
         .run(move |s| s.parts(&id))
         .await?
         .into_iter()
@@ -234,14 +194,14 @@ async fn resumable(
 }
 
 async fn create_upload(
-    inner: &Arc<Inner>,
+    inner: &Arc<S3Client>,
     file: &SourceFile,
     key: &str,
 ) -> Result<Upload, ConnError> {
-    let part_size = part_size_for(file.size, inner.cfg.part_size);
+    let part_size = part_size_for(file.size, inner.cfg().part_size);
     announce(inner, key).await?;
     let out = inner
-        .client
+        .sdk()
         .create_multipart_upload()
         .bucket(inner.bucket())
         .key(key)
@@ -258,11 +218,7 @@ async fn create_upload(
             inner.what("create upload of", key)
         )));
     };
-    inner
-        .live_uploads
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(id.clone());
+    inner.add_live(&id);
     let rec = UploadRecord {
         bucket: inner.bucket().to_string(),
         key: key.to_string(),
@@ -272,7 +228,7 @@ async fn create_upload(
         mtime_ns: mtime_ns(file.mtime),
         part_size,
     };
-    inner.store.run(move |s| s.insert(&rec)).await?;
+    inner.store().run(move |s| s.insert(&rec)).await?;
     Ok(Upload {
         id,
         part_size,
@@ -284,10 +240,10 @@ async fn create_upload(
 /// server makes but skynet never records (the run killed, the answer lost) can be found and
 /// aborted later (see [`crate::abandoned`]). An earlier announcement of `key` still there is
 /// settled first: this one replaces it.
-async fn announce(inner: &Inner, key: &str) -> Result<(), ConnError> {
+async fn announce(inner: &S3Client, key: &str) -> Result<(), ConnError> {
     inner.settle_earlier_creation(key).await?;
     let (bucket, key) = (inner.bucket().to_string(), key.to_string());
-    inner.store.run(move |s| s.announce(&bucket, &key)).await
+    inner.store().run(move |s| s.announce(&bucket, &key)).await
 }
 
 /// Config for CreateMultipartUpload: one attempt, no retry by the SDK. A retried creation
@@ -310,7 +266,7 @@ struct PartError {
 /// Everything one part task needs, owned, so it can run as its own task.
 #[derive(Clone)]
 struct PartJob {
-    inner: Arc<Inner>,
+    inner: Arc<S3Client>,
     key: String,
     upload_id: String,
     /// The local file, read through [`SourceFile::open`] (never a link, a FIFO or a file
@@ -340,7 +296,7 @@ impl PartJob {
             .what(&format!("upload part {number} of"), &self.key);
         let out = self
             .inner
-            .client
+            .sdk()
             .upload_part()
             .bucket(self.inner.bucket())
             .key(&self.key)
@@ -376,7 +332,7 @@ impl PartJob {
         };
         let (id, rec) = (self.upload_id.clone(), part.clone());
         self.inner
-            .store
+            .store()
             .run(move |s| s.record_part(&id, &rec))
             .await
             .map_err(plain)?;
@@ -412,7 +368,7 @@ fn read_range(source: &SourceFile, offset: u64, len: u64) -> Result<Vec<u8>, Con
 /// Sends `file` to `key` as a multipart upload, resuming a recorded one when possible.
 /// Returns the bytes uploaded by this call (less than the size when parts were already there).
 pub(crate) async fn send_multipart(
-    inner: &Arc<Inner>,
+    inner: &Arc<S3Client>,
     file: &SourceFile,
     key: &str,
 ) -> Result<u64, ConnError> {
@@ -427,19 +383,12 @@ pub(crate) async fn send_multipart(
     let resumed = resumable.is_some();
     let upload = match resumable {
         Some(u) => {
-            inner
-                .live_uploads
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(u.id.clone());
+            inner.add_live(&u.id);
             u
         }
         None => create_upload(inner, file, key).await?,
     };
-    let _live = LiveGuard {
-        inner: Arc::clone(inner),
-        upload_id: upload.id.clone(),
-    };
+    let _live = inner.live_guard(&upload.id);
     let Upload {
         id,
         part_size,
@@ -456,7 +405,7 @@ pub(crate) async fn send_multipart(
         upload_id: id.clone(),
         file: file.clone(),
     };
-    let uploaded = run_bounded(inner.cfg.concurrency, todo, |n| {
+    let uploaded = run_bounded(inner.cfg().concurrency, todo, |n| {
         let (offset, len) = part_range(n, file.size, part_size);
         job.clone().upload(n as i32, offset, len)
     })
@@ -475,7 +424,7 @@ pub(crate) async fn send_multipart(
             // The other parts were aborted as `run_bounded` returned.
             if upload_gone || (resumed && denied) {
                 let id = id.clone();
-                inner.store.run(move |s| s.remove(&id)).await?;
+                inner.store().run(move |s| s.remove(&id)).await?;
                 return Err(ConnError::transient(format!(
                     "{}; the upload is gone, starting over",
                     err.message
@@ -516,7 +465,7 @@ pub(crate) async fn send_multipart(
         })
         .collect();
     let res = inner
-        .client
+        .sdk()
         .complete_multipart_upload()
         .bucket(inner.bucket())
         .key(key)
@@ -536,7 +485,7 @@ pub(crate) async fn send_multipart(
             // has, e.g. one a killed run completed): kept, it would be resumed forever.
             abort_quietly(inner, key, &id).await;
             let gone = id.clone();
-            inner.store.run(move |s| s.remove(&gone)).await?;
+            inner.store().run(move |s| s.remove(&gone)).await?;
             return Err(ConnError::transient(format!(
                 "{}; starting the upload over",
                 f.message
@@ -545,19 +494,19 @@ pub(crate) async fn send_multipart(
         return Err(f.into());
     }
     let done_id = id.clone();
-    inner.store.run(move |s| s.remove(&done_id)).await?;
+    inner.store().run(move |s| s.remove(&done_id)).await?;
     Ok(sent)
 }
 
 /// Server-side copy of an object too big for CopyObject, by UploadPartCopy ranges.
 pub(crate) async fn copy_multipart(
-    inner: &Inner,
+    inner: &S3Client,
     from: &str,
     to: &str,
     size: u64,
 ) -> Result<(), ConnError> {
     let head = inner
-        .client
+        .sdk()
         .head_object()
         .bucket(inner.bucket())
         .key(from)
@@ -573,7 +522,7 @@ pub(crate) async fn copy_multipart(
         })?;
     announce(inner, to).await?;
     let out = inner
-        .client
+        .sdk()
         .create_multipart_upload()
         .bucket(inner.bucket())
         .key(to)
@@ -601,11 +550,11 @@ pub(crate) async fn copy_multipart(
         mtime_ns: i64::MIN,
         part_size: 0,
     };
-    inner.store.run(move |s| s.insert(&rec)).await?;
+    inner.store().run(move |s| s.insert(&rec)).await?;
     match copy_parts(inner, from, to, &id, size).await {
         Ok(()) => {
             let done_id = id.clone();
-            inner.store.run(move |s| s.remove(&done_id)).await
+            inner.store().run(move |s| s.remove(&done_id)).await
         }
         Err(e) => {
             abort_quietly(inner, to, &id).await;
@@ -615,20 +564,20 @@ pub(crate) async fn copy_multipart(
 }
 
 async fn copy_parts(
-    inner: &Inner,
+    inner: &S3Client,
     from: &str,
     to: &str,
     id: &str,
     size: u64,
 ) -> Result<(), ConnError> {
-    let part_size = part_size_for(size, inner.cfg.copy_part_size);
+    let part_size = part_size_for(size, inner.cfg().copy_part_size);
     let source = encode_copy_source(inner.bucket(), from);
     let copies = run_bounded(
-        inner.cfg.concurrency,
+        inner.cfg().concurrency,
         1..=part_count(size, part_size),
         |n| {
             let (offset, len) = part_range(n, size, part_size);
-            let client: Client = inner.client.clone();
+            let client: Client = inner.sdk().clone();
             let (bucket, key, id, source) = (
                 inner.bucket().to_string(),
                 to.to_string(),
@@ -677,7 +626,7 @@ async fn copy_parts(
     })?;
     parts.sort_by_key(|p| p.part_number());
     inner
-        .client
+        .sdk()
         .complete_multipart_upload()
         .bucket(inner.bucket())
         .key(to)
