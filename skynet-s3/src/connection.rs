@@ -21,8 +21,8 @@ use skynet_core::{
 use crate::bounded::run_bounded;
 use crate::client::{mtime_text, S3Client, MTIME_METADATA};
 use crate::config::{S3Config, S3ConfigError};
-use crate::errors::{classify, copy_error, one_line};
-use crate::keys::encode_copy_source;
+use crate::copy::copy_object;
+use crate::errors::{classify, one_line};
 
 /// A destination in an S3 bucket (or an S3-compatible server).
 #[derive(Clone)]
@@ -86,22 +86,6 @@ impl S3Client {
     /// A GET whose body broke off half way: the link went, the read starts over.
     fn body_lost(&self, key: &str, e: impl std::fmt::Display) -> ConnError {
         ConnError::connection_lost(one_line(&format!("{}: {e}", self.what("get", key))))
-    }
-
-    /// Server-side copy of `from` (of `size` bytes) onto `to`, keeping its metadata.
-    pub(crate) async fn copy_key(&self, from: &str, to: &str, size: u64) -> Result<(), ConnError> {
-        if size > self.cfg().copy_threshold {
-            return crate::multipart::copy_multipart(self, from, to, size).await;
-        }
-        self.sdk()
-            .copy_object()
-            .bucket(self.bucket())
-            .copy_source(encode_copy_source(self.bucket(), from))
-            .key(to)
-            .send()
-            .await
-            .map_err(|e| copy_error(classify(e, &self.what("copy", from))))?;
-        Ok(())
     }
 
     /// Aborts the recorded multipart uploads of `key` and of every key under `dir_prefix`:
@@ -416,7 +400,7 @@ impl Connection for S3Connection {
             moves.iter().cloned(),
             |(src, dst, size)| {
                 let conn = self.clone();
-                async move { conn.inner.copy_key(&src, &dst, size).await }
+                async move { copy_object(&conn.inner, &src, &dst, size).await }
             },
         )
         .await

@@ -17,6 +17,7 @@ mod checksum;
 mod client;
 mod config;
 mod connection;
+mod copy;
 mod errors;
 mod keys;
 mod multipart;

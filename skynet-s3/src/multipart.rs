@@ -1,4 +1,4 @@
-//! Multipart uploads (big sends) and multipart copies (renames of objects over 5 GiB).
+//! Multipart uploads: how big files are sent (see [`crate::copy`] for big server-side copies).
 //!
 //! An upload is recorded in the resume table as soon as it is created and each part as soon
 //! as the server acknowledges it, so a send interrupted by a lost link, a crash or a restart
@@ -9,13 +9,11 @@
 
 use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
-use aws_sdk_s3::Client;
 use skynet_core::queue::mtime_ns;
 use skynet_core::{ConnError, ErrorKind, SourceFile};
 
@@ -23,7 +21,6 @@ use crate::bounded::{run_bounded, Halt};
 use crate::client::{mtime_text, S3Client, MTIME_METADATA};
 use crate::config::{MAX_PARTS, MAX_SINGLE_OBJECT, MIB, MIN_PART_SIZE};
 use crate::errors::classify;
-use crate::keys::encode_copy_source;
 use crate::resume_store::{PartRecord, UploadRecord};
 
 /// The part size for a file of `size` bytes: the preferred size, raised (to whole MiB) when
@@ -42,13 +39,13 @@ pub(crate) fn part_count(size: u64, part_size: u64) -> u64 {
 }
 
 /// Offset and length of part `n` (1-based).
-fn part_range(n: u64, size: u64, part_size: u64) -> (u64, u64) {
+pub(crate) fn part_range(n: u64, size: u64, part_size: u64) -> (u64, u64) {
     let offset = (n - 1) * part_size;
     (offset, part_size.min(size - offset))
 }
 
 /// Aborts without reporting failure: used when another error is already being returned.
-async fn abort_quietly(inner: &S3Client, key: &str, upload_id: &str) {
+pub(crate) async fn abort_quietly(inner: &S3Client, key: &str, upload_id: &str) {
     if let Err(e) = inner.abort_upload(key, upload_id).await {
         tracing::warn!("{e}");
     }
@@ -240,7 +237,7 @@ async fn create_upload(
 /// server makes but skynet never records (the run killed, the answer lost) can be found and
 /// aborted later (see [`crate::abandoned`]). An earlier announcement of `key` still there is
 /// settled first: this one replaces it.
-async fn announce(inner: &S3Client, key: &str) -> Result<(), ConnError> {
+pub(crate) async fn announce(inner: &S3Client, key: &str) -> Result<(), ConnError> {
     inner.settle_earlier_creation(key).await?;
     let (bucket, key) = (inner.bucket().to_string(), key.to_string());
     inner.store().run(move |s| s.announce(&bucket, &key)).await
@@ -251,7 +248,7 @@ async fn announce(inner: &S3Client, key: &str) -> Result<(), ConnError> {
 /// creation, recorded, would clear the announcement that lets skynet find the first. Failed
 /// here, the send fails, the announcement stays, and skynet's own retry settles it (see
 /// [`announce`]).
-fn single_attempt() -> aws_sdk_s3::config::Builder {
+pub(crate) fn single_attempt() -> aws_sdk_s3::config::Builder {
     aws_sdk_s3::config::Builder::new().retry_config(RetryConfig::disabled())
 }
 
@@ -496,150 +493,6 @@ pub(crate) async fn send_multipart(
     let done_id = id.clone();
     inner.store().run(move |s| s.remove(&done_id)).await?;
     Ok(sent)
-}
-
-/// Server-side copy of an object too big for CopyObject, by UploadPartCopy ranges.
-pub(crate) async fn copy_multipart(
-    inner: &S3Client,
-    from: &str,
-    to: &str,
-    size: u64,
-) -> Result<(), ConnError> {
-    let head = inner
-        .sdk()
-        .head_object()
-        .bucket(inner.bucket())
-        .key(from)
-        .send()
-        .await
-        .map_err(|e| {
-            let f = classify(e, &inner.what("copy", from));
-            if f.is_not_found() {
-                ConnError::remote_missing(f.message)
-            } else {
-                f.into()
-            }
-        })?;
-    announce(inner, to).await?;
-    let out = inner
-        .sdk()
-        .create_multipart_upload()
-        .bucket(inner.bucket())
-        .key(to)
-        .set_metadata(head.metadata().cloned())
-        .set_content_type(head.content_type().map(str::to_string))
-        .customize()
-        .config_override(single_attempt())
-        .send()
-        .await
-        .map_err(|e| classify(e, &inner.what("create copy upload of", to)))?;
-    let Some(id) = out.upload_id().map(str::to_string) else {
-        return Err(ConnError::transient(format!(
-            "{}: the server returned no upload id",
-            inner.what("copy", to)
-        )));
-    };
-    // Recorded with no local file, so that a crash mid-copy leaves nothing behind:
-    // the next connect() finds the file "changed" and aborts the upload.
-    let rec = UploadRecord {
-        bucket: inner.bucket().to_string(),
-        key: to.to_string(),
-        upload_id: id.clone(),
-        local_path: PathBuf::new(),
-        size,
-        mtime_ns: i64::MIN,
-        part_size: 0,
-    };
-    inner.store().run(move |s| s.insert(&rec)).await?;
-    match copy_parts(inner, from, to, &id, size).await {
-        Ok(()) => {
-            let done_id = id.clone();
-            inner.store().run(move |s| s.remove(&done_id)).await
-        }
-        Err(e) => {
-            abort_quietly(inner, to, &id).await;
-            Err(e)
-        }
-    }
-}
-
-async fn copy_parts(
-    inner: &S3Client,
-    from: &str,
-    to: &str,
-    id: &str,
-    size: u64,
-) -> Result<(), ConnError> {
-    let part_size = part_size_for(size, inner.cfg().copy_part_size);
-    let source = encode_copy_source(inner.bucket(), from);
-    let copies = run_bounded(
-        inner.cfg().concurrency,
-        1..=part_count(size, part_size),
-        |n| {
-            let (offset, len) = part_range(n, size, part_size);
-            let client: Client = inner.sdk().clone();
-            let (bucket, key, id, source) = (
-                inner.bucket().to_string(),
-                to.to_string(),
-                id.to_string(),
-                source.clone(),
-            );
-            let what = inner.what(&format!("copy part {n} to"), to);
-            async move {
-                let out = client
-                    .upload_part_copy()
-                    .bucket(bucket)
-                    .key(key)
-                    .upload_id(id)
-                    .part_number(n as i32)
-                    .copy_source(source)
-                    .copy_source_range(format!("bytes={offset}-{}", offset + len - 1))
-                    .send()
-                    .await
-                    .map_err(|e| {
-                        let f = classify(e, &what);
-                        if f.is_no_such_key() {
-                            ConnError::remote_missing(f.message)
-                        } else {
-                            f.into()
-                        }
-                    })?;
-                let result = out.copy_part_result();
-                let etag = result.and_then(|r| r.e_tag()).ok_or_else(|| {
-                    ConnError::transient(format!("{what}: no ETag in the answer"))
-                })?;
-                Ok(CompletedPart::builder()
-                    .part_number(n as i32)
-                    .e_tag(etag)
-                    .set_checksum_crc32_c(
-                        result
-                            .and_then(|r| r.checksum_crc32_c())
-                            .map(str::to_string),
-                    )
-                    .build())
-            }
-        },
-    )
-    .await;
-    let mut parts = copies.map_err(|halt| {
-        halt.into_error(|e| ConnError::transient(format!("copy task failed: {e}")))
-    })?;
-    parts.sort_by_key(|p| p.part_number());
-    inner
-        .sdk()
-        .complete_multipart_upload()
-        .bucket(inner.bucket())
-        .key(to)
-        .upload_id(id)
-        .multipart_upload(
-            CompletedMultipartUpload::builder()
-                .set_parts(Some(parts))
-                .build(),
-        )
-        .send()
-        .await
-        .map_err(|e| classify(e, &inner.what("complete copy to", to)))?;
-    Ok(())
 }
 
 #[cfg(test)]
