@@ -22,15 +22,16 @@
 //! "initiated no earlier than the announcement, less a margin for clock skew" would exclude
 //! others' uploads of K begun before skynet's creation. It is not sound enough to rely on:
 //! it compares the server's clock with this machine's (a skew beyond the margin leaves
-//! skynet's own upload open, forever), and servers may report meaningless times (moto 5.2.1
-//! answers `2010-11-10T20:48:33Z` for every upload, so skynet could never abort its own there).
+//! skynet's own upload open, forever), and S3-compatible servers may report meaningless times
+//! (one fixed date for every upload, say), where skynet could never abort its own.
 //! And it adds little: the parts rule already spares every upload someone is writing to,
 //! whenever it began, on any clock. What is left is another writer's upload of the very key
 //! skynet was creating, with no part finished yet when skynet lists it: two writers racing
 //! for one object, where the other loses at most the part in flight (its next request fails
 //! with NoSuchUpload and it can start over).
 //!
-//! Where the server cannot list uploads (s3s-fs), an announced upload cannot be found: skynet
+//! Where the server cannot list uploads (not every S3-compatible server implements
+//! ListMultipartUploads), an announced upload cannot be found: skynet
 //! warns, naming the key, and a bucket lifecycle rule (AbortIncompleteMultipartUpload) is the
 //! remedy.
 
@@ -176,8 +177,8 @@ impl S3Client {
                     if f.kind == ErrorKind::ConnectionLost {
                         return Err(f.into());
                     }
-                    // Some servers (s3s-fs) do not implement ListMultipartUploads: the resume
-                    // table is then the only record of the uploads skynet made.
+                    // Some S3-compatible servers do not implement ListMultipartUploads: the
+                    // resume table is then the only record of the uploads skynet made.
                     tracing::debug!("{}", f.message);
                     return Ok(None);
                 }
@@ -213,9 +214,9 @@ impl S3Client {
             .await;
         match res {
             Ok(page) => Ok(Some(!page.parts().is_empty())),
-            // A success the SDK could not read: moto 5.2.1 names the answer's root element
-            // `ListPartsResponse` where S3 says `ListPartsResult`. Its parts are read here;
-            // an answer that is no part listing at all proves nothing.
+            // A success the SDK could not read: some S3-compatible servers name the answer's
+            // root element `ListPartsResponse` where S3 says `ListPartsResult`. Its parts are
+            // read here; an answer that is no part listing at all proves nothing.
             Err(SdkError::ServiceError(e)) if e.raw().status().is_success() => {
                 let body = e.raw().body().bytes().unwrap_or_default();
                 let has = |tag: &[u8]| body.windows(tag.len()).any(|w| w == tag);

@@ -268,7 +268,8 @@ impl S3Client {
 
     /// The size of the object named exactly `key`, found by listing: the exact key is the
     /// first one in lexical order with that prefix. Unlike HEAD, this answers 'absent' for a
-    /// "directory" on every server (s3s-fs answers HEAD on one with 500).
+    /// "directory" on every server (servers that store keys as file paths answer HEAD on one
+    /// with a bare 500).
     pub(crate) async fn exact_size(&self, key: &str) -> Result<Option<u64>, ConnError> {
         let page = self
             .sdk
@@ -356,7 +357,7 @@ impl S3Client {
 
     /// Deletes `keys`, all under `dir` (ending in `/`), then the folder markers `dir` and
     /// every sub-folder of it, deepest first. On real S3 the markers are usually absent and
-    /// deleting them is a no-op; servers that store keys as paths (s3s-fs) remove their empty
+    /// deleting them is a no-op; servers that store keys as file paths remove their empty
     /// directories that way, which would otherwise block a file of the same name later.
     pub(crate) async fn delete_tree(&self, dir: &str, keys: &[String]) -> Result<(), ConnError> {
         self.delete_keys(keys).await?;
@@ -403,11 +404,11 @@ impl S3Client {
     /// engine counts on it: once a send of `a/x` is acknowledged, its ledger forgets a file
     /// `a` (`forget_files_above`), and a merged queue may drop a pending `Delete(a)` for it.
     /// S3 keys are independent, so without this the object `a` survived an upload of `a/x`:
-    /// it lingered at the destination unknown to the ledger (moto), or, on servers that store
-    /// keys as paths (s3s-fs), the upload failed with HTTP 500 until it was parked. Found by
-    /// running the simulation's histories against real servers (tests/sim_backends.rs, seed
-    /// 18: a file replaced by a directory holding a file). One exact-key listing per parent
-    /// directory, then remembered (`dirs_clear`) until a send or rename lands on it.
+    /// it lingered at the destination unknown to the ledger, or, on servers that store keys
+    /// as file paths, the upload failed with HTTP 500 until it was parked (found by the
+    /// simulation against real servers: tests/sim_backends.rs keeps the histories). One
+    /// exact-key listing per parent directory, then remembered (`dirs_clear`) until a send or
+    /// rename lands on it.
     pub(crate) async fn clear_files_above(&self, path: &RelPath) -> Result<(), ConnError> {
         for dir in path.ancestors() {
             let key = self.keys.key(&dir)?;

@@ -58,7 +58,8 @@ impl S3Connection {
             .map_err(|e| {
                 let f = classify(e, &inner.what("get", &key));
                 if f.is_plain_server_error() {
-                    // A "directory" on s3s-fs: there is no file to read.
+                    // A "directory" on a server that stores keys as file paths: there is
+                    // no file to read.
                     ConnError::remote_missing(f.message)
                 } else {
                     f.into()
@@ -148,13 +149,13 @@ impl S3Client {
         })?;
         if let Err(e) = put(ByteStream::new(first)).await {
             let f = classify(e, &self.what("put", key));
-            // A "directory" in the way makes servers that store keys as paths (s3s-fs) fail
+            // A "directory" in the way makes servers that store keys as file paths fail
             // with a bare 500: clear it and try once more, as the contract says a send
             // replaces a directory. Real S3 never needs this (keys are independent).
             if !f.is_plain_server_error() || !self.clear_dir_in_the_way(key).await? {
                 // Such servers also keep the folder a deleted key was the last one in: an
                 // empty "directory" in the way, which only its marker's deletion removes
-                // (s3s-fs; simulation against it, seed 74). Elsewhere, a no-op.
+                // (found by the simulation, tests/sim_backends.rs). Elsewhere, a no-op.
                 if !f.is_plain_server_error() {
                     return Err(f.into());
                 }
@@ -282,8 +283,8 @@ impl Connection for S3Connection {
         inner.clear_files_above(to).await?;
         // A send replaces a directory in the way (the contract; the ledger forgets the files
         // under `to` once it is acknowledged). S3 would keep `to/...` beside the new object:
-        // clear it first, one exact listing of `to/` (found by the simulation against moto,
-        // seed 126: a directory replaced by a file left its files at the destination).
+        // clear it first, one exact listing of `to/` (found by the simulation against real
+        // servers, tests/sim_backends.rs: a directory replaced by a file left its files).
         inner.clear_dir_in_the_way(&key).await?;
         if file.size > 0 && file.size >= inner.cfg().multipart_threshold {
             return crate::multipart::send_multipart(inner, file, &key).await;
@@ -317,7 +318,7 @@ impl Connection for S3Connection {
     }
 
     /// S3 has no directories: a folder is a prefix, or a marker object `dir/` that consoles
-    /// and some tools create, and that servers storing keys as paths (s3s-fs) keep as an
+    /// and some tools create, and that servers storing keys as file paths keep as an
     /// empty directory after the last key in it is deleted. The marker is deleted only when
     /// no object is named `dir` itself (a file there: kept, and such servers fail on the
     /// marker of a file) and no other key lies under it (one listing of at most two keys);
@@ -441,8 +442,9 @@ impl Connection for S3Connection {
                 if f.is_missing_object() {
                     Ok(None)
                 } else if f.is_plain_server_error() {
-                    // s3s-fs answers 500 for a "directory" key: settle it with a listing,
-                    // which fails too if the server really is in trouble.
+                    // Servers that store keys as file paths answer 500 for a "directory"
+                    // key: settle it with a listing, which fails too if the server really is
+                    // in trouble.
                     inner.exact_size(&key).await
                 } else {
                     Err(f.into())
@@ -453,8 +455,8 @@ impl Connection for S3Connection {
 
     /// One HeadObject with checksums requested: the size, then the CRC32C the server holds
     /// (skynet uploads with CRC32C) against the local file's, without a download. A server
-    /// that reports no CRC32C for the object gives [`Verification::SizeOnly`]; s3s-fs 0.14
-    /// reports it for single PUTs but not for multipart uploads.
+    /// that reports no CRC32C for the object gives [`Verification::SizeOnly`] (some
+    /// S3-compatible servers keep none for multipart uploads).
     async fn verify(&self, file: &SourceFile, path: &RelPath) -> Result<Verification, ConnError> {
         let inner = &self.inner;
         let key = inner.keys().key(path)?;
@@ -473,7 +475,8 @@ impl Connection for S3Connection {
                 let absent = if f.is_missing_object() {
                     true
                 } else if f.is_plain_server_error() {
-                    // s3s-fs answers 500 for a "directory" key: settle it with a listing.
+                    // A "directory" key on a server storing keys as file paths: settle it
+                    // with a listing.
                     inner.exact_size(&key).await?.is_none()
                 } else {
                     false
@@ -499,9 +502,9 @@ impl Connection for S3Connection {
         };
         let verdict = inner.compare_crc32c(file, path, remote).await?;
         // A whole-object checksum on an object assembled from parts, without the
-        // FULL_OBJECT type that S3 reports for such: s3s-fs keeps the checksum of an earlier
-        // single PUT of the key after a multipart upload replaces it. Still no pass (the
-        // checksum cannot be trusted either way), but say why.
+        // FULL_OBJECT type that S3 reports for such: some S3-compatible servers keep the
+        // checksum of an earlier single PUT of the key after a multipart upload replaces it.
+        // Still no pass (the checksum cannot be trusted either way), but say why.
         let multipart_etag = head
             .e_tag()
             .map(|t| t.trim_matches('"'))

@@ -7,7 +7,7 @@
 //! action (`Permanent`).
 //!
 //! "Not found" is never read from a status code alone: a 404 to a PUT comes from a server or
-//! proxy that did not take the request (moto answers one to a key holding a newline), so
+//! proxy that did not take the request (a router that cannot route the key, say), so
 //! by itself it is a failure, retried and then parked. Only the callers that asked whether
 //! something exists (a HEAD, a delete, the source of a copy) read a "no such key" answer,
 //! through [`S3Failure::is_not_found`], [`delete_answer`] and [`copy_error`]. Nothing here

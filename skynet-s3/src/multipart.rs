@@ -139,10 +139,10 @@ async fn resumable(
         return Ok(None);
     };
     if on_server.is_empty() {
-        // Nothing to resume. Also what s3s-fs lists for an upload id it no longer has (one
-        // completed or aborted by a process killed before it dropped its record), whose
-        // parts it then refuses: start over. The abort fails there too, so the record goes
-        // whatever the abort's result.
+        // Nothing to resume. Also what some servers list for an upload id they no longer
+        // have (one completed or aborted by a process killed before it dropped its record),
+        // whose parts they then refuse: start over. The abort fails there too, so the record
+        // goes whatever the abort's result.
         abort_quietly(inner, key, &rec.upload_id).await;
         let id = rec.upload_id.clone();
         inner.store().run(move |s| s.remove(&id)).await?;
@@ -256,7 +256,7 @@ pub(crate) fn single_attempt() -> aws_sdk_s3::config::Builder {
 struct PartError {
     err: ConnError,
     upload_gone: bool,
-    /// The server answered AccessDenied (s3s-fs's answer for an unknown upload id).
+    /// The server answered AccessDenied (some servers' answer for an unknown upload id).
     denied: bool,
 }
 
@@ -369,14 +369,14 @@ pub(crate) async fn send_multipart(
     file: &SourceFile,
     key: &str,
 ) -> Result<u64, ConnError> {
-    // A "directory" in the way: for a big file one listing is cheap, and some servers
-    // (s3s-fs) could not complete the upload over it.
+    // A "directory" in the way: for a big file one listing is cheap, and servers that store
+    // keys as file paths could not complete the upload over it.
     inner.clear_dir_in_the_way(key).await?;
     let resumable = resumable(inner, file, key).await?;
-    // s3s-fs answers AccessDenied, not NoSuchUpload, for an upload id it no longer has (one
-    // completed or aborted by a process killed before it could drop its record): for a
-    // resumed upload, that too means "gone, start over". A fresh upload refused the same way
-    // is a real refusal.
+    // Some servers answer AccessDenied, not NoSuchUpload, for an upload id they no longer
+    // have (one completed or aborted by a process killed before it could drop its record):
+    // for a resumed upload, that too means "gone, start over". A fresh upload refused the
+    // same way is a real refusal.
     let resumed = resumable.is_some();
     let upload = match resumable {
         Some(u) => {
@@ -478,8 +478,8 @@ pub(crate) async fn send_multipart(
         let f = classify(e, &inner.what("complete upload of", key));
         if f.is_completion_hopeless(resumed) {
             // Start over on the next try rather than fail the same way forever. The record
-            // goes even when the abort fails (s3s-fs refuses to abort an id it no longer
-            // has, e.g. one a killed run completed): kept, it would be resumed forever.
+            // goes even when the abort fails (some servers refuse to abort an id they no
+            // longer have, e.g. one a killed run completed): kept, it would be resumed forever.
             abort_quietly(inner, key, &id).await;
             let gone = id.clone();
             inner.store().run(move |s| s.remove(&gone)).await?;
