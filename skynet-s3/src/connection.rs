@@ -1,7 +1,7 @@
 //! `S3Connection`: the [`Connection`] trait over aws-sdk-s3.
 //!
-//! One SDK client (and so one connection pool) serves every call; it runs on the caller's
-//! tokio runtime, never on a runtime of its own. Sends of small files are one PutObject from
+//! One SDK client (and so one connection pool, held by [`crate::client`]) serves every call;
+//! it runs on the caller's tokio runtime, never on a runtime of its own. Sends of small files are one PutObject from
 //! memory (read first, checked unchanged, then sent, so a half-rewritten file is never
 //! published); big files go through [`crate::multipart`], which resumes after interruptions.
 //! "Directories" are key prefixes: deleting or renaming one acts on every key under

@@ -1,4 +1,8 @@
-//! The one place where SDK errors become classified [`ConnError`]s.
+//! The one place where SDK errors become classified [`ConnError`]s, and where every decision
+//! on an S3 error code is made: callers ask an [`S3Failure`] what it means (a missing object,
+//! a missing upload, a hopeless completion...) and never compare codes themselves, so that
+//! how an answer is read (a `NoSuchBucket` is never a missing object, though it is a 404)
+//! is decided once for every operation.
 //!
 //! The handler's retry policy depends only on the kind, so this table decides how skynet
 //! reacts to every S3 failure: link problems pause the handler and reconnect
