@@ -22,26 +22,26 @@
 //! "initiated no earlier than the announcement, less a margin for clock skew" would exclude
 //! others' uploads of K begun before skynet's creation. It is not sound enough to rely on:
 //! it compares the server's clock with this machine's (a skew beyond the margin leaves
-//! skynet's own upload open, forever), and servers may report meaningless times (moto 5.2.1
-//! answers `2010-11-10T20:48:33Z` for every upload, so skynet could never abort its own there).
+//! skynet's own upload open, forever), and S3-compatible servers may report meaningless times
+//! (one fixed date for every upload, say), where skynet could never abort its own.
 //! And it adds little: the parts rule already spares every upload someone is writing to,
 //! whenever it began, on any clock. What is left is another writer's upload of the very key
 //! skynet was creating, with no part finished yet when skynet lists it: two writers racing
 //! for one object, where the other loses at most the part in flight (its next request fails
 //! with NoSuchUpload and it can start over).
 //!
-//! Where the server cannot list uploads (s3s-fs), an announced upload cannot be found: skynet
+//! Where the server cannot list uploads (not every S3-compatible server implements
+//! ListMultipartUploads), an announced upload cannot be found: skynet
 //! warns, naming the key, and a bucket lifecycle rule (AbortIncompleteMultipartUpload) is the
 //! remedy.
-
-use std::collections::HashSet;
 
 use aws_sdk_s3::error::SdkError;
 use skynet_core::{ConnError, ErrorKind, SourceFile};
 
-use crate::connection::{mtime_ns, Inner};
+use skynet_core::clock::mtime_ns;
+
+use crate::client::S3Client;
 use crate::errors::classify;
-use crate::multipart::abort_upload;
 
 /// Whether the server answered a listing of uploads.
 enum Listing {
@@ -50,13 +50,13 @@ enum Listing {
     Unsupported,
 }
 
-impl Inner {
+impl S3Client {
     /// At connect: aborts the recorded uploads that can no longer be resumed (their local file
     /// changed or vanished), then deals with the creations earlier runs announced and never
     /// recorded. Uploads this process is running are left alone.
     pub(crate) async fn clean_stale_uploads(&self) -> Result<(), ConnError> {
-        let (bucket, root) = (self.bucket().to_string(), self.keys.root().to_string());
-        let records = self.store.run(move |s| s.list(&bucket, &root)).await?;
+        let (bucket, root) = (self.bucket().to_string(), self.keys().root().to_string());
+        let records = self.store().run(move |s| s.list(&bucket, &root)).await?;
         let live = self.live_ids();
         for rec in records {
             if live.contains(&rec.upload_id) {
@@ -71,17 +71,17 @@ impl Inner {
                 current.is_some_and(|f| f.size == rec.size && mtime_ns(f.mtime) == rec.mtime_ns);
             if !still_matches {
                 tracing::info!(key = %rec.key, "aborting a multipart upload whose file changed");
-                abort_upload(self, &rec.key, &rec.upload_id).await?;
+                self.abort_upload(&rec.key, &rec.upload_id).await?;
             }
         }
 
         let (bucket, root, before) = (
             self.bucket().to_string(),
-            self.keys.root().to_string(),
-            self.opened_at,
+            self.keys().root().to_string(),
+            self.opened_at(),
         );
         let intents = self
-            .store
+            .store()
             .run(move |s| s.intents(&bucket, &root, before))
             .await?;
         let mut can_list = true;
@@ -94,7 +94,7 @@ impl Inner {
             }
             // Settled only now: a start-up cut short (connection lost) looks again.
             let bucket = self.bucket().to_string();
-            self.store
+            self.store()
                 .run(move |s| s.settle_intent(&bucket, &key, started))
                 .await?;
         }
@@ -108,7 +108,7 @@ impl Inner {
     pub(crate) async fn settle_earlier_creation(&self, key: &str) -> Result<(), ConnError> {
         let (bucket, key_s) = (self.bucket().to_string(), key.to_string());
         if self
-            .store
+            .store()
             .run(move |s| s.intent(&bucket, &key_s))
             .await?
             .is_none()
@@ -129,7 +129,7 @@ impl Inner {
         };
         let (bucket, key_s) = (self.bucket().to_string(), key.to_string());
         let recorded = self
-            .store
+            .store()
             .run(move |s| s.get(&bucket, &key_s))
             .await?
             .map(|r| r.upload_id);
@@ -141,7 +141,7 @@ impl Inner {
             match self.holds_parts(key, &id).await? {
                 Some(false) => {
                     tracing::info!(key, upload_id = %id, "aborting a multipart upload skynet created and never recorded");
-                    abort_upload(self, key, &id).await?;
+                    self.abort_upload(key, &id).await?;
                 }
                 Some(true) => tracing::info!(
                     key,
@@ -162,7 +162,7 @@ impl Inner {
         let mut markers: (Option<String>, Option<String>) = (None, None);
         loop {
             let res = self
-                .client
+                .sdk()
                 .list_multipart_uploads()
                 .bucket(self.bucket())
                 .prefix(key)
@@ -177,8 +177,8 @@ impl Inner {
                     if f.kind == ErrorKind::ConnectionLost {
                         return Err(f.into());
                     }
-                    // Some servers (s3s-fs) do not implement ListMultipartUploads: the resume
-                    // table is then the only record of the uploads skynet made.
+                    // Some S3-compatible servers do not implement ListMultipartUploads: the
+                    // resume table is then the only record of the uploads skynet made.
                     tracing::debug!("{}", f.message);
                     return Ok(None);
                 }
@@ -204,7 +204,7 @@ impl Inner {
     /// knows the upload.
     async fn holds_parts(&self, key: &str, id: &str) -> Result<Option<bool>, ConnError> {
         let res = self
-            .client
+            .sdk()
             .list_parts()
             .bucket(self.bucket())
             .key(key)
@@ -214,9 +214,9 @@ impl Inner {
             .await;
         match res {
             Ok(page) => Ok(Some(!page.parts().is_empty())),
-            // A success the SDK could not read: moto 5.2.1 names the answer's root element
-            // `ListPartsResponse` where S3 says `ListPartsResult`. Its parts are read here;
-            // an answer that is no part listing at all proves nothing.
+            // A success the SDK could not read: some S3-compatible servers name the answer's
+            // root element `ListPartsResponse` where S3 says `ListPartsResult`. Its parts are
+            // read here; an answer that is no part listing at all proves nothing.
             Err(SdkError::ServiceError(e)) if e.raw().status().is_success() => {
                 let body = e.raw().body().bytes().unwrap_or_default();
                 let has = |tag: &[u8]| body.windows(tag.len()).any(|w| w == tag);
@@ -232,21 +232,13 @@ impl Inner {
             }
             Err(e) => {
                 let f = classify(e, &self.what("list parts of", key));
-                if f.is_no_such_upload() && f.code.as_deref() != Some("NoSuchBucket") {
+                if f.is_missing_upload() {
                     Ok(None)
                 } else {
                     Err(f.into())
                 }
             }
         }
-    }
-
-    /// Ids of the uploads this process is running now.
-    fn live_ids(&self) -> HashSet<String> {
-        self.live_uploads
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
     }
 }
 

@@ -26,7 +26,8 @@ fn encode(crc: u32) -> String {
 
 /// The CRC32C of bytes in memory, as S3 shows it: sent with each PUT and part, because the
 /// SDK (configured to add checksums only where an operation requires one) would otherwise
-/// send the algorithm header without a value, which S3 refuses and s3s-fs ignores.
+/// send the algorithm header without a value, which S3 refuses (and some servers ignore,
+/// checking nothing).
 pub(crate) fn crc32c_of(bytes: &[u8]) -> String {
     encode(crc_fast::crc32_iscsi(bytes))
 }

@@ -43,6 +43,15 @@ pub enum S3ConfigError {
         #[source]
         source: rusqlite::Error,
     },
+    #[error(
+        "multipart state database {path}: made by a newer skynet (S3 schema {found}, this one \
+         knows {known})"
+    )]
+    StateDbTooNew {
+        path: String,
+        found: i64,
+        known: i64,
+    },
 }
 
 /// Access keys given explicitly (tests, or a caller with its own secret store). The secret is

@@ -1,4 +1,8 @@
-//! The one place where SDK errors become classified [`ConnError`]s.
+//! The one place where SDK errors become classified [`ConnError`]s, and where every decision
+//! on an S3 error code is made: callers ask an [`S3Failure`] what it means (a missing object,
+//! a missing upload, a hopeless completion...) and never compare codes themselves, so that
+//! how an answer is read (a `NoSuchBucket` is never a missing object, though it is a 404)
+//! is decided once for every operation.
 //!
 //! The handler's retry policy depends only on the kind, so this table decides how skynet
 //! reacts to every S3 failure: link problems pause the handler and reconnect
@@ -7,7 +11,7 @@
 //! action (`Permanent`).
 //!
 //! "Not found" is never read from a status code alone: a 404 to a PUT comes from a server or
-//! proxy that did not take the request (moto answers one to a key holding a newline), so
+//! proxy that did not take the request (a router that cannot route the key, say), so
 //! by itself it is a failure, retried and then parked. Only the callers that asked whether
 //! something exists (a HEAD, a delete, the source of a copy) read a "no such key" answer,
 //! through [`S3Failure::is_not_found`], [`delete_answer`] and [`copy_error`]. Nothing here
@@ -44,17 +48,95 @@ impl S3Failure {
         self.code.as_deref() == Some("NoSuchUpload") || self.status == Some(404)
     }
 
-    /// A 500 answer without a more specific code (s3s-fs gives it for HEAD on a "directory").
+    /// A 500 answer without a more specific code. Servers that store keys as file paths give
+    /// it for a request on a "directory" (a key with keys under it), so callers that can
+    /// settle the question another way (a listing) do.
     pub(crate) fn is_plain_server_error(&self) -> bool {
         self.status == Some(500)
     }
+
+    /// The answer names the bucket as missing: never "the object is not there", whatever
+    /// the status (S3 answers it with 404 too), because the whole destination is unusable.
+    fn is_no_such_bucket(&self) -> bool {
+        self.code.as_deref() == Some("NoSuchBucket")
+    }
+
+    /// The object asked about is not there (and the bucket is): a HEAD, or the source of a
+    /// copy, answered "not found".
+    pub(crate) fn is_missing_object(&self) -> bool {
+        self.is_not_found() && !self.is_no_such_bucket()
+    }
+
+    /// The multipart upload asked about is gone (and the bucket is not): an abort, a listing
+    /// of its parts, answered "no such upload".
+    pub(crate) fn is_missing_upload(&self) -> bool {
+        self.is_no_such_upload() && !self.is_no_such_bucket()
+    }
+
+    /// The server said `NoSuchUpload` by its code (a part sent to an upload that is gone).
+    pub(crate) fn names_upload_unknown(&self) -> bool {
+        self.code.as_deref() == Some("NoSuchUpload")
+    }
+
+    /// The server said `AccessDenied`. Some servers answer so for an upload id they no longer
+    /// know, so for an upload skynet resumed it means "gone" as much as "refused".
+    pub(crate) fn is_access_denied(&self) -> bool {
+        self.code.as_deref() == Some("AccessDenied")
+    }
+
+    /// The server said `NoSuchKey` by its code: the object named does not exist (the source
+    /// of a part copy, a key to delete). A bare 404 does not count (see the module doc).
+    pub(crate) fn is_no_such_key(&self) -> bool {
+        self.code.as_deref() == Some("NoSuchKey")
+    }
+
+    /// A failed CompleteMultipartUpload that will fail the same way however often it is
+    /// retried: the upload is gone (or, for a `resumed` one, refused as if gone), or its parts
+    /// do not make an object. The upload is then started over rather than retried forever.
+    pub(crate) fn is_completion_hopeless(&self, resumed: bool) -> bool {
+        let hopeless = self.is_no_such_upload()
+            || (resumed && self.is_access_denied())
+            || matches!(
+                self.code.as_deref(),
+                Some("InvalidPart" | "InvalidPartOrder" | "EntityTooSmall" | "InvalidRequest")
+            );
+        hopeless && !self.is_no_such_bucket()
+    }
+
+    /// Why the bucket probe of `connect` was refused, for a Setup message: a hint in words
+    /// and the code (or HTTP status) it comes from.
+    pub(crate) fn refusal(&self) -> String {
+        let code = self
+            .code
+            .clone()
+            .unwrap_or_else(|| format!("HTTP {}", self.status.unwrap_or(0)));
+        let hint = match code.as_str() {
+            "NoSuchBucket" => "the bucket does not exist",
+            "InvalidAccessKeyId" => "the access key id is not known to the server",
+            "SignatureDoesNotMatch" => "the secret access key is wrong",
+            "AccessDenied" => "access denied to these credentials",
+            _ => "refused",
+        };
+        format!("{hint} ({code})")
+    }
+}
+
+/// The failure of one key in a DeleteObjects answer (which reports per-key errors inside a
+/// 200), classified by its code like any other error answer. `what` names the operation
+/// and key; `message` is the server's text.
+pub(crate) fn batch_delete_error(what: &str, code: Option<&str>, message: &str) -> ConnError {
+    let code = code.unwrap_or("error");
+    ConnError::new(
+        kind_for(500, Some(code)),
+        one_line(&format!("{what}: {code}: {message}")),
+    )
 }
 
 /// What a failed DeleteObject comes to. Deleting a missing key is success (the contract),
 /// but only when the server said so with S3's own code: a bare 404 (no code, or another
 /// one) comes from something that did not take the request, and proves nothing.
 pub(crate) fn delete_answer(f: S3Failure) -> Result<(), ConnError> {
-    if f.code.as_deref() == Some("NoSuchKey") {
+    if f.is_no_such_key() {
         Ok(())
     } else {
         Err(f.into())
@@ -64,7 +146,7 @@ pub(crate) fn delete_answer(f: S3Failure) -> Result<(), ConnError> {
 /// What a failed copy (the first half of a rename) comes to: a missing source is the
 /// rename's missing source, which the handler answers by sending the local target.
 pub(crate) fn copy_error(f: S3Failure) -> ConnError {
-    if f.is_not_found() && f.code.as_deref() != Some("NoSuchBucket") {
+    if f.is_missing_object() {
         ConnError::remote_missing(f.message)
     } else {
         f.into()
@@ -181,7 +263,7 @@ where
 }
 
 /// The kind for an error response, by code first and HTTP status second.
-pub(crate) fn kind_for(status: u16, code: Option<&str>) -> ErrorKind {
+fn kind_for(status: u16, code: Option<&str>) -> ErrorKind {
     if let Some(code) = code {
         if SETUP_CODES.contains(&code) {
             return ErrorKind::Setup;
@@ -412,5 +494,30 @@ mod tests {
             );
         }
         assert_eq!(one_line("a\nb  c"), "a b c");
+    }
+
+    /// A missing bucket is never a missing object or upload, though S3 answers it with 404:
+    /// reading it so would make skynet skip work against a bucket that is not there.
+    #[test]
+    fn a_missing_bucket_is_not_a_missing_object() {
+        let bucket = answer(404, Some("NoSuchBucket"));
+        assert!(bucket.is_not_found() && !bucket.is_missing_object());
+        assert!(bucket.is_no_such_upload() && !bucket.is_missing_upload());
+        assert!(!bucket.is_completion_hopeless(true));
+        assert_eq!(bucket.refusal(), "the bucket does not exist (NoSuchBucket)");
+        assert!(answer(404, Some("NoSuchKey")).is_missing_object());
+        assert!(answer(404, None).is_missing_object());
+        assert!(answer(404, None).is_missing_upload());
+        assert!(!answer(404, None).names_upload_unknown());
+        assert!(answer(404, Some("NoSuchUpload")).names_upload_unknown());
+        assert!(answer(403, Some("AccessDenied")).is_completion_hopeless(true));
+        assert!(!answer(403, Some("AccessDenied")).is_completion_hopeless(false));
+        assert!(answer(400, Some("InvalidPart")).is_completion_hopeless(false));
+        assert!(!answer(500, Some("InternalError")).is_completion_hopeless(true));
+        assert_eq!(answer(403, None).refusal(), "refused (HTTP 403)");
+        let e = batch_delete_error("d: delete \"k\"", Some("AccessDenied"), "no");
+        assert_eq!(e.kind, ErrorKind::Setup);
+        assert_eq!(e.message, "d: delete \"k\": AccessDenied: no");
+        assert_eq!(batch_delete_error("w", None, "").kind, ErrorKind::Transient);
     }
 }

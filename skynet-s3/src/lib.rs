@@ -10,11 +10,21 @@
 //! ```
 //!
 //! With the `testing` feature, [`testing`] starts a private s3s-fs server for tests.
+//!
+//! Modules, each depending only on those listed before it, so that no two import each other:
+//! `config`, `keys`, `errors` (every reading of an error code), `checksum`, `bounded` (N
+//! requests at a time) and `resume_store` (the versioned multipart table) are leaves;
+//! `client` holds the SDK client and the state every request shares; `abandoned` (uploads
+//! left behind), `multipart` (big sends) and `copy` (server-side copies) build on it; and
+//! `connection` implements the trait on top of them all.
 
 mod abandoned;
+mod bounded;
 mod checksum;
+mod client;
 mod config;
 mod connection;
+mod copy;
 mod errors;
 mod keys;
 mod multipart;
@@ -22,6 +32,7 @@ mod resume_store;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use client::MTIME_METADATA;
 pub use config::{S3Config, S3ConfigError, StaticCredentials, MIB};
-pub use connection::{S3Connection, MTIME_METADATA};
+pub use connection::S3Connection;
 pub use multipart::part_size_for;

@@ -1,4 +1,4 @@
-//! Multipart uploads (big sends) and multipart copies (renames of objects over 5 GiB).
+//! Multipart uploads: how big files are sent (see [`crate::copy`] for big server-side copies).
 //!
 //! An upload is recorded in the resume table as soon as it is created and each part as soon
 //! as the server acknowledges it, so a send interrupted by a lost link, a crash or a restart
@@ -9,20 +9,18 @@
 
 use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
-use aws_sdk_s3::Client;
+use skynet_core::clock::mtime_ns;
 use skynet_core::{ConnError, ErrorKind, SourceFile};
-use tokio::task::JoinSet;
 
+use crate::bounded::{run_bounded, Halt};
+use crate::client::{mtime_text, S3Client, MTIME_METADATA};
 use crate::config::{MAX_PARTS, MAX_SINGLE_OBJECT, MIB, MIN_PART_SIZE};
-use crate::connection::{mtime_ns, mtime_text, Inner, MTIME_METADATA};
 use crate::errors::classify;
-use crate::keys::encode_copy_source;
 use crate::resume_store::{PartRecord, UploadRecord};
 
 /// The part size for a file of `size` bytes: the preferred size, raised (to whole MiB) when
@@ -41,55 +39,14 @@ pub(crate) fn part_count(size: u64, part_size: u64) -> u64 {
 }
 
 /// Offset and length of part `n` (1-based).
-fn part_range(n: u64, size: u64, part_size: u64) -> (u64, u64) {
+pub(crate) fn part_range(n: u64, size: u64, part_size: u64) -> (u64, u64) {
     let offset = (n - 1) * part_size;
     (offset, part_size.min(size - offset))
 }
 
-/// Removes an upload id from the live set when the send ends, however it ends (the future
-/// may be dropped half-way).
-struct LiveGuard {
-    inner: Arc<Inner>,
-    upload_id: String,
-}
-
-impl Drop for LiveGuard {
-    fn drop(&mut self) {
-        self.inner
-            .live_uploads
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.upload_id);
-    }
-}
-
-/// Aborts an upload and forgets it; an upload the server no longer knows is already gone.
-pub(crate) async fn abort_upload(
-    inner: &Inner,
-    key: &str,
-    upload_id: &str,
-) -> Result<(), ConnError> {
-    let res = inner
-        .client
-        .abort_multipart_upload()
-        .bucket(inner.bucket())
-        .key(key)
-        .upload_id(upload_id)
-        .send()
-        .await;
-    if let Err(e) = res {
-        let f = classify(e, &inner.what("abort upload of", key));
-        if !(f.is_no_such_upload() && f.code.as_deref() != Some("NoSuchBucket")) {
-            return Err(f.into());
-        }
-    }
-    let id = upload_id.to_string();
-    inner.store.run(move |s| s.remove(&id)).await
-}
-
 /// Aborts without reporting failure: used when another error is already being returned.
-async fn abort_quietly(inner: &Inner, key: &str, upload_id: &str) {
-    if let Err(e) = abort_upload(inner, key, upload_id).await {
+pub(crate) async fn abort_quietly(inner: &S3Client, key: &str, upload_id: &str) {
+    if let Err(e) = inner.abort_upload(key, upload_id).await {
         tracing::warn!("{e}");
     }
 }
@@ -98,7 +55,7 @@ async fn abort_quietly(inner: &Inner, key: &str, upload_id: &str) {
 type ServerParts = HashMap<i32, (u64, Option<String>, Option<String>)>;
 
 async fn server_parts(
-    inner: &Inner,
+    inner: &S3Client,
     key: &str,
     upload_id: &str,
 ) -> Result<Option<ServerParts>, ConnError> {
@@ -106,7 +63,7 @@ async fn server_parts(
     let mut marker: Option<String> = None;
     loop {
         let res = inner
-            .client
+            .sdk()
             .list_parts()
             .bucket(inner.bucket())
             .key(key)
@@ -118,7 +75,7 @@ async fn server_parts(
             Ok(p) => p,
             Err(e) => {
                 let f = classify(e, &inner.what("list parts of", key));
-                if f.is_no_such_upload() && f.code.as_deref() != Some("NoSuchBucket") {
+                if f.is_missing_upload() {
                     return Ok(None);
                 }
                 return Err(f.into());
@@ -155,12 +112,12 @@ struct Upload {
 /// Finds the recorded upload of `key` and keeps it if the local file is the same version and
 /// the server still has it; aborts it otherwise.
 async fn resumable(
-    inner: &Inner,
+    inner: &S3Client,
     file: &SourceFile,
     key: &str,
 ) -> Result<Option<Upload>, ConnError> {
     let (bucket, key_s) = (inner.bucket().to_string(), key.to_string());
-    let Some(rec) = inner.store.run(move |s| s.get(&bucket, &key_s)).await? else {
+    let Some(rec) = inner.store().run(move |s| s.get(&bucket, &key_s)).await? else {
         return Ok(None);
     };
     let same_file = rec.size == file.size
@@ -173,27 +130,27 @@ async fn resumable(
             key,
             "local file changed since its upload started; starting over"
         );
-        abort_upload(inner, key, &rec.upload_id).await?;
+        inner.abort_upload(key, &rec.upload_id).await?;
         return Ok(None);
     }
     let Some(on_server) = server_parts(inner, key, &rec.upload_id).await? else {
         let id = rec.upload_id.clone();
-        inner.store.run(move |s| s.remove(&id)).await?;
+        inner.store().run(move |s| s.remove(&id)).await?;
         return Ok(None);
     };
     if on_server.is_empty() {
-        // Nothing to resume. Also what s3s-fs lists for an upload id it no longer has (one
-        // completed or aborted by a process killed before it dropped its record), whose
-        // parts it then refuses: start over. The abort fails there too, so the record goes
-        // whatever the abort's result.
+        // Nothing to resume. Also what some servers list for an upload id they no longer
+        // have (one completed or aborted by a process killed before it dropped its record),
+        // whose parts they then refuse: start over. The abort fails there too, so the record
+        // goes whatever the abort's result.
         abort_quietly(inner, key, &rec.upload_id).await;
         let id = rec.upload_id.clone();
-        inner.store.run(move |s| s.remove(&id)).await?;
+        inner.store().run(move |s| s.remove(&id)).await?;
         return Ok(None);
     }
     let id = rec.upload_id.clone();
     let stored: HashMap<i32, PartRecord> = inner
-        .store
+        .store()
         .run(move |s| s.parts(&id))
         .await?
         .into_iter()
@@ -234,14 +191,14 @@ async fn resumable(
 }
 
 async fn create_upload(
-    inner: &Arc<Inner>,
+    inner: &Arc<S3Client>,
     file: &SourceFile,
     key: &str,
 ) -> Result<Upload, ConnError> {
-    let part_size = part_size_for(file.size, inner.cfg.part_size);
+    let part_size = part_size_for(file.size, inner.cfg().part_size);
     announce(inner, key).await?;
     let out = inner
-        .client
+        .sdk()
         .create_multipart_upload()
         .bucket(inner.bucket())
         .key(key)
@@ -258,11 +215,7 @@ async fn create_upload(
             inner.what("create upload of", key)
         )));
     };
-    inner
-        .live_uploads
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(id.clone());
+    inner.add_live(&id);
     let rec = UploadRecord {
         bucket: inner.bucket().to_string(),
         key: key.to_string(),
@@ -272,7 +225,7 @@ async fn create_upload(
         mtime_ns: mtime_ns(file.mtime),
         part_size,
     };
-    inner.store.run(move |s| s.insert(&rec)).await?;
+    inner.store().run(move |s| s.insert(&rec)).await?;
     Ok(Upload {
         id,
         part_size,
@@ -284,10 +237,10 @@ async fn create_upload(
 /// server makes but skynet never records (the run killed, the answer lost) can be found and
 /// aborted later (see [`crate::abandoned`]). An earlier announcement of `key` still there is
 /// settled first: this one replaces it.
-async fn announce(inner: &Inner, key: &str) -> Result<(), ConnError> {
+pub(crate) async fn announce(inner: &S3Client, key: &str) -> Result<(), ConnError> {
     inner.settle_earlier_creation(key).await?;
     let (bucket, key) = (inner.bucket().to_string(), key.to_string());
-    inner.store.run(move |s| s.announce(&bucket, &key)).await
+    inner.store().run(move |s| s.announce(&bucket, &key)).await
 }
 
 /// Config for CreateMultipartUpload: one attempt, no retry by the SDK. A retried creation
@@ -295,7 +248,7 @@ async fn announce(inner: &Inner, key: &str) -> Result<(), ConnError> {
 /// creation, recorded, would clear the announcement that lets skynet find the first. Failed
 /// here, the send fails, the announcement stays, and skynet's own retry settles it (see
 /// [`announce`]).
-fn single_attempt() -> aws_sdk_s3::config::Builder {
+pub(crate) fn single_attempt() -> aws_sdk_s3::config::Builder {
     aws_sdk_s3::config::Builder::new().retry_config(RetryConfig::disabled())
 }
 
@@ -303,14 +256,14 @@ fn single_attempt() -> aws_sdk_s3::config::Builder {
 struct PartError {
     err: ConnError,
     upload_gone: bool,
-    /// The server answered AccessDenied (s3s-fs's answer for an unknown upload id).
+    /// The server answered AccessDenied (some servers' answer for an unknown upload id).
     denied: bool,
 }
 
 /// Everything one part task needs, owned, so it can run as its own task.
 #[derive(Clone)]
 struct PartJob {
-    inner: Arc<Inner>,
+    inner: Arc<S3Client>,
     key: String,
     upload_id: String,
     /// The local file, read through [`SourceFile::open`] (never a link, a FIFO or a file
@@ -340,7 +293,7 @@ impl PartJob {
             .what(&format!("upload part {number} of"), &self.key);
         let out = self
             .inner
-            .client
+            .sdk()
             .upload_part()
             .bucket(self.inner.bucket())
             .key(&self.key)
@@ -354,8 +307,8 @@ impl PartJob {
             .await
             .map_err(|e| {
                 let f = classify(e, &what);
-                let upload_gone = f.code.as_deref() == Some("NoSuchUpload");
-                let denied = f.code.as_deref() == Some("AccessDenied");
+                let upload_gone = f.names_upload_unknown();
+                let denied = f.is_access_denied();
                 PartError {
                     err: f.into(),
                     upload_gone,
@@ -376,7 +329,7 @@ impl PartJob {
         };
         let (id, rec) = (self.upload_id.clone(), part.clone());
         self.inner
-            .store
+            .store()
             .run(move |s| s.record_part(&id, &rec))
             .await
             .map_err(plain)?;
@@ -412,34 +365,27 @@ fn read_range(source: &SourceFile, offset: u64, len: u64) -> Result<Vec<u8>, Con
 /// Sends `file` to `key` as a multipart upload, resuming a recorded one when possible.
 /// Returns the bytes uploaded by this call (less than the size when parts were already there).
 pub(crate) async fn send_multipart(
-    inner: &Arc<Inner>,
+    inner: &Arc<S3Client>,
     file: &SourceFile,
     key: &str,
 ) -> Result<u64, ConnError> {
-    // A "directory" in the way: for a big file one listing is cheap, and some servers
-    // (s3s-fs) could not complete the upload over it.
+    // A "directory" in the way: for a big file one listing is cheap, and servers that store
+    // keys as file paths could not complete the upload over it.
     inner.clear_dir_in_the_way(key).await?;
     let resumable = resumable(inner, file, key).await?;
-    // s3s-fs answers AccessDenied, not NoSuchUpload, for an upload id it no longer has (one
-    // completed or aborted by a process killed before it could drop its record): for a
-    // resumed upload, that too means "gone, start over". A fresh upload refused the same way
-    // is a real refusal.
+    // Some servers answer AccessDenied, not NoSuchUpload, for an upload id they no longer
+    // have (one completed or aborted by a process killed before it could drop its record):
+    // for a resumed upload, that too means "gone, start over". A fresh upload refused the
+    // same way is a real refusal.
     let resumed = resumable.is_some();
     let upload = match resumable {
         Some(u) => {
-            inner
-                .live_uploads
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(u.id.clone());
+            inner.add_live(&u.id);
             u
         }
         None => create_upload(inner, file, key).await?,
     };
-    let _live = LiveGuard {
-        inner: Arc::clone(inner),
-        upload_id: upload.id.clone(),
-    };
+    let _live = inner.live_guard(&upload.id);
     let Upload {
         id,
         part_size,
@@ -456,50 +402,43 @@ pub(crate) async fn send_multipart(
         upload_id: id.clone(),
         file: file.clone(),
     };
-    let mut sent = 0u64;
-    let mut set: JoinSet<Result<PartRecord, PartError>> = JoinSet::new();
-    let mut pending = todo.into_iter();
-    loop {
-        while set.len() < inner.cfg.concurrency {
-            let Some(n) = pending.next() else { break };
-            let (offset, len) = part_range(n, file.size, part_size);
-            set.spawn(job.clone().upload(n as i32, offset, len));
+    let uploaded = run_bounded(inner.cfg().concurrency, todo, |n| {
+        let (offset, len) = part_range(n, file.size, part_size);
+        job.clone().upload(n as i32, offset, len)
+    })
+    .await;
+    let sent = match uploaded {
+        Ok(parts) => {
+            let sent = parts.iter().map(|p| p.size).sum();
+            done.extend(parts);
+            sent
         }
-        let Some(joined) = set.join_next().await else {
-            break;
-        };
-        match joined {
-            Ok(Ok(part)) => {
-                sent += part.size;
-                done.push(part);
-            }
-            Ok(Err(PartError {
-                err,
-                upload_gone,
-                denied,
-            })) => {
-                set.abort_all();
-                if upload_gone || (resumed && denied) {
-                    let id = id.clone();
-                    inner.store.run(move |s| s.remove(&id)).await?;
-                    return Err(ConnError::transient(format!(
-                        "{}; the upload is gone, starting over",
-                        err.message
-                    )));
-                } else if err.kind == ErrorKind::Permanent || local_gone(&file.path) {
-                    abort_quietly(inner, key, &id).await;
-                }
-                // Otherwise the upload stays recorded and the retry resumes it.
-                return Err(err);
-            }
-            Err(e) => {
+        Err(Halt::Failed(PartError {
+            err,
+            upload_gone,
+            denied,
+        })) => {
+            // The other parts were aborted as `run_bounded` returned.
+            if upload_gone || (resumed && denied) {
+                let id = id.clone();
+                inner.store().run(move |s| s.remove(&id)).await?;
                 return Err(ConnError::transient(format!(
-                    "{}: part task failed: {e}",
-                    inner.what("upload", key)
-                )))
+                    "{}; the upload is gone, starting over",
+                    err.message
+                )));
+            } else if err.kind == ErrorKind::Permanent || local_gone(&file.path) {
+                abort_quietly(inner, key, &id).await;
             }
+            // Otherwise the upload stays recorded and the retry resumes it.
+            return Err(err);
         }
-    }
+        Err(Halt::Panicked(e)) => {
+            return Err(ConnError::transient(format!(
+                "{}: part task failed: {e}",
+                inner.what("upload", key)
+            )))
+        }
+    };
 
     // The parts hold one version of the file only if it did not change while they were read.
     let src = file.clone();
@@ -523,7 +462,7 @@ pub(crate) async fn send_multipart(
         })
         .collect();
     let res = inner
-        .client
+        .sdk()
         .complete_multipart_upload()
         .bucket(inner.bucket())
         .key(key)
@@ -537,19 +476,13 @@ pub(crate) async fn send_multipart(
         .await;
     if let Err(e) = res {
         let f = classify(e, &inner.what("complete upload of", key));
-        let hopeless = f.is_no_such_upload()
-            || (resumed && f.code.as_deref() == Some("AccessDenied"))
-            || matches!(
-                f.code.as_deref(),
-                Some("InvalidPart" | "InvalidPartOrder" | "EntityTooSmall" | "InvalidRequest")
-            );
-        if hopeless && f.code.as_deref() != Some("NoSuchBucket") {
+        if f.is_completion_hopeless(resumed) {
             // Start over on the next try rather than fail the same way forever. The record
-            // goes even when the abort fails (s3s-fs refuses to abort an id it no longer
-            // has, e.g. one a killed run completed): kept, it would be resumed forever.
+            // goes even when the abort fails (some servers refuse to abort an id they no
+            // longer have, e.g. one a killed run completed): kept, it would be resumed forever.
             abort_quietly(inner, key, &id).await;
             let gone = id.clone();
-            inner.store.run(move |s| s.remove(&gone)).await?;
+            inner.store().run(move |s| s.remove(&gone)).await?;
             return Err(ConnError::transient(format!(
                 "{}; starting the upload over",
                 f.message
@@ -558,156 +491,8 @@ pub(crate) async fn send_multipart(
         return Err(f.into());
     }
     let done_id = id.clone();
-    inner.store.run(move |s| s.remove(&done_id)).await?;
+    inner.store().run(move |s| s.remove(&done_id)).await?;
     Ok(sent)
-}
-
-/// Server-side copy of an object too big for CopyObject, by UploadPartCopy ranges.
-pub(crate) async fn copy_multipart(
-    inner: &Inner,
-    from: &str,
-    to: &str,
-    size: u64,
-) -> Result<(), ConnError> {
-    let head = inner
-        .client
-        .head_object()
-        .bucket(inner.bucket())
-        .key(from)
-        .send()
-        .await
-        .map_err(|e| {
-            let f = classify(e, &inner.what("copy", from));
-            if f.is_not_found() {
-                ConnError::remote_missing(f.message)
-            } else {
-                f.into()
-            }
-        })?;
-    announce(inner, to).await?;
-    let out = inner
-        .client
-        .create_multipart_upload()
-        .bucket(inner.bucket())
-        .key(to)
-        .set_metadata(head.metadata().cloned())
-        .set_content_type(head.content_type().map(str::to_string))
-        .customize()
-        .config_override(single_attempt())
-        .send()
-        .await
-        .map_err(|e| classify(e, &inner.what("create copy upload of", to)))?;
-    let Some(id) = out.upload_id().map(str::to_string) else {
-        return Err(ConnError::transient(format!(
-            "{}: the server returned no upload id",
-            inner.what("copy", to)
-        )));
-    };
-    // Recorded with no local file, so that a crash mid-copy leaves nothing behind:
-    // the next connect() finds the file "changed" and aborts the upload.
-    let rec = UploadRecord {
-        bucket: inner.bucket().to_string(),
-        key: to.to_string(),
-        upload_id: id.clone(),
-        local_path: PathBuf::new(),
-        size,
-        mtime_ns: i64::MIN,
-        part_size: 0,
-    };
-    inner.store.run(move |s| s.insert(&rec)).await?;
-    match copy_parts(inner, from, to, &id, size).await {
-        Ok(()) => {
-            let done_id = id.clone();
-            inner.store.run(move |s| s.remove(&done_id)).await
-        }
-        Err(e) => {
-            abort_quietly(inner, to, &id).await;
-            Err(e)
-        }
-    }
-}
-
-async fn copy_parts(
-    inner: &Inner,
-    from: &str,
-    to: &str,
-    id: &str,
-    size: u64,
-) -> Result<(), ConnError> {
-    let part_size = part_size_for(size, inner.cfg.copy_part_size);
-    let source = encode_copy_source(inner.bucket(), from);
-    let mut set: JoinSet<Result<CompletedPart, ConnError>> = JoinSet::new();
-    let mut pending = 1..=part_count(size, part_size);
-    let mut parts = Vec::new();
-    loop {
-        while set.len() < inner.cfg.concurrency {
-            let Some(n) = pending.next() else { break };
-            let (offset, len) = part_range(n, size, part_size);
-            let client: Client = inner.client.clone();
-            let (bucket, key, id, source) = (
-                inner.bucket().to_string(),
-                to.to_string(),
-                id.to_string(),
-                source.clone(),
-            );
-            let what = inner.what(&format!("copy part {n} to"), to);
-            set.spawn(async move {
-                let out = client
-                    .upload_part_copy()
-                    .bucket(bucket)
-                    .key(key)
-                    .upload_id(id)
-                    .part_number(n as i32)
-                    .copy_source(source)
-                    .copy_source_range(format!("bytes={offset}-{}", offset + len - 1))
-                    .send()
-                    .await
-                    .map_err(|e| {
-                        let f = classify(e, &what);
-                        if f.code.as_deref() == Some("NoSuchKey") {
-                            ConnError::remote_missing(f.message)
-                        } else {
-                            f.into()
-                        }
-                    })?;
-                let result = out.copy_part_result();
-                let etag = result.and_then(|r| r.e_tag()).ok_or_else(|| {
-                    ConnError::transient(format!("{what}: no ETag in the answer"))
-                })?;
-                Ok(CompletedPart::builder()
-                    .part_number(n as i32)
-                    .e_tag(etag)
-                    .set_checksum_crc32_c(
-                        result
-                            .and_then(|r| r.checksum_crc32_c())
-                            .map(str::to_string),
-                    )
-                    .build())
-            });
-        }
-        match set.join_next().await {
-            None => break,
-            Some(Ok(Ok(part))) => parts.push(part),
-            Some(Ok(Err(e))) => return Err(e),
-            Some(Err(e)) => return Err(ConnError::transient(format!("copy task failed: {e}"))),
-        }
-    }
-    parts.sort_by_key(|p| p.part_number());
-    inner
-        .client
-        .complete_multipart_upload()
-        .bucket(inner.bucket())
-        .key(to)
-        .upload_id(id)
-        .multipart_upload(
-            CompletedMultipartUpload::builder()
-                .set_parts(Some(parts))
-                .build(),
-        )
-        .send()
-        .await
-        .map_err(|e| classify(e, &inner.what("complete copy to", to)))?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -3,10 +3,13 @@
 //! instead of sending the whole file again, and so that abandoned uploads can be aborted
 //! (S3 bills stored parts until the upload is completed or aborted).
 //!
-//! Tables (created if missing): `s3_multipart` has one row per object key with an upload in
-//! progress and the local file's size and mtime when it started; `s3_multipart_parts` has the
-//! parts the server acknowledged (number, size, ETag, checksum), which CompleteMultipartUpload
-//! needs and which some servers do not report back in ListParts.
+//! Tables: `s3_multipart` has one row per object key with an upload in progress and the
+//! local file's size and mtime when it started; `s3_multipart_parts` has the parts the server
+//! acknowledged (number, size, ETag, checksum), which CompleteMultipartUpload needs and which
+//! some servers do not report back in ListParts; `s3_multipart_intent` has the upload
+//! creations under way (see [`crate::abandoned`]). Their schema is versioned like the
+//! queue's: numbered SQL migrations (`resume_store/schema/`), applied in order at open, so
+//! that a later skynet can change them without losing the uploads an older one recorded.
 //!
 //! This is a separate SQLite connection from the queue's (WAL + busy timeout make the two
 //! coexist). Every call is short; callers run them on the blocking pool.
@@ -50,47 +53,89 @@ pub(crate) struct ResumeStore {
     name: String,
 }
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS s3_multipart (
-    bucket     TEXT NOT NULL,
-    key        TEXT NOT NULL,
-    upload_id  TEXT NOT NULL,
-    local_path BLOB NOT NULL,
-    size       INTEGER NOT NULL,
-    mtime_ns   INTEGER NOT NULL,
-    part_size  INTEGER NOT NULL,
-    created    INTEGER NOT NULL,
-    PRIMARY KEY (bucket, key)
-);
-CREATE TABLE IF NOT EXISTS s3_multipart_parts (
-    upload_id       TEXT NOT NULL,
-    part_number     INTEGER NOT NULL,
-    size            INTEGER NOT NULL,
-    etag            TEXT NOT NULL,
-    checksum_crc32c TEXT,
-    PRIMARY KEY (upload_id, part_number)
-);
--- Written before CreateMultipartUpload, removed when the upload is recorded above: a row left
--- here means a creation was cut short (the run killed, the answer lost) between the server
--- creating an upload and skynet learning its id, so an upload nobody recorded may be open on
--- the server. The row is what entitles skynet to abort such an upload (see abandoned.rs).
-CREATE TABLE IF NOT EXISTS s3_multipart_intent (
-    bucket  TEXT NOT NULL,
-    key     TEXT NOT NULL,
-    started INTEGER NOT NULL,
-    PRIMARY KEY (bucket, key)
+/// The schema, oldest first: migration N brings a database from version N-1 to N, in one
+/// transaction with the version's update. One that has shipped is never edited: a change is
+/// the next file.
+const MIGRATIONS: &[&str] = &[include_str!("resume_store/schema/001_init.sql")];
+
+/// Where the store keeps its schema version: a one-row table of its own. Not `PRAGMA
+/// user_version`, the queue's habit: the store lives in the queue's database file (the
+/// mapping's state database), whose `user_version` numbers the queue's schema, not this one.
+/// A database without the table is at version 0: new, or made before the schema had one.
+const VERSION_TABLE: &str = "
+CREATE TABLE IF NOT EXISTS s3_schema_version (
+    id      INTEGER PRIMARY KEY CHECK (id = 1),
+    version INTEGER NOT NULL
 );
 ";
 
+/// The store's schema version in `conn` (0 when it has none). Reads only.
+fn schema_version(conn: &rusqlite::Connection) -> rusqlite::Result<i64> {
+    let versioned: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master
+                        WHERE type = 'table' AND name = 's3_schema_version')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !versioned {
+        return Ok(0);
+    }
+    conn.query_row(
+        "SELECT version FROM s3_schema_version WHERE id = 1",
+        [],
+        |r| r.get(0),
+    )
+    .optional()
+    .map(|v| v.unwrap_or(0))
+}
+
+/// Brings the store's schema up to date, as the queue does its own: a database already
+/// current is not written at all (another process may be using it), and otherwise the
+/// migrations run under the write lock taken up front, with the version read again inside
+/// it, since another process may have migrated meanwhile. A schema newer than this build
+/// knows is refused rather than used.
+fn migrate(conn: &mut rusqlite::Connection, name: &str) -> Result<(), S3ConfigError> {
+    let err = |source| S3ConfigError::StateDb {
+        path: name.to_string(),
+        source,
+    };
+    let known = MIGRATIONS.len() as i64;
+    if schema_version(conn).map_err(err)? == known {
+        return Ok(());
+    }
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(err)?;
+    let version = schema_version(&tx).map_err(err)?;
+    if version > known {
+        return Err(S3ConfigError::StateDbTooNew {
+            path: name.to_string(),
+            found: version,
+            known,
+        });
+    }
+    for sql in MIGRATIONS.iter().skip(version.max(0) as usize) {
+        tx.execute_batch(sql).map_err(err)?;
+    }
+    tx.execute_batch(VERSION_TABLE).map_err(err)?;
+    tx.execute(
+        "INSERT OR REPLACE INTO s3_schema_version (id, version) VALUES (1, ?1)",
+        params![known],
+    )
+    .map_err(err)?;
+    tx.commit().map_err(err)
+}
+
 impl ResumeStore {
-    /// Opens (creating if needed) the table in the mapping's database, or an in-memory one.
+    /// Opens (creating if needed) the tables in the mapping's database, or an in-memory one,
+    /// and brings their schema up to date (see [`MIGRATIONS`]).
     pub(crate) fn open(path: Option<&Path>) -> Result<Self, S3ConfigError> {
         let name = path.map_or_else(|| ":memory:".to_string(), |p| p.display().to_string());
         let err = |source| S3ConfigError::StateDb {
             path: name.clone(),
             source,
         };
-        let conn = match path {
+        let mut conn = match path {
             Some(p) => rusqlite::Connection::open(p).map_err(err)?,
             None => rusqlite::Connection::open_in_memory().map_err(err)?,
         };
@@ -103,7 +148,7 @@ impl ResumeStore {
             conn.pragma_update(None, "synchronous", "NORMAL")
                 .map_err(err)?;
         }
-        conn.execute_batch(SCHEMA).map_err(err)?;
+        migrate(&mut conn, &name)?;
         Ok(ResumeStore {
             db: Arc::new(Mutex::new(conn)),
             name,
@@ -359,79 +404,4 @@ pub(crate) fn now_ms() -> i64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rec(key: &str, id: &str) -> UploadRecord {
-        UploadRecord {
-            bucket: "b".into(),
-            key: key.into(),
-            upload_id: id.into(),
-            local_path: PathBuf::from("/src/x"),
-            size: 10,
-            mtime_ns: -5,
-            part_size: 5,
-        }
-    }
-
-    #[test]
-    fn records_round_trip() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("state.db");
-        let store = ResumeStore::open(Some(&db)).unwrap();
-        store.insert(&rec("p/a", "u1")).unwrap();
-        store.insert(&rec("p/b", "u2")).unwrap();
-        store.insert(&rec("q/c", "u3")).unwrap();
-        let part = PartRecord {
-            part_number: 1,
-            size: 5,
-            etag: "\"e\"".into(),
-            checksum_crc32c: Some("c==".into()),
-        };
-        store.record_part("u1", &part).unwrap();
-        drop(store);
-
-        let store = ResumeStore::open(Some(&db)).unwrap();
-        assert_eq!(store.get("b", "p/a").unwrap(), Some(rec("p/a", "u1")));
-        assert_eq!(store.parts("u1").unwrap(), vec![part]);
-        let keys: Vec<String> = store
-            .list("b", "p/")
-            .unwrap()
-            .into_iter()
-            .map(|r| r.key)
-            .collect();
-        assert_eq!(keys, ["p/a", "p/b"]);
-        // A new upload for the same key replaces the record and drops the old parts.
-        store.insert(&rec("p/a", "u9")).unwrap();
-        assert!(store.parts("u1").unwrap().is_empty());
-        store.remove("u9").unwrap();
-        assert_eq!(store.get("b", "p/a").unwrap(), None);
-        assert_eq!(store.list("b", "").unwrap().len(), 2);
-    }
-
-    #[test]
-    fn an_announced_upload_is_reported_until_recorded_or_settled() {
-        let store = ResumeStore::open(None).unwrap();
-        store.announce("b", "p/big").unwrap();
-        store.announce("b", "p/done").unwrap();
-        store.announce("b", "q/other").unwrap();
-        store.insert(&rec("p/done", "u1")).unwrap();
-        assert_eq!(store.intent("b", "p/done").unwrap(), None);
-        let started = store.intent("b", "p/big").unwrap().expect("announced");
-        // Announced after `before`: the current run's own creations are left alone.
-        assert!(store.intents("b", "p/", 0).unwrap().is_empty());
-        let later = now_ms() + 1;
-        assert_eq!(
-            store.intents("b", "p/", later).unwrap(),
-            [("p/big".to_string(), started)]
-        );
-        // Reading does not settle: a start-up cut short finds them again.
-        assert_eq!(store.intents("b", "p/", later).unwrap().len(), 1);
-        // Settling an older announcement leaves a newer one of the same key.
-        store.settle_intent("b", "p/big", started - 1).unwrap();
-        assert_eq!(store.intents("b", "p/", later).unwrap().len(), 1);
-        store.settle_intent("b", "p/big", started).unwrap();
-        assert!(store.intents("b", "p/", later).unwrap().is_empty());
-        assert_eq!(store.intents("b", "", later).unwrap().len(), 1);
-    }
-}
+mod tests;

@@ -2,6 +2,11 @@
 //! Uploads of other tools and other skynet hosts in the same bucket, even under skynet's
 //! prefix, are other people's work in progress and must survive skynet's start-up and its
 //! sends. Against moto, which lists uploads in progress, and s3s-fs, which cannot.
+//!
+//! moto 5.2.1 answers `2010-11-10T20:48:33Z` as the `Initiated` time of every upload (one
+//! reason skynet does not compare times, see `abandoned.rs`), and names the root element of
+//! its ListParts answer `ListPartsResponse` where S3 says `ListPartsResult`, which the SDK
+//! cannot read: skynet reads that answer's parts itself.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -1,5 +1,23 @@
 //! Behaviour of `S3Connection` against a real s3s-fs server: multipart uploads, resume after
 //! a server restart or a crash, prefix-exact deletes, directory renames, error classes.
+//!
+//! Where s3s-fs (0.14) answers differently from S3, and what in `skynet-s3/src` exists for it
+//! (the source speaks of "servers that store keys as file paths"; the tests name the server):
+//!
+//! - A request on a key with keys under it (a "directory") fails with a bare `500`: HEAD,
+//!   GET, and a PUT or multipart completion over it. `stat` and `verify` settle such an
+//!   answer with a listing, `read` takes it for a missing file, and a send clears the
+//!   directory in the way (and tries a PUT once more).
+//! - It keeps a folder after the last key in it is deleted, an empty "directory" that blocks
+//!   a file of the same name until its marker `dir/` is deleted (simulation, seed 74).
+//! - It cannot list multipart uploads (ListMultipartUploads), so an upload announced and
+//!   never recorded cannot be found there: skynet warns (see `abandoned_uploads.rs`).
+//! - For an upload id it no longer has, ListParts lists nothing, UploadPart and
+//!   CompleteMultipartUpload answer `AccessDenied` (not `NoSuchUpload`), and an abort fails:
+//!   a resumed upload so refused is started over and its record dropped regardless.
+//! - It ignores a checksum algorithm header sent without a value (S3 refuses it), and keeps
+//!   the CRC32C of an earlier single PUT after a multipart upload replaces the key
+//!   (`verify.rs`).
 
 use std::time::{Duration, Instant};
 
