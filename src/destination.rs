@@ -16,6 +16,9 @@ use skynet_core::{Blocking, Connection, ExecConfig, ExecConnection, LocalConnect
 
 use crate::cli::MappingArgs;
 
+/// How long a command (`--exec`, `--on-delivered`) may run by default.
+pub const EXEC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// A parsed destination.
 #[derive(Debug, Clone)]
 pub enum Destination {
@@ -181,7 +184,7 @@ pub fn exec_connection(
     cfg.delete = parse("--exec-delete", &args.exec_delete)?;
     cfg.rename = parse("--exec-move", &args.exec_move)?;
     cfg.send_moves = args.exec_send_moves;
-    cfg.timeout = args.exec_timeout.unwrap_or(crate::commands::EXEC_TIMEOUT);
+    cfg.timeout = args.exec_timeout.unwrap_or(EXEC_TIMEOUT);
     cfg.child_env = skynet_core::command::ChildEnv::passing(args.pass_env.clone());
     Ok(Arc::new(ExecConnection::new(cfg)))
 }

@@ -9,6 +9,7 @@ mod config;
 mod destination;
 mod exit;
 mod locate;
+mod mapping_status;
 mod metrics;
 mod out;
 mod remote;

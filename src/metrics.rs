@@ -26,7 +26,7 @@ use skynet_core::handler::HandlerStatus;
 use skynet_core::state::Queue;
 use skynet_core::ActionKind;
 
-use crate::commands::status;
+use crate::mapping_status as status;
 
 /// One mapping as the endpoint sees it.
 pub struct Watched {

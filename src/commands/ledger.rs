@@ -20,7 +20,7 @@ pub fn ledger(command: &LedgerCommand, root: &Path, mapping: Option<&str>) -> Re
             let mut all = Vec::new();
             for dir in select(root, mapping, false)? {
                 let queue = Queue::open(&skynet_core::state::database_path(&dir))?;
-                let name = super::status::mapping_name(&dir);
+                let name = crate::mapping_status::mapping_name(&dir);
                 let rows = queue.ledger_rows()?;
                 if !*json {
                     outln!("{name}: {} file(s)", rows.len());
@@ -30,7 +30,7 @@ pub fn ledger(command: &LedgerCommand, root: &Path, mapping: Option<&str>) -> Re
                             "  #{:<6} {:>12} {}  {hash}  {}",
                             r.id,
                             r.size,
-                            super::status::local_time(r.sent_at),
+                            crate::mapping_status::local_time(r.sent_at),
                             r.path
                         );
                     }

@@ -408,9 +408,6 @@ pub fn filter(args: &MappingArgs) -> Result<skynet_core::filter::Filter> {
     )
 }
 
-/// How long a command (`--exec`, `--on-delivered`) may run by default.
-pub const EXEC_TIMEOUT: Duration = Duration::from_secs(600);
-
 pub fn mapping_options(args: &MappingArgs) -> Result<MappingOptions> {
     let defaults = HandlerConfig::default();
     let handler = HandlerConfig {
@@ -444,7 +441,8 @@ pub fn mapping_options(args: &MappingArgs) -> Result<MappingOptions> {
             let template = Template::parse(argv.0.clone()).context("--on-delivered")?;
             let hook = CommandHook::new(
                 template,
-                args.exec_timeout.unwrap_or(EXEC_TIMEOUT),
+                args.exec_timeout
+                    .unwrap_or(crate::destination::EXEC_TIMEOUT),
                 ChildEnv::passing(args.pass_env.clone()),
             );
             Some(Arc::new(hook) as Arc<dyn skynet_core::handoff::DeliveredHook>)

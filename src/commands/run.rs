@@ -9,7 +9,6 @@ use anyhow::{Context, Result};
 use tokio::sync::watch;
 
 use crate::cli::MappingArgs;
-use crate::commands::status;
 use crate::config;
 use crate::exit::Exit;
 use crate::metrics::{MetricsServer, Watched};
@@ -52,7 +51,7 @@ pub async fn run(
             let watched = prepared
                 .iter()
                 .map(|p| Watched {
-                    name: status::mapping_name(&p.state_dir),
+                    name: crate::mapping_status::mapping_name(&p.state_dir),
                     destination: p.destination.clone(),
                     state_dir: p.state_dir.clone(),
                     queue: Arc::clone(p.mapping.queue()),

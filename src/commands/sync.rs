@@ -51,7 +51,7 @@ pub async fn sync(
         eprintln!(
             "skynet: {} deletion(s) held by the mass-deletion guard (nothing was deleted); if they are intended, run `skynet queue release --mapping {}` or sync again with --max-delete",
             summary.deletions_held,
-            super::status::mapping_name(&prepared.state_dir)
+            crate::mapping_status::mapping_name(&prepared.state_dir)
         );
         return Ok(Exit::SomeFailed);
     }

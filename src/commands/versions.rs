@@ -66,7 +66,7 @@ fn list(root: &Path, mapping: Option<&str>, path: Option<&RelPath>, json: bool) 
     let mut all = Vec::new();
     for dir in select(root, mapping, false)? {
         let queue = Queue::open(&skynet_core::state::database_path(&dir))?;
-        let name = super::status::mapping_name(&dir);
+        let name = crate::mapping_status::mapping_name(&dir);
         let rows = queue.version_rows(path)?;
         if !json {
             outln!("{name}: {} version(s)", rows.len());
@@ -74,7 +74,7 @@ fn list(root: &Path, mapping: Option<&str>, path: Option<&RelPath>, json: bool) 
                 let unconfirmed = if r.confirmed { "" } else { "  (unconfirmed)" };
                 outln!(
                     "  {}  {}  -> {}{unconfirmed}",
-                    super::status::local_time(r.kept_at),
+                    crate::mapping_status::local_time(r.kept_at),
                     r.original,
                     r.version
                 );
@@ -250,7 +250,7 @@ async fn restore(
         write_beneath(&target_root, original, &staged).await?;
         sayln!(
             "restored {original} as it was until {} into {}",
-            super::status::local_time(*kept_at),
+            crate::mapping_status::local_time(*kept_at),
             target_root.display()
         );
         restored += 1;
