@@ -1239,7 +1239,7 @@ impl Context {
         if !meta.is_file() {
             return None;
         }
-        let local = (meta.len(), meta.modified().ok().map(mtime_ns));
+        let local = (Some(meta.len()), meta.modified().ok().map(mtime_ns));
         let carried = match self.queue.ledger_entry(from) {
             Ok(entry) => entry.map(|e| (e.size, Some(e.mtime_ns))),
             Err(e) => return Some(held(e)),

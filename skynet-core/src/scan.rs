@@ -212,7 +212,7 @@ fn scan(
         let mtime = mtime_ns(modified);
         let unchanged = ledger
             .get(rel.as_bytes())
-            .is_some_and(|(_, l)| l.size == meta.len() && l.mtime_ns == mtime);
+            .is_some_and(|(_, l)| l.size == Some(meta.len()) && l.mtime_ns == mtime);
         if !filter.admits_file(&rel) {
             if filter.has_includes()
                 && !filter.excluded(&rel)

@@ -26,10 +26,16 @@ pub fn ledger(command: &LedgerCommand, root: &Path, mapping: Option<&str>) -> Re
                     outln!("{name}: {} file(s)", rows.len());
                     for r in &rows {
                         let hash = r.sha256.as_deref().map(|h| &h[..12]).unwrap_or("-");
+                        // A stale row's size means nothing: the next scan sends it again.
+                        let size = if r.stale {
+                            "stale".to_string()
+                        } else {
+                            r.size.to_string()
+                        };
                         outln!(
                             "  #{:<6} {:>12} {}  {hash}  {}",
                             r.id,
-                            r.size,
+                            size,
                             crate::mapping_status::local_time(r.sent_at),
                             r.path
                         );

@@ -199,13 +199,13 @@ pub(super) async fn drained(
     let mut wrong = Vec::new();
     for (path, entry) in &ledger {
         match remote.get(path) {
-            Some(b) if entry.size == u64::MAX || entry.size == b.len() as u64 => {}
+            Some(b) if entry.size.is_none_or(|size| size == b.len() as u64) => {}
             Some(b) => wrong.push(format!(
-                "{path}: ledger says {} bytes, destination holds {}",
+                "{path}: ledger says {:?} bytes, destination holds {}",
                 entry.size,
                 b.len()
             )),
-            None if entry.size == u64::MAX => {}
+            None if entry.size.is_none() => {}
             None => wrong.push(format!("{path}: in the ledger, not at the destination")),
         }
     }
@@ -217,11 +217,20 @@ pub(super) async fn drained(
         let here = meta
             .ok()
             .and_then(|m| Some((m.len(), mtime_ns(m.modified().ok()?))));
-        let recorded = ledger.get(path).map(|e| (e.size, e.mtime_ns));
         // A stale row claims nothing (the next catch-up scan sends the file again): the
         // engine marks rows stale when it cannot know, which costs an upload, never a file.
-        let stale = recorded.is_some_and(|(size, _)| size == u64::MAX);
-        if here != recorded && !stale {
+        let Some(recorded) = ledger
+            .get(path)
+            .map(|e| e.size.map(|size| (size, e.mtime_ns)))
+        else {
+            if here.is_some() {
+                wrong.push(format!(
+                    "{path}: the local file {here:?} is not in the ledger"
+                ));
+            }
+            continue;
+        };
+        if recorded.is_some() && here != recorded {
             wrong.push(format!(
                 "{path}: ledger has {recorded:?}, the local file {here:?}"
             ));

@@ -21,6 +21,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("schema/007_dest_dirs.sql"),
     include_str!("schema/008_entries.sql"),
     include_str!("schema/009_versions.sql"),
+    include_str!("schema/010_stale_column.sql"),
 ];
 
 /// Where a mapping's database lives inside its state directory.
@@ -48,7 +49,7 @@ impl Queue {
         Self::setup(conn, ":memory:".into())
     }
 
-    pub(super) fn setup(mut conn: rusqlite::Connection, path: String) -> Result<Queue, StateError> {
+    fn setup(mut conn: rusqlite::Connection, path: String) -> Result<Queue, StateError> {
         let err = |source| StateError::Db {
             path: path.clone(),
             source,
@@ -81,7 +82,7 @@ impl Queue {
     }
 
     /// Brings the schema up to date under the write lock, re-reading the version inside it.
-    pub(super) fn migrate(conn: &mut rusqlite::Connection, path: &str) -> Result<(), StateError> {
+    fn migrate(conn: &mut rusqlite::Connection, path: &str) -> Result<(), StateError> {
         let err = |source| StateError::Db {
             path: path.to_string(),
             source,

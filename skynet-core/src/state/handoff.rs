@@ -115,7 +115,7 @@ pub(super) fn spare_handed_off<'e>(
 }
 
 /// A ledger row holding the version a hand-off row delivered (parameters: [`version_params`]).
-const SAME_VERSION: &str = "path = ?1 AND size = ?2 AND mtime_ns = ?3
+const SAME_VERSION: &str = "path = ?1 AND stale = 0 AND size = ?2 AND mtime_ns = ?3
     AND (ctime_ns IS NULL OR ?4 IS NULL OR (ctime_ns = ?4 AND ino = ?5 AND dev = ?6))";
 
 fn version_params(row: &HandoffRow) -> impl rusqlite::Params + '_ {

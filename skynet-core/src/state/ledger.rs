@@ -63,11 +63,22 @@ pub enum LedgerUpdate {
 /// A file recorded as delivered: path, size, mtime (ns), content hash.
 pub type Delivered = (RelPath, u64, i64, Option<crate::digest::Sha256Digest>);
 
-/// A ledger row.
+/// What the ledger knows of one path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LedgerEntry {
-    pub size: u64,
+    /// `None` when the row is stale: the destination may hold something at this path, but
+    /// what is not known (see `schema/010_stale_column.sql`), so no file matches it.
+    pub size: Option<u64>,
     pub mtime_ns: i64,
+}
+
+impl LedgerEntry {
+    fn from_columns(size: i64, mtime_ns: i64, stale: bool) -> Self {
+        LedgerEntry {
+            size: (!stale).then_some(size.max(0) as u64),
+            mtime_ns,
+        }
+    }
 }
 
 /// Marks stale the ledger rows of the paths above `path`: a file delivered at `a/b` makes `a` a
@@ -79,7 +90,7 @@ pub struct LedgerEntry {
 /// simulation's histories against S3). A stale row costs one delete and re-send of that
 /// directory at the next catch-up scan.
 pub(super) fn mark_files_above_stale(tx: &Transaction<'_>, path: &RelPath) -> rusqlite::Result<()> {
-    let mut stmt = tx.prepare_cached("UPDATE ledger SET size = -1 WHERE path = ?1")?;
+    let mut stmt = tx.prepare_cached("UPDATE ledger SET stale = 1 WHERE path = ?1")?;
     for dir in path.ancestors() {
         stmt.execute([dir.as_bytes()])?;
     }
@@ -95,10 +106,17 @@ pub(super) fn carry_rows(
     now: i64,
 ) -> rusqlite::Result<()> {
     let (lo, hi) = within_bounds(from);
-    pub(super) type Row = (Vec<u8>, i64, i64, Option<Vec<u8>>, [Option<i64>; 3], i64);
+    type Row = (
+        Vec<u8>,
+        i64,
+        i64,
+        Option<Vec<u8>>,
+        [Option<i64>; 3],
+        [i64; 2],
+    );
     let moved: Vec<Row> = tx
         .prepare(
-            "SELECT path, size, mtime_ns, hash, dev, ino, ctime_ns, handed_off FROM ledger
+            "SELECT path, size, mtime_ns, hash, dev, ino, ctime_ns, handed_off, stale FROM ledger
              WHERE path = ?1 OR (path > ?2 AND path < ?3)",
         )?
         .query_map(params![from.as_bytes(), lo, hi], |r| {
@@ -108,11 +126,11 @@ pub(super) fn carry_rows(
                 r.get(2)?,
                 r.get(3)?,
                 [r.get(4)?, r.get(5)?, r.get(6)?],
-                r.get(7)?,
+                [r.get(7)?, r.get(8)?],
             ))
         })?
         .collect::<rusqlite::Result<_>>()?;
-    for (old, size, mtime, hash, [dev, ino, ctime], handed_off) in moved {
+    for (old, size, mtime, hash, [dev, ino, ctime], [handed_off, stale]) in moved {
         tx.execute("DELETE FROM ledger WHERE path = ?1", [&old])?;
         let Ok(old) = RelPath::from_bytes(&old) else {
             continue;
@@ -121,8 +139,8 @@ pub(super) fn carry_rows(
         if let Some(new) = old.rebase(from, to) {
             tx.execute(
                 "INSERT OR REPLACE INTO ledger
-                 (path, size, mtime_ns, hash, sent_at, dev, ino, ctime_ns, handed_off)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                 (path, size, mtime_ns, hash, sent_at, dev, ino, ctime_ns, handed_off, stale)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 params![
                     new.as_bytes(),
                     size,
@@ -132,7 +150,8 @@ pub(super) fn carry_rows(
                     dev,
                     ino,
                     ctime,
-                    handed_off
+                    handed_off,
+                    stale
                 ],
             )?;
         }
@@ -171,7 +190,7 @@ pub(super) fn apply_ledger(
                  ON CONFLICT(path) DO UPDATE SET size = excluded.size,
                  mtime_ns = excluded.mtime_ns, hash = excluded.hash, sent_at = excluded.sent_at,
                  dev = excluded.dev, ino = excluded.ino, ctime_ns = excluded.ctime_ns,
-                 handed_off = 0",
+                 handed_off = 0, stale = 0",
             )?
             .execute(params![
                 path.as_bytes(),
@@ -203,7 +222,7 @@ pub(super) fn apply_ledger(
             carry_rows(tx, from, to, now)?;
             let (lo, hi) = within_bounds(to);
             tx.prepare_cached(
-                "UPDATE ledger SET size = -1 WHERE path = ?1 OR (path > ?2 AND path < ?3)",
+                "UPDATE ledger SET stale = 1 WHERE path = ?1 OR (path > ?2 AND path < ?3)",
             )?
             .execute(params![to.as_bytes(), lo, hi])?;
         }
@@ -218,8 +237,8 @@ pub(super) fn apply_ledger(
         }
         LedgerUpdate::Vanished(path) | LedgerUpdate::Stale(path) => {
             tx.prepare_cached(
-                "INSERT INTO ledger (path, size, mtime_ns, hash, sent_at) VALUES (?1, -1, 0, NULL, ?2)
-                 ON CONFLICT(path) DO UPDATE SET size = -1",
+                "INSERT INTO ledger (path, size, mtime_ns, hash, sent_at, stale)
+                 VALUES (?1, 0, 0, NULL, ?2, 1) ON CONFLICT(path) DO UPDATE SET stale = 1",
             )?
             .execute(params![path.as_bytes(), now])?;
             // An earlier attempt may have been delivered (its acknowledgement lost), replacing
@@ -227,7 +246,7 @@ pub(super) fn apply_ledger(
             // those is known any more (found by the simulation, seeds 1328 and 7557).
             mark_files_above_stale(tx, path)?;
             let (lo, hi) = within_bounds(path);
-            tx.prepare_cached("UPDATE ledger SET size = -1 WHERE path > ?1 AND path < ?2")?
+            tx.prepare_cached("UPDATE ledger SET stale = 1 WHERE path > ?1 AND path < ?2")?
                 .execute(params![lo, hi])?;
         }
         LedgerUpdate::Unchanged => {}
@@ -238,38 +257,26 @@ pub(super) fn apply_ledger(
 impl Queue {
     /// The whole ledger.
     pub fn ledger(&self) -> Result<HashMap<RelPath, LedgerEntry>, StateError> {
-        let rows = self.query_rows("SELECT path, size, mtime_ns FROM ledger", [], |r| {
+        let rows = self.query_rows("SELECT path, size, mtime_ns, stale FROM ledger", [], |r| {
             Ok((
                 r.get::<_, Vec<u8>>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, i64>(2)?,
+                LedgerEntry::from_columns(r.get(1)?, r.get(2)?, r.get(3)?),
             ))
         })?;
         Ok(rows
             .into_iter()
-            .filter_map(|(path, size, mtime_ns)| {
-                let entry = LedgerEntry {
-                    size: size as u64,
-                    mtime_ns,
-                };
-                Some((RelPath::from_bytes(&path).ok()?, entry))
-            })
+            .filter_map(|(path, entry)| Some((RelPath::from_bytes(&path).ok()?, entry)))
             .collect())
     }
 
-    /// The ledger row of one path, if the ledger holds it (a stale row has size `u64::MAX`).
+    /// The ledger row of one path, if the ledger holds it (stale or not).
     pub fn ledger_entry(&self, path: &RelPath) -> Result<Option<LedgerEntry>, StateError> {
         self.read(|conn| {
-            conn.prepare_cached("SELECT size, mtime_ns FROM ledger WHERE path = ?1")
-                .and_then(|mut st| {
-                    st.query_row([path.as_bytes()], |r| {
-                        Ok(LedgerEntry {
-                            size: r.get::<_, i64>(0)? as u64,
-                            mtime_ns: r.get(1)?,
-                        })
-                    })
-                    .optional()
+            conn.prepare_cached("SELECT size, mtime_ns, stale FROM ledger WHERE path = ?1")?
+                .query_row([path.as_bytes()], |r| {
+                    Ok(LedgerEntry::from_columns(r.get(0)?, r.get(1)?, r.get(2)?))
                 })
+                .optional()
         })
     }
 

@@ -13,8 +13,10 @@ pub struct LedgerRow {
     pub id: i64,
     #[serde(serialize_with = "crate::relpath::serialize_lossy")]
     pub path: RelPath,
-    /// -1 when the destination's copy is known to be stale.
-    pub size: i64,
+    pub size: u64,
+    /// The destination may hold something at this path, but what is not known: the next
+    /// catch-up scan sends the file again (or removes what is there).
+    pub stale: bool,
     pub mtime_ns: i64,
     /// SHA-256 in hex, where it was computed (send-once mode).
     pub sha256: Option<String>,
@@ -46,7 +48,7 @@ impl Queue {
     /// Every ledger row, by path.
     pub fn ledger_rows(&self) -> Result<Vec<LedgerRow>, StateError> {
         let rows = self.query_rows(
-            "SELECT id, path, size, mtime_ns, hash, sent_at FROM ledger ORDER BY path",
+            "SELECT id, path, size, mtime_ns, hash, sent_at, stale FROM ledger ORDER BY path",
             [],
             |r| {
                 Ok((
@@ -56,16 +58,18 @@ impl Queue {
                     r.get::<_, i64>(3)?,
                     r.get::<_, Option<Vec<u8>>>(4)?,
                     r.get::<_, i64>(5)?,
+                    r.get::<_, bool>(6)?,
                 ))
             },
         )?;
         Ok(rows
             .into_iter()
-            .filter_map(|(id, path, size, mtime_ns, hash, sent_at)| {
+            .filter_map(|(id, path, size, mtime_ns, hash, sent_at, stale)| {
                 Some(LedgerRow {
                     id,
                     path: RelPath::from_bytes(&path).ok()?,
-                    size,
+                    size: size.max(0) as u64,
+                    stale,
                     mtime_ns,
                     sha256: hash.map(|h| hex(&h)),
                     sent_at: sent_at.max(0) as u64,
@@ -80,7 +84,7 @@ impl Queue {
         path: &RelPath,
     ) -> Result<Option<(i64, Option<Sha256Digest>)>, StateError> {
         let row = self.read(|conn| {
-            conn.prepare_cached("SELECT size, hash FROM ledger WHERE path = ?1")?
+            conn.prepare_cached("SELECT size, hash FROM ledger WHERE path = ?1 AND stale = 0")?
                 .query_row([path.as_bytes()], |r| {
                     Ok((r.get::<_, i64>(0)?, r.get::<_, Option<Vec<u8>>>(1)?))
                 })

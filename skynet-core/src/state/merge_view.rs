@@ -144,7 +144,7 @@ impl PendingView for SqlView<'_, '_> {
 
     fn stale_remotely(&self, path: &RelPath) -> bool {
         let found = self.tx.query_row(
-            "SELECT EXISTS(SELECT 1 FROM ledger WHERE path = ?1 AND size = -1)",
+            "SELECT EXISTS(SELECT 1 FROM ledger WHERE path = ?1 AND stale = 1)",
             [path.as_bytes()],
             |r| r.get::<_, bool>(0),
         );

@@ -76,8 +76,8 @@ pub(super) fn drop_superseded_send(tx: &Transaction<'_>, id: i64) -> rusqlite::R
     // must not deny the copy, or a move merged into the newer send would not delete it at
     // its old name (found by the simulation, seed 9173).
     tx.prepare_cached(
-        "INSERT INTO ledger (path, size, mtime_ns, hash, sent_at) VALUES (?1, -1, 0, NULL, 0)
-         ON CONFLICT(path) DO UPDATE SET size = -1",
+        "INSERT INTO ledger (path, size, mtime_ns, hash, sent_at, stale)
+         VALUES (?1, 0, 0, NULL, 0, 1) ON CONFLICT(path) DO UPDATE SET stale = 1",
     )?
     .execute([&path])?;
     Ok(true)

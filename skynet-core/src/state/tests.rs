@@ -125,8 +125,8 @@ fn a_replayed_move_keeps_its_target_known_remotely() {
         },
     }])
     .unwrap();
-    // Stale: size -1 in SQL, never equal to a real file.
-    assert_eq!(q.ledger().unwrap()[&p("b")].size, u64::MAX);
+    // Stale: no size, so no file matches it.
+    assert_eq!(q.ledger().unwrap()[&p("b")].size, None);
     q.push(&[send("b")]).unwrap();
     q.push(&[mv("b", "c")]).unwrap();
     assert_eq!(
@@ -341,7 +341,7 @@ fn crash_recovery_retries_in_flight_and_ledger_moves() {
     assert_eq!(
         ledger[&p("a")],
         LedgerEntry {
-            size: 3,
+            size: Some(3),
             mtime_ns: 7
         }
     );
@@ -394,4 +394,36 @@ fn path_set_conflicts() {
     assert!(s.conflicts(b"a/b/c"));
     assert!(!s.conflicts(b"a/bc"));
     assert!(!s.conflicts(b"ab"));
+}
+
+/// A database of version 9 (stale rows had size -1) opens with its stale rows marked stale
+/// and nothing else changed: the migration keeps every row.
+#[test]
+fn stale_rows_of_an_older_database_keep_their_meaning() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("queue.sqlite");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        for sql in &super::db::MIGRATIONS[..9] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.execute_batch(
+            "INSERT INTO ledger (path, size, mtime_ns, sent_at) VALUES (x'61', -1, 0, 0);
+             INSERT INTO ledger (path, size, mtime_ns, sent_at) VALUES (x'62', 5, 7, 0);
+             PRAGMA user_version = 9;",
+        )
+        .unwrap();
+    }
+    let q = Queue::open(&path).unwrap();
+    let ledger = q.ledger().unwrap();
+    assert_eq!(ledger[&p("a")].size, None);
+    assert_eq!(
+        ledger[&p("b")],
+        LedgerEntry {
+            size: Some(5),
+            mtime_ns: 7
+        }
+    );
+    let rows = q.ledger_rows().unwrap();
+    assert!(rows[0].stale && !rows[1].stale && rows[1].size == 5);
 }
