@@ -673,23 +673,14 @@ impl EventMapper {
                     (None, None) => {}
                 }
             }
-            EventKind::Modify(ModifyKind::Name(_)) => {
-                // Unpaired rename report (e.g. polling): look at what is there now.
-                for p in &ev.paths {
-                    let Some(rel) = self.rel(p) else { continue };
-                    if p.exists() {
-                        self.send_within(&rel, out);
-                    } else {
-                        self.delete(rel, out);
-                    }
-                }
-            }
             EventKind::Remove(kind) => {
                 if let Some(rel) = first.filter(|r| self.removal_is_deletion(kind, r)) {
                     self.delete(rel, out);
                 }
             }
-            EventKind::Any | EventKind::Other => {
+            // An unpaired rename report (e.g. polling) or an event of no known kind says only
+            // that something changed at its paths: look at what is there now.
+            EventKind::Modify(ModifyKind::Name(_)) | EventKind::Any | EventKind::Other => {
                 for p in &ev.paths {
                     let Some(rel) = self.rel(p) else { continue };
                     if p.exists() {
