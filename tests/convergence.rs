@@ -468,7 +468,7 @@ fn histories_found_by_the_generator() {
     // so the history runs four times. Later, 'extra pre/existing' (about one run in a hundred
     // on a loaded 2-core machine): the mkdir landed between the watcher's two looks at the
     // removed path (gone, then there again); that interleaving is replayed exactly by
-    // watcher::tests::a_file_replaced_by_a_directory_while_its_remove_is_mapped_is_deleted.
+    // watcher::mapper::tests::a_file_replaced_by_a_directory_while_its_remove_is_mapped_is_deleted.
     let emptied = [
         Op::FileToDir {
             pick: 0,

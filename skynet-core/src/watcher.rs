@@ -2,42 +2,34 @@
 //!
 //! notify's callback runs on its own thread and only forwards events into a crossbeam channel;
 //! this module's thread drains the channel in batches (a few milliseconds, or many events),
-//! maps them to actions per the design's table, and files each batch in one transaction.
-//!
-//! Renames: inotify reports a rename inside the tree as "from" and "to" halves sharing a
-//! cookie (notify's tracker). A "from" without its "to" within [`RENAME_PAIRING`] was a move
-//! out of the tree (a delete); a "to" without a "from" was a move in (send everything under
-//! it). When native watching cannot start (for example the inotify watch limit is reached),
-//! the watcher falls back to polling and says so. Lost events (queue overflow) trigger a
-//! catch-up scan.
+//! has the `mapper` map them to actions per the design's table, and files each batch in one
+//! transaction. The mapper holds the rules (rename pairing, stale paths, removals), tested as a
+//! table of cases; this module holds what needs a live watcher or time: the thread, batching,
+//! the quiet detection and the scans. When native watching cannot start (for example the
+//! inotify watch limit is reached), the watcher falls back to polling and says so. Lost events
+//! (queue overflow) trigger a catch-up scan.
 
-use std::collections::HashMap;
+pub(crate) mod mapper;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::clock::Instant;
-
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use notify::event::{AccessKind, AccessMode, MetadataKind, ModifyKind, RemoveKind, RenameMode};
+use notify::event::{AccessKind, AccessMode};
 use notify::{Event, EventKind, RecursiveMode, Watcher as _};
 use tokio::sync::Notify;
 
-use crate::action::Action;
-use crate::clock::now_ms;
+use crate::clock::Instant;
 use crate::filter::Filter;
 use crate::merge::Entry;
-use crate::relpath::RelPath;
 use crate::scan::{self, ScanOptions};
 use crate::state::Queue;
 
-/// How long a rename's "from" half waits for its "to" half.
-pub const RENAME_PAIRING: Duration = Duration::from_millis(300);
-/// How long after a rename events may still carry the renamed directory's old path (notify
-/// fixes its paths at the end of the read batch that held the rename; a short window keeps
-/// the guess from touching later, unrelated events).
-const STALE_WINDOW: Duration = Duration::from_millis(100);
+pub use self::mapper::RENAME_PAIRING;
+use self::mapper::{EventMapper, MapOptions};
+
 /// How long the source must be quiet before the reconciling scan after a directory rename.
 const RECONCILE_QUIET: Duration = Duration::from_secs(1);
 /// How long events are gathered into one batch.
@@ -67,7 +59,7 @@ pub struct WatchError {
 
 /// A running watcher; dropping it (or [`Watcher::stop`]) ends its thread.
 pub struct Watcher {
-    /// Shared with the mapper thread, which asks it to watch again after lost events.
+    /// Shared with the watcher thread, which asks it to watch again after lost events.
     _backend: Arc<std::sync::Mutex<Box<dyn notify::Watcher + Send>>>,
     stop: crossbeam_channel::Sender<()>,
     thread: Option<JoinHandle<()>>,
@@ -88,16 +80,16 @@ impl Watcher {
         let (backend, polling) = start_backend(&root, tx, &opts)?;
         let backend = Arc::new(std::sync::Mutex::new(backend));
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
-        let mut mapper = EventMapper::new(root.clone(), filter, opts);
-        mapper.polling = polling;
+        let mut watch = WatchLoop::new(root.clone(), filter, opts);
+        watch.polling = polling;
         let shared = Arc::clone(&backend);
-        mapper.set_rewatch(Box::new(move || {
+        watch.set_rewatch(Box::new(move || {
             let mut backend = shared.lock().unwrap_or_else(|e| e.into_inner());
             backend.watch(&root, RecursiveMode::Recursive)
         }));
         let thread = std::thread::Builder::new()
             .name("skynet-watcher".into())
-            .spawn(move || mapper.run(rx, stop_rx, &queue, &wake))
+            .spawn(move || watch.run(rx, stop_rx, &queue, &wake))
             .map_err(|e| WatchError {
                 path: "watcher thread".into(),
                 source: notify::Error::io(e),
@@ -193,62 +185,54 @@ fn changes_something(ev: &notify::Result<Event>) -> bool {
     }
 }
 
+impl WatchOptions {
+    /// The part the mapper sees: it maps events and runs no scans, so it needs neither the
+    /// gate nor how to poll.
+    fn map_options(&self) -> MapOptions {
+        MapOptions {
+            queue_deletes: self.queue_deletes,
+            settle: self.settle,
+        }
+    }
+}
+
 /// Watches the source again, adding watches for directories the backend does not know.
 pub(crate) type Rewatch = Box<dyn FnMut() -> notify::Result<()> + Send>;
 
-/// Maps events to actions; owns the rename pairing state.
-pub(crate) struct EventMapper {
+/// The watcher thread's state: the mapper, and when the scans it runs itself are due.
+pub(crate) struct WatchLoop {
+    mapper: EventMapper,
     root: PathBuf,
     filter: Arc<Filter>,
     opts: WatchOptions,
-    /// Rename "from" halves waiting for their "to", by tracker.
-    moved_from: HashMap<usize, (RelPath, Instant)>,
-    /// Trackers whose move was already filed (the later duplicate report is ignored).
-    paired: HashMap<usize, Instant>,
-    /// Renames filed in the last moments, newest last: notify keeps naming events inside a
-    /// renamed directory by its old path until it has finished the batch in which it saw the
-    /// rename (it re-adds the watches only then), so such events are mapped to the new path.
-    recent_moves: Vec<(RelPath, RelPath, Instant)>,
     /// A directory was renamed: notify may have misnamed events around it, so once the
-    /// source is quiet and the queue drained, a catch-up scan reconciles (see `run`).
+    /// source is quiet and the queue drained, a catch-up scan reconciles (see `file`).
     reconcile_due: bool,
     last_event: Instant,
+    /// Events were lost (or could not be queued): a catch-up scan is due.
     rescan: bool,
-    /// Symlinks met while mapping the current batch, noticed once the batch is mapped.
-    links: Vec<RelPath>,
-    /// Watching by polling: see [`EventMapper::poll_compare`].
+    /// Watching by polling: see [`WatchLoop::poll_compare`].
     polling: bool,
     last_compare: Instant,
-    /// Called before the catch-up scan after lost events (see [`EventMapper::set_rewatch`]).
+    /// Called before the catch-up scan after lost events (see [`WatchLoop::set_rewatch`]).
     rewatch: Option<Rewatch>,
-    /// Runs after each look at the source (see [`EventMapper::look`]): a test makes the
-    /// user's next change land exactly there, between two looks of one decision.
-    #[cfg(test)]
-    after_look: Option<AfterLook>,
 }
 
-/// See `EventMapper::after_look`.
-#[cfg(test)]
-type AfterLook = Box<dyn Fn(&RelPath) + Send>;
-
-impl EventMapper {
+impl WatchLoop {
+    /// The state of a watcher thread for the source at `root` (canonical, absolute), before
+    /// any event; `start` runs it, the simulation drives it by hand.
     pub(crate) fn new(root: PathBuf, filter: Arc<Filter>, opts: WatchOptions) -> Self {
-        EventMapper {
+        WatchLoop {
+            mapper: EventMapper::new(root.clone(), Arc::clone(&filter), opts.map_options()),
             root,
             filter,
             opts,
-            moved_from: HashMap::new(),
-            paired: HashMap::new(),
-            recent_moves: Vec::new(),
             reconcile_due: false,
             last_event: Instant::now(),
             rescan: false,
-            links: Vec::new(),
             polling: false,
             last_compare: Instant::now(),
             rewatch: None,
-            #[cfg(test)]
-            after_look: None,
         }
     }
 
@@ -280,14 +264,14 @@ impl EventMapper {
                     if changes_something(&ev) {
                         self.last_event = Instant::now();
                     }
-                    self.map(ev, &mut out);
+                    self.mapper.map(ev, &mut out);
                     let deadline = Instant::now() + BATCH_WINDOW;
                     let mut n = 1;
                     while n < BATCH_MAX {
                         let left = deadline.saturating_duration_since(Instant::now());
                         match rx.recv_timeout(left) {
                             Ok(ev) => {
-                                self.map(ev, &mut out);
+                                self.mapper.map(ev, &mut out);
                                 n += 1;
                             }
                             Err(_) => break,
@@ -305,8 +289,10 @@ impl EventMapper {
     /// never came become deletions, the batch is filed in one transaction, and the scans
     /// that are due run (reconciling after a directory rename, polling, lost events).
     fn file(&mut self, mut out: Vec<Entry>, queue: &Queue, wake: &Notify) {
-        self.expire_renames(&mut out);
-        for link in self.links.drain(..) {
+        self.mapper.expire_renames(&mut out);
+        self.reconcile_due |= self.mapper.take_dir_renamed();
+        self.rescan |= self.mapper.take_lost_events();
+        for link in self.mapper.take_links() {
             queue.note_skipped_link(&link);
         }
         if !out.is_empty() {
@@ -362,7 +348,7 @@ impl EventMapper {
             if changes_something(&ev) {
                 self.last_event = Instant::now();
             }
-            self.map(ev, &mut out);
+            self.mapper.map(ev, &mut out);
         }
         self.file(out, queue, wake);
     }
@@ -370,7 +356,7 @@ impl EventMapper {
     /// Nothing half-known: no rename waiting for its other half, no scan due.
     #[cfg(feature = "sim")]
     pub(crate) fn settled(&self) -> bool {
-        self.moved_from.is_empty() && !self.reconcile_due && !self.rescan
+        self.mapper.settled() && !self.reconcile_due && !self.rescan
     }
 
     /// While polling, compares the source with the ledger once per poll interval when the
@@ -427,437 +413,12 @@ impl EventMapper {
             }
         }
     }
-
-    fn rel(&self, path: &Path) -> Option<RelPath> {
-        RelPath::from_abs(&self.root, path).ok()
-    }
-
-    fn send_ready(&self) -> u64 {
-        now_ms() + self.opts.settle.as_millis() as u64
-    }
-
-    fn send(&self, rel: RelPath, out: &mut Vec<Entry>) {
-        if !self.filter.excluded(&rel) {
-            out.push(Entry::new(Action::Send(rel), self.send_ready()));
-        }
-    }
-
-    /// Sends the file, or every file under the directory, at `rel`. A symlink is neither
-    /// sent nor followed: it is noticed (see `links`).
-    fn send_within(&mut self, rel: &RelPath, out: &mut Vec<Entry>) {
-        let ready = self.send_ready();
-        if self.is_link(rel) {
-            if !self.filter.excluded(rel) {
-                self.links.push(rel.clone());
-            }
-            return;
-        }
-        if !self.exists(rel) {
-            // Gone already, most likely carried away by a rename of a parent that is later in
-            // the event stream: a plain send is rewritten by that move's merge, and a send of
-            // what turns out to be a directory sends the files in it.
-            self.send(rel.clone(), out);
-            return;
-        }
-        for p in scan::local_files_within(&self.root, rel, &self.filter) {
-            out.push(Entry::new(Action::Send(p), ready));
-        }
-    }
-
-    fn delete(&self, rel: RelPath, out: &mut Vec<Entry>) {
-        if self.opts.queue_deletes && !self.filter.excluded(&rel) {
-            // Held back a moment so that a burst of deletions reaches the mass-deletion guard
-            // as a whole (see `guard::LIVE_DELETE_DELAY_MS`).
-            let ready = now_ms() + crate::guard::LIVE_DELETE_DELAY_MS;
-            out.push(Entry::new(Action::Delete(rel), ready));
-        }
-    }
-
-    /// What stands at `rel` now (a final symlink not followed), `None` when nothing does.
-    /// Every look at the source goes through here. The user keeps changing the source while
-    /// events are mapped, so each look may see a different state: a decision that needs two
-    /// facts about one path must take both from one look.
-    fn look(&self, rel: &RelPath) -> Option<std::fs::Metadata> {
-        let found = std::fs::symlink_metadata(rel.under(&self.root)).ok();
-        #[cfg(test)]
-        if let Some(hook) = &self.after_look {
-            hook(rel);
-        }
-        found
-    }
-
-    fn exists(&self, rel: &RelPath) -> bool {
-        self.look(rel).is_some()
-    }
-
-    fn is_link(&self, rel: &RelPath) -> bool {
-        self.look(rel).is_some_and(|m| m.file_type().is_symlink())
-    }
-
-    fn is_file(&self, rel: &RelPath) -> bool {
-        self.look(rel).is_some_and(|m| m.is_file())
-    }
-
-    /// Whether the removal of `rel` (a file or a folder, as `kind` says) is filed as its
-    /// deletion. Not when it is already there again (re-created): its create event sends it.
-    /// Except a file that is a directory now (`rm f; mkdir f`): the create event sends only
-    /// the files in it, which leaves the old file at the destination when the directory is
-    /// empty (and beside its files on S3, where `f` and `f/x` are distinct keys). Its delete
-    /// is filed before those sends, which then wait for it (rows on related paths run in
-    /// order). Found by tests/convergence.rs and by the simulation (seed 390).
-    ///
-    /// Decided on one look: the `mkdir` may land between two (the watcher maps the remove as
-    /// soon as it arrives, often between the `rm` and the `mkdir`), and asking "a directory
-    /// now?" then "there at all?" saw it gone, then there again, and deleted nothing.
-    fn removal_is_deletion(&self, kind: RemoveKind, rel: &RelPath) -> bool {
-        match self.look(rel) {
-            None => true,
-            Some(now) => kind == RemoveKind::File && now.is_dir(),
-        }
-    }
-
-    /// Maps an event path that may be stale (see `recent_moves`) to the path it names now.
-    /// `present`: the event says the path exists (create, write, rename target); otherwise it
-    /// says the path is gone (remove, rename source).
-    ///
-    /// Only paths strictly below a renamed directory can be stale (notify names them through
-    /// the directory's watch); the renamed path itself is reported by its parent's watch,
-    /// correctly. So a name used again right after its rename (`mv a t; mv b a; mv t b`, twice)
-    /// is never mapped to where the first rename took it.
-    fn resolve(&self, rel: RelPath, present: bool) -> RelPath {
-        let Some(now) = self
-            .recent_moves
-            .iter()
-            .rev()
-            .filter(|(_, _, at)| at.elapsed() < STALE_WINDOW)
-            .filter(|(from, _, _)| rel.is_strictly_within(from))
-            .find_map(|(from, to, _)| rel.rebase(from, to).filter(|q| *q != rel))
-        else {
-            return rel;
-        };
-        let parent_exists = |p: &RelPath| p.parent().map(|d| self.exists(&d)).unwrap_or(true);
-        // Present: the new name when the file is there, or when the old name cannot be right
-        // because its directory is gone (both gone: the renamed directory was removed or
-        // replaced since, and its removal is reported under the new name too; taking the old
-        // one filed a rename onto a path nothing would ever delete, found by the simulation,
-        // seed 6655).
-        let use_now = if present {
-            !self.exists(&rel) && (self.exists(&now) || !parent_exists(&rel))
-        } else {
-            self.exists(&rel) || !parent_exists(&rel)
-        };
-        if use_now {
-            now
-        } else {
-            rel
-        }
-    }
-
-    fn moved(&mut self, from: RelPath, to: RelPath, out: &mut Vec<Entry>) {
-        let now = Instant::now();
-        self.recent_moves
-            .retain(|(_, _, at)| now.duration_since(*at) < STALE_WINDOW);
-        if self.recent_moves.len() >= 64 {
-            self.recent_moves.remove(0);
-        }
-        self.recent_moves.push((from.clone(), to.clone(), now));
-        if to.under(&self.root).is_dir() {
-            self.reconcile_due = true;
-        }
-        // A "from" half still waiting for its "to" lies at the new place now: when it expires
-        // as a move out of the tree, its delete must name the path the destination will have
-        // after this move runs.
-        for (path, _) in self.moved_from.values_mut() {
-            if let Some(rebased) = path.rebase(&from, &to) {
-                *path = rebased;
-            }
-        }
-        match (self.filter.excluded(&from), self.filter.excluded(&to)) {
-            (false, false) => out.push(Entry::new(Action::Move { from, to }, 0)),
-            (true, false) => self.send_within(&to, out),
-            (false, true) => self.delete(from, out),
-            (true, true) => {}
-        }
-    }
-
-    fn map(&mut self, ev: notify::Result<Event>, out: &mut Vec<Entry>) {
-        let ev = match ev {
-            Ok(ev) => ev,
-            Err(e) => {
-                tracing::warn!(error = %e, "watch error; will rescan");
-                self.rescan = true;
-                return;
-            }
-        };
-        if ev.need_rescan() {
-            self.rescan = true;
-            return;
-        }
-        let tracker = ev.attrs.tracker();
-        let gone = matches!(
-            ev.kind,
-            EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(RenameMode::From))
-        );
-        let first = ev
-            .paths
-            .first()
-            .and_then(|p| self.rel(p))
-            .map(|r| self.resolve(r, !gone));
-        match ev.kind {
-            EventKind::Create(_) => {
-                if let Some(rel) = first {
-                    // A new directory may already hold files created before its watch existed.
-                    self.send_within(&rel, out);
-                }
-            }
-            EventKind::Modify(ModifyKind::Data(_))
-            | EventKind::Modify(ModifyKind::Any)
-            | EventKind::Modify(ModifyKind::Other)
-            | EventKind::Access(AccessKind::Close(AccessMode::Write)) => {
-                if let Some(rel) = first {
-                    self.send(rel, out);
-                }
-            }
-            // The poll watcher reports an edit as a newer mtime (inotify never reports this
-            // kind): a file whose content may have changed. Directories' mtimes change too
-            // when entries come and go; their own events cover those.
-            EventKind::Modify(ModifyKind::Metadata(MetadataKind::WriteTime)) => {
-                if let Some(rel) = first.filter(|r| self.is_file(r)) {
-                    self.send(rel, out);
-                }
-            }
-            EventKind::Modify(ModifyKind::Metadata(_)) | EventKind::Access(_) => {}
-            EventKind::Modify(ModifyKind::Name(RenameMode::From)) => match (first, tracker) {
-                (Some(rel), Some(t)) => {
-                    self.moved_from.insert(t, (rel, Instant::now()));
-                }
-                (Some(rel), None) => self.delete(rel, out),
-                _ => {}
-            },
-            EventKind::Modify(ModifyKind::Name(RenameMode::To)) => {
-                let Some(to) = first else { return };
-                match tracker {
-                    Some(t) if self.paired.contains_key(&t) => {}
-                    Some(t) if self.moved_from.contains_key(&t) => {
-                        if let Some((from, _)) = self.moved_from.remove(&t) {
-                            self.paired.insert(t, Instant::now());
-                            self.moved(from, to, out);
-                        }
-                    }
-                    // Moved in from outside the source.
-                    _ => self.send_within(&to, out),
-                }
-            }
-            EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => {
-                if let Some(t) = tracker {
-                    if self.paired.contains_key(&t) {
-                        return;
-                    }
-                    self.moved_from.remove(&t);
-                    self.paired.insert(t, Instant::now());
-                }
-                let from = ev
-                    .paths
-                    .first()
-                    .and_then(|p| self.rel(p))
-                    .map(|r| self.resolve(r, false));
-                let to = ev
-                    .paths
-                    .get(1)
-                    .and_then(|p| self.rel(p))
-                    .map(|r| self.resolve(r, true));
-                match (from, to) {
-                    (Some(from), Some(to)) => self.moved(from, to, out),
-                    (None, Some(to)) => self.send_within(&to, out),
-                    (Some(from), None) => self.delete(from, out),
-                    (None, None) => {}
-                }
-            }
-            EventKind::Modify(ModifyKind::Name(_)) => {
-                // Unpaired rename report (e.g. polling): look at what is there now.
-                for p in &ev.paths {
-                    let Some(rel) = self.rel(p) else { continue };
-                    if p.exists() {
-                        self.send_within(&rel, out);
-                    } else {
-                        self.delete(rel, out);
-                    }
-                }
-            }
-            EventKind::Remove(kind) => {
-                if let Some(rel) = first.filter(|r| self.removal_is_deletion(kind, r)) {
-                    self.delete(rel, out);
-                }
-            }
-            EventKind::Any | EventKind::Other => {
-                for p in &ev.paths {
-                    let Some(rel) = self.rel(p) else { continue };
-                    if p.exists() {
-                        self.send_within(&rel, out);
-                    } else {
-                        self.delete(rel, out);
-                    }
-                }
-            }
-        }
-    }
-
-    /// "From" halves that never met their "to" were moves out of the tree.
-    fn expire_renames(&mut self, out: &mut Vec<Entry>) {
-        let now = Instant::now();
-        // Oldest first (a map's order would make the simulation's replays differ).
-        let mut expired: Vec<(Instant, usize)> = self
-            .moved_from
-            .iter()
-            .filter(|(_, (_, at))| now.duration_since(*at) >= RENAME_PAIRING)
-            .map(|(t, (_, at))| (*at, *t))
-            .collect();
-        expired.sort();
-        for (_, t) in expired {
-            if let Some((rel, _)) = self.moved_from.remove(&t) {
-                let again = self.exists(&rel);
-                self.delete(rel.clone(), out);
-                // Something new stands there already (`mv a elsewhere; mkdir a`): its own
-                // events sent it, but what was moved out may have been a directory whose
-                // files the new thing does not replace (found by the simulation, seed 6854:
-                // `a/b/f1` stayed). The delete goes first, then the new files are sent again
-                // (the delete would drop their pending sends).
-                if again && self.opts.queue_deletes {
-                    self.send_within(&rel, out);
-                }
-            }
-        }
-        self.paired
-            .retain(|_, at| now.duration_since(*at) < Duration::from_secs(10));
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use notify::event::CreateKind;
-
-    fn mapper(root: &Path) -> EventMapper {
-        let opts = WatchOptions {
-            queue_deletes: true,
-            gate: Default::default(),
-            settle: Duration::ZERO,
-            poll: false,
-            poll_interval: Duration::from_secs(1),
-        };
-        EventMapper::new(root.to_path_buf(), Arc::new(Filter::default()), opts)
-    }
-
-    fn ev(kind: EventKind, paths: &[&Path], tracker: Option<usize>) -> notify::Result<Event> {
-        let mut e = Event::new(kind);
-        for p in paths {
-            e = e.add_path(p.to_path_buf());
-        }
-        if let Some(t) = tracker {
-            e = e.set_tracker(t);
-        }
-        Ok(e)
-    }
-
-    fn actions(out: &[Entry]) -> Vec<String> {
-        out.iter().map(|e| e.action.to_string()).collect()
-    }
-
-    #[test]
-    fn rename_halves_pair_into_one_move() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        let mut m = mapper(root);
-        let mut out = Vec::new();
-        let (a, b) = (root.join("a"), root.join("b"));
-        m.map(
-            ev(
-                EventKind::Modify(ModifyKind::Name(RenameMode::From)),
-                &[&a],
-                Some(7),
-            ),
-            &mut out,
-        );
-        m.map(
-            ev(
-                EventKind::Modify(ModifyKind::Name(RenameMode::To)),
-                &[&b],
-                Some(7),
-            ),
-            &mut out,
-        );
-        m.map(
-            ev(
-                EventKind::Modify(ModifyKind::Name(RenameMode::Both)),
-                &[&a, &b],
-                Some(7),
-            ),
-            &mut out,
-        );
-        assert_eq!(actions(&out), vec!["move a -> b"]);
-    }
-
-    #[test]
-    fn unpaired_from_is_a_delete_at_the_path_after_later_dir_moves() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        let mut m = mapper(root);
-        let mut out = Vec::new();
-        // a/b/deep moved out of sight (its "to" half never arrives), then a renamed to D3.
-        let deep = root.join("a/b/deep");
-        m.map(
-            ev(
-                EventKind::Modify(ModifyKind::Name(RenameMode::From)),
-                &[&deep],
-                Some(1),
-            ),
-            &mut out,
-        );
-        let (a, d3) = (root.join("a"), root.join("D3"));
-        m.map(
-            ev(
-                EventKind::Modify(ModifyKind::Name(RenameMode::Both)),
-                &[&a, &d3],
-                Some(2),
-            ),
-            &mut out,
-        );
-        if let Some((_, at)) = m.moved_from.get_mut(&1) {
-            *at -= RENAME_PAIRING;
-        }
-        m.expire_renames(&mut out);
-        assert_eq!(actions(&out), vec!["move a -> D3", "delete D3/b/deep"]);
-    }
-
-    #[test]
-    fn events_under_their_old_path_after_a_dir_rename_are_mapped_to_the_new_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        std::fs::create_dir_all(root.join("D4/b")).unwrap();
-        std::fs::write(root.join("D4/b/deep"), b"appended").unwrap();
-        let mut m = mapper(root);
-        let mut out = Vec::new();
-        let (a, d4) = (root.join("a"), root.join("D4"));
-        m.map(
-            ev(
-                EventKind::Modify(ModifyKind::Name(RenameMode::Both)),
-                &[&a, &d4],
-                Some(3),
-            ),
-            &mut out,
-        );
-        // notify still names the file by its old directory.
-        let stale = root.join("a/b/deep");
-        m.map(
-            ev(
-                EventKind::Modify(ModifyKind::Data(notify::event::DataChange::Any)),
-                &[&stale],
-                None,
-            ),
-            &mut out,
-        );
-        assert_eq!(actions(&out), vec!["move a -> D4", "send D4/b/deep"]);
-    }
+    use notify::event::{CreateKind, ModifyKind, RenameMode};
 
     /// Reading the source is no change: it must not keep the source from looking quiet
     /// (found by tests/convergence.rs after the notify 8 upgrade: the harness reading the
@@ -883,191 +444,5 @@ mod tests {
         for (kind, change) in kinds {
             assert_eq!(changes_something(&Ok(Event::new(kind))), change, "{kind:?}");
         }
-    }
-
-    /// The poller reports an edit as a newer mtime: a file is sent, a directory is not.
-    #[test]
-    fn a_newer_mtime_from_the_poller_sends_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        std::fs::create_dir_all(root.join("d")).unwrap();
-        std::fs::write(root.join("d/f"), b"edited").unwrap();
-        let mut m = mapper(root);
-        let mut out = Vec::new();
-        let write_time = EventKind::Modify(ModifyKind::Metadata(MetadataKind::WriteTime));
-        m.map(ev(write_time, &[&root.join("d/f")], None), &mut out);
-        m.map(ev(write_time, &[&root.join("d")], None), &mut out);
-        assert_eq!(actions(&out), vec!["send d/f"]);
-    }
-
-    /// A link created or moved in is neither sent nor followed; it is noticed.
-    #[test]
-    fn links_are_noticed_not_sent() {
-        let dir = tempfile::tempdir().unwrap();
-        let (root, outside) = (dir.path().join("src"), dir.path().join("outside"));
-        std::fs::create_dir_all(&root).unwrap();
-        std::fs::create_dir_all(&outside).unwrap();
-        std::fs::write(outside.join("secret"), b"s").unwrap();
-        std::os::unix::fs::symlink(outside.join("secret"), root.join("key")).unwrap();
-        std::os::unix::fs::symlink(&outside, root.join("dir")).unwrap();
-        let mut m = mapper(&root);
-        let mut out = Vec::new();
-        m.map(
-            ev(
-                EventKind::Create(CreateKind::File),
-                &[&root.join("key")],
-                None,
-            ),
-            &mut out,
-        );
-        m.map(
-            ev(
-                EventKind::Modify(ModifyKind::Name(RenameMode::To)),
-                &[&root.join("dir")],
-                Some(4),
-            ),
-            &mut out,
-        );
-        assert!(out.is_empty(), "{:?}", actions(&out));
-        let links: Vec<String> = m.links.iter().map(|l| l.to_string()).collect();
-        assert_eq!(links, vec!["key", "dir"]);
-    }
-
-    #[test]
-    fn a_renamed_file_s_old_name_used_again_is_not_mapped_away() {
-        // Two swaps of a and b through t in one batch (found by tests/convergence.rs): the
-        // second round names a, b and t again, which are no stale paths. Only paths below a
-        // renamed directory can be stale; mapping `a` to where the first round moved it
-        // turned the second swap into nonsense (`move t -> b`).
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        std::fs::write(root.join("a"), b"A").unwrap();
-        std::fs::write(root.join("b"), b"B").unwrap();
-        let mut m = mapper(root);
-        let mut out = Vec::new();
-        for (i, (from, to)) in [("a", "t"), ("b", "a"), ("t", "b")]
-            .iter()
-            .cycle()
-            .take(6)
-            .enumerate()
-        {
-            m.map(
-                ev(
-                    EventKind::Modify(ModifyKind::Name(RenameMode::Both)),
-                    &[&root.join(from), &root.join(to)],
-                    Some(20 + i),
-                ),
-                &mut out,
-            );
-        }
-        let round = ["move a -> t", "move b -> a", "move t -> b"];
-        assert_eq!(actions(&out), [round, round].concat());
-    }
-
-    #[test]
-    fn creates_removes_and_moves_in() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        std::fs::create_dir_all(root.join("in/sub")).unwrap();
-        std::fs::write(root.join("in/sub/x"), b"x").unwrap();
-        let mut m = mapper(root);
-        let mut out = Vec::new();
-        m.map(
-            ev(
-                EventKind::Create(CreateKind::File),
-                &[&root.join("in/sub/x")],
-                None,
-            ),
-            &mut out,
-        );
-        m.map(
-            ev(
-                EventKind::Remove(RemoveKind::File),
-                &[&root.join("gone")],
-                None,
-            ),
-            &mut out,
-        );
-        // A directory moved in from outside: every file under it is sent.
-        m.map(
-            ev(
-                EventKind::Modify(ModifyKind::Name(RenameMode::To)),
-                &[&root.join("in")],
-                Some(9),
-            ),
-            &mut out,
-        );
-        m.map(
-            ev(
-                EventKind::Modify(ModifyKind::Metadata(notify::event::MetadataKind::Any)),
-                &[&root.join("in/sub/x")],
-                None,
-            ),
-            &mut out,
-        );
-        assert_eq!(
-            actions(&out),
-            vec!["send in/sub/x", "delete gone", "send in/sub/x"]
-        );
-    }
-
-    /// `rm f; mkdir f` (then perhaps files in it): the remove of the file is a delete even
-    /// though the path exists again, filed before the sends of the files in the directory.
-    /// Found by the widened tests/convergence.rs: an emptied directory left the old file at
-    /// the destination (`extra a/b/deep`).
-    #[test]
-    fn a_file_replaced_by_a_directory_is_deleted_before_its_files_are_sent() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        std::fs::create_dir_all(root.join("f")).unwrap();
-        std::fs::write(root.join("f/x"), b"x").unwrap();
-        std::fs::write(root.join("g"), b"g").unwrap();
-        let mut m = mapper(root);
-        let mut out = Vec::new();
-        let (f, g) = (root.join("f"), root.join("g"));
-        m.map(
-            ev(EventKind::Remove(RemoveKind::File), &[&f], None),
-            &mut out,
-        );
-        m.map(
-            ev(EventKind::Create(CreateKind::Folder), &[&f], None),
-            &mut out,
-        );
-        // A file re-created as a file: its create event sends it, no delete.
-        m.map(
-            ev(EventKind::Remove(RemoveKind::File), &[&g], None),
-            &mut out,
-        );
-        m.map(
-            ev(EventKind::Create(CreateKind::File), &[&g], None),
-            &mut out,
-        );
-        assert_eq!(actions(&out), vec!["delete f", "send f/x", "send g"]);
-    }
-
-    /// `rm f; mkdir f` with the `mkdir` landing while the watcher maps the remove of the file
-    /// (it maps each event as it arrives, so right after the `rm`): whatever it sees, gone or
-    /// a directory, the old file is deleted. Looking twice (a directory now? there at all?)
-    /// saw it gone, then there again, and filed nothing: the old file stayed at the
-    /// destination (tests/convergence.rs, 'extra pre/existing', about one run in a hundred
-    /// on a loaded 2-core machine).
-    #[test]
-    fn a_file_replaced_by_a_directory_while_its_remove_is_mapped_is_deleted() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().to_path_buf();
-        let f = root.join("f");
-        let mut m = mapper(&root);
-        // The user's `mkdir f` comes right after the watcher's first look at `f`.
-        let made = f.clone();
-        m.after_look = Some(Box::new(move |_| {
-            let _ = std::fs::create_dir(&made);
-        }));
-        let mut out = Vec::new();
-        m.map(
-            ev(EventKind::Remove(RemoveKind::File), &[&f], None),
-            &mut out,
-        );
-        assert!(f.is_dir(), "the directory was made meanwhile");
-        assert_eq!(actions(&out), vec!["delete f"]);
     }
 }

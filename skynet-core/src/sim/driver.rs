@@ -28,7 +28,7 @@ use crate::scan::{self, ScanOptions};
 use crate::send_policy::SendPolicy;
 use crate::state::Queue;
 use crate::versions::{Versioned, VersionsDir};
-use crate::watcher::{EventMapper, WatchOptions};
+use crate::watcher::{WatchLoop, WatchOptions};
 
 /// How long the watcher waits between looks when nothing happens (as its real loop does).
 const TICK: Duration = Duration::from_millis(100);
@@ -39,9 +39,9 @@ type Running = JoinHandle<(Handler, Result<Summary, HandlerError>)>;
 
 /// One start of the engine, until it is stopped or killed.
 struct Started {
-    /// Shared with the mapper, which watches again after lost events.
+    /// Shared with the watcher loop, which watches again after lost events.
     kernel: Arc<Mutex<Kernel>>,
-    mapper: EventMapper,
+    watcher: WatchLoop,
     wake: Arc<Notify>,
     stop: watch::Sender<bool>,
     handler: Running,
@@ -172,7 +172,7 @@ impl Sim<'_> {
         let recovered = self.queue.recover().map_err(state)?;
         engine::mark_started(&self.queue, &recovered).map_err(state)?;
         let kernel = Arc::new(Mutex::new(Kernel::watch(&self.root)));
-        let mut mapper = EventMapper::new(
+        let mut watcher = WatchLoop::new(
             self.root.clone(),
             Arc::clone(&self.filter),
             WatchOptions {
@@ -185,7 +185,7 @@ impl Sim<'_> {
         );
         {
             let (kernel, root) = (Arc::clone(&kernel), self.root.clone());
-            mapper.set_rewatch(Box::new(move || {
+            watcher.set_rewatch(Box::new(move || {
                 lock(&kernel).rewatch(&root);
                 Ok(())
             }));
@@ -242,7 +242,7 @@ impl Sim<'_> {
         wake.notify_one();
         self.engine = Some(Started {
             kernel,
-            mapper,
+            watcher,
             wake,
             stop,
             handler,
@@ -299,7 +299,7 @@ impl Sim<'_> {
     fn deliver(&mut self) {
         if let Some(e) = self.engine.as_mut() {
             let events = lock(&e.kernel).read();
-            e.mapper.file_events(events, &self.queue, &e.wake);
+            e.watcher.file_events(events, &self.queue, &e.wake);
         }
     }
 
@@ -354,7 +354,7 @@ impl Sim<'_> {
         let c = self.queue.counts().map_err(state)?;
         let dirs_due = self.queue.dirs_due().map_err(state)?;
         Ok(lock(&e.kernel).is_empty()
-            && e.mapper.settled()
+            && e.watcher.settled()
             && c.pending + c.in_flight + c.retrying + c.held == 0
             && dirs_due.is_empty())
     }
