@@ -3,14 +3,14 @@
 //! per-entry commands, kept versions, directories to remove, held deletions).
 //!
 //! # Layout
-//! - [`db`](self::db): opening, migrations (`schema/*.sql`), the writer's lock, `meta` rows
+//! - `db`: opening, migrations (`schema/*.sql`), the writer's lock, `meta` rows
 //!   (key names in [`meta`]).
-//! - [`queue`](self::queue): filing events through the pure merge rules of [`crate::merge`]
+//! - `queue`: filing events through the pure merge rules of [`crate::merge`]
 //!   (at most one pending action per path; the SQL side of the rules is `merge_view`),
 //!   claiming ready actions in per-path order, listings and `queue retry`/`drop`.
-//! - [`finish`](self::finish): acknowledging results in one transaction (queue rows, ledger,
+//! - `finish`: acknowledging results in one transaction (queue rows, ledger,
 //!   hand-off rows, daily counts).
-//! - [`ledger`](self::ledger): what the destination holds; changes only on acknowledged
+//! - `ledger`: what the destination holds; changes only on acknowledged
 //!   success ([`Queue::finish`]), `baseline` and `ledger forget`.
 //! - The later stages' tables: `handoff`, `entries`, `versions`, `dest_dirs`,
 //!   `deletion_guard`, and `ledger_rows` (ledger listings and daily counts).
