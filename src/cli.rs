@@ -1,4 +1,4 @@
-//! The command line, as in the design's command-line contract.
+//! The command line, as in the command-line contract of `docs/contract.md`.
 
 use std::net::SocketAddr;
 use std::num::NonZeroU64;

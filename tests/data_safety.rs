@@ -1,4 +1,4 @@
-//! Nothing destroyed by accident (design invariant 9), with the real binary: an emptied or
+//! Nothing destroyed by accident (invariant 9 of `docs/contract.md`), with the real binary: an emptied or
 //! unmounted source, a source folder that vanishes under `run`, the mass-deletion guard and
 //! its confirmation, `--dry-run`.
 

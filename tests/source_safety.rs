@@ -1,4 +1,4 @@
-//! Only the source is read (design invariant 10): symlinks are never followed (not by the
+//! Only the source is read (invariant 10 of `docs/contract.md`): symlinks are never followed (not by the
 //! watcher, not by the scan, not when a queued file was swapped for a link), special files are
 //! never opened for a blocking read, and polling mirrors edits as well as creations.
 

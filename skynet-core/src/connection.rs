@@ -105,7 +105,7 @@ pub enum SourceError {
     /// Nothing there any more, or a directory (not a file to send).
     #[error("{0}: gone")]
     Missing(PathBuf),
-    /// A symbolic link: never followed, its target never read (design invariant 10).
+    /// A symbolic link: never followed, its target never read (invariant 10 of `docs/contract.md`).
     #[error("{0}: is a symbolic link; not followed (skipped)")]
     Symlink(PathBuf),
     /// A FIFO, device or socket: never opened for reading.

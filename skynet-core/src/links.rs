@@ -1,4 +1,4 @@
-//! Symlinks in the source: never followed, their targets never read (design invariant 10).
+//! Symlinks in the source: never followed, their targets never read (invariant 10 of `docs/contract.md`).
 //!
 //! The scan, the watcher and the handler each meet links (a link in the tree, a queued file
 //! swapped for one). Each link is noticed once per path and process, one log line rather than

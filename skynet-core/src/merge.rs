@@ -5,7 +5,7 @@
 //! Rules (latest intent wins, at most one pending action per key):
 //! - send+send → send; send+delete → delete; delete+send → send.
 //! - pending send(a) + move(a→b) → send(b), plus delete(a) when `a` may exist remotely
-//!   (the design says only send(b); without the delete, an older copy of `a` at the
+//!   (the contract's invariant 3 names only send(b); without the delete, an older copy of `a` at the
 //!   destination would be left behind, breaking convergence).
 //! - move(a→b) + move(b→c) → move(a→c); move(a→b) + move(b→a) → nothing; in both, plus
 //!   delete(b) when the destination may hold an older `b` (the first move overwrote it).

@@ -1,5 +1,5 @@
 //! `RelPath`: a path relative to a mapping's source root, validated so that it can never
-//! escape the destination root once mapped (the "mapper" of the design).
+//! escape the destination root once mapped (what the behaviour contract, `docs/contract.md`, calls the mapper).
 //!
 //! Every path that crosses from the watcher or the scan into the queue, and from the queue into
 //! a `Connection`, is a `RelPath`. Construction is the only place where `..`, absolute paths,

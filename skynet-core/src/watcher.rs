@@ -2,7 +2,8 @@
 //!
 //! notify's callback runs on its own thread and only forwards events into a crossbeam channel;
 //! this module's thread drains the channel in batches (a few milliseconds, or many events),
-//! has the `mapper` map them to actions per the design's table, and files each batch in one
+//! has the `mapper` map them to actions by the table "events to actions" of the behaviour contract
+//! (`docs/contract.md`), and files each batch in one
 //! transaction. The mapper holds the rules (rename pairing, stale paths, removals), tested as a
 //! table of cases; this module holds what needs a live watcher or time: the thread, batching,
 //! the quiet detection and the scans. When native watching cannot start (for example the
@@ -137,7 +138,7 @@ fn start_backend(
         source,
     };
     // Never through a symlinked directory: a link inside the source may point anywhere, and
-    // what lies there is not the source (design invariant 10).
+    // what lies there is not the source (invariant 10 of `docs/contract.md`).
     let config = notify::Config::default()
         .with_follow_symlinks(false)
         .with_poll_interval(opts.poll_interval);

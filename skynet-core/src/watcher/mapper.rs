@@ -1,5 +1,5 @@
-//! The event mapper: turns notify's events into actions, per the design's table (events to
-//! actions). It owns what mapping needs to remember between events: rename halves waiting for
+//! The event mapper: turns notify's events into actions, by the table "events to
+//! actions" of the behaviour contract (`docs/contract.md`). It owns what mapping needs to remember between events: rename halves waiting for
 //! each other, renames that may have left stale paths in later events, and what it noticed
 //! for the watcher (lost events, a renamed directory, symlinks met).
 //!
