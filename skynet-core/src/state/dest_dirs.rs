@@ -31,7 +31,7 @@ pub enum DirVerdict {
 /// Returns whether it filed one.
 ///
 /// Not only the parent: a destination that renames by copying and deletes files one by one
-/// (S3, and s3s-fs which keeps its keys' folders as directories) leaves behind the empty
+/// (S3, and servers that store keys as files in folders) leaves behind the empty
 /// directories it had under the old name, which a filesystem removes or carries along. So the
 /// rows under a deleted or renamed directory, and the directory itself, are due too (a
 /// filesystem answers "already gone" for them, one call each), and a rename copies its rows
