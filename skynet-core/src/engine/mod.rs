@@ -6,7 +6,6 @@
 //! whether the daemon is connected.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,7 +27,14 @@ use crate::source_root::{SourceProblem, SourceRoot};
 use crate::state::meta;
 use crate::state::{Queue, StateError};
 use crate::versions::{Versioned, VersionsDir};
-use crate::watcher::{WatchError, WatchOptions, Watcher};
+use crate::watcher::WatchError;
+
+mod heartbeat;
+mod prune;
+mod watching;
+
+use heartbeat::file_id;
+use watching::{Watched, SOURCE_POLL};
 
 /// Everything that can end a mapping, each naming what went wrong.
 #[derive(Debug, thiserror::Error)]
@@ -52,12 +58,6 @@ pub enum EngineError {
     #[error(transparent)]
     SourceUnavailable(#[from] SourceProblem),
 }
-
-/// How many expired versions one pruning step removes before looking at `stop` again.
-const PRUNE_BATCH: usize = 100;
-
-/// How often a running daemon prunes expired versions.
-const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// Attempts `sync` makes to reach a destination it has not reached yet before giving up.
 pub const SYNC_CONNECT_ATTEMPTS: u32 = 3;
@@ -217,14 +217,6 @@ impl Mapping {
         ));
         self.versions = Some(Arc::clone(&versioned));
         versioned
-    }
-
-    /// Removes the expired versions (see [`prune_expired`]).
-    async fn prune_versions(&self, stop: &watch::Receiver<bool>) -> u64 {
-        match (&self.versions, self.opts.keep_versions) {
-            (Some(versions), Some(keep)) => prune_expired(versions, keep, stop).await,
-            _ => 0,
-        }
     }
 
     /// Makes this a mapping whose `command` runs once per top-level entry of the source (see
@@ -482,183 +474,6 @@ impl Mapping {
             }
         }
     }
-
-    /// One stretch of `run` with the source present.
-    async fn run_watching(
-        &self,
-        conn: Arc<dyn Connection>,
-        stop: watch::Receiver<bool>,
-        source: Arc<SourceRoot>,
-    ) -> Result<Watched, EngineError> {
-        let recovered = self.queue.recover()?;
-        self.mark_started(&recovered)?;
-        let wake = Arc::new(Notify::new());
-        let watch_opts = WatchOptions {
-            queue_deletes: self.queue_deletes(),
-            gate: self.opts.gate.clone(),
-            settle: self.opts.settle,
-            poll: self.opts.poll,
-            poll_interval: self.opts.poll_interval,
-        };
-        let watcher = Watcher::start(
-            self.source.clone(),
-            Arc::clone(&self.queue),
-            Arc::clone(&self.filter),
-            watch_opts,
-            Arc::clone(&wake),
-        )?;
-        if watcher.is_polling() {
-            tracing::warn!(source = %self.source.display(), "watching by polling");
-        }
-        let handler = self
-            .handler(
-                Arc::clone(&conn),
-                self.opts.handler.clone(),
-                self.opts.gate.clone(),
-            )
-            .with_source_check(Arc::clone(&source));
-        handler.set_recovered(recovered);
-        let status = handler.status();
-        // The handler stops on the caller's stop, or when the heartbeat finds the state
-        // database gone or unwritable (`lost` then says why).
-        let (halt_tx, halt) = watch::channel(false);
-        let halt_tx = Arc::new(halt_tx);
-        let forward = {
-            let (halt_tx, mut stop) = (Arc::clone(&halt_tx), stop.clone());
-            tokio::spawn(async move {
-                while !*stop.borrow_and_update() {
-                    if stop.changed().await.is_err() {
-                        return;
-                    }
-                }
-                let _ = halt_tx.send(true);
-            })
-        };
-        let lost: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
-        let handoff = self.handoff(Arc::clone(&conn)).map(|h| {
-            let stop = halt.clone();
-            tokio::spawn(async move { h.run(stop, false).await })
-        });
-        let entries = self.entry_stage(self.opts.settle, &source).map(|stage| {
-            let stop = halt.clone();
-            tokio::spawn(async move { stage.run(stop, false).await })
-        });
-        let pruning = match (&self.versions, self.opts.keep_versions) {
-            (Some(versions), Some(keep)) => {
-                let (versions, mut stop) = (Arc::clone(versions), halt.clone());
-                Some(tokio::spawn(async move {
-                    loop {
-                        prune_expired(&versions, keep, &stop).await;
-                        tokio::select! {
-                            _ = tokio::time::sleep(PRUNE_EVERY) => {}
-                            _ = stop.changed() => {}
-                        }
-                        if *stop.borrow() {
-                            break;
-                        }
-                    }
-                }))
-            }
-            _ => None,
-        };
-        let heartbeat = tokio::spawn(heartbeat(
-            Arc::clone(&self.queue),
-            Arc::clone(&status),
-            halt.clone(),
-            StateWatch {
-                path: self.db_path.clone(),
-                id: self.db_id,
-                lost: Arc::clone(&lost),
-                halt: Arc::clone(&halt_tx),
-            },
-        ));
-        let source_lost: Arc<std::sync::Mutex<Option<SourceProblem>>> = Arc::default();
-        let source_watch = tokio::spawn(watch_source(
-            Arc::clone(&source),
-            Arc::clone(&source_lost),
-            Arc::clone(&halt_tx),
-            halt.clone(),
-        ));
-        let stop = halt;
-        let scan = {
-            let wake = Arc::clone(&wake);
-            let settle = self.opts.settle;
-            let (root, queue, filter) = (
-                self.source.clone(),
-                Arc::clone(&self.queue),
-                Arc::clone(&self.filter),
-            );
-            let opts = self.scan_options(settle, self.opts.gate.clone());
-            tokio::task::spawn_blocking(move || {
-                let result = scan::catch_up(&root, &queue, &filter, &opts);
-                wake.notify_one();
-                result
-            })
-        };
-        let result = handler.run(Arc::clone(&wake), stop).await;
-        watcher.stop();
-        heartbeat.abort();
-        if let Some(task) = pruning {
-            task.abort();
-        }
-        forward.abort();
-        source_watch.abort();
-        if let Some(task) = handoff {
-            match task.await {
-                Ok(Err(e)) => return Err(e.into()),
-                Err(e) => return Err(EngineError::Source(format!("hand-off task failed: {e}"))),
-                Ok(Ok(_)) => {}
-            }
-        }
-        if let Some(task) = entries {
-            match task.await {
-                Ok(Err(e)) => return Err(e.into()),
-                Err(e) => return Err(EngineError::Source(format!("entry task failed: {e}"))),
-                Ok(Ok(_)) => {}
-            }
-        }
-        let lost = lost.lock().map(|l| l.clone()).unwrap_or(None);
-        if let Some(why) = lost {
-            return Err(EngineError::StateLost(why));
-        }
-        let _ = self.queue.set_meta(meta::CONNECTED, "0");
-        let _ = self.queue.set_meta(meta::HEARTBEAT, "0");
-        let lost_source = source_lost.lock().map(|l| l.clone()).unwrap_or(None);
-        match scan.await {
-            // The scan refuses a vanished root; that is the pause, not a failure.
-            Ok(Err(_)) if lost_source.is_some() => {}
-            Ok(Err(e)) => return Err(e.into()),
-            Err(e) => return Err(EngineError::Source(format!("scan task failed: {e}"))),
-            Ok(Ok(_)) => {}
-        }
-        let summary = result?;
-        self.mark_ended(&handler, conn.as_ref())?;
-        Ok(match lost_source {
-            Some(problem) => Watched::SourceLost(problem),
-            None => Watched::Stopped(summary),
-        })
-    }
-}
-
-/// Removes the expired versions, batch by batch, until none is left or `stop` says so. A
-/// failure is logged: the versions stay, and the next pass tries again.
-async fn prune_expired(
-    versions: &Versioned<Arc<dyn Connection>>,
-    keep: Duration,
-    stop: &watch::Receiver<bool>,
-) -> u64 {
-    let mut total = 0;
-    while !*stop.borrow() {
-        match versions.prune(keep, PRUNE_BATCH).await {
-            Ok(0) => break,
-            Ok(n) => total += n,
-            Err(e) => {
-                tracing::warn!(error = %e.message, "cannot prune expired versions; will try again");
-                break;
-            }
-        }
-    }
-    total
 }
 
 /// See [`Mapping::establish_source`].
@@ -701,39 +516,6 @@ pub(crate) fn mark_ended(
     Ok(())
 }
 
-/// How `run_watching` ended.
-enum Watched {
-    Stopped(Summary),
-    SourceLost(SourceProblem),
-}
-
-/// How often a paused mapping looks for its source, and a running one checks it is there.
-const SOURCE_POLL: Duration = Duration::from_millis(500);
-
-/// Checks the source root twice a second while a mapping runs; when it goes missing or moves
-/// to another filesystem, records why and stops the stretch (the handler also checks before
-/// each deletion, so none runs in between).
-async fn watch_source(
-    source: Arc<SourceRoot>,
-    lost: Arc<std::sync::Mutex<Option<SourceProblem>>>,
-    halt: Arc<watch::Sender<bool>>,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        if let Err(problem) = source.check() {
-            if let Ok(mut l) = lost.lock() {
-                l.get_or_insert(problem);
-            }
-            let _ = halt.send(true);
-            return;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(SOURCE_POLL) => {}
-            _ = stop.changed() => return,
-        }
-    }
-}
-
 fn canonical_source(source: &Path) -> Result<PathBuf, EngineError> {
     let canon = source
         .canonicalize()
@@ -745,104 +527,4 @@ fn canonical_source(source: &Path) -> Result<PathBuf, EngineError> {
         )));
     }
     Ok(canon)
-}
-
-/// (device, inode) of a file, if it exists.
-fn file_id(path: &Path) -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
-}
-
-/// What the heartbeat checks about the state database, and how it stops the mapping.
-struct StateWatch {
-    path: PathBuf,
-    id: Option<(u64, u64)>,
-    lost: Arc<std::sync::Mutex<Option<String>>>,
-    halt: Arc<watch::Sender<bool>>,
-}
-
-impl StateWatch {
-    fn stop_because(&self, why: String) {
-        tracing::error!("{why}");
-        if let Ok(mut lost) = self.lost.lock() {
-            lost.get_or_insert(why);
-        }
-        let _ = self.halt.send(true);
-    }
-}
-
-/// Heartbeats in a row that may fail to write before the mapping stops.
-const WRITE_FAILURES_TOLERATED: u32 = 3;
-
-/// Publishes the daemon's live state to the database once a second, and stops the mapping
-/// when the database was deleted or replaced (everything recorded from then on would be lost
-/// to `status` and to the next start) or cannot be written any more.
-async fn heartbeat(
-    queue: Arc<Queue>,
-    status: Arc<HandlerStatus>,
-    mut stop: watch::Receiver<bool>,
-    state: StateWatch,
-) {
-    let _ = queue.set_meta(meta::PID, &std::process::id().to_string());
-    // (when, bytes sent by then) over the last few seconds, for the rate.
-    let mut window: std::collections::VecDeque<(std::time::Instant, u64)> = Default::default();
-    let mut failures = 0u32;
-    loop {
-        if state.id.is_some() && file_id(&state.path) != state.id {
-            state.stop_because(format!(
-                "state database {} was deleted or replaced while running; stopping \
-                 (start skynet again to rebuild it from a catch-up scan)",
-                state.path.display()
-            ));
-            return;
-        }
-        let connected = status.connected.load(Ordering::Relaxed);
-        let sent = status.bytes_sent.load(Ordering::Relaxed);
-        window.push_back((std::time::Instant::now(), sent));
-        while window.len() > 6 {
-            window.pop_front();
-        }
-        let rate = match (window.front(), window.back()) {
-            (Some((t0, b0)), Some((t1, b1))) if t1 > t0 => {
-                ((b1 - b0) as f64 / t1.duration_since(*t0).as_secs_f64()) as u64
-            }
-            _ => 0,
-        };
-        let facts = [
-            (meta::HEARTBEAT, now_ms().to_string()),
-            (
-                meta::CONNECTED,
-                if connected { "1" } else { "0" }.to_string(),
-            ),
-            (meta::BYTES_SENT, sent.to_string()),
-            (meta::RATE, rate.to_string()),
-            (
-                meta::DONE,
-                status.actions_done.load(Ordering::Relaxed).to_string(),
-            ),
-            (meta::LAST_ERROR, status.last_error().unwrap_or_default()),
-        ];
-        let mut failed = None;
-        for (k, v) in facts {
-            if let Err(e) = queue.set_meta(k, &v) {
-                failed = Some(e);
-                break;
-            }
-        }
-        match failed {
-            None => failures = 0,
-            Some(e) => {
-                failures += 1;
-                tracing::warn!(error = %e, "cannot write status");
-                if failures >= WRITE_FAILURES_TOLERATED {
-                    state.stop_because(format!("{e}; stopping: the state cannot be recorded"));
-                    return;
-                }
-            }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = stop.changed() => return,
-        }
-    }
 }
