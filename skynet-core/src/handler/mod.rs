@@ -13,7 +13,10 @@
 //!   (`settle_by_local_file`), never from a destination's answer: a vanished send is
 //!   neither done nor failed, it is counted apart (`vanished`).
 
+mod batch;
 mod config;
+mod execute;
+mod fallback;
 mod status;
 
 pub use config::HandlerConfig;
@@ -22,7 +25,7 @@ pub use status::{
 };
 
 use std::collections::VecDeque;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -33,41 +36,20 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 
 use crate::action::Action;
-use crate::clock::{mtime_ns, now_ms};
-use crate::connection::{Connection, SourceError, SourceFile};
-use crate::digest::Sha256Digest;
+use crate::clock::now_ms;
+use crate::connection::Connection;
 use crate::empty_dirs::{self, PassEnd};
 use crate::error::{ConnError, ErrorKind};
-use crate::merge::Entry;
 use crate::relpath::RelPath;
 use crate::retry::backoff;
-use crate::scan;
-use crate::send_policy::{SendPolicy, Verdict};
+use crate::send_policy::SendPolicy;
 use crate::source_root::SourceRoot;
 use crate::state::meta;
 use crate::state::{Claimed, LedgerUpdate, Outcome, Queue, StateError};
 
-/// The result of executing one action, before acknowledgement.
-struct Executed {
-    claimed: Claimed,
-    result: Result<Step, ConnError>,
-    bytes: u64,
-    /// From the start of the work to its result.
-    elapsed: Duration,
-}
-
-/// What an action that did not fail came to.
-enum Step {
-    /// Done (or nothing to do): the ledger changes so once acknowledged.
-    Did(LedgerUpdate),
-    /// A gate holds it until `until` (see [`crate::gate`]).
-    Held { until: u64, reason: String },
-    /// A send whose local file is gone: nothing was delivered.
-    Vanished(RelPath),
-    /// A send whose path is no longer a regular file (a directory moved in, or carried
-    /// there by a parent's rename): the files in it are sent instead.
-    NotAFile(RelPath),
-}
+use batch::{next_batch, send_dir, Batch};
+use execute::{execute, execute_sends, Context, Executed, Step};
+use fallback::Repairs;
 
 /// When the handler looks at the directories complete-sync may have to remove again, besides
 /// when the queue asks (a deletion or rename acknowledged, a catch-up scan).
@@ -104,17 +86,6 @@ impl DirLook {
         }
         false
     }
-}
-
-/// What every worker task needs.
-#[derive(Clone)]
-struct Context {
-    conn: Arc<dyn Connection>,
-    queue: Arc<Queue>,
-    root: PathBuf,
-    policy: Arc<SendPolicy>,
-    /// Asked before every deletion: never delete while the source is missing or unmounted.
-    source: Option<Arc<SourceRoot>>,
 }
 
 /// Drains one mapping's queue through one connection.
@@ -536,6 +507,16 @@ impl Handler {
         Ok(())
     }
 
+    /// Where the fallback work of this mapping is filed (see [`fallback`]).
+    fn repairs(&self) -> Repairs<'_> {
+        Repairs {
+            queue: &self.queue,
+            root: &self.source_root,
+            filter: &self.policy.filter,
+            complete_sync: self.cfg.complete_sync,
+        }
+    }
+
     fn context(&self) -> Context {
         Context {
             conn: Arc::clone(&self.conn),
@@ -667,7 +648,7 @@ impl Handler {
                 summary.vanished += 1;
                 return Ok(Some(Outcome::Vanished {
                     id,
-                    ledger: self.gone_ledger(&p)?,
+                    ledger: self.repairs().gone_ledger(&p)?,
                 }));
             }
             Ok(Step::NotAFile(p)) => {
@@ -676,10 +657,10 @@ impl Handler {
                 // may have superseded the file's deletion (delete+send merge into the send),
                 // and the files in the directory replace a remote file only if there are any
                 // (found by the simulation, seed 7397: the file `D1/f4` stayed).
-                self.resend_within(&p, self.cfg.complete_sync)?;
+                self.repairs().resend_within(&p, self.cfg.complete_sync)?;
                 return Ok(Some(Outcome::Done {
                     id,
-                    ledger: self.gone_ledger(&p)?,
+                    ledger: self.repairs().gone_ledger(&p)?,
                 }));
             }
             Ok(Step::Did(ledger)) => {
@@ -744,7 +725,7 @@ impl Handler {
                 let Action::Move { from, to } = &claimed.action else {
                     unreachable!("matched a move");
                 };
-                self.resend_moved(id, to)?;
+                self.repairs().resend_moved(id, to)?;
                 Outcome::Done {
                     id,
                     ledger: LedgerUpdate::MovedUnverified {
@@ -781,451 +762,5 @@ impl Handler {
             }
         };
         Ok(Some(outcome))
-    }
-
-    /// The ledger update of a send whose local file is gone or no longer a file: whatever the
-    /// destination holds at `path` is not known to be current.
-    fn gone_ledger(&self, path: &RelPath) -> Result<LedgerUpdate, StateError> {
-        Ok(if self.delete_if_gone(path)? {
-            LedgerUpdate::Vanished(path.clone())
-        } else {
-            LedgerUpdate::Stale(path.clone())
-        })
-    }
-
-    /// With complete-sync, queues the remote deletion of `path` when nothing is there
-    /// locally: a send or move done remotely but not acknowledged before a crash leaves a
-    /// copy the ledger does not know, which no catch-up scan would ever remove. Returns
-    /// whether it queued the deletion.
-    fn delete_if_gone(&self, path: &RelPath) -> Result<bool, StateError> {
-        let local = path.under(&self.source_root);
-        if self.cfg.complete_sync && std::fs::symlink_metadata(local).is_err() {
-            self.queue
-                .push_repair(&[Entry::new(Action::Delete(path.clone()), 0)])?;
-            return Ok(true);
-        }
-        Ok(false)
-    }
-
-    /// A move whose remote source is gone: most often it already happened (a crash before
-    /// its acknowledgement), so the destination's `to` may hold the moved content, including
-    /// files changed or removed locally since, which no ledger entry names. With
-    /// complete-sync, `to` is removed remotely first and the local files there are sent
-    /// again (the price of the crash is a re-upload of that folder, never a stale file);
-    /// without it, the local files are sent over whatever is there.
-    ///
-    /// The repair is filed last, behind the moves queued after this one (row `seq`), which
-    /// carry whatever the destination holds at `to` elsewhere before the repair runs: the same
-    /// repair is done where they carry it too. Done only at `to`, it came too late (found by
-    /// the simulation's soak, seed 304802: a directory swap `mv a/b t; mv a/m2 a/b; mv t a/m2`
-    /// then `mv a D0`; the move of the never-sent `a/m2` onto `a/b` found no source, its
-    /// repair deleted `a/b` after `mv a D0` had carried the old `a/b/f3` to `D0/b/f3`, which
-    /// stayed).
-    fn resend_moved(&self, seq: i64, to: &RelPath) -> Result<(), StateError> {
-        self.resend_within(to, self.cfg.complete_sync)?;
-        let carried = self.queue.carried_by_later_moves(seq, to)?;
-        if carried != *to {
-            self.resend_within(&carried, self.cfg.complete_sync)?;
-        }
-        Ok(())
-    }
-
-    fn resend_within(&self, path: &RelPath, delete_first: bool) -> Result<(), StateError> {
-        resend_within(
-            &self.queue,
-            &self.source_root,
-            &self.policy.filter,
-            path,
-            delete_first,
-        )
-    }
-}
-
-/// Queues sends of the local files at `path` (a file, or every file of a directory), after
-/// the removal of whatever the destination holds there when `delete_first`. The one repair
-/// for a remote path that no longer matches what stands locally (a move found missing, a send
-/// that found a directory, a move between nested paths); the delete goes first in the order,
-/// and the sends it would drop are filed after it.
-fn resend_within(
-    queue: &Queue,
-    root: &Path,
-    filter: &crate::filter::Filter,
-    path: &RelPath,
-    delete_first: bool,
-) -> Result<(), StateError> {
-    let mut entries = Vec::new();
-    if delete_first {
-        entries.push(Entry::new(Action::Delete(path.clone()), 0));
-    }
-    entries.extend(
-        scan::local_files_within(root, path, filter)
-            .into_iter()
-            .map(|p| Entry::new(Action::Send(p), 0)),
-    );
-    if !entries.is_empty() {
-        queue.push_repair(&entries)?;
-    }
-    Ok(())
-}
-
-/// What one worker task executes.
-enum Batch {
-    One(Claimed),
-    /// Sends of files in one parent directory (its bytes; empty for the root).
-    Sends(Vec<u8>, Vec<Claimed>),
-}
-
-/// The parent directory of a send's target (empty for the root); `None` for other actions.
-fn send_dir(action: &Action) -> Option<Vec<u8>> {
-    match action {
-        Action::Send(p) => Some(
-            p.parent()
-                .map(|d| d.as_bytes().to_vec())
-                .unwrap_or_default(),
-        ),
-        _ => None,
-    }
-}
-
-/// The next task's work. With `batch_max` 1, or when the oldest claimed action is not a send,
-/// one action. Otherwise up to `batch_max` sends (a fair share of `ready` for `free` workers)
-/// of files in one directory, preferring a directory no executing batch is working in:
-/// creating and renaming files takes the directory's lock, so concurrent batches in the same
-/// directory wait on each other. Claimed actions never touch related paths, so any order
-/// among them is fine.
-fn next_batch(
-    ready: &mut VecDeque<Claimed>,
-    batch_max: usize,
-    free: usize,
-    busy_dirs: &[Vec<u8>],
-) -> Option<Batch> {
-    let front = ready.front()?;
-    if batch_max <= 1 || !matches!(front.action, Action::Send(_)) {
-        return ready.pop_front().map(Batch::One);
-    }
-    let dir = ready
-        .iter()
-        .filter_map(|c| send_dir(&c.action))
-        .find(|d| !busy_dirs.contains(d))
-        .or_else(|| send_dir(&front.action))?;
-    let share = ready.len().div_ceil(free.max(1)).clamp(1, batch_max);
-    let mut batch = Vec::with_capacity(share);
-    let mut rest = VecDeque::with_capacity(ready.len());
-    for c in ready.drain(..) {
-        if batch.len() < share && send_dir(&c.action).as_deref() == Some(dir.as_slice()) {
-            batch.push(c);
-        } else {
-            rest.push_back(c);
-        }
-    }
-    *ready = rest;
-    Some(Batch::Sends(dir, batch))
-}
-
-/// Runs a batch of sends: stats and judges each local file, then hands the files to send
-/// to the destination in one [`Connection::send_batch`] call.
-async fn execute_sends(cx: Context, batch: Vec<Claimed>) -> Vec<Executed> {
-    let started = Instant::now();
-    type Settled = Option<(Result<Step, ConnError>, u64)>;
-    let mut results: Vec<Settled> = Vec::with_capacity(batch.len());
-    let mut items: Vec<(SourceFile, RelPath)> = Vec::with_capacity(batch.len());
-    let mut hashes: Vec<Option<Sha256Digest>> = Vec::with_capacity(batch.len());
-    for claimed in &batch {
-        let Action::Send(p) = &claimed.action else {
-            unreachable!("a send batch holds sends only");
-        };
-        match prepare_send(&cx, p).await {
-            Ok((file, hash)) => {
-                items.push((file, p.clone()));
-                hashes.push(hash);
-                results.push(None);
-            }
-            // Settled without sending (skipped, held, already delivered, gone…).
-            Err(done) => results.push(Some(done)),
-        }
-    }
-    let mut sent = cx.conn.send_batch(&items).await.into_iter();
-    // One call for the whole batch: each item is credited with an even share of its time.
-    let elapsed = started.elapsed() / u32::try_from(batch.len().max(1)).unwrap_or(u32::MAX);
-    let mut items = items.into_iter().zip(hashes);
-    batch
-        .into_iter()
-        .zip(results)
-        .map(|(claimed, done)| {
-            let (result, bytes) = match done {
-                Some(done) => done,
-                None => {
-                    let ((file, p), hash) = items.next().expect("one item per unsent claim");
-                    let result = sent.next().unwrap_or_else(|| {
-                        Err(ConnError::transient(format!(
-                            "{p}: no result from send_batch"
-                        )))
-                    });
-                    send_result(&file, p, result, hash)
-                }
-            };
-            Executed {
-                claimed,
-                result,
-                bytes,
-                elapsed,
-            }
-        })
-        .collect()
-}
-
-/// Runs one action against the destination.
-async fn execute(cx: Context, claimed: Claimed) -> Executed {
-    let started = Instant::now();
-    let conn = &cx.conn;
-    let (result, bytes) = match &claimed.action {
-        Action::Send(p) => match prepare_send(&cx, p).await {
-            Ok((file, hash)) => {
-                let result = conn.send(&file, p).await;
-                send_result(&file, p.clone(), result, hash)
-            }
-            Err(done) => done,
-        },
-        // Send-once without complete-sync: the delete only drops the ledger row.
-        Action::Delete(p) if !cx.policy.remote_deletes => {
-            (Ok(Step::Did(LedgerUpdate::Deleted(p.clone()))), 0)
-        }
-        Action::Delete(p) => match cx.may_delete(p) {
-            Err(step) => (Ok(step), 0),
-            Ok(()) => (
-                conn.delete(p)
-                    .await
-                    .map(|_| Step::Did(LedgerUpdate::Deleted(p.clone()))),
-                0,
-            ),
-        },
-        // A directory into itself or out of itself is no rename any destination can make.
-        Action::Move { from, to } if to.is_strictly_within(from) || from.is_strictly_within(to) => {
-            (Ok(cx.remirror_nested(from, to)), 0)
-        }
-        // Renamed to a name this mapping does not take (routing): drop the old name.
-        Action::Move { from, to } if cx.policy.moves_out(&cx.root, to) => {
-            if let Some(Err(problem)) = cx.source.as_ref().map(|s| s.check()) {
-                return Executed {
-                    claimed,
-                    result: Ok(source_away(problem)),
-                    bytes: 0,
-                    elapsed: started.elapsed(),
-                };
-            }
-            let deleted = if cx.policy.remote_deletes {
-                conn.delete(from).await
-            } else {
-                Ok(())
-            };
-            (
-                deleted.map(|_| Step::Did(LedgerUpdate::Deleted(from.clone()))),
-                0,
-            )
-        }
-        Action::Move { from, to } => match conn.rename(from, to).await {
-            Ok(()) => {
-                let moved = LedgerUpdate::Moved {
-                    from: from.clone(),
-                    to: to.clone(),
-                };
-                (
-                    Ok(cx
-                        .resend_if_carried_other(from, to)
-                        .unwrap_or(Step::Did(moved))),
-                    0,
-                )
-            }
-            Err(e) => (Err(e), 0),
-        },
-    };
-    Executed {
-        claimed,
-        result,
-        bytes,
-        elapsed: started.elapsed(),
-    }
-}
-
-impl Context {
-    /// After a file rename: it carried what the destination held at `from`, the bytes the
-    /// ledger records there. A rename keeps size and mtime, so when the local file now at
-    /// `to` differs in either, those were other bytes: a send of `from` read the file after a
-    /// rename onto it that the queue had not heard of yet (a rotation `mv a t; mv b a; mv t b`
-    /// racing a send of `b`; found by tests/convergence.rs). `to` is then sent again. `Some`
-    /// settles the move otherwise: held when the repair could not be queued, so that it runs
-    /// again and, its source gone, falls back to sending `to`.
-    fn resend_if_carried_other(&self, from: &RelPath, to: &RelPath) -> Option<Step> {
-        let meta = std::fs::symlink_metadata(to.under(&self.root)).ok()?;
-        if !meta.is_file() {
-            return None;
-        }
-        let local = (meta.len(), meta.modified().ok().map(mtime_ns));
-        let carried = match self.queue.ledger_entry(from) {
-            Ok(entry) => entry.map(|e| (e.size, Some(e.mtime_ns))),
-            Err(e) => return Some(held(e)),
-        };
-        if carried == Some(local) {
-            return None;
-        }
-        tracing::debug!(%from, %to, "the rename carried other bytes than the local file's; sending it");
-        match self
-            .queue
-            .push_repair(&[Entry::new(Action::Send(to.clone()), 0)])
-        {
-            Ok(_) => None,
-            Err(e) => Some(held(e)),
-        }
-    }
-
-    /// A merged move between nested paths (`a -> a/b`): a rename cycle through a directory
-    /// and its own subdirectory can merge into one, which no destination can perform (it was
-    /// parked, and the mirror never converged: found by the simulation's soak, seed 16012).
-    /// Instead the outer path is removed remotely and the local files under it sent again,
-    /// after this row: the destination ends up as the source is, at the price of re-uploading
-    /// that directory.
-    fn remirror_nested(&self, from: &RelPath, to: &RelPath) -> Step {
-        let outer = if to.is_strictly_within(from) {
-            from
-        } else {
-            to
-        };
-        tracing::info!(%from, %to, "a move between nested paths; sending {outer} again instead");
-        match resend_within(&self.queue, &self.root, &self.policy.filter, outer, true) {
-            Ok(_) => Step::Did(LedgerUpdate::Unchanged),
-            Err(e) => held(e),
-        }
-    }
-
-    /// Whether the remote copy of `p` may be deleted now. `Err` settles the delete instead:
-    /// held while the source is missing or unmounted (a vanished source is no user's
-    /// deletion), or dropped when the local file is there after all (the delete is stale:
-    /// the file came back, e.g. its disk was remounted); the file is sent if it changed.
-    fn may_delete(&self, p: &RelPath) -> Result<(), Step> {
-        if let Some(Err(problem)) = self.source.as_ref().map(|s| s.check()) {
-            return Err(source_away(problem));
-        }
-        let local = p.under(&self.root);
-        if std::fs::symlink_metadata(&local).is_ok_and(|m| m.is_file()) {
-            tracing::info!(path = %p, "not deleted: the local file exists; sending it instead");
-            let send = [Entry::new(Action::Send(p.clone()), 0)];
-            return Err(match self.queue.push_repair(&send) {
-                Ok(_) => Step::Did(LedgerUpdate::Unchanged),
-                Err(e) => Step::Held {
-                    until: now_ms() + 1000,
-                    reason: e.to_string(),
-                },
-            });
-        }
-        Ok(())
-    }
-}
-
-/// Held for a second: the state database refused a write the action needs.
-fn held(e: StateError) -> Step {
-    Step::Held {
-        until: now_ms() + 1000,
-        reason: e.to_string(),
-    }
-}
-
-/// A deletion held while the source is away: retried once a second until the engine pauses
-/// the mapping (or it comes back).
-fn source_away(problem: crate::source_root::SourceProblem) -> Step {
-    Step::Held {
-        until: now_ms() + 1000,
-        reason: problem.to_string(),
-    }
-}
-
-/// Stats and judges the local file of a send (see [`SendPolicy`]). `Ok`: send this file (with
-/// its content hash, in send-once mode); `Err`: the send is settled without sending.
-async fn prepare_send(
-    cx: &Context,
-    p: &RelPath,
-) -> Result<(SourceFile, Option<Sha256Digest>), (Result<Step, ConnError>, u64)> {
-    // A link or a special file is never read: settled here, with nothing to record.
-    // Gone, or a directory: settled by looking at the local path.
-    let local = p.under(&cx.root);
-    let skipped = Err((Ok(Step::Did(LedgerUpdate::Unchanged)), 0));
-    let file = match SourceFile::lstat(&local) {
-        Ok(file) => file,
-        Err(SourceError::Symlink(_)) => {
-            cx.queue.note_skipped_link(p);
-            return skipped;
-        }
-        Err(SourceError::Special(_)) => {
-            tracing::info!(path = %p, "not a regular file (FIFO, device or socket); not read, not sent");
-            return skipped;
-        }
-        Err(e) => return Err((settle_by_local_file(&local, p, e.into()), 0)),
-    };
-    let verdict = cx.policy.judge(&cx.queue, p, &file, now_ms()).await;
-    let step = match verdict {
-        Ok(Verdict::Send { hash }) => return Ok((file, hash)),
-        Ok(Verdict::Skip) => Step::Did(LedgerUpdate::Unchanged),
-        Ok(Verdict::AlreadyDelivered { hash }) => {
-            tracing::debug!(path = %p, "already delivered with the same content; not sent");
-            Step::Did(LedgerUpdate::Confirmed {
-                path: p.clone(),
-                size: file.size,
-                mtime_ns: mtime_ns(file.mtime),
-                hash: Some(hash),
-            })
-        }
-        Ok(Verdict::Hold { until, reason }) => Step::Held { until, reason },
-        Err(e) => return Err((settle_by_local_file(&local, p, e), 0)),
-    };
-    Err((Ok(step), 0))
-}
-
-/// The ledger update of a send's result.
-fn send_result(
-    file: &SourceFile,
-    path: RelPath,
-    result: Result<u64, ConnError>,
-    hash: Option<Sha256Digest>,
-) -> (Result<Step, ConnError>, u64) {
-    match result {
-        Ok(bytes) => (
-            Ok(Step::Did(LedgerUpdate::Sent {
-                path,
-                size: file.size,
-                mtime_ns: mtime_ns(file.mtime),
-                hash,
-                identity: Some(file.identity),
-            })),
-            bytes,
-        ),
-        Err(e) => (settle_by_local_file(&file.path, &path, e), 0),
-    }
-}
-
-/// What a send that failed comes to, decided by looking at the local file (`local`, the
-/// absolute path of `path`), never from the error: a destination's "not found" says nothing
-/// about the local file.
-/// - gone (or a parent is no longer a directory): [`Step::Vanished`], nothing to deliver;
-/// - a directory now (or a link to one): [`Step::NotAFile`], the files in it are sent;
-/// - still there: `err` stands, for the policy in [`Handler::outcome`].
-///
-/// A lost link or a refused destination stands as it is, so that the handler pauses; the
-/// retry finds the file gone, if it is.
-fn settle_by_local_file(local: &Path, path: &RelPath, err: ConnError) -> Result<Step, ConnError> {
-    use std::io::ErrorKind as K;
-    if matches!(err.kind, ErrorKind::ConnectionLost | ErrorKind::Setup) {
-        return Err(err);
-    }
-    match std::fs::symlink_metadata(local) {
-        Err(e) if matches!(e.kind(), K::NotFound | K::NotADirectory) => {
-            Ok(Step::Vanished(path.clone()))
-        }
-        Ok(meta) if meta.is_dir() => Ok(Step::NotAFile(path.clone())),
-        Ok(meta)
-            if meta.file_type().is_symlink()
-                && std::fs::metadata(local).is_ok_and(|m| m.is_dir()) =>
-        {
-            Ok(Step::NotAFile(path.clone()))
-        }
-        _ => Err(err),
     }
 }
