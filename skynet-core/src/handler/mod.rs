@@ -17,6 +17,7 @@ mod batch;
 mod config;
 mod execute;
 mod fallback;
+mod policy;
 mod status;
 
 pub use config::HandlerConfig;
@@ -35,7 +36,6 @@ use crate::clock::Instant;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 
-use crate::action::Action;
 use crate::clock::now_ms;
 use crate::connection::Connection;
 use crate::empty_dirs::{self, PassEnd};
@@ -45,11 +45,13 @@ use crate::retry::backoff;
 use crate::send_policy::SendPolicy;
 use crate::source_root::SourceRoot;
 use crate::state::meta;
-use crate::state::{Claimed, LedgerUpdate, Outcome, Queue, StateError};
+use crate::state::{Claimed, Outcome, Queue, StateError};
 
 use batch::{next_batch, send_dir, Batch};
-use execute::{execute, execute_sends, Context, Executed, Step};
+use execute::{execute, execute_sends, Context, Executed};
 use fallback::Repairs;
+use policy::Policy;
+use status::Link;
 
 /// When the handler looks at the directories complete-sync may have to remove again, besides
 /// when the queue asks (a deletion or rename acknowledged, a catch-up scan).
@@ -143,7 +145,7 @@ impl Handler {
     /// Runs right after connecting, before any work is handed out, so it never races a send
     /// of this run. The flag is cleared only once a sweep completed; a failure leaves it for
     /// the next start. `Err` only for the state database.
-    async fn sweep_if_due(&self, connected: &mut bool) -> Result<(), StateError> {
+    async fn sweep_if_due(&self, link: &mut Link) -> Result<(), StateError> {
         if self.queue.meta(meta::SWEEP_TEMPS)?.as_deref() != Some("1") {
             return Ok(());
         }
@@ -157,8 +159,7 @@ impl Handler {
             Err(e) => {
                 tracing::warn!(error = %e.message, "sweeping temporary files failed; will try again on the next start");
                 if e.kind == ErrorKind::ConnectionLost {
-                    *connected = false;
-                    self.status.connected.store(false, Ordering::Relaxed);
+                    link.disconnect();
                 }
             }
         }
@@ -207,7 +208,7 @@ impl Handler {
         let mut flushing: Vec<Outcome> = Vec::new();
         let mut unacked: Vec<Outcome> = Vec::new();
         let mut oldest_unacked: Option<Instant> = None;
-        let mut connected = false;
+        let mut link = Link::new(Arc::clone(&self.status));
         let mut reconnect_attempt: u32 = 0;
         let mut ever_connected = false;
         let mut stopping_since: Option<Instant> = None;
@@ -230,24 +231,23 @@ impl Handler {
 
             // Paused: claimed work that has not started goes back to the queue, so status
             // shows it as waiting rather than in flight during the outage.
-            if !connected && !ready.is_empty() {
+            if !link.is_up() && !ready.is_empty() {
                 self.unclaim(&mut ready)?;
             }
             // Results that came back before the pause are recorded now (a success whose flush
             // fails is retried), not left in flight while reconnecting.
-            if !connected && executing.is_empty() && !unacked.is_empty() {
-                self.acknowledge(&mut unacked, &mut connected).await?;
+            if !link.is_up() && executing.is_empty() && !unacked.is_empty() {
+                self.acknowledge(&mut unacked, &mut link).await?;
                 oldest_unacked = None;
             }
 
             // (Re)connect before handing out work.
-            if !connected && stopping_since.is_none() && executing.is_empty() {
+            if !link.is_up() && stopping_since.is_none() && executing.is_empty() {
                 match self.conn.connect().await {
                     Ok(()) => {
-                        connected = true;
+                        link.connected();
                         ever_connected = true;
                         reconnect_attempt = 0;
-                        self.status.connected.store(true, Ordering::Relaxed);
                         tracing::info!(destination = %self.conn.describe(), "connected");
                         let recovered = self
                             .recovered
@@ -261,14 +261,14 @@ impl Handler {
                         }
                         if !swept {
                             swept = true;
-                            self.sweep_if_due(&mut connected).await?;
-                            if !connected {
+                            self.sweep_if_due(&mut link).await?;
+                            if !link.is_up() {
                                 continue;
                             }
                         }
                     }
                     Err(e) => {
-                        self.status.connected.store(false, Ordering::Relaxed);
+                        link.disconnect();
                         self.status.set_error(&e.message);
                         if e.kind == ErrorKind::Setup && self.cfg.fail_on_setup_error {
                             return Err(HandlerError::Setup(e.message));
@@ -303,7 +303,7 @@ impl Handler {
             }
 
             // Hand out work while there is room.
-            if connected && stopping_since.is_none() {
+            if link.is_up() && stopping_since.is_none() {
                 if ready.len() < self.cfg.workers.max(window / 2) {
                     let want = window - ready.len();
                     ready.extend(self.queue.claim(want, now_ms())?);
@@ -350,7 +350,7 @@ impl Handler {
             // Idle: look at the directories deletions and renames may have left empty at
             // the destination (see `empty_dirs`). Nothing of this handler runs meanwhile, so
             // none of its sends writes into a directory being removed.
-            if connected
+            if link.is_up()
                 && stopping_since.is_none()
                 && executing.is_empty()
                 && ready.is_empty()
@@ -362,7 +362,7 @@ impl Handler {
                 }
                 if self.queue.take_dirs_check() {
                     let stop = stop.clone();
-                    self.remove_empty_dirs(&mut connected, &mut dirs, move || *stop.borrow())
+                    self.remove_empty_dirs(&mut link, &mut dirs, move || *stop.borrow())
                         .await?;
                     continue;
                 }
@@ -373,7 +373,7 @@ impl Handler {
                 && flush_task.is_empty()
                 && ready.is_empty()
                 && unacked.is_empty()
-                && connected
+                && link.is_up()
             {
                 let counts = self.queue.counts()?;
                 if counts.pending + counts.retrying + counts.in_flight == 0 {
@@ -388,7 +388,7 @@ impl Handler {
             // The queue's next ready time only matters when a worker is idle with nothing
             // to hand it: a busy handler is woken by the next result anyway. (Asking SQLite
             // after every result scanned the whole queue each time: 64% of a 10,000-file sync.)
-            let idle = connected && ready.is_empty() && executing.len() < self.cfg.workers;
+            let idle = link.is_up() && ready.is_empty() && executing.len() < self.cfg.workers;
             let ack_timer = if flush_task.is_empty() {
                 oldest_unacked
             } else {
@@ -407,7 +407,7 @@ impl Handler {
                     let flushed = flushed.unwrap_or_else(|e| {
                         Err(ConnError::transient(format!("flush task failed: {e}")))
                     });
-                    self.record(std::mem::take(&mut flushing), flushed, &mut connected)?;
+                    self.record(std::mem::take(&mut flushing), flushed, &mut link)?;
                 }
                 Some(joined) = executing.join_next(), if !executing.is_empty() => {
                     let batch = match joined {
@@ -425,10 +425,8 @@ impl Handler {
                         }
                     }
                     for executed in batch {
-                        if let Some(outcome) = self.outcome(executed, &mut connected, &mut summary)? {
-                            unacked.push(outcome);
-                            oldest_unacked.get_or_insert_with(Instant::now);
-                        }
+                        unacked.push(self.judge().outcome(executed, &mut link, &mut summary)?);
+                        oldest_unacked.get_or_insert_with(Instant::now);
                     }
                 }
                 _ = wake.notified() => {}
@@ -441,22 +439,20 @@ impl Handler {
         if let Some(flushed) = flush_task.join_next().await {
             let flushed = flushed
                 .unwrap_or_else(|e| Err(ConnError::transient(format!("flush task failed: {e}"))));
-            self.record(std::mem::take(&mut flushing), flushed, &mut connected)?;
+            self.record(std::mem::take(&mut flushing), flushed, &mut link)?;
         }
         // Whatever was claimed but not started goes back as a retry, ready now.
         let mut rest: Vec<Outcome> = std::mem::take(&mut unacked);
         while let Some(Ok(batch)) = executing.try_join_next() {
             for executed in batch {
-                if let Some(outcome) = self.outcome(executed, &mut connected, &mut summary)? {
-                    rest.push(outcome);
-                }
+                rest.push(self.judge().outcome(executed, &mut link, &mut summary)?);
             }
         }
         // Tasks still running here are abandoned mid-action: a send may leave its temp.
         let abandoned = !executing.is_empty();
         executing.abort_all();
         if !rest.is_empty() {
-            self.acknowledge(&mut rest, &mut connected).await?;
+            self.acknowledge(&mut rest, &mut link).await?;
         }
         self.unclaim(&mut ready)?;
         self.clean_end.store(!abandoned, Ordering::SeqCst);
@@ -467,7 +463,7 @@ impl Handler {
     /// A failure leaves them due: looked at again after a backoff, or after reconnecting.
     async fn remove_empty_dirs(
         &self,
-        connected: &mut bool,
+        link: &mut Link,
         dirs: &mut DirLook,
         stopping: impl Fn() -> bool,
     ) -> Result<(), StateError> {
@@ -492,8 +488,7 @@ impl Handler {
             PassEnd::Failed(e) if e.kind == ErrorKind::ConnectionLost => {
                 tracing::warn!(error = %e.message, "connection lost; pausing");
                 self.status.set_error(&e.message);
-                *connected = false;
-                self.status.connected.store(false, Ordering::Relaxed);
+                link.disconnect();
                 self.queue.request_dirs_check();
             }
             PassEnd::Failed(e) => {
@@ -514,6 +509,15 @@ impl Handler {
             root: &self.source_root,
             filter: &self.policy.filter,
             complete_sync: self.cfg.complete_sync,
+        }
+    }
+
+    /// What becomes of executed actions (see [`policy`]).
+    fn judge(&self) -> Policy<'_> {
+        Policy {
+            cfg: &self.cfg,
+            status: &self.status,
+            repairs: self.repairs(),
         }
     }
 
@@ -571,7 +575,7 @@ impl Handler {
     async fn acknowledge(
         &self,
         unacked: &mut Vec<Outcome>,
-        connected: &mut bool,
+        link: &mut Link,
     ) -> Result<(), StateError> {
         let batch = std::mem::take(unacked);
         let any_done = batch.iter().any(|o| matches!(o, Outcome::Done { .. }));
@@ -580,7 +584,7 @@ impl Handler {
         } else {
             Ok(())
         };
-        self.record(batch, flushed, connected)
+        self.record(batch, flushed, link)
     }
 
     /// Records a batch of outcomes after its flush: a failed flush turns the successes back
@@ -589,14 +593,13 @@ impl Handler {
         &self,
         batch: Vec<Outcome>,
         flushed: Result<(), ConnError>,
-        connected: &mut bool,
+        link: &mut Link,
     ) -> Result<(), StateError> {
         if let Err(e) = flushed {
             tracing::warn!(error = %e.message, "flush failed; actions will be replayed");
             self.status.set_error(&e.message);
             if e.kind == ErrorKind::ConnectionLost {
-                *connected = false;
-                self.status.connected.store(false, Ordering::Relaxed);
+                link.disconnect();
             }
             let retried: Vec<Outcome> = batch
                 .into_iter()
@@ -613,154 +616,5 @@ impl Handler {
             return self.queue.finish(&retried);
         }
         self.queue.finish(&batch)
-    }
-
-    /// The policy: what becomes of an executed action. `None` when nothing is to be recorded.
-    fn outcome(
-        &self,
-        executed: Executed,
-        connected: &mut bool,
-        summary: &mut Summary,
-    ) -> Result<Option<Outcome>, HandlerError> {
-        let Executed {
-            claimed,
-            result,
-            bytes,
-            elapsed,
-        } = executed;
-        let id = claimed.id;
-        let kind = claimed.action.kind();
-        if !matches!(result, Ok(Step::Held { .. })) {
-            self.status.latency.observe(elapsed);
-        }
-        let error = match result {
-            Ok(Step::Held { until, reason }) => {
-                tracing::debug!(action = %claimed.action, %reason, "held");
-                return Ok(Some(Outcome::Hold {
-                    id,
-                    reason,
-                    ready_at: until,
-                }));
-            }
-            Ok(Step::Vanished(p)) => {
-                tracing::info!(path = %p, "vanished before it could be sent; not delivered");
-                self.status.vanished.fetch_add(1, Ordering::Relaxed);
-                summary.vanished += 1;
-                return Ok(Some(Outcome::Vanished {
-                    id,
-                    ledger: self.repairs().gone_ledger(&p)?,
-                }));
-            }
-            Ok(Step::NotAFile(p)) => {
-                tracing::debug!(path = %p, "not a regular file any more; sending the files in it");
-                // With complete-sync, what the destination holds at `p` goes first: this send
-                // may have superseded the file's deletion (delete+send merge into the send),
-                // and the files in the directory replace a remote file only if there are any
-                // (found by the simulation, seed 7397: the file `D1/f4` stayed).
-                self.repairs().resend_within(&p, self.cfg.complete_sync)?;
-                return Ok(Some(Outcome::Done {
-                    id,
-                    ledger: self.repairs().gone_ledger(&p)?,
-                }));
-            }
-            Ok(Step::Did(ledger)) => {
-                self.status.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
-                // One line per file that reached the destination or left it (silenced by
-                // -q); a send this mapping does not take (include globs, no date) or that
-                // was already delivered is no delivery, and is not counted as one.
-                match &ledger {
-                    LedgerUpdate::Unchanged | LedgerUpdate::Confirmed { .. } => {
-                        self.status.skipped.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(action = %claimed.action, "nothing to send");
-                    }
-                    _ => {
-                        summary.done += 1;
-                        self.status.actions_done.fetch_add(1, Ordering::Relaxed);
-                        self.status.done_by_kind.add(kind, 1);
-                        match &claimed.action {
-                            Action::Send(p) => tracing::info!(path = %p, bytes, "sent"),
-                            Action::Delete(p) => tracing::info!(path = %p, "deleted"),
-                            Action::Move { from, to } => {
-                                tracing::info!(from = %from, to = %to, "moved")
-                            }
-                        }
-                    }
-                }
-                return Ok(Some(Outcome::Done { id, ledger }));
-            }
-            Err(e) => e,
-        };
-        self.status.set_error(&error.message);
-        let outcome = match error.kind {
-            ErrorKind::ConnectionLost => {
-                if *connected {
-                    tracing::warn!(error = %error.message, "connection lost; pausing");
-                }
-                *connected = false;
-                self.status.connected.store(false, Ordering::Relaxed);
-                Outcome::Retry {
-                    id,
-                    error: error.message,
-                    ready_at: 0,
-                    failed: false,
-                }
-            }
-            ErrorKind::Setup => {
-                if self.cfg.fail_on_setup_error {
-                    return Err(HandlerError::Setup(error.message));
-                }
-                *connected = false;
-                self.status.connected.store(false, Ordering::Relaxed);
-                tracing::error!(error = %error.message, "destination refused us; will retry");
-                Outcome::Retry {
-                    id,
-                    error: error.message,
-                    ready_at: 0,
-                    failed: false,
-                }
-            }
-            // The move's remote source is gone (never sent, or removed by someone): send the
-            // local target instead. The sends wait for this row's acknowledgement.
-            ErrorKind::RemoteMissing if matches!(claimed.action, Action::Move { .. }) => {
-                let Action::Move { from, to } = &claimed.action else {
-                    unreachable!("matched a move");
-                };
-                self.repairs().resend_moved(id, to)?;
-                Outcome::Done {
-                    id,
-                    ledger: LedgerUpdate::MovedUnverified {
-                        from: from.clone(),
-                        to: to.clone(),
-                    },
-                }
-            }
-            // "Not found" from the destination for anything but a move's source is a failed
-            // write like any other: it says nothing about the local file.
-            ErrorKind::Transient | ErrorKind::RemoteMissing
-                if !self.cfg.retry.parks(claimed.attempts) =>
-            {
-                let delay = self.cfg.retry.retry_delay(claimed.attempts);
-                tracing::warn!(action = %claimed.action, error = %error.message, retry_in = ?delay, "will retry");
-                let ready_at = now_ms() + delay.as_millis() as u64;
-                Outcome::Retry {
-                    id,
-                    error: error.message,
-                    ready_at,
-                    failed: true,
-                }
-            }
-            ErrorKind::Transient | ErrorKind::RemoteMissing | ErrorKind::Permanent => {
-                let delay = self.cfg.retry.park_delay(claimed.parks);
-                tracing::error!(action = %claimed.action, error = %error.message, retry_in = ?delay, "parked as failed");
-                self.status.actions_failed.fetch_add(1, Ordering::Relaxed);
-                self.status.failed_by_kind.add(kind, 1);
-                Outcome::Park {
-                    id,
-                    error: error.message,
-                    ready_at: now_ms() + delay.as_millis() as u64,
-                }
-            }
-        };
-        Ok(Some(outcome))
     }
 }

@@ -4,7 +4,7 @@
 //! Everything live is an atomic or a short-held lock, so a reader never slows a worker down.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::action::ActionKind;
@@ -118,6 +118,36 @@ impl HandlerStatus {
     }
     pub fn last_error(&self) -> Option<String> {
         self.last_error.lock().ok().and_then(|e| e.clone())
+    }
+}
+
+/// Whether the handler believes the destination reachable, kept in step with
+/// [`HandlerStatus::connected`]: whoever finds the link down marks both in one call, so that
+/// `status` never says connected while the handler waits to reconnect.
+pub(super) struct Link {
+    up: bool,
+    status: Arc<HandlerStatus>,
+}
+
+impl Link {
+    /// Down until the first connect; `status` keeps what it showed until then.
+    pub(super) fn new(status: Arc<HandlerStatus>) -> Self {
+        Link { up: false, status }
+    }
+
+    pub(super) fn is_up(&self) -> bool {
+        self.up
+    }
+
+    pub(super) fn connected(&mut self) {
+        self.up = true;
+        self.status.connected.store(true, Ordering::Relaxed);
+    }
+
+    /// The destination is unreachable (or refused us): work pauses until a reconnect.
+    pub(super) fn disconnect(&mut self) {
+        self.up = false;
+        self.status.connected.store(false, Ordering::Relaxed);
     }
 }
 
