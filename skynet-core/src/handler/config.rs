@@ -19,7 +19,7 @@ pub struct HandlerConfig {
     pub ack_delay: Duration,
     /// `sync`: return once nothing is left to do (parked actions aside).
     pub exit_when_drained: bool,
-    /// `sync`: give up on a [`ErrorKind::Setup`] error instead of retrying forever.
+    /// `sync`: give up on a [`ErrorKind::Setup`](crate::error::ErrorKind::Setup) error instead of retrying forever.
     pub fail_on_setup_error: bool,
     /// `sync`: give up after this many failed attempts when the destination was never
     /// reached in this run (a dead or silent server ends the sync instead of hanging it).

@@ -1,94 +1,61 @@
 //! The handler: drains the queue through a [`Connection`].
 //!
-//! - Up to `workers` actions execute at once; the queue only hands out actions whose older
-//!   related actions are done, so per-path order holds.
-//! - Results are acknowledged in batches: after [`Connection::flush`] succeeds, one
-//!   transaction removes the rows and updates the ledger. Nothing is acknowledged before it is
-//!   durable, and a crash before the acknowledgement just replays idempotent actions.
-//! - The whole error policy is one `match` on [`ErrorKind`] (see `Handler::outcome`): a lost
-//!   connection pauses everything and reconnects with capped, jittered backoff; a transient
-//!   error retries the action with backoff and parks it after `max_attempts`; a permanent one
-//!   parks it at once; others continue either way.
-//! - Whether a send's local file vanished is decided here, by looking at the local file
-//!   (`settle_by_local_file`), never from a destination's answer: a vanished send is
-//!   neither done nor failed, it is counted apart (`vanished`).
+//! [`Handler::run`] is one loop over a `RunState`: connect (pausing with capped, jittered
+//! backoff while the destination is unreachable), hand claimed actions to workers
+//! (`workers`), acknowledge their results in batches after a durability barrier (`ack`),
+//! look at directories complete-sync may have left empty while idle (`dirs`), and sleep
+//! until a result, new work, a timer or a stop. Around it:
+//!
+//! - `execute` runs one action, or a batch of sends, against the [`Connection`], and
+//!   decides from the local file, never from the destination's answer, whether a send's file
+//!   vanished;
+//! - `policy` turns each result into what the queue records: the whole error policy is one
+//!   `match` from a classified [`ErrorKind`] to a decision;
+//! - `fallback` files the repairs a result calls for (the local target of a move whose
+//!   remote source is gone, the files of a path that became a directory);
+//! - `status` holds the live figures `status` and metrics read, and the summary of a drain;
+//!   `config` the tuning.
+//!
+//! The submodules never import this one: whatever they need from the handler is handed to
+//! them, so the loop reads top-down here.
 
-mod batch;
+mod ack;
 mod config;
+mod dirs;
 mod execute;
 mod fallback;
 mod policy;
 mod status;
+mod workers;
 
 pub use config::HandlerConfig;
 pub use status::{
     HandlerError, HandlerStatus, KindCounters, LatencyHistogram, LatencySnapshot, Summary,
 };
 
-use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::clock::Instant;
-
 use tokio::sync::{watch, Notify};
-use tokio::task::JoinSet;
 
-use crate::clock::now_ms;
+use crate::clock::{now_ms, Instant};
 use crate::connection::Connection;
-use crate::empty_dirs::{self, PassEnd};
 use crate::error::{ConnError, ErrorKind};
 use crate::relpath::RelPath;
 use crate::retry::backoff;
 use crate::send_policy::SendPolicy;
 use crate::source_root::SourceRoot;
-use crate::state::meta;
-use crate::state::{Claimed, Outcome, Queue, StateError};
+use crate::state::{meta, Queue, StateError};
 
-use batch::{next_batch, send_dir, Batch};
-use execute::{execute, execute_sends, Context, Executed};
+use ack::Acks;
+use dirs::EmptyDirs;
+use execute::Context;
 use fallback::Repairs;
 use policy::Policy;
 use status::Link;
-
-/// When the handler looks at the directories complete-sync may have to remove again, besides
-/// when the queue asks (a deletion or rename acknowledged, a catch-up scan).
-#[derive(Default)]
-struct DirLook {
-    /// After a failure: look again then.
-    retry_at: Option<Instant>,
-    /// Failures in a row, for the backoff.
-    attempt: u32,
-    /// Some waited for queued actions: look again once one more action has settled (the
-    /// figure of [`DirLook::progress`] when they waited).
-    waiting_at: Option<u64>,
-}
-
-impl DirLook {
-    /// Actions settled so far (done, or vanished), to tell that one more has.
-    fn progress(status: &HandlerStatus) -> u64 {
-        status.actions_done.load(Ordering::Relaxed) + status.vanished.load(Ordering::Relaxed)
-    }
-
-    /// Whether it is time to look again: the retry delay passed, or an action settled since
-    /// some directories waited for one.
-    fn due(&mut self, status: &HandlerStatus) -> bool {
-        if self.retry_at.is_some_and(|at| at <= Instant::now()) {
-            self.retry_at = None;
-            return true;
-        }
-        if self
-            .waiting_at
-            .is_some_and(|at| at != Self::progress(status))
-        {
-            self.waiting_at = None;
-            return true;
-        }
-        false
-    }
-}
+use workers::Workers;
 
 /// Drains one mapping's queue through one connection.
 pub struct Handler {
@@ -192,317 +159,208 @@ impl Handler {
         wake: Arc<Notify>,
         mut stop: watch::Receiver<bool>,
     ) -> Result<Summary, HandlerError> {
-        let mut summary = Summary::default();
-        let mut executing: JoinSet<Vec<Executed>> = JoinSet::new();
-        let mut ready: VecDeque<Claimed> = Default::default();
-        // Sends per task (see `Connection::send_batch_size`), and the parent directories the
-        // executing send batches work in, so concurrent batches go to different directories.
-        let batch_max = self.conn.send_batch_size().max(1);
-        let window = (self.cfg.workers * 16)
-            .max(64)
-            .max(self.cfg.workers * batch_max * 2);
-        let mut busy_dirs: Vec<Vec<u8>> = Vec::new();
-        // The flush running for the batch in `flushing` (at most one at a time), while
-        // workers go on: results that arrive meanwhile wait for the next flush.
-        let mut flush_task: JoinSet<Result<(), ConnError>> = JoinSet::new();
-        let mut flushing: Vec<Outcome> = Vec::new();
-        let mut unacked: Vec<Outcome> = Vec::new();
-        let mut oldest_unacked: Option<Instant> = None;
-        let mut link = Link::new(Arc::clone(&self.status));
-        let mut reconnect_attempt: u32 = 0;
-        let mut ever_connected = false;
-        let mut stopping_since: Option<Instant> = None;
-        // One sweep attempt per run, after the first successful connect.
-        let mut swept = false;
-        let mut dirs = DirLook::default();
+        let mut st = RunState::new(self);
         // Directories filed by an earlier run (killed before it looked at them) are due.
         self.queue.request_dirs_check();
         self.clean_end.store(false, Ordering::SeqCst);
-
         loop {
-            if *stop.borrow() && stopping_since.is_none() {
-                stopping_since = Some(Instant::now());
+            if st.should_end(*stop.borrow(), self.cfg.stop_grace) {
+                break;
             }
-            if let Some(since) = stopping_since {
-                if executing.is_empty() || since.elapsed() >= self.cfg.stop_grace {
-                    break;
-                }
+            if !st.link.is_up() {
+                self.pause(&mut st).await?;
             }
-
-            // Paused: claimed work that has not started goes back to the queue, so status
-            // shows it as waiting rather than in flight during the outage.
-            if !link.is_up() && !ready.is_empty() {
-                self.unclaim(&mut ready)?;
-            }
-            // Results that came back before the pause are recorded now (a success whose flush
-            // fails is retried), not left in flight while reconnecting.
-            if !link.is_up() && executing.is_empty() && !unacked.is_empty() {
-                self.acknowledge(&mut unacked, &mut link).await?;
-                oldest_unacked = None;
-            }
-
-            // (Re)connect before handing out work.
-            if !link.is_up() && stopping_since.is_none() && executing.is_empty() {
-                match self.conn.connect().await {
-                    Ok(()) => {
-                        link.connected();
-                        ever_connected = true;
-                        reconnect_attempt = 0;
-                        tracing::info!(destination = %self.conn.describe(), "connected");
-                        let recovered = self
-                            .recovered
-                            .lock()
-                            .map(|mut r| std::mem::take(&mut *r))
-                            .unwrap_or_default();
-                        if !recovered.is_empty() {
-                            if let Err(e) = self.conn.cleanup(&recovered).await {
-                                tracing::warn!(error = %e.message, "cleanup after a crash failed");
-                            }
-                        }
-                        if !swept {
-                            swept = true;
-                            self.sweep_if_due(&mut link).await?;
-                            if !link.is_up() {
-                                continue;
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        link.disconnect();
-                        self.status.set_error(&e.message);
-                        if e.kind == ErrorKind::Setup && self.cfg.fail_on_setup_error {
-                            return Err(HandlerError::Setup(e.message));
-                        }
-                        if !ever_connected
-                            && self
-                                .cfg
-                                .give_up_unreached_after
-                                .is_some_and(|n| reconnect_attempt + 1 >= n)
-                        {
-                            return Err(HandlerError::Setup(format!(
-                                "cannot reach the destination after {} attempts: {}",
-                                reconnect_attempt + 1,
-                                e.message
-                            )));
-                        }
-                        let delay = backoff(
-                            self.cfg.reconnect_base,
-                            self.cfg.reconnect_cap,
-                            reconnect_attempt,
-                        );
-                        reconnect_attempt = reconnect_attempt.saturating_add(1);
-                        tracing::warn!(error = %e.message, retry_in = ?delay, "cannot connect");
-                        tokio::select! {
-                            biased;
-                            _ = tokio::time::sleep(delay) => {}
-                            _ = stop.changed() => {}
-                        }
-                        continue;
-                    }
-                }
-            }
-
-            // Hand out work while there is room.
-            if link.is_up() && stopping_since.is_none() {
-                if ready.len() < self.cfg.workers.max(window / 2) {
-                    let want = window - ready.len();
-                    ready.extend(self.queue.claim(want, now_ms())?);
-                }
-                while executing.len() < self.cfg.workers {
-                    let free = self.cfg.workers - executing.len();
-                    let Some(batch) = next_batch(&mut ready, batch_max, free, &busy_dirs) else {
-                        break;
-                    };
-                    let cx = self.context();
-                    match batch {
-                        Batch::One(claimed) => {
-                            executing.spawn(async move { vec![execute(cx, claimed).await] });
-                        }
-                        Batch::Sends(dir, claimed) => {
-                            busy_dirs.push(dir);
-                            executing.spawn(async move { execute_sends(cx, claimed).await });
-                        }
-                    }
-                }
-            }
-
-            // Acknowledge in batches, after a durability barrier. The flush runs as its own
-            // task and covers only results that came back before it started.
-            let ack_due = flush_task.is_empty()
-                && !unacked.is_empty()
-                && (unacked.len() >= self.cfg.ack_batch
-                    || executing.is_empty()
-                    || oldest_unacked.is_some_and(|t| t.elapsed() >= self.cfg.ack_delay)
-                    || stopping_since.is_some());
-            if ack_due {
-                let batch = std::mem::take(&mut unacked);
-                oldest_unacked = None;
-                if batch.iter().any(|o| matches!(o, Outcome::Done { .. })) {
-                    let conn = Arc::clone(&self.conn);
-                    flush_task.spawn(async move { conn.flush().await });
-                    flushing = batch;
-                } else {
-                    self.queue.finish(&batch)?;
-                }
+            if st.may_connect() && !self.connect(&mut st, &mut stop).await? {
                 continue;
             }
-
-            // Idle: look at the directories deletions and renames may have left empty at
-            // the destination (see `empty_dirs`). Nothing of this handler runs meanwhile, so
-            // none of its sends writes into a directory being removed.
-            if link.is_up()
-                && stopping_since.is_none()
-                && executing.is_empty()
-                && ready.is_empty()
-                && unacked.is_empty()
-                && flush_task.is_empty()
-            {
-                if dirs.due(&self.status) {
-                    self.queue.request_dirs_check();
-                }
-                if self.queue.take_dirs_check() {
-                    let stop = stop.clone();
-                    self.remove_empty_dirs(&mut link, &mut dirs, move || *stop.borrow())
-                        .await?;
-                    continue;
-                }
+            // Hand out work while there is room.
+            if st.link.is_up() && !st.stopping() {
+                st.work.hand_out()?;
             }
-
-            if self.cfg.exit_when_drained
-                && executing.is_empty()
-                && flush_task.is_empty()
-                && ready.is_empty()
-                && unacked.is_empty()
-                && link.is_up()
-            {
-                let counts = self.queue.counts()?;
-                if counts.pending + counts.retrying + counts.in_flight == 0 {
-                    summary.parked = counts.failed;
-                    summary.held = counts.held;
-                    summary.deletions_held = counts.deletions_held;
-                    break;
-                }
+            if st.ack_due(&self.cfg) {
+                st.acks.start()?;
+                continue;
             }
-
-            // Wait for a result, new work, a timer, or a stop.
-            // The queue's next ready time only matters when a worker is idle with nothing
-            // to hand it: a busy handler is woken by the next result anyway. (Asking SQLite
-            // after every result scanned the whole queue each time: 64% of a 10,000-file sync.)
-            let idle = link.is_up() && ready.is_empty() && executing.len() < self.cfg.workers;
-            let ack_timer = if flush_task.is_empty() {
-                oldest_unacked
-            } else {
-                None
-            };
-            let mut timer = self.next_wake(ack_timer, idle)?;
-            if let Some(at) = dirs.retry_at {
-                timer = timer.min(at.saturating_duration_since(Instant::now()));
+            // Idle: nothing of this handler runs while it removes directories.
+            if st.quiet() && !st.stopping() && st.dirs.wanted() {
+                let stop = stop.clone();
+                st.dirs.look(&mut st.link, move || *stop.borrow()).await?;
+                continue;
             }
-            let timer = timer.max(Duration::from_millis(1));
-            // `biased`: polled in this order, so that a simulated run replays exactly (an
-            // unbiased select draws its order from a random source nobody can seed).
-            tokio::select! {
-                biased;
-                Some(flushed) = flush_task.join_next(), if !flush_task.is_empty() => {
-                    let flushed = flushed.unwrap_or_else(|e| {
-                        Err(ConnError::transient(format!("flush task failed: {e}")))
-                    });
-                    self.record(std::mem::take(&mut flushing), flushed, &mut link)?;
-                }
-                Some(joined) = executing.join_next(), if !executing.is_empty() => {
-                    let batch = match joined {
-                        Ok(x) => x,
-                        Err(e) => {
-                            tracing::error!(error = %e, "worker task failed");
-                            continue;
-                        }
-                    };
-                    if batch_max > 1 {
-                        if let Some(dir) = batch.first().and_then(|x| send_dir(&x.claimed.action)) {
-                            if let Some(i) = busy_dirs.iter().position(|d| *d == dir) {
-                                busy_dirs.swap_remove(i);
-                            }
-                        }
-                    }
-                    for executed in batch {
-                        unacked.push(self.judge().outcome(executed, &mut link, &mut summary)?);
-                        oldest_unacked.get_or_insert_with(Instant::now);
-                    }
-                }
-                _ = wake.notified() => {}
-                _ = tokio::time::sleep(timer) => {}
-                _ = stop.changed() => {}
+            if self.cfg.exit_when_drained && st.quiet() && self.drained(&mut st.summary)? {
+                break;
             }
+            self.wait(&mut st, &wake, &mut stop).await?;
         }
-
-        // Stopping: the flush under way completes and its batch is recorded first.
-        if let Some(flushed) = flush_task.join_next().await {
-            let flushed = flushed
-                .unwrap_or_else(|e| Err(ConnError::transient(format!("flush task failed: {e}"))));
-            self.record(std::mem::take(&mut flushing), flushed, &mut link)?;
-        }
-        // Whatever was claimed but not started goes back as a retry, ready now.
-        let mut rest: Vec<Outcome> = std::mem::take(&mut unacked);
-        while let Some(Ok(batch)) = executing.try_join_next() {
-            for executed in batch {
-                rest.push(self.judge().outcome(executed, &mut link, &mut summary)?);
-            }
-        }
-        // Tasks still running here are abandoned mid-action: a send may leave its temp.
-        let abandoned = !executing.is_empty();
-        executing.abort_all();
-        if !rest.is_empty() {
-            self.acknowledge(&mut rest, &mut link).await?;
-        }
-        self.unclaim(&mut ready)?;
-        self.clean_end.store(!abandoned, Ordering::SeqCst);
-        Ok(summary)
+        self.finish(st).await
     }
 
-    /// One look at the directories complete-sync may have to remove (see [`empty_dirs`]).
-    /// A failure leaves them due: looked at again after a backoff, or after reconnecting.
-    async fn remove_empty_dirs(
-        &self,
-        link: &mut Link,
-        dirs: &mut DirLook,
-        stopping: impl Fn() -> bool,
-    ) -> Result<(), StateError> {
-        let end = empty_dirs::remove_due(
-            self.conn.as_ref(),
-            &self.queue,
-            &self.source_root,
-            self.source.as_deref(),
-            stopping,
-        )
-        .await?;
-        match end {
-            PassEnd::Done { waiting, .. } => {
-                dirs.attempt = 0;
-                dirs.retry_at = None;
-                dirs.waiting_at = waiting.then(|| DirLook::progress(&self.status));
-            }
-            // The engine pauses the mapping meanwhile; until it does, look again shortly.
-            PassEnd::SourceAway => {
-                dirs.retry_at = Some(Instant::now() + Duration::from_secs(1));
-            }
-            PassEnd::Failed(e) if e.kind == ErrorKind::ConnectionLost => {
-                tracing::warn!(error = %e.message, "connection lost; pausing");
-                self.status.set_error(&e.message);
-                link.disconnect();
-                self.queue.request_dirs_check();
-            }
-            PassEnd::Failed(e) => {
-                let delay = self.cfg.retry.retry_delay(dirs.attempt);
-                dirs.attempt = dirs.attempt.saturating_add(1);
-                tracing::warn!(error = %e.message, retry_in = ?delay, "cannot remove a directory the source no longer has; will try again");
-                self.status.set_error(&e.message);
-                dirs.retry_at = Some(Instant::now() + delay);
-            }
+    /// While disconnected: claimed work that has not started goes back to the queue, so that
+    /// status shows it as waiting rather than in flight during the outage; results that came
+    /// back before the pause are recorded once nothing executes.
+    async fn pause(&self, st: &mut RunState) -> Result<(), StateError> {
+        if st.work.has_ready() {
+            st.work.unclaim()?;
+        }
+        if st.work.executing.is_empty() && st.acks.has_unacked() {
+            st.acks.acknowledge_now(&mut st.link).await?;
         }
         Ok(())
     }
 
-    /// Where the fallback work of this mapping is filed (see [`fallback`]).
+    /// Connects; `false` when that failed (after a backoff), or a sweep right after it lost
+    /// the link again: the loop starts over.
+    async fn connect(
+        &self,
+        st: &mut RunState,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<bool, HandlerError> {
+        if let Err(e) = self.conn.connect().await {
+            self.connect_failed(st, e, stop).await?;
+            return Ok(false);
+        }
+        st.link.connected();
+        st.ever_connected = true;
+        st.reconnect_attempt = 0;
+        tracing::info!(destination = %self.conn.describe(), "connected");
+        let recovered = self
+            .recovered
+            .lock()
+            .map(|mut r| std::mem::take(&mut *r))
+            .unwrap_or_default();
+        if !recovered.is_empty() {
+            if let Err(e) = self.conn.cleanup(&recovered).await {
+                tracing::warn!(error = %e.message, "cleanup after a crash failed");
+            }
+        }
+        // One sweep attempt per run, after the first successful connect.
+        if !st.swept {
+            st.swept = true;
+            self.sweep_if_due(&mut st.link).await?;
+        }
+        Ok(st.link.is_up())
+    }
+
+    /// A failed connect: gives up where `sync` says so (a refused setup, or a destination
+    /// never reached), else waits out a capped, jittered backoff or a stop.
+    async fn connect_failed(
+        &self,
+        st: &mut RunState,
+        e: ConnError,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<(), HandlerError> {
+        st.link.disconnect();
+        self.status.set_error(&e.message);
+        if e.kind == ErrorKind::Setup && self.cfg.fail_on_setup_error {
+            return Err(HandlerError::Setup(e.message));
+        }
+        if !st.ever_connected
+            && self
+                .cfg
+                .give_up_unreached_after
+                .is_some_and(|n| st.reconnect_attempt + 1 >= n)
+        {
+            return Err(HandlerError::Setup(format!(
+                "cannot reach the destination after {} attempts: {}",
+                st.reconnect_attempt + 1,
+                e.message
+            )));
+        }
+        let delay = backoff(
+            self.cfg.reconnect_base,
+            self.cfg.reconnect_cap,
+            st.reconnect_attempt,
+        );
+        st.reconnect_attempt = st.reconnect_attempt.saturating_add(1);
+        tracing::warn!(error = %e.message, retry_in = ?delay, "cannot connect");
+        tokio::select! {
+            biased;
+            _ = tokio::time::sleep(delay) => {}
+            _ = stop.changed() => {}
+        }
+        Ok(())
+    }
+
+    /// `sync`: whether nothing is left to do (parked and held actions aside), recording
+    /// those in `summary`.
+    fn drained(&self, summary: &mut Summary) -> Result<bool, StateError> {
+        let counts = self.queue.counts()?;
+        if counts.pending + counts.retrying + counts.in_flight != 0 {
+            return Ok(false);
+        }
+        summary.parked = counts.failed;
+        summary.held = counts.held;
+        summary.deletions_held = counts.deletions_held;
+        Ok(true)
+    }
+
+    /// Waits for a result, new work, a timer, or a stop, and takes in what came back.
+    async fn wait(
+        &self,
+        st: &mut RunState,
+        wake: &Notify,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<(), HandlerError> {
+        // The queue's next ready time only matters when a worker is idle with nothing to hand
+        // it: a busy handler is woken by the next result anyway. (Asking SQLite after every
+        // result scanned the whole queue each time: 64% of a 10,000-file sync.)
+        let idle = st.link.is_up() && st.work.wants_work();
+        let mut timer = self.next_wake(st.acks.timer(), idle)?;
+        if let Some(at) = st.dirs.retry_at() {
+            timer = timer.min(at.saturating_duration_since(Instant::now()));
+        }
+        let timer = timer.max(Duration::from_millis(1));
+        // `biased`: polled in this order, so that a simulated run replays exactly (an
+        // unbiased select draws its order from a random source nobody can seed).
+        tokio::select! {
+            biased;
+            Some(flushed) = st.acks.next_flush(), if st.acks.is_flushing() => {
+                st.acks.flush_ended(flushed, &mut st.link)?;
+            }
+            Some(joined) = st.work.executing.join_next(), if !st.work.executing.is_empty() => {
+                match joined {
+                    Ok(batch) => {
+                        st.work.finished(&batch);
+                        for executed in batch {
+                            let outcome = self.judge().outcome(executed, &mut st.link, &mut st.summary)?;
+                            st.acks.push(outcome);
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "worker task failed"),
+                }
+            }
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(timer) => {}
+            _ = stop.changed() => {}
+        }
+        Ok(())
+    }
+
+    /// Stopping: the flush under way completes and its batch is recorded first; results that
+    /// came back are acknowledged; whatever was claimed but not started goes back as a retry,
+    /// ready now.
+    async fn finish(&self, mut st: RunState) -> Result<Summary, HandlerError> {
+        let mut rest = st.acks.finish(&mut st.link).await?;
+        while let Some(Ok(batch)) = st.work.executing.try_join_next() {
+            for executed in batch {
+                rest.push(
+                    self.judge()
+                        .outcome(executed, &mut st.link, &mut st.summary)?,
+                );
+            }
+        }
+        // Tasks still running here are abandoned mid-action: a send may leave its temp.
+        let abandoned = !st.work.executing.is_empty();
+        st.work.executing.abort_all();
+        if !rest.is_empty() {
+            st.acks.acknowledge(rest, &mut st.link).await?;
+        }
+        st.work.unclaim()?;
+        self.clean_end.store(!abandoned, Ordering::SeqCst);
+        Ok(st.summary)
+    }
+
+    /// Where the fallback work of this mapping is filed (see `fallback`).
     fn repairs(&self) -> Repairs<'_> {
         Repairs {
             queue: &self.queue,
@@ -512,7 +370,7 @@ impl Handler {
         }
     }
 
-    /// What becomes of executed actions (see [`policy`]).
+    /// What becomes of executed actions (see `policy`).
     fn judge(&self) -> Policy<'_> {
         Policy {
             cfg: &self.cfg,
@@ -529,21 +387,6 @@ impl Handler {
             policy: Arc::clone(&self.policy),
             source: self.source.clone(),
         }
-    }
-
-    /// Gives claimed actions that never started back to the queue, ready now, without
-    /// counting an attempt or touching their last error.
-    fn unclaim(&self, ready: &mut VecDeque<Claimed>) -> Result<(), StateError> {
-        let back: Vec<Outcome> = ready
-            .drain(..)
-            .map(|c| Outcome::Retry {
-                id: c.id,
-                error: String::new(),
-                ready_at: 0,
-                failed: false,
-            })
-            .collect();
-        self.queue.finish(&back)
     }
 
     /// How long to sleep when nothing else wakes us. `idle`: connected with a free worker and
@@ -569,52 +412,80 @@ impl Handler {
         }
         Ok(wait.max(Duration::from_millis(1)))
     }
+}
 
-    /// Flushes the destination, then records the outcomes. A failed flush turns the
-    /// successes back into retries: they were not proven durable.
-    async fn acknowledge(
-        &self,
-        unacked: &mut Vec<Outcome>,
-        link: &mut Link,
-    ) -> Result<(), StateError> {
-        let batch = std::mem::take(unacked);
-        let any_done = batch.iter().any(|o| matches!(o, Outcome::Done { .. }));
-        let flushed = if any_done {
-            self.conn.flush().await
-        } else {
-            Ok(())
-        };
-        self.record(batch, flushed, link)
+/// What one `run` keeps between turns of its loop.
+struct RunState {
+    work: Workers,
+    acks: Acks,
+    /// Whether the destination is reachable: [`Link::disconnect`] is the one way to mark it
+    /// lost, for the handler and for `status` at once.
+    link: Link,
+    dirs: EmptyDirs,
+    /// Failed connects in a row, for the backoff.
+    reconnect_attempt: u32,
+    /// Reached the destination once in this run (`give_up_unreached_after` no longer counts).
+    ever_connected: bool,
+    /// When a stop was asked: executing actions get `stop_grace` to finish.
+    stopping_since: Option<Instant>,
+    /// The sweep for temporary files was tried (once per run).
+    swept: bool,
+    summary: Summary,
+}
+
+impl RunState {
+    fn new(h: &Handler) -> Self {
+        RunState {
+            work: Workers::new(h.context(), h.cfg.workers),
+            acks: Acks::new(
+                Arc::clone(&h.conn),
+                Arc::clone(&h.queue),
+                Arc::clone(&h.status),
+            ),
+            link: Link::new(Arc::clone(&h.status)),
+            dirs: EmptyDirs::new(
+                Arc::clone(&h.conn),
+                Arc::clone(&h.queue),
+                h.source_root.clone(),
+                h.source.clone(),
+                Arc::clone(&h.status),
+                h.cfg.retry,
+            ),
+            reconnect_attempt: 0,
+            ever_connected: false,
+            stopping_since: None,
+            swept: false,
+            summary: Summary::default(),
+        }
     }
 
-    /// Records a batch of outcomes after its flush: a failed flush turns the successes back
-    /// into retries.
-    fn record(
-        &self,
-        batch: Vec<Outcome>,
-        flushed: Result<(), ConnError>,
-        link: &mut Link,
-    ) -> Result<(), StateError> {
-        if let Err(e) = flushed {
-            tracing::warn!(error = %e.message, "flush failed; actions will be replayed");
-            self.status.set_error(&e.message);
-            if e.kind == ErrorKind::ConnectionLost {
-                link.disconnect();
-            }
-            let retried: Vec<Outcome> = batch
-                .into_iter()
-                .map(|o| match o {
-                    Outcome::Done { id, .. } => Outcome::Retry {
-                        id,
-                        error: e.message.clone(),
-                        ready_at: 0,
-                        failed: false,
-                    },
-                    other => other,
-                })
-                .collect();
-            return self.queue.finish(&retried);
+    /// Notes a stop request; true once it is time to leave the loop: nothing executes, or the
+    /// grace period is over.
+    fn should_end(&mut self, stop_requested: bool, grace: Duration) -> bool {
+        if stop_requested && self.stopping_since.is_none() {
+            self.stopping_since = Some(Instant::now());
         }
-        self.queue.finish(&batch)
+        self.stopping_since
+            .is_some_and(|since| self.work.executing.is_empty() || since.elapsed() >= grace)
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping_since.is_some()
+    }
+
+    /// Whether to start acknowledging the results so far (see [`Acks::due`]).
+    fn ack_due(&self, cfg: &HandlerConfig) -> bool {
+        let executing = !self.work.executing.is_empty();
+        self.acks.due(cfg, executing, self.stopping())
+    }
+
+    /// Disconnected, not stopping, and nothing executing: (re)connect before handing out work.
+    fn may_connect(&self) -> bool {
+        !self.link.is_up() && !self.stopping() && self.work.executing.is_empty()
+    }
+
+    /// Connected with nothing claimed, executing or waiting for acknowledgement.
+    fn quiet(&self) -> bool {
+        self.link.is_up() && self.work.is_idle() && self.acks.is_empty()
     }
 }
