@@ -1,6 +1,6 @@
 //! The queue's merge rules as pure logic: given what is pending and one incoming action,
 //! which rows to put and remove. Kept apart from SQL so that every rule is a case in the
-//! table of `tests` below; [`crate::queue`] applies the changes inside a transaction.
+//! table of `tests` below; [`crate::state`] applies the changes inside a transaction.
 //!
 //! Rules (latest intent wins, at most one pending action per key):
 //! - send+send → send; send+delete → delete; delete+send → send.
