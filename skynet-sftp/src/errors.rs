@@ -96,6 +96,20 @@ pub(crate) fn is_missing(err: &ssh2::Error) -> bool {
     matches!(sftp_code(err), Some(FX_NO_SUCH_FILE | FX_NO_SUCH_PATH))
 }
 
+/// Whether a handshake failed in the key exchange. libssh2 gives the same code whether the
+/// two sides share no algorithm or the connection dropped mid-exchange (a server restarting):
+/// only the first repeats on a fresh connection (see `Link::open`).
+pub(crate) fn is_kex_failure(err: &ssh2::Error) -> bool {
+    matches!(
+        err.code(),
+        ErrorCode::Session(
+            LIBSSH2_ERROR_KEX_FAILURE
+                | LIBSSH2_ERROR_METHOD_NOT_SUPPORTED
+                | LIBSSH2_ERROR_ALGO_UNSUPPORTED
+        )
+    )
+}
+
 /// Classifies a libssh2 error from `op` on `path` (if any) of `server`.
 pub(crate) fn classify(err: &ssh2::Error, op: Op, server: &str, path: Option<&Path>) -> ConnError {
     let what = match path {

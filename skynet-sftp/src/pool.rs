@@ -32,19 +32,18 @@ const KEEPALIVE_SECS: u32 = 15;
 impl Link {
     pub(crate) fn open(cfg: &SftpConfig) -> Result<Link, ConnError> {
         let server = cfg.server();
-        let tcp = connect_tcp(cfg)?;
-        let tcp_handle = tcp
-            .try_clone()
-            .map_err(|e| ConnError::connection_lost(format!("{server}: socket: {e}")))?;
-        let mut session = Session::new().map_err(|e| classify(&e, Op::Handshake, &server, None))?;
-        session.set_tcp_stream(tcp);
-        // Bounds every blocking libssh2 call, so a silent peer surfaces as a timeout
-        // (→ ConnectionLost) instead of a hang.
-        session.set_timeout(timeout_ms(cfg.timeout));
-        crate::hostkey::prefer_known_types(&session, cfg);
-        session
-            .handshake()
-            .map_err(|e| classify(&e, Op::Handshake, &server, None))?;
+        // A key exchange cut short by a dropped connection (a server restarting) fails with
+        // the same code as two sides that share no algorithm; a mismatch repeats on a fresh
+        // connection, a drop does not (it then fails as a lost connection, or succeeds). Taken
+        // for a setup error, the drop ended a `sync` in the middle of an outage.
+        let (session, tcp_handle) = match handshake(cfg) {
+            Err(e) if is_kex_failure(&e) => handshake(cfg),
+            first => first,
+        }
+        .map_err(|e| match e {
+            Handshake::Failed(e) => classify(&e, Op::Handshake, &server, None),
+            Handshake::Conn(e) => e,
+        })?;
         crate::hostkey::verify(&session, cfg)?;
         crate::auth::authenticate(&session, cfg)?;
         session.set_keepalive(true, KEEPALIVE_SECS);
@@ -71,6 +70,34 @@ impl Link {
         let _ = self.tcp.shutdown(std::net::Shutdown::Both);
         drop(self);
     }
+}
+
+/// Why a handshake did not happen: the TCP connection (already classified), or libssh2.
+enum Handshake {
+    Conn(ConnError),
+    Failed(ssh2::Error),
+}
+
+fn is_kex_failure(e: &Handshake) -> bool {
+    matches!(e, Handshake::Failed(e) if crate::errors::is_kex_failure(e))
+}
+
+/// A TCP connection and an SSH session on it, past the handshake (host key not checked yet),
+/// with a handle on the socket.
+fn handshake(cfg: &SftpConfig) -> Result<(Session, TcpStream), Handshake> {
+    let server = cfg.server();
+    let tcp = connect_tcp(cfg).map_err(Handshake::Conn)?;
+    let tcp_handle = tcp.try_clone().map_err(|e| {
+        Handshake::Conn(ConnError::connection_lost(format!("{server}: socket: {e}")))
+    })?;
+    let mut session = Session::new().map_err(Handshake::Failed)?;
+    session.set_tcp_stream(tcp);
+    // Bounds every blocking libssh2 call, so a silent peer surfaces as a timeout
+    // (→ ConnectionLost) instead of a hang.
+    session.set_timeout(timeout_ms(cfg.timeout));
+    crate::hostkey::prefer_known_types(&session, cfg);
+    session.handshake().map_err(Handshake::Failed)?;
+    Ok((session, tcp_handle))
 }
 
 fn timeout_ms(d: Duration) -> u32 {

@@ -33,6 +33,8 @@ pub struct SshServer {
     user: String,
     child: Option<Child>,
     extra_host_keys: Vec<PathBuf>,
+    /// Further `sshd_config` lines (see [`SshServer::restrict_kex`]).
+    extra_config: Vec<String>,
     /// The `Subsystem sftp` command: `internal-sftp`, or a logging `sftp-server` (see
     /// [`SshServer::start_logging_sftp`]).
     sftp_subsystem: String,
@@ -219,6 +221,7 @@ impl SshServer {
             user,
             child: None,
             extra_host_keys: Vec::new(),
+            extra_config: Vec::new(),
             sftp_subsystem: "internal-sftp".to_string(),
         };
         if let Some(refused) = sftp_log {
@@ -271,6 +274,7 @@ impl SshServer {
             .extra_host_keys
             .iter()
             .map(|k| format!("HostKey {}\n", k.display()))
+            .chain(self.extra_config.iter().map(|l| format!("{l}\n")))
             .collect();
         fs::write(self.config_path(), config + &extra).expect("write sshd_config");
         run(Command::new(SSHD)
@@ -470,6 +474,16 @@ impl SshServer {
         self.write_config();
         self.restart();
         fs::read_to_string(path.with_extension("pub")).expect("rsa host key")
+    }
+
+    /// Offers only these key exchange algorithms (`KexAlgorithms`), and restarts: a server
+    /// with which a client shares none.
+    pub fn restrict_kex(&mut self, algorithms: &str) {
+        self.extra_config
+            .push(format!("KexAlgorithms {algorithms}"));
+        self.stop();
+        self.write_config();
+        self.restart();
     }
 
     /// sshd's log so far.
