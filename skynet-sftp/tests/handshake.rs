@@ -63,8 +63,7 @@ fn pump(client: TcpStream, server: TcpStream, limit: Option<usize>) {
     thread::spawn(move || {
         let mut buf = [0u8; 4096];
         let mut passed = 0usize;
-        loop {
-            let Ok(n) = s_in.read(&mut buf) else { break };
+        while let Ok(n) = s_in.read(&mut buf) {
             if n == 0 {
                 break;
             }
