@@ -525,6 +525,40 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 mod tests {
     use super::*;
 
+    /// The defaults the help shows are the engine's (written once, in `skynet_core::retry`
+    /// and `HandlerConfig`): a changed default cannot leave the help telling another story.
+    #[test]
+    fn the_help_shows_the_engines_defaults() {
+        use clap::CommandFactory;
+        use skynet_core::retry::{RetryPolicy, DEFAULT_WORKERS};
+        let show = |d: Duration| match d.as_secs() {
+            s if s >= 60 && s % 60 == 0 => format!("{}m", s / 60),
+            s => format!("{s}s"),
+        };
+        let retry = RetryPolicy::default();
+        let handler = skynet_core::HandlerConfig::default();
+        let cli = Cli::command();
+        let run = cli.find_subcommand("run").expect("run subcommand");
+        for (arg, default) in [
+            ("workers", DEFAULT_WORKERS.to_string()),
+            ("max_attempts", retry.max_attempts.to_string()),
+            ("retry_delay", show(retry.base)),
+            ("retry_failed_after", show(retry.park_base)),
+            ("reconnect_max", show(handler.reconnect_cap)),
+        ] {
+            let help = run
+                .get_arguments()
+                .find(|a| a.get_id() == arg)
+                .and_then(|a| a.get_help())
+                .unwrap_or_else(|| panic!("--{arg} has no help"))
+                .to_string();
+            assert!(
+                help.contains(&format!("[default: {default}]")),
+                "--{arg}: the help says {help:?}, the engine's default is {default}"
+            );
+        }
+    }
+
     #[test]
     fn rates() {
         let r = |s: &str| parse_rate(s).map(NonZeroU64::get);
