@@ -100,3 +100,34 @@ fn sweep_removes_stray_temps_anywhere_and_keeps_a_queued_resumable_upload() {
     assert_eq!(second.sweep_temps(&HashSet::new()).expect("sweep"), 1);
     assert!(temps(&root).is_empty(), "{:?}", temps(&root));
 }
+
+/// `cleanup` after a restart, beside the sends that were in flight: a random temp (never
+/// resumable) and a directory moved aside go; a partial upload that the next send resumes
+/// stays; nothing elsewhere is looked at.
+#[test]
+fn cleanup_removes_random_temps_beside_in_flight_paths_and_keeps_resumable_ones() {
+    let server = SshServer::start();
+    let root = server.remote_dir("cleanup");
+    let local = server.scratch_dir().join("src");
+    fs::create_dir_all(&local).expect("mkdir");
+    let conn = SftpConnection::new(server.config(&root));
+    conn.connect().expect("connect");
+    let size = 2 * RESUME_MIN as usize;
+    let content: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+    let big = source(&local, "v.bin", &content);
+    let big_to = rel("d/v.bin");
+    let resumable = SftpConnection::resume_name(&big_to, &big);
+    fs::create_dir_all(root.join("d/.skynet-tmp.fedcba9876543210")).expect("plant dir");
+    fs::write(root.join("d").join(&resumable), &content[..size / 2]).expect("plant");
+    fs::write(root.join("d/.skynet-tmp.0123456789abcdef"), b"x").expect("plant");
+    fs::create_dir_all(root.join("e")).expect("mkdir");
+    fs::write(root.join("e/.skynet-tmp.0123456789abcdef"), b"x").expect("plant");
+
+    conn.cleanup(&[big_to.clone(), rel("gone/z")]).expect("cleanup");
+    assert_eq!(
+        temps(&root),
+        vec![format!("d/{resumable}"), "e/.skynet-tmp.0123456789abcdef".into()]
+    );
+    let sent = conn.send(&big, &big_to).expect("send");
+    assert_eq!(sent, (size - size / 2) as u64, "resumed, not restarted");
+}
