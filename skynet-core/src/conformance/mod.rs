@@ -183,7 +183,10 @@ impl<'a> Check<'a> {
             scratch: tempfile::tempdir().expect("scratch dir"),
         };
         let left: Vec<String> = check.files().await.keys().map(|p| p.display()).collect();
-        assert!(left.is_empty(), "{name}: destination must start empty: {left:?}");
+        assert!(
+            left.is_empty(),
+            "{name}: destination must start empty: {left:?}"
+        );
         check
     }
 
@@ -238,7 +241,10 @@ impl<'a> Check<'a> {
         let mut streamed = Vec::new();
         std::io::Seek::seek(&mut copy, std::io::SeekFrom::Start(0)).expect("seek");
         std::io::Read::read_to_end(&mut copy, &mut streamed).expect("read the copy");
-        assert!(streamed == got, "{name}: {case}: downloaded bytes of {path} differ");
+        assert!(
+            streamed == got,
+            "{name}: {case}: downloaded bytes of {path} differ"
+        );
         Some(got)
     }
 

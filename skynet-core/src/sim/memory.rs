@@ -291,6 +291,7 @@ mod tests {
         let dest = MemoryDestination::new(Duration::ZERO, 1);
         let opts = crate::conformance::Options {
             removes_empty_dirs: true,
+            writes_temps: true,
             ..Default::default()
         };
         crate::conformance::run(&dest, &opts).await;
