@@ -277,6 +277,12 @@ mod tests {
             rate(u32::MAX as u64),
         );
         assert_eq!(conn.send_batch_size(), conn.inner().send_batch_size());
-        crate::conformance::run(&conn, &Default::default()).await;
+        let opts = crate::conformance::Options {
+            verify_proves: crate::conformance::Proof::Content,
+            writes_temps: true,
+            removes_empty_dirs: true,
+            ..Default::default()
+        };
+        crate::conformance::run(&conn, &opts).await;
     }
 }

@@ -6,7 +6,7 @@
 //! `InternalError (HTTP 500)` (ENAMETOOLONG), whatever the client does; real S3 takes 1024-byte
 //! keys. The suite is told so with `max_name_len`.
 
-use skynet_core::conformance::{run, Options};
+use skynet_core::conformance::{run, Options, Proof};
 use skynet_s3::testing::S3Server;
 use skynet_s3::S3Connection;
 
@@ -22,6 +22,10 @@ async fn run_suite(bucket: &str, prefix: &str) {
             non_utf8_names: false,
             max_name_len: 100,
             removes_empty_dirs: true,
+            // A single PUT carries its CRC32C, which s3s-fs keeps (see `verify.rs`).
+            verify_proves: Proof::Content,
+            // PUTs are atomic: no temporaries, so cleanup and sweep keep the defaults.
+            writes_temps: false,
             ..Options::default()
         },
     )

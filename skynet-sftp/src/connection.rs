@@ -112,6 +112,12 @@ impl BlockingConnection for SftpConnection {
         result
     }
 
+    /// Removes the random-named temps beside the sends that were in flight; partial uploads
+    /// that can resume are kept for their next send.
+    fn cleanup(&self, near: &[RelPath]) -> Result<(), ConnError> {
+        self.with_link(|link| self.uploads.cleanup(&self.fs, link, near))
+    }
+
     /// Walks the whole tree (one `readdir` per directory), keeping the partial uploads of the
     /// queued sends, which can resume.
     fn sweep_temps(&self, queued: &HashSet<RelPath>) -> Result<u64, ConnError> {

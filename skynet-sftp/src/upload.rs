@@ -352,6 +352,48 @@ impl Uploads {
         }
     }
 
+    /// After a restart: removes the temporaries beside `near`, the targets of the sends that
+    /// were in flight (one `readdir` per parent directory), except resumable ones, which the
+    /// next send of their target resumes (and a sweep removes when none is queued). A lost
+    /// connection stops it; any other failure skips that directory.
+    pub(crate) fn cleanup(
+        &self,
+        fs: &RemoteFs,
+        link: &Link,
+        near: &[RelPath],
+    ) -> Result<(), ConnError> {
+        let dirs: std::collections::BTreeSet<PathBuf> = near
+            .iter()
+            .map(|to| fs.remote(to).parent().unwrap_or(fs.root()).to_path_buf())
+            .collect();
+        let resumable = format!("{TEMP_PREFIX}r");
+        for dir in dirs {
+            let entries = match fs.readdir(link, &dir) {
+                Ok(entries) => entries,
+                Err(e) if is_lost(&e) => return Err(e),
+                Err(_) => continue,
+            };
+            for (path, st) in entries {
+                let name = path.file_name().map(|n| n.as_bytes()).unwrap_or_default();
+                if !is_temp_name(name) || name.starts_with(resumable.as_bytes()) {
+                    continue;
+                }
+                tracing::debug!(server = %fs.server(), temp = %path.display(), "removing a temporary file left by a crash");
+                // OpenSSH's readdir attributes come from lstat: a link is removed, not followed.
+                let removed = if st.is_dir() {
+                    fs.remove_tree(link, &path)
+                } else {
+                    fs.unlink(link, &path)
+                };
+                match removed {
+                    Err(e) if is_lost(&e) => return Err(e),
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Removes the temporaries under the root, recursively, except resumable ones named in
     /// `keep` (resume prefix → target) that still sit beside their target; those are
     /// remembered as leftovers. Returns how many were removed.

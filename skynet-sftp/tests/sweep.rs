@@ -1,6 +1,8 @@
-//! `sweep_temps` against a real OpenSSH sshd: what a run killed mid-send leaves (temp files,
-//! some carried away by a directory rename since, a directory moved aside) is removed, while
-//! the partial upload of a queued send stays and is resumed.
+//! Temporaries against a real OpenSSH sshd, where SFTP differs from other backends: partial
+//! uploads that can resume. `sweep_temps` keeps the one of a queued send (which then resumes)
+//! and removes the others; `cleanup` keeps them all. What every backend does with ordinary
+//! temporaries (anywhere, carried by a rename, a directory moved aside) is checked by the
+//! conformance suite (`skynet_core::conformance::sweep_temps`, `cleanup`).
 
 use std::collections::HashSet;
 use std::fs;
@@ -38,21 +40,17 @@ fn temps(root: &Path) -> Vec<String> {
 }
 
 #[test]
-fn sweep_removes_stray_temps_anywhere_and_keeps_a_queued_resumable_upload() {
+fn sweep_keeps_only_the_resumable_upload_of_a_queued_send() {
     let server = SshServer::start();
     let root = server.remote_dir("sweep");
     let local = server.scratch_dir().join("src");
     fs::create_dir_all(&local).expect("mkdir");
 
-    // The run that gets killed: a real file in `a/`, then (by hand) what its sends in flight
-    // would leave: a random temp beside it, and a directory moved aside by a rename.
+    // The run that gets killed: a real file in `a/`.
     let first = SftpConnection::new(server.config(&root));
     first.connect().expect("connect");
     let small = source(&local, "x", b"hello");
     first.send(&small, &rel("a/x")).expect("send");
-    fs::write(root.join("a/.skynet-tmp.0123456789abcdef"), b"hel").expect("plant");
-    fs::create_dir_all(root.join(".skynet-tmp.fedcba9876543210/inner")).expect("plant dir");
-    fs::write(root.join(".skynet-tmp.fedcba9876543210/inner/f"), b"x").expect("plant");
 
     // A big send cut off half-way: its resumable temp, where the next send will look.
     let size = 3 * RESUME_MIN as usize;
@@ -66,8 +64,7 @@ fn sweep_removes_stray_temps_anywhere_and_keeps_a_queued_resumable_upload() {
     let gone = SftpConnection::resume_name(&rel("big/gone.bin"), &big);
     fs::write(root.join("big").join(&gone), &content[..1000]).expect("plant");
 
-    // After the kill, the source renamed `a` to `b`; the restart replays the move remotely and
-    // the temp travels with it, out of reach of a cleanup beside the in-flight path.
+    // After the kill, the source renamed `a` to `b`; the restart replays the move remotely.
     drop(first);
     let second = SftpConnection::new(server.config(&root));
     second.connect().expect("connect");
@@ -76,11 +73,11 @@ fn sweep_removes_stray_temps_anywhere_and_keeps_a_queued_resumable_upload() {
     // the send will never find it there.
     let carried = SftpConnection::resume_name(&big_to, &small);
     fs::write(root.join("b").join(&carried), b"partial").expect("plant");
-    assert_eq!(temps(&root).len(), 5, "{:?}", temps(&root));
+    assert_eq!(temps(&root).len(), 3, "{:?}", temps(&root));
 
     let queued: HashSet<RelPath> = [big_to.clone()].into_iter().collect();
     let removed = second.sweep_temps(&queued).expect("sweep");
-    assert_eq!(removed, 4, "left: {:?}", temps(&root));
+    assert_eq!(removed, 2, "left: {:?}", temps(&root));
     assert_eq!(temps(&root), vec![format!("big/{resumable}")]);
     assert_eq!(fs::read(root.join("b/x")).expect("b/x"), b"hello");
     assert!(
@@ -99,4 +96,39 @@ fn sweep_removes_stray_temps_anywhere_and_keeps_a_queued_resumable_upload() {
     fs::write(root.join("big").join(&resumable), &content[..10]).expect("plant");
     assert_eq!(second.sweep_temps(&HashSet::new()).expect("sweep"), 1);
     assert!(temps(&root).is_empty(), "{:?}", temps(&root));
+}
+
+/// `cleanup` after a restart, beside the sends that were in flight: a random temp (never
+/// resumable) and a directory moved aside go; a partial upload that the next send resumes
+/// stays; nothing elsewhere is looked at.
+#[test]
+fn cleanup_removes_random_temps_beside_in_flight_paths_and_keeps_resumable_ones() {
+    let server = SshServer::start();
+    let root = server.remote_dir("cleanup");
+    let local = server.scratch_dir().join("src");
+    fs::create_dir_all(&local).expect("mkdir");
+    let conn = SftpConnection::new(server.config(&root));
+    conn.connect().expect("connect");
+    let size = 2 * RESUME_MIN as usize;
+    let content: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+    let big = source(&local, "v.bin", &content);
+    let big_to = rel("d/v.bin");
+    let resumable = SftpConnection::resume_name(&big_to, &big);
+    fs::create_dir_all(root.join("d/.skynet-tmp.fedcba9876543210")).expect("plant dir");
+    fs::write(root.join("d").join(&resumable), &content[..size / 2]).expect("plant");
+    fs::write(root.join("d/.skynet-tmp.0123456789abcdef"), b"x").expect("plant");
+    fs::create_dir_all(root.join("e")).expect("mkdir");
+    fs::write(root.join("e/.skynet-tmp.0123456789abcdef"), b"x").expect("plant");
+
+    conn.cleanup(&[big_to.clone(), rel("gone/z")])
+        .expect("cleanup");
+    assert_eq!(
+        temps(&root),
+        vec![
+            format!("d/{resumable}"),
+            "e/.skynet-tmp.0123456789abcdef".into()
+        ]
+    );
+    let sent = conn.send(&big, &big_to).expect("send");
+    assert_eq!(sent, (size - size / 2) as u64, "resumed, not restarted");
 }

@@ -22,6 +22,26 @@ fn without_blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -
         .expect("blocked on a special file")
 }
 
+/// The default verdict, which every backend's `verify` starts from: one line naming the
+/// path and, for another size, both sizes.
+#[test]
+fn verify_size_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("f");
+    std::fs::write(&f, b"0123456789").unwrap();
+    let file = SourceFile::stat(&f).unwrap();
+    let path = RelPath::from_bytes(b"d/f").unwrap();
+    assert_eq!(verify_size(&file, &path, Some(10)), Verification::SizeOnly);
+    let short = verify_size(&file, &path, Some(5));
+    crate::conformance::expect_mismatch(
+        &short,
+        "d/f: destination holds 5 bytes, local file has 10",
+    );
+    let missing = verify_size(&file, &path, None);
+    crate::conformance::expect_mismatch(&missing, "d/f: not at the destination");
+    assert!(!missing.holds());
+}
+
 #[test]
 fn open_reads_the_file_that_was_stated() {
     let dir = tempfile::tempdir().unwrap();

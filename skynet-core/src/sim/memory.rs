@@ -248,10 +248,12 @@ impl Connection for MemoryDestination {
         Ok(())
     }
 
+    /// Every temporary, including the files of a directory moved aside under a temp name
+    /// (the contract's "directory moved aside"), not only files named as temps.
     async fn sweep_temps(&self, _queued: &HashSet<RelPath>) -> Result<u64, ConnError> {
         let files = &mut self.lock().files;
         let before = files.len();
-        files.retain(|p, _| !is_temp_name(p.file_name()));
+        files.retain(|p, _| !p.as_bytes().split(|b| *b == b'/').any(is_temp_name));
         Ok((before - files.len()) as u64)
     }
 
@@ -289,8 +291,30 @@ mod tests {
         let dest = MemoryDestination::new(Duration::ZERO, 1);
         let opts = crate::conformance::Options {
             removes_empty_dirs: true,
+            writes_temps: true,
             ..Default::default()
         };
         crate::conformance::run(&dest, &opts).await;
+    }
+
+    /// A directory moved aside under a temp name goes with the sweep, as on a filesystem.
+    #[tokio::test]
+    async fn sweep_removes_a_directory_moved_aside() {
+        let dest = MemoryDestination::new(Duration::ZERO, 1);
+        let scratch = tempfile::tempdir().unwrap();
+        let one = crate::conformance::local_file(scratch.path(), "one", b"1");
+        let rel = crate::conformance::rel;
+        let aside = format!("d/{TEMP_PREFIX}0123456789abcdef/inner/f");
+        dest.send(&one, &rel(&aside)).await.unwrap();
+        dest.send(&one, &rel("d/keep")).await.unwrap();
+        assert_eq!(dest.sweep_temps(&HashSet::new()).await.unwrap(), 1);
+        let left: Vec<RelPath> = dest
+            .list()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.path)
+            .collect();
+        assert_eq!(left, [rel("d/keep")]);
     }
 }
