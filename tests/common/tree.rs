@@ -97,10 +97,7 @@ pub fn wait_converged(
 
 /// True when no temporary upload file is left anywhere under `root`.
 pub fn no_temp_files(root: &Path) -> bool {
-    tree(root).keys().all(|k| {
-        let name = k.rsplit(|b| *b == b'/').next().unwrap_or(k);
-        !name.starts_with(b".skynet-tmp.")
-    })
+    tree(root).keys().all(|k| !is_temp_path(k))
 }
 
 /// True for the name of a temporary upload (`.skynet-tmp.` prefix), given a path.
