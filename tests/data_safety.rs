@@ -9,10 +9,6 @@ use common::*;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 /// `skynet sync` through `backend`, waited for.
 fn sync(s: &Scratch, backend: &Backend, extra: &[&str]) -> Output {
     backend

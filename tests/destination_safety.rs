@@ -112,12 +112,8 @@ fn a_delete_under_a_linked_parent_removes_nothing_outside() {
 
     std::fs::remove_dir_all(s.src.join("p/q")).unwrap();
     let out = s.sync(&["--complete-sync"]);
-    assert_eq!(snapshot(&outside), before, "{}", stderr_of(&out));
+    assert_eq!(snapshot(&outside), before, "{}", stderr(&out));
     assert_exit(&out, 0);
-}
-
-fn stderr_of(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// Every spelling of a destination inside the source (through a link, with `..`, with a
@@ -151,7 +147,7 @@ fn overlapping_destinations_are_refused_however_spelled() {
             .current_dir(base)
             .output()
             .unwrap();
-        let stderr = stderr_of(&out);
+        let stderr = stderr(&out);
         assert_eq!(out.status.code(), Some(2), "{dest}: {stderr}");
         let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("error")).collect();
         assert_eq!(errors.len(), 1, "{dest}: one line expected: {stderr}");

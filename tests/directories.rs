@@ -94,10 +94,6 @@ fn sync(s: &Scratch, backend: &Backend, extra: &[&str]) -> Output {
         .expect("run skynet sync")
 }
 
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 /// Asserts the folders and files at the destination, naming what differs.
 fn expect_dest(backend: &Backend, want_dirs: &[&str], want_files: &[&str], when: &str) {
     let root = on_disk(backend);

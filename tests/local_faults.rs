@@ -17,10 +17,6 @@ fn status_of(s: &Scratch) -> serde_json::Value {
     s.status()["mappings"][0].clone()
 }
 
-fn stderr_of(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 /// Watcher path: files queued by events (not yet sent: the settle time holds them) and
 /// deleted before the handler reads them end as nothing at all, not as failures.
 #[test]
@@ -130,7 +126,7 @@ fn unreadable_file_is_parked_and_named_while_the_others_arrive() {
     assert!(!probe.status.success(), "the account can read a 000 file");
 
     let out = s.sync(&["--max-attempts", "2", "--retry-delay", "50ms"]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert_eq!(std::fs::read(s.dst.join("ok/a.txt")).unwrap(), b"a");
     assert_eq!(std::fs::read(s.dst.join("b.txt")).unwrap(), b"b");
     assert!(!s.dst.join("secret/locked.txt").exists());
@@ -282,7 +278,7 @@ impl Tmpfs {
         assert!(
             out.status.success(),
             "cannot mount a tmpfs (the test needs root with CAP_SYS_ADMIN): {}",
-            stderr_of(&out)
+            stderr(&out)
         );
         Tmpfs(at.to_path_buf())
     }
@@ -298,7 +294,7 @@ impl Tmpfs {
             .arg(&self.0)
             .output()
             .expect("run mount");
-        assert!(out.status.success(), "mount -o {opt}: {}", stderr_of(&out));
+        assert!(out.status.success(), "mount -o {opt}: {}", stderr(&out));
     }
 }
 

@@ -10,7 +10,7 @@ use common::*;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -439,24 +439,6 @@ fn multipart_survives_sigkill() {
     check_big(&s3, "k/big/video.bin", want, &|| {
         format!("first run:\n{first_log}\nrestart:\n{stderr}")
     });
-}
-
-/// The one line naming the problem; the whole stderr must not contain `secrets`.
-fn expect_setup_error(out: &Output, needles: &[&str], secrets: &[&str]) -> String {
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(2), "exit code; stderr: {stderr}");
-    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("error")).collect();
-    assert_eq!(errors.len(), 1, "exactly one error line expected: {stderr}");
-    for needle in needles {
-        assert!(
-            errors[0].contains(needle),
-            "error line should name {needle:?}: {stderr}"
-        );
-    }
-    for secret in secrets {
-        assert!(!stderr.contains(secret), "a secret leaked: {stderr}");
-    }
-    errors[0].to_string()
 }
 
 #[test]

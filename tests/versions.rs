@@ -61,11 +61,6 @@ fn contents(backend: &Backend) -> Tree {
     backend.contents().expect("read the destination")
 }
 
-fn json(out: &Output) -> serde_json::Value {
-    assert_exit(out, 0);
-    serde_json::from_slice(&out.stdout).expect("json")
-}
-
 fn kept_and_restored(s: &Scratch, backend: Backend) {
     write(&s.src, "keep.txt", b"keep");
     write(&s.src, "doomed.txt", b"old doomed");

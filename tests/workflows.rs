@@ -22,11 +22,6 @@ fn quoted(path: &Path) -> String {
     shell_words::quote(path.to_str().expect("utf-8 temp path")).into_owned()
 }
 
-fn json(out: &std::process::Output) -> serde_json::Value {
-    assert_exit(out, 0);
-    serde_json::from_slice(&out.stdout).expect("json on stdout")
-}
-
 /// Names that break shell scripts; every one must reach a command as one argument.
 fn hostile_names() -> Vec<&'static str> {
     vec![
