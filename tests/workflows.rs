@@ -18,10 +18,6 @@ use skynet_s3::testing::pseudo_random;
 type Tree = BTreeMap<Vec<u8>, Vec<u8>>;
 
 /// A quoted word for a command template (`--exec`, `--on-delivered`).
-fn quoted(path: &Path) -> String {
-    shell_words::quote(path.to_str().expect("utf-8 temp path")).into_owned()
-}
-
 /// Names that break shell scripts; every one must reach a command as one argument.
 fn hostile_names() -> Vec<&'static str> {
     vec![

@@ -38,3 +38,8 @@ pub fn calls(dir: &Path) -> Vec<Vec<Vec<u8>>> {
     out.sort();
     out
 }
+
+/// A path as one shell word, for a command template (`--exec`, `--on-delivered`).
+pub fn quoted(path: &Path) -> String {
+    shell_words::quote(path.to_str().expect("utf-8 temp path")).into_owned()
+}
