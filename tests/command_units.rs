@@ -162,7 +162,7 @@ fn a_removed_entry_is_deleted_and_a_failing_one_parks_then_recovers() {
         got.contains(&vec!["delete".to_string(), "gone".into()]),
         "{got:?}"
     );
-    let m = &s.status()["mappings"][0];
+    let m = &s.mapping();
     let entries = m["entries"].as_array().expect("entries");
     assert_eq!(entries.len(), 1, "{m}");
     assert_eq!(entries[0]["entry"], "kept", "{m}");
@@ -179,7 +179,7 @@ fn a_removed_entry_is_deleted_and_a_failing_one_parks_then_recovers() {
     let got = recorded(tools.path());
     let kept = got.iter().filter(|c| c[1] == "kept").count();
     assert_eq!(kept, 2, "{got:?}");
-    assert!(s.status()["mappings"][0]["entries"]
+    assert!(s.mapping()["entries"]
         .as_array()
         .is_some_and(|e| e.is_empty()));
 }
@@ -300,7 +300,7 @@ sleep 60"#,
         "waited {:?} for the command",
         asked.elapsed()
     );
-    let m = &s.status()["mappings"][0];
+    let m = &s.mapping();
     let entries = m["entries"].as_array().expect("entries");
     assert_eq!(entries.len(), 1, "{m}");
     assert_eq!(entries[0]["entry"], "big", "{m}");

@@ -17,11 +17,6 @@ fn sync(s: &Scratch, backend: &Backend, extra: &[&str]) -> Output {
         .expect("run skynet sync")
 }
 
-/// The first mapping of `status --json`.
-fn mapping(s: &Scratch) -> serde_json::Value {
-    s.status()["mappings"][0].clone()
-}
-
 /// Case 1 of issue 11: the source folder replaced by an empty one (what a mount point looks
 /// like when its disk is gone) must not wipe a complete-sync mirror. The deletions are held,
 /// `sync` exits 1 naming the count and the way to confirm, and confirming runs them.
@@ -44,7 +39,7 @@ fn an_emptied_source_deletes_nothing_until_confirmed(backend: Backend, s: Scratc
         mirrored,
         "the mirror was touched"
     );
-    let m = mapping(&s);
+    let m = s.mapping();
     assert_eq!(m["deletions_held"], 500, "{m}");
 
     // A second sync holds them still (and exits 1 again): nothing runs unconfirmed.
@@ -88,7 +83,7 @@ fn the_guard_lets_ordinary_deletions_through_and_counts_against_its_limit() {
     let out = s.sync(&["--complete-sync", "--max-delete", "0"]);
     assert_exit(&out, 1);
     assert_eq!(count_files(&s.dst), 990);
-    assert_eq!(mapping(&s)["deletions_held"], 1);
+    assert_eq!(s.mapping()["deletions_held"], 1);
 
     // A count: 5 files may go, the sixth makes it too many.
     for f in &files[11..16] {
@@ -157,7 +152,7 @@ fn dry_run_lists_the_plan_and_changes_nothing() {
         listing.contains("(held by the mass-deletion guard)"),
         "{listing}"
     );
-    assert_eq!(mapping(&s)["deletions_held"], 0);
+    assert_eq!(s.mapping()["deletions_held"], 0);
     assert_eq!(count_files(&s.dst), 30);
 }
 
@@ -187,7 +182,7 @@ fn a_source_that_vanishes_under_run_deletes_nothing_and_resumes() {
     copy_tree(&kept, &s.src);
     write(&s.src, "after-return", b"back");
     wait_arrived(&s, &daemon, "after-return");
-    let m = mapping(&s);
+    let m = s.mapping();
     assert!(m["paused"].is_null(), "{m}");
     // The copy back may still be under way when the mapping resumes: what it had not
     // copied yet may be deleted and sent again meanwhile, but it ends equal.
@@ -258,14 +253,14 @@ fn a_source_on_another_filesystem_is_not_mirrored() {
 /// Waits until `status` says the mapping is paused for a reason containing `why`.
 fn wait_paused(s: &Scratch, daemon: &Daemon, why: &str) {
     let paused = || {
-        mapping(s)["paused"]
+        s.mapping()["paused"]
             .as_str()
             .is_some_and(|p| p.contains(why))
     };
     assert!(
         wait_until(Duration::from_secs(20), paused),
         "status does not say paused ({why}): {}\n{}",
-        mapping(s),
+        s.mapping(),
         daemon.log_text()
     );
 }

@@ -11,10 +11,6 @@ use std::time::Duration;
 
 use skynet_sftp::testing::SshServer;
 
-fn status_of(s: &Scratch) -> serde_json::Value {
-    s.status()["mappings"][0].clone()
-}
-
 /// Every name under `root` (links included, not followed) with its type, mode and content.
 fn snapshot(root: &Path) -> Vec<String> {
     use std::os::unix::ffi::OsStrExt;
@@ -83,7 +79,7 @@ fn a_directory_swapped_for_a_link_never_redirects_writes() {
         "the folder outside the destination was changed through the link\n{}",
         daemon.log_text()
     );
-    let pending = wait_until(Duration::from_secs(10), || status_of(&s)["pending"] == 0);
+    let pending = wait_until(Duration::from_secs(10), || s.mapping()["pending"] == 0);
     assert!(pending, "{}", daemon.log_text());
     let diff = diff(&tree(&s.src), &tree(&s.dst));
     assert!(converged, "not converged: {diff}\n{}", daemon.log_text());

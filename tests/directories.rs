@@ -332,11 +332,11 @@ fn a_running_hand_off_removes_emptied_folders_and_deletes_nothing_remotely() {
     );
     let want = set(&["batch/one/a.bin", "batch/one/b.bin", "batch/two/c.bin"]);
     let settled = wait_until(CONVERGE, || {
-        let m = &s.status()["mappings"][0];
+        let m = &s.mapping();
         m["pending"] == 0 && m["in_flight"] == 0 && m["retrying"] == 0
     });
     assert!(settled, "{}", s.status());
     assert_eq!(files(&s.dst), want, "{}", daemon.log_text());
-    assert_eq!(s.status()["mappings"][0]["failed"], 0);
+    assert_eq!(s.mapping()["failed"], 0);
     assert_eq!(daemon.signal("TERM"), Some(0), "{}", daemon.log_text());
 }

@@ -238,7 +238,7 @@ fn wait_for_parts(s3: &S3, n: usize, daemon: &Proc) -> String {
 }
 
 fn pending(s: &Scratch) -> i64 {
-    s.status()["mappings"][0]["pending"].as_i64().unwrap_or(-1)
+    s.mapping()["pending"].as_i64().unwrap_or(-1)
 }
 
 fn rename(src: &Path, from: &str, to: &str) {
@@ -327,7 +327,7 @@ fn live_backup_with_complete_sync() {
     );
     assert_eq!(outside.get("other/keep.txt"), Some(&sha(b"another prefix")));
     assert!(wait_until(Duration::from_secs(5), || pending(&s) == 0));
-    assert_eq!(s.status()["mappings"][0]["failed"], 0);
+    assert_eq!(s.mapping()["failed"], 0);
     assert_eq!(
         daemon.signal("TERM"),
         Some(0),
@@ -407,7 +407,7 @@ fn multipart_survives_server_restart() {
     });
     assert!(!parts_at_stop.is_empty());
     assert!(wait_until(Duration::from_secs(10), || pending(&s) == 0));
-    assert_eq!(s.status()["mappings"][0]["failed"], 0);
+    assert_eq!(s.mapping()["failed"], 0);
     assert_eq!(daemon.signal("TERM"), Some(0), "{}", daemon.log_text());
 }
 

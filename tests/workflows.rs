@@ -151,9 +151,7 @@ fn send_once_delivers_each_file_exactly_once_across_restarts() {
         "0",
     ]);
     assert!(
-        wait_until(Duration::from_secs(10), || s.status()["mappings"][0]
-            ["running"]
-            == true),
+        wait_until(Duration::from_secs(10), || s.mapping()["running"] == true),
         "run never showed as running: {}",
         daemon.log_text()
     );
@@ -430,7 +428,7 @@ fn dated_sends_only_days_that_have_ended() {
         .map(|k| k.to_vec())
         .collect();
     assert_eq!(got, want, "{}", String::from_utf8_lossy(&out.stderr));
-    let m = &s.status()["mappings"][0];
+    let m = &s.mapping();
     assert_eq!(m["held"], 1, "the future-dated file is held: {m}");
     assert_eq!(m["failed"], 0, "{m}");
     assert_eq!(m["pending"], 0, "{m}");
@@ -446,7 +444,7 @@ fn min_age_holds_fresh_files_and_sends_old_ones() {
     assert_exit(&out, 0);
     let got: Vec<Vec<u8>> = tree(&s.dst).into_keys().collect();
     assert_eq!(got, vec![b"old.txt".to_vec()]);
-    let m = &s.status()["mappings"][0];
+    let m = &s.mapping();
     assert_eq!(m["held"], 1, "{m}");
     assert_eq!(m["failed"], 0, "{m}");
 }
@@ -470,7 +468,7 @@ fn remove_source_frees_the_disk_after_delivery() {
         "local files left: {:?}",
         tree(&s.src).keys()
     );
-    let m = &s.status()["mappings"][0];
+    let m = &s.mapping();
     assert_eq!(m["handoff_waiting"], 0, "{m}");
     assert_eq!(
         m["handoff_failures"].as_array().map(Vec::len),
@@ -518,7 +516,7 @@ fn remove_source_keeps_the_file_when_verification_fails() {
         Some(content),
         "the local file was removed though the destination holds other bytes"
     );
-    let m = &s.status()["mappings"][0];
+    let m = &s.mapping();
     let failures = m["handoff_failures"].as_array().expect("handoff_failures");
     assert_eq!(failures.len(), 1, "{m}");
     assert_eq!(failures[0]["path"], "f.bin", "{m}");
@@ -652,7 +650,7 @@ exit 3"#,
         "{queue}"
     );
 
-    let m = &s.status()["mappings"][0];
+    let m = &s.mapping();
     assert_eq!(m["failed"], 1, "{m}");
     let why = m["failures"][0]["last_error"].as_str().unwrap_or_default();
     assert!(

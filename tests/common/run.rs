@@ -125,6 +125,11 @@ impl Scratch {
         );
         serde_json::from_slice(&out.stdout).expect("status json")
     }
+
+    /// The first mapping of `skynet status --json` (null when there is none).
+    pub fn mapping(&self) -> serde_json::Value {
+        self.status()["mappings"][0].clone()
+    }
 }
 
 /// Helpers for destinations other than the scratch folder (SFTP, S3).
