@@ -6,30 +6,22 @@ mod common;
 use common::remote::Backend;
 use common::*;
 
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
-
-/// `skynet sync` through `backend`, waited for.
-fn sync(s: &Scratch, backend: &Backend, extra: &[&str]) -> Output {
-    backend
-        .command(s, "sync", extra)
-        .output()
-        .expect("run skynet sync")
-}
 
 /// Case 1 of issue 11: the source folder replaced by an empty one (what a mount point looks
 /// like when its disk is gone) must not wipe a complete-sync mirror. The deletions are held,
 /// `sync` exits 1 naming the count and the way to confirm, and confirming runs them.
 fn an_emptied_source_deletes_nothing_until_confirmed(backend: Backend, s: Scratch) {
     populate(&s.src, 500);
-    let out = sync(&s, &backend, &["--complete-sync"]);
+    let out = backend.sync(&s, &["--complete-sync"]);
     assert_exit(&out, 0);
     let mirrored = backend.contents().expect("destination");
     assert_eq!(mirrored.len(), 500);
 
     std::fs::rename(&s.src, s.dir.path().join("src.old")).unwrap();
     std::fs::create_dir(&s.src).unwrap();
-    let out = sync(&s, &backend, &["--complete-sync"]);
+    let out = backend.sync(&s, &["--complete-sync"]);
     assert_exit(&out, 1);
     let err = stderr(&out);
     assert!(err.contains("500 deletion(s) held"), "{err}");
@@ -43,12 +35,12 @@ fn an_emptied_source_deletes_nothing_until_confirmed(backend: Backend, s: Scratc
     assert_eq!(m["deletions_held"], 500, "{m}");
 
     // A second sync holds them still (and exits 1 again): nothing runs unconfirmed.
-    assert_exit(&sync(&s, &backend, &["--complete-sync"]), 1);
+    assert_exit(&backend.sync(&s, &["--complete-sync"]), 1);
     assert_eq!(backend.contents().expect("destination").len(), 500);
 
     let out = s.cmd(&["queue", "release"]).output().unwrap();
     assert_exit(&out, 0);
-    assert_exit(&sync(&s, &backend, &["--complete-sync"]), 0);
+    assert_exit(&backend.sync(&s, &["--complete-sync"]), 0);
     assert!(backend.contents().expect("destination").is_empty());
 }
 
