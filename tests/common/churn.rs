@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{Daemon, Rng};
+use super::{dir_paths, file_paths, Daemon, Rng};
 
 /// A thread that keeps changing a source tree (create, rewrite, append, rename a file or a
 /// folder, delete a file or a folder) for a bounded number of operations, from a seed.
@@ -83,24 +83,6 @@ fn pick(paths: &[PathBuf], rng: &mut Rng) -> Option<PathBuf> {
     }
 }
 
-fn listing(root: &Path, files: bool) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = walkdir::WalkDir::new(root)
-        .min_depth(1)
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter(|e| {
-            if files {
-                e.file_type().is_file()
-            } else {
-                e.file_type().is_dir()
-            }
-        })
-        .map(|e| e.into_path())
-        .collect();
-    v.sort();
-    v
-}
-
 /// One random change under `root`. Errors are ignored: the tree is only changed by this
 /// thread, but a pick may go stale (a folder removed with its files).
 fn churn_once(root: &Path, rng: &mut Rng, step: usize) -> String {
@@ -125,14 +107,14 @@ fn churn_once(root: &Path, rng: &mut Rng, step: usize) -> String {
             format!("create {} {r:?}", f.display())
         }
         30..=49 => {
-            if let Some(f) = pick(&listing(root, true), rng) {
+            if let Some(f) = pick(&file_paths(root), rng) {
                 let r = std::fs::write(&f, body(rng));
                 return format!("write {} {r:?}", f.display());
             }
             "write nothing".to_string()
         }
         50..=59 => {
-            if let Some(f) = pick(&listing(root, true), rng) {
+            if let Some(f) = pick(&file_paths(root), rng) {
                 use std::io::Write;
                 if let Ok(mut h) = std::fs::OpenOptions::new().append(true).open(&f) {
                     let r = h.write_all(&body(rng));
@@ -142,8 +124,8 @@ fn churn_once(root: &Path, rng: &mut Rng, step: usize) -> String {
             "append nothing".to_string()
         }
         60..=74 => {
-            if let Some(f) = pick(&listing(root, true), rng) {
-                let dirs = listing(root, false);
+            if let Some(f) = pick(&file_paths(root), rng) {
+                let dirs = dir_paths(root);
                 let to_dir = pick(&dirs, rng).unwrap_or_else(|| root.to_path_buf());
                 let to = to_dir.join(format!("r{step}"));
                 let r = std::fs::rename(&f, &to);
@@ -152,7 +134,7 @@ fn churn_once(root: &Path, rng: &mut Rng, step: usize) -> String {
             "rename nothing".to_string()
         }
         75..=82 => {
-            if let Some(d) = pick(&listing(root, false), rng) {
+            if let Some(d) = pick(&dir_paths(root), rng) {
                 let to = root.join(format!("dir{step}"));
                 let r = std::fs::rename(&d, &to);
                 return format!("rename-dir {} {} {r:?}", d.display(), to.display());
@@ -160,14 +142,14 @@ fn churn_once(root: &Path, rng: &mut Rng, step: usize) -> String {
             "rename-dir nothing".to_string()
         }
         83..=96 => {
-            if let Some(f) = pick(&listing(root, true), rng) {
+            if let Some(f) = pick(&file_paths(root), rng) {
                 let r = std::fs::remove_file(&f);
                 return format!("remove {} {r:?}", f.display());
             }
             "remove nothing".to_string()
         }
         _ => {
-            if let Some(d) = pick(&listing(root, false), rng) {
+            if let Some(d) = pick(&dir_paths(root), rng) {
                 let r = std::fs::remove_dir_all(&d);
                 return format!("remove-dir {} {r:?}", d.display());
             }

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
@@ -98,6 +98,34 @@ pub fn wait_converged(
 /// True when no temporary upload file is left anywhere under `root`.
 pub fn no_temp_files(root: &Path) -> bool {
     tree(root).keys().all(|k| !is_temp_path(k))
+}
+
+/// Every regular file under `root`, by full path, sorted.
+pub fn file_paths(root: &Path) -> Vec<PathBuf> {
+    paths(root, true)
+}
+
+/// Every folder under `root` (not `root` itself), by full path, sorted.
+pub fn dir_paths(root: &Path) -> Vec<PathBuf> {
+    paths(root, false)
+}
+
+fn paths(root: &Path, files: bool) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = walkdir::WalkDir::new(root)
+        .min_depth(1)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            if files {
+                e.file_type().is_file()
+            } else {
+                e.file_type().is_dir()
+            }
+        })
+        .map(|e| e.into_path())
+        .collect();
+    v.sort();
+    v
 }
 
 /// True for the name of a temporary upload (`.skynet-tmp.` prefix), given a path.
