@@ -25,13 +25,9 @@ fn recorded(dir: &Path) -> Vec<Vec<String>> {
     calls(dir).iter().map(|c| text(c)).collect()
 }
 
-fn shell_quoted(p: &Path) -> String {
-    shell_words::quote(&p.display().to_string()).into_owned()
-}
-
 /// `run SRC --exec "PROGRAM {path}" --exec-per top-level --settle SETTLE`.
 fn per_entry_daemon(s: &Scratch, program: &Path, settle: &str) -> Daemon {
-    let template = format!("{} {{path}}", shell_quoted(program));
+    let template = format!("{} {{path}}", quoted(program));
     s.spawn(&[
         "run",
         s.src_str(),
@@ -55,7 +51,7 @@ fn top_level_runs_one_command_per_entry() {
     put(&s.src, "single.txt", b"single");
     let tools = tempfile::tempdir().unwrap();
     let rec = script(tools.path(), "record.sh", RECORD_ARGS);
-    let template = format!("{} {{action}} {{path}} {{remote}}", shell_quoted(&rec));
+    let template = format!("{} {{action}} {{path}} {{remote}}", quoted(&rec));
     let out = exec_sync(&s, &template, &["--exec-per", "top-level"]);
     assert_exit(&out, 0);
     let src = s.src.display().to_string();
@@ -97,7 +93,7 @@ fn a_folder_being_filled_is_sent_once_whole() {
         &format!(
             r#"echo run >> "$(dirname "$0")/runs"
 exec rsync -a "$1" {}/"#,
-            shell_quoted(&s.dst)
+            quoted(&s.dst)
         ),
     );
     let mut daemon = per_entry_daemon(&s, &counter, "2s");
@@ -137,11 +133,11 @@ fn a_removed_entry_is_deleted_and_a_failing_one_parks_then_recovers() {
         &format!(
             r#"if [ -e {} ]; then echo "remote full" >&2; exit 1; fi
 {RECORD_ARGS}"#,
-            shell_quoted(&flag)
+            quoted(&flag)
         ),
     );
-    let template = format!("{} {{action}} {{remote}}", shell_quoted(&send));
-    let delete = format!("{} {{action}} {{remote}}", shell_quoted(&rec));
+    let template = format!("{} {{action}} {{remote}}", quoted(&send));
+    let delete = format!("{} {{action}} {{remote}}", quoted(&rec));
     let opts = [
         "--exec-per",
         "top-level",
@@ -166,7 +162,7 @@ fn a_removed_entry_is_deleted_and_a_failing_one_parks_then_recovers() {
         got.contains(&vec!["delete".to_string(), "gone".into()]),
         "{got:?}"
     );
-    let m = &s.status()["mappings"][0];
+    let m = &s.mapping();
     let entries = m["entries"].as_array().expect("entries");
     assert_eq!(entries.len(), 1, "{m}");
     assert_eq!(entries[0]["entry"], "kept", "{m}");
@@ -183,7 +179,7 @@ fn a_removed_entry_is_deleted_and_a_failing_one_parks_then_recovers() {
     let got = recorded(tools.path());
     let kept = got.iter().filter(|c| c[1] == "kept").count();
     assert_eq!(kept, 2, "{got:?}");
-    assert!(s.status()["mappings"][0]["entries"]
+    assert!(s.mapping()["entries"]
         .as_array()
         .is_some_and(|e| e.is_empty()));
 }
@@ -200,7 +196,7 @@ fn a_moved_folder_never_reaches_the_send_command_as_a_directory() {
         put(&s.src, "d/y/z.txt", b"z");
         let tools = tempfile::tempdir().unwrap();
         let rec = script(tools.path(), "record.sh", RECORD_ARGS);
-        let template = format!("{} {{action}} {{remote}}", shell_quoted(&rec));
+        let template = format!("{} {{action}} {{remote}}", quoted(&rec));
         let mut args = vec!["run", s.src_str(), "--exec", &template, "--settle", "0"];
         if send_moves {
             args.extend(["--exec-send-moves", "--complete-sync"]);
@@ -304,7 +300,7 @@ sleep 60"#,
         "waited {:?} for the command",
         asked.elapsed()
     );
-    let m = &s.status()["mappings"][0];
+    let m = &s.mapping();
     let entries = m["entries"].as_array().expect("entries");
     assert_eq!(entries.len(), 1, "{m}");
     assert_eq!(entries[0]["entry"], "big", "{m}");

@@ -116,30 +116,6 @@ fn dir_path(root: &Path, dir: u8) -> PathBuf {
     }
 }
 
-fn files(root: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = walkdir::WalkDir::new(root)
-        .min_depth(1)
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_file())
-        .map(|e| e.into_path())
-        .collect();
-    v.sort();
-    v
-}
-
-fn dirs(root: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = walkdir::WalkDir::new(root)
-        .min_depth(1)
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_dir())
-        .map(|e| e.into_path())
-        .collect();
-    v.sort();
-    v
-}
-
 fn content(len: usize, seed: usize) -> Vec<u8> {
     (0..len)
         .map(|i| ((i * 31 + seed * 7) % 251) as u8)
@@ -162,12 +138,12 @@ fn apply(root: &Path, op: &Op, step: usize) {
             let _ = std::fs::write(d.join(format!("f{name}")), content(len as usize, step));
         }
         Op::Write { pick: i, len } => {
-            if let Some(f) = pick(files(root), i) {
+            if let Some(f) = pick(file_paths(root), i) {
                 let _ = std::fs::write(f, content(len as usize, step));
             }
         }
         Op::Append { pick: i, len } => {
-            if let Some(f) = pick(files(root), i) {
+            if let Some(f) = pick(file_paths(root), i) {
                 use std::io::Write;
                 if let Ok(mut h) = std::fs::OpenOptions::new().append(true).open(f) {
                     let _ = h.write_all(&content(len as usize, step));
@@ -175,7 +151,7 @@ fn apply(root: &Path, op: &Op, step: usize) {
             }
         }
         Op::Truncate { pick: i } => {
-            if let Some(f) = pick(files(root), i) {
+            if let Some(f) = pick(file_paths(root), i) {
                 let _ = std::fs::OpenOptions::new()
                     .write(true)
                     .truncate(true)
@@ -183,7 +159,7 @@ fn apply(root: &Path, op: &Op, step: usize) {
             }
         }
         Op::RenameFile { pick: i, dir, name } => {
-            if let Some(f) = pick(files(root), i) {
+            if let Some(f) = pick(file_paths(root), i) {
                 let d = dir_path(root, dir);
                 let _ = std::fs::create_dir_all(&d);
                 let target = d.join(format!("r{name}"));
@@ -193,7 +169,7 @@ fn apply(root: &Path, op: &Op, step: usize) {
             }
         }
         Op::RenameDir { pick: i, name } => {
-            if let Some(d) = pick(dirs(root), i) {
+            if let Some(d) = pick(dir_paths(root), i) {
                 let target = root.join(format!("D{name}"));
                 if !target.exists() && !target.starts_with(&d) {
                     let _ = std::fs::rename(d, target);
@@ -201,18 +177,18 @@ fn apply(root: &Path, op: &Op, step: usize) {
             }
         }
         Op::Delete { pick: i } => {
-            if let Some(f) = pick(files(root), i) {
+            if let Some(f) = pick(file_paths(root), i) {
                 let _ = std::fs::remove_file(f);
             }
         }
         Op::DeleteDir { pick: i } => {
-            if let Some(d) = pick(dirs(root), i) {
+            if let Some(d) = pick(dir_paths(root), i) {
                 let _ = std::fs::remove_dir_all(d);
             }
         }
         Op::Pause { ms } => std::thread::sleep(Duration::from_millis(ms as u64)),
         Op::RenameOnto { pick: i, onto } => {
-            let all = files(root);
+            let all = file_paths(root);
             if let (Some(f), Some(g)) = (pick(all.clone(), i), pick(all, onto)) {
                 let _ = std::fs::rename(f, g);
             }
@@ -222,7 +198,7 @@ fn apply(root: &Path, op: &Op, step: usize) {
             other,
             dirs: d,
         } => {
-            let all = if d { dirs(root) } else { files(root) };
+            let all = if d { dir_paths(root) } else { file_paths(root) };
             if let (Some(a), Some(b)) = (pick(all.clone(), i), pick(all, other)) {
                 // Two directories, neither inside the other (a file pair always qualifies).
                 if !a.starts_with(&b) && !b.starts_with(&a) {
@@ -231,7 +207,7 @@ fn apply(root: &Path, op: &Op, step: usize) {
             }
         }
         Op::Rotate { pick: i } => {
-            let all = files(root);
+            let all = file_paths(root);
             if all.len() >= 3 {
                 let n = all.len();
                 let k = i as usize;
@@ -247,12 +223,12 @@ fn apply(root: &Path, op: &Op, step: usize) {
             files: n,
             len,
         } => {
-            if let Some(f) = pick(files(root), i) {
+            if let Some(f) = pick(file_paths(root), i) {
                 file_to_dir(&f, n, len, step);
             }
         }
         Op::DirToFile { pick: i, len } => {
-            if let Some(d) = pick(dirs(root), i) {
+            if let Some(d) = pick(dir_paths(root), i) {
                 dir_to_file(&d, len, step);
             }
         }
@@ -262,7 +238,7 @@ fn apply(root: &Path, op: &Op, step: usize) {
             len,
             dir_first: false,
         } => {
-            if let Some(f) = pick(files(root), i) {
+            if let Some(f) = pick(file_paths(root), i) {
                 if file_to_dir(&f, n, len, step) {
                     dir_to_file(&f, len / 2, step + 1);
                 }
@@ -274,7 +250,7 @@ fn apply(root: &Path, op: &Op, step: usize) {
             len,
             dir_first: true,
         } => {
-            if let Some(d) = pick(dirs(root), i) {
+            if let Some(d) = pick(dir_paths(root), i) {
                 if dir_to_file(&d, len, step) {
                     file_to_dir(&d, n, len / 2, step + 1);
                 }

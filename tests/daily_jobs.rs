@@ -65,7 +65,7 @@ fn a_flaky_command_is_delivered_by_the_third_cron_sync_without_manual_steps() {
         std::fs::read_to_string(tools.path().join("delivered")).unwrap(),
         "report.csv\n"
     );
-    assert_eq!(s.status()["mappings"][0]["failed"], 0);
+    assert_eq!(s.mapping()["failed"], 0);
     // Delivered: a fourth run has nothing to do.
     assert_exit(&cron(), 0);
     assert_eq!(lines(&tools.path().join("runs")), 3);
@@ -125,7 +125,7 @@ fn status_says_when_a_parked_action_is_tried_again() {
     let template = format!("{} -- {{remote}}", prog.display());
     let mut daemon = run_parking_at_first_failure(&s, &template, "1h");
     assert!(wait_until(Duration::from_secs(20), || {
-        s.status()["mappings"][0]["failed"] == 1
+        s.mapping()["failed"] == 1
     }));
     let out = s.cmd(&["status"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -385,14 +385,14 @@ fn what_is_not_sent_is_visible_and_each_delivery_is_logged() {
     put(&t.src, "IMG_20200101_0900.jpg", b"old day");
     put(&t.src, "readme.txt", b"no date");
     assert_exit(&t.sync(&["--dated", "%Y%m%d", "--settle", "0"]), 0);
-    let m = &t.status()["mappings"][0];
+    let m = &t.mapping();
     assert_eq!(m["undated"]["count"], 1, "{m}");
     assert_eq!(m["undated"]["names"][0], "readme.txt", "{m}");
     let u = Scratch::new();
     put(&u.src, "fresh.wav", b"recording");
     let out = u.sync(&["--min-age", "1h", "--settle", "0"]);
     assert_exit(&out, 0);
-    let m = &u.status()["mappings"][0];
+    let m = &u.mapping();
     let held = &m["held_files"][0];
     assert_eq!(held["path"], "fresh.wav", "{m}");
     assert!(

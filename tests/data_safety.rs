@@ -6,39 +6,22 @@ mod common;
 use common::remote::Backend;
 use common::*;
 
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// `skynet sync` through `backend`, waited for.
-fn sync(s: &Scratch, backend: &Backend, extra: &[&str]) -> Output {
-    backend
-        .command(s, "sync", extra)
-        .output()
-        .expect("run skynet sync")
-}
-
-/// The first mapping of `status --json`.
-fn mapping(s: &Scratch) -> serde_json::Value {
-    s.status()["mappings"][0].clone()
-}
 
 /// Case 1 of issue 11: the source folder replaced by an empty one (what a mount point looks
 /// like when its disk is gone) must not wipe a complete-sync mirror. The deletions are held,
 /// `sync` exits 1 naming the count and the way to confirm, and confirming runs them.
 fn an_emptied_source_deletes_nothing_until_confirmed(backend: Backend, s: Scratch) {
     populate(&s.src, 500);
-    let out = sync(&s, &backend, &["--complete-sync"]);
+    let out = backend.sync(&s, &["--complete-sync"]);
     assert_exit(&out, 0);
     let mirrored = backend.contents().expect("destination");
     assert_eq!(mirrored.len(), 500);
 
     std::fs::rename(&s.src, s.dir.path().join("src.old")).unwrap();
     std::fs::create_dir(&s.src).unwrap();
-    let out = sync(&s, &backend, &["--complete-sync"]);
+    let out = backend.sync(&s, &["--complete-sync"]);
     assert_exit(&out, 1);
     let err = stderr(&out);
     assert!(err.contains("500 deletion(s) held"), "{err}");
@@ -48,16 +31,16 @@ fn an_emptied_source_deletes_nothing_until_confirmed(backend: Backend, s: Scratc
         mirrored,
         "the mirror was touched"
     );
-    let m = mapping(&s);
+    let m = s.mapping();
     assert_eq!(m["deletions_held"], 500, "{m}");
 
     // A second sync holds them still (and exits 1 again): nothing runs unconfirmed.
-    assert_exit(&sync(&s, &backend, &["--complete-sync"]), 1);
+    assert_exit(&backend.sync(&s, &["--complete-sync"]), 1);
     assert_eq!(backend.contents().expect("destination").len(), 500);
 
     let out = s.cmd(&["queue", "release"]).output().unwrap();
     assert_exit(&out, 0);
-    assert_exit(&sync(&s, &backend, &["--complete-sync"]), 0);
+    assert_exit(&backend.sync(&s, &["--complete-sync"]), 0);
     assert!(backend.contents().expect("destination").is_empty());
 }
 
@@ -92,7 +75,7 @@ fn the_guard_lets_ordinary_deletions_through_and_counts_against_its_limit() {
     let out = s.sync(&["--complete-sync", "--max-delete", "0"]);
     assert_exit(&out, 1);
     assert_eq!(count_files(&s.dst), 990);
-    assert_eq!(mapping(&s)["deletions_held"], 1);
+    assert_eq!(s.mapping()["deletions_held"], 1);
 
     // A count: 5 files may go, the sixth makes it too many.
     for f in &files[11..16] {
@@ -161,7 +144,7 @@ fn dry_run_lists_the_plan_and_changes_nothing() {
         listing.contains("(held by the mass-deletion guard)"),
         "{listing}"
     );
-    assert_eq!(mapping(&s)["deletions_held"], 0);
+    assert_eq!(s.mapping()["deletions_held"], 0);
     assert_eq!(count_files(&s.dst), 30);
 }
 
@@ -191,7 +174,7 @@ fn a_source_that_vanishes_under_run_deletes_nothing_and_resumes() {
     copy_tree(&kept, &s.src);
     write(&s.src, "after-return", b"back");
     wait_arrived(&s, &daemon, "after-return");
-    let m = mapping(&s);
+    let m = s.mapping();
     assert!(m["paused"].is_null(), "{m}");
     // The copy back may still be under way when the mapping resumes: what it had not
     // copied yet may be deleted and sent again meanwhile, but it ends equal.
@@ -262,14 +245,14 @@ fn a_source_on_another_filesystem_is_not_mirrored() {
 /// Waits until `status` says the mapping is paused for a reason containing `why`.
 fn wait_paused(s: &Scratch, daemon: &Daemon, why: &str) {
     let paused = || {
-        mapping(s)["paused"]
+        s.mapping()["paused"]
             .as_str()
             .is_some_and(|p| p.contains(why))
     };
     assert!(
         wait_until(Duration::from_secs(20), paused),
         "status does not say paused ({why}): {}\n{}",
-        mapping(s),
+        s.mapping(),
         daemon.log_text()
     );
 }

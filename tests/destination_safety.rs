@@ -11,10 +11,6 @@ use std::time::Duration;
 
 use skynet_sftp::testing::SshServer;
 
-fn status_of(s: &Scratch) -> serde_json::Value {
-    s.status()["mappings"][0].clone()
-}
-
 /// Every name under `root` (links included, not followed) with its type, mode and content.
 fn snapshot(root: &Path) -> Vec<String> {
     use std::os::unix::ffi::OsStrExt;
@@ -83,7 +79,7 @@ fn a_directory_swapped_for_a_link_never_redirects_writes() {
         "the folder outside the destination was changed through the link\n{}",
         daemon.log_text()
     );
-    let pending = wait_until(Duration::from_secs(10), || status_of(&s)["pending"] == 0);
+    let pending = wait_until(Duration::from_secs(10), || s.mapping()["pending"] == 0);
     assert!(pending, "{}", daemon.log_text());
     let diff = diff(&tree(&s.src), &tree(&s.dst));
     assert!(converged, "not converged: {diff}\n{}", daemon.log_text());
@@ -112,12 +108,8 @@ fn a_delete_under_a_linked_parent_removes_nothing_outside() {
 
     std::fs::remove_dir_all(s.src.join("p/q")).unwrap();
     let out = s.sync(&["--complete-sync"]);
-    assert_eq!(snapshot(&outside), before, "{}", stderr_of(&out));
+    assert_eq!(snapshot(&outside), before, "{}", stderr(&out));
     assert_exit(&out, 0);
-}
-
-fn stderr_of(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// Every spelling of a destination inside the source (through a link, with `..`, with a
@@ -151,7 +143,7 @@ fn overlapping_destinations_are_refused_however_spelled() {
             .current_dir(base)
             .output()
             .unwrap();
-        let stderr = stderr_of(&out);
+        let stderr = stderr(&out);
         assert_eq!(out.status.code(), Some(2), "{dest}: {stderr}");
         let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("error")).collect();
         assert_eq!(errors.len(), 1, "{dest}: one line expected: {stderr}");

@@ -18,7 +18,6 @@ use common::*;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Output;
 use std::time::Duration;
 
 const CONVERGE: Duration = Duration::from_secs(30);
@@ -87,17 +86,6 @@ fn put_foreign(backend: &Backend, rel: &str, content: &[u8]) {
     }
 }
 
-fn sync(s: &Scratch, backend: &Backend, extra: &[&str]) -> Output {
-    backend
-        .command(s, "sync", extra)
-        .output()
-        .expect("run skynet sync")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 /// Asserts the folders and files at the destination, naming what differs.
 fn expect_dest(backend: &Backend, want_dirs: &[&str], want_files: &[&str], when: &str) {
     let root = on_disk(backend);
@@ -131,7 +119,7 @@ fn folders_the_source_lost_go(s: &Scratch, backend: Backend) {
         write(&s.src, rel, content);
     }
     let flags = ["--complete-sync", "--settle", "0", "--max-delete", "100%"];
-    let out = sync(s, &backend, &flags);
+    let out = backend.sync(s, &flags);
     assert_exit(&out, 0);
     put_foreign(&backend, "kept/foreign.txt", b"the destination's own");
 
@@ -142,7 +130,7 @@ fn folders_the_source_lost_go(s: &Scratch, backend: Backend) {
     std::fs::rename(s.src.join("old"), s.src.join("new")).unwrap();
     std::fs::remove_file(s.src.join("kept/h")).unwrap();
     std::fs::remove_file(s.src.join("emptied/x/y")).unwrap();
-    let out = sync(s, &backend, &flags);
+    let out = backend.sync(s, &flags);
     assert_exit(&out, 0);
     expect_dest(
         &backend,
@@ -154,7 +142,7 @@ fn folders_the_source_lost_go(s: &Scratch, backend: Backend) {
     // The emptied folders go from the source too, while nothing watches.
     std::fs::remove_dir(s.src.join("emptied/x")).unwrap();
     std::fs::remove_dir(s.src.join("emptied")).unwrap();
-    let out = sync(s, &backend, &flags);
+    let out = backend.sync(s, &flags);
     assert_exit(&out, 0);
     expect_dest(
         &backend,
@@ -168,7 +156,7 @@ fn folders_the_source_lost_go(s: &Scratch, backend: Backend) {
     std::fs::remove_dir_all(s.src.join("new")).unwrap();
     std::fs::remove_file(s.src.join("top.txt")).unwrap();
     std::fs::remove_dir(s.src.join("kept")).unwrap();
-    let out = sync(s, &backend, &flags);
+    let out = backend.sync(s, &flags);
     assert_exit(&out, 0);
     expect_dest(
         &backend,
@@ -271,9 +259,8 @@ fn hand_off_removes_emptied_folders(s: &Scratch, backend: Backend) {
     }
     std::fs::create_dir_all(s.src.join("day/was-empty")).unwrap();
     std::fs::create_dir_all(s.src.join("other/was-empty")).unwrap();
-    let out = sync(
+    let out = backend.sync(
         s,
-        &backend,
         &["--remove-source", "--settle", "0", "--exclude", "*.part"],
     );
     assert_exit(&out, 0);
@@ -336,11 +323,11 @@ fn a_running_hand_off_removes_emptied_folders_and_deletes_nothing_remotely() {
     );
     let want = set(&["batch/one/a.bin", "batch/one/b.bin", "batch/two/c.bin"]);
     let settled = wait_until(CONVERGE, || {
-        let m = &s.status()["mappings"][0];
+        let m = &s.mapping();
         m["pending"] == 0 && m["in_flight"] == 0 && m["retrying"] == 0
     });
     assert!(settled, "{}", s.status());
     assert_eq!(files(&s.dst), want, "{}", daemon.log_text());
-    assert_eq!(s.status()["mappings"][0]["failed"], 0);
+    assert_eq!(s.mapping()["failed"], 0);
     assert_eq!(daemon.signal("TERM"), Some(0), "{}", daemon.log_text());
 }

@@ -10,16 +10,11 @@
 mod common;
 use common::*;
 
-use std::path::Path;
 use std::process::Command;
 
 use skynet_s3::testing::MotoServer;
 
 /// A quoted word for a command template.
-fn quoted(path: &Path) -> String {
-    shell_words::quote(path.to_str().expect("utf-8 temp path")).into_owned()
-}
-
 /// `skynet sync SRC s3://BUCKET/PREFIX` against `server`, with fast retries.
 fn sync_to_moto(s: &Scratch, server: &MotoServer, bucket: &str, prefix: &str) -> Command {
     let url = format!("s3://{bucket}/{prefix}");

@@ -15,10 +15,6 @@ use std::time::Duration;
 use skynet_s3::testing::pseudo_random;
 
 /// A quoted word for a command template (`--on-delivered`).
-fn quoted(path: &Path) -> String {
-    shell_words::quote(path.to_str().expect("utf-8 temp path")).into_owned()
-}
-
 #[test]
 fn remove_source_waits_until_no_process_has_the_file_open_for_writing() {
     let s = Scratch::new();
@@ -66,7 +62,7 @@ fn remove_source_waits_until_no_process_has_the_file_open_for_writing() {
     );
     assert!(decided, "no word of the writer: {}", daemon.log_text());
     // `status` says why the hand-off waits.
-    let m = &s.status()["mappings"][0];
+    let m = &s.mapping();
     let why = m["handoff_waits"][0]["last_error"]
         .as_str()
         .unwrap_or_default();

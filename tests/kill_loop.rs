@@ -55,10 +55,7 @@ fn kill_loop(backend: &Backend, s: &Scratch, seed: u64) {
     );
     let killed_at = started.elapsed();
 
-    let out = backend
-        .command(s, "sync", &["--complete-sync", "--retry-delay", "100ms"])
-        .output()
-        .expect("run skynet sync");
+    let out = backend.sync(s, &["--complete-sync", "--retry-delay", "100ms"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "final sync: {stderr}");
     let want = tree(&s.src);
@@ -149,7 +146,7 @@ fn versions_survive_a_kill_loop_local() {
         "--retry-delay",
         "100ms",
     ];
-    let out = backend.command(&s, "sync", &flags).output().unwrap();
+    let out = backend.sync(&s, &flags);
     assert_exit(&out, 0);
     let initial = tree(&s.src);
     let mut rng = Rng::new(seed);
@@ -165,7 +162,7 @@ fn versions_survive_a_kill_loop_local() {
         backend.spawn(&s, "run", &run)
     });
     let ops = writer.finish();
-    let out = backend.command(&s, "sync", &flags).output().unwrap();
+    let out = backend.sync(&s, &flags);
     assert_exit(&out, 0);
     let all = backend.contents().expect("read the destination");
     let live: common::remote::Tree = all

@@ -13,14 +13,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-fn status_of(s: &Scratch) -> serde_json::Value {
-    s.status()["mappings"][0].clone()
-}
-
-fn stderr_of(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 /// Watcher path: files queued by events (not yet sent: the settle time holds them) and
 /// deleted before the handler reads them end as nothing at all, not as failures.
 #[test]
@@ -30,7 +22,7 @@ fn files_deleted_after_being_queued_are_dropped() {
     // is polled through a process) before they become due.
     let mut daemon = s.run(&["--settle", "3s"]);
     assert!(
-        wait_until(Duration::from_secs(10), || status_of(&s)["running"] == true),
+        wait_until(Duration::from_secs(10), || s.mapping()["running"] == true),
         "{}",
         daemon.log_text()
     );
@@ -38,7 +30,7 @@ fn files_deleted_after_being_queued_are_dropped() {
         write(&s.src, &format!("q/f{i:02}"), b"queued");
     }
     let queued = wait_until(Duration::from_secs(5), || {
-        status_of(&s)["pending"].as_u64().unwrap_or(0) >= 40
+        s.mapping()["pending"].as_u64().unwrap_or(0) >= 40
     });
     assert!(queued, "never saw 40 queued sends: {}", daemon.log_text());
     for i in (0..40).step_by(2) {
@@ -48,10 +40,10 @@ fn files_deleted_after_being_queued_are_dropped() {
     // files were never sent.
     let converged = wait_converged(&s.src, &s.dst, true, Duration::from_secs(15));
     assert!(converged.is_ok(), "{converged:?}\n{}", daemon.log_text());
-    assert!(wait_until(Duration::from_secs(5), || status_of(&s)
+    assert!(wait_until(Duration::from_secs(5), || s.mapping()
         ["pending"]
         == 0));
-    let m = status_of(&s);
+    let m = s.mapping();
     assert_eq!(m["failed"], 0, "{m}");
     assert_eq!(daemon.signal("TERM"), Some(0), "{}", daemon.log_text());
 }
@@ -92,7 +84,7 @@ fn files_deleted_during_a_sync_are_dropped_not_parked() {
         assert_eq!(original.get(k), Some(v), "{}", String::from_utf8_lossy(k));
     }
     assert!(no_temp_files(&s.dst));
-    let m = status_of(&s);
+    let m = s.mapping();
     assert_eq!(
         (m["pending"].as_u64(), m["failed"].as_u64()),
         (Some(0), Some(0)),
@@ -130,11 +122,11 @@ fn unreadable_file_is_parked_and_named_while_the_others_arrive() {
     assert!(!probe.status.success(), "the account can read a 000 file");
 
     let out = s.sync(&["--max-attempts", "2", "--retry-delay", "50ms"]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert_eq!(std::fs::read(s.dst.join("ok/a.txt")).unwrap(), b"a");
     assert_eq!(std::fs::read(s.dst.join("b.txt")).unwrap(), b"b");
     assert!(!s.dst.join("secret/locked.txt").exists());
-    let m = status_of(&s);
+    let m = s.mapping();
     assert_eq!(m["failed"], 1, "{m}");
     assert_eq!(m["pending"], 0, "{m}");
     let failures = m["failures"].as_array().cloned().unwrap_or_default();
@@ -156,7 +148,7 @@ fn growing_file_is_sent_only_once_complete() {
     let s = Scratch::new();
     let mut daemon = s.run(&["--settle", "500ms"]);
     assert!(
-        wait_until(Duration::from_secs(10), || status_of(&s)["running"] == true),
+        wait_until(Duration::from_secs(10), || s.mapping()["running"] == true),
         "{}",
         daemon.log_text()
     );
@@ -282,7 +274,7 @@ impl Tmpfs {
         assert!(
             out.status.success(),
             "cannot mount a tmpfs (the test needs root with CAP_SYS_ADMIN): {}",
-            stderr_of(&out)
+            stderr(&out)
         );
         Tmpfs(at.to_path_buf())
     }
@@ -298,7 +290,7 @@ impl Tmpfs {
             .arg(&self.0)
             .output()
             .expect("run mount");
-        assert!(out.status.success(), "mount -o {opt}: {}", stderr_of(&out));
+        assert!(out.status.success(), "mount -o {opt}: {}", stderr(&out));
     }
 }
 

@@ -37,10 +37,6 @@ fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 fn inode(p: &Path) -> u64 {
     std::fs::metadata(p)
         .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
@@ -406,7 +402,7 @@ fn wrong_key() {
     assert!(seen, "status: {last}\nlog:\n{}", daemon.log_text());
     std::thread::sleep(Duration::from_millis(2500));
     assert!(daemon.is_running(), "run gave up: {}", daemon.log_text());
-    let m = &s.status()["mappings"][0];
+    let m = &s.mapping();
     assert_eq!(m["connected"], false);
     assert!(m["pending"].as_u64().unwrap_or(0) >= 1, "status: {m}");
     assert!(tree(&remote).is_empty());

@@ -11,10 +11,6 @@ use std::time::Duration;
 
 const SECRET: &[u8] = b"-----BEGIN PRIVATE KEY----- not for the mirror";
 
-fn status_of(s: &Scratch) -> serde_json::Value {
-    s.status()["mappings"][0].clone()
-}
-
 /// A 0600 file outside the source, like a private key skynet's user can read.
 fn secret(s: &Scratch) -> std::path::PathBuf {
     let outside = s.dir.path().join("outside");
@@ -85,7 +81,7 @@ fn symlinked_directory_is_not_watched_and_nothing_outside_is_removed() {
         .map(|k| String::from_utf8_lossy(k).into_owned())
         .collect();
     assert_eq!(names, vec!["first.txt", "later.txt"], "{log}");
-    assert_eq!(status_of(&s)["skipped_links"], 1, "{log}");
+    assert_eq!(s.mapping()["skipped_links"], 1, "{log}");
 }
 
 /// A symlink to a secret is not sent (by `sync`'s scan or `run`'s watcher), and `status`
@@ -102,7 +98,7 @@ fn link_to_a_file_is_skipped_and_counted() {
     assert!(!s.dst.join("key").exists(), "the link's target was sent");
     assert!(!holds_bytes(&s.dst, SECRET));
     assert_eq!(std::fs::read(s.dst.join("plain.txt")).unwrap(), b"plain");
-    let st = status_of(&s);
+    let st = s.mapping();
     assert_eq!(st["skipped_links"], 1, "{st}");
 
     // The same with the watcher: a link made while running, then touched.
@@ -114,10 +110,10 @@ fn link_to_a_file_is_skipped_and_counted() {
         .join("after.txt")
         .exists()));
     assert!(
-        wait_until(Duration::from_secs(20), || status_of(&s)["skipped_links"]
+        wait_until(Duration::from_secs(20), || s.mapping()["skipped_links"]
             == 2),
         "{}",
-        status_of(&s)
+        s.mapping()
     );
     let log = daemon.log_text();
     assert_eq!(daemon.signal("TERM"), Some(0), "{log}");
@@ -142,7 +138,7 @@ fn queued_file_replaced_by_a_link_is_not_sent() {
     std::fs::remove_file(s.src.join("doc.txt")).unwrap();
     symlink(&key, s.src.join("doc.txt")).unwrap();
     let settled = wait_until(Duration::from_secs(20), || {
-        let st = status_of(&s);
+        let st = s.mapping();
         s.dst.join("doc.txt").exists()
             || (st["skipped_links"] == 1 && st["pending"] == 0 && st["in_flight"] == 0)
     });
@@ -155,7 +151,7 @@ fn queued_file_replaced_by_a_link_is_not_sent() {
         "the secret reached the destination: {log}"
     );
     assert!(!s.dst.join("doc.txt").exists(), "{log}");
-    assert_eq!(status_of(&s)["skipped_links"], 1, "{log}");
+    assert_eq!(s.mapping()["skipped_links"], 1, "{log}");
 }
 
 /// Files stat'ed for a batch of sends and replaced by FIFOs while the batch waits for its

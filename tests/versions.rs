@@ -16,20 +16,16 @@ use std::process::Output;
 const VERSIONS: &[u8] = b".skynet-versions/";
 
 fn sync(s: &Scratch, backend: &Backend, keep: &str) -> Output {
-    backend
-        .command(
-            s,
-            "sync",
-            &[
-                "--complete-sync",
-                "--keep-versions",
-                keep,
-                "--max-delete",
-                "1000",
-            ],
-        )
-        .output()
-        .expect("run skynet sync")
+    backend.sync(
+        s,
+        &[
+            "--complete-sync",
+            "--keep-versions",
+            keep,
+            "--max-delete",
+            "1000",
+        ],
+    )
 }
 
 /// The destination split into its live tree and its versions, each version under the path
@@ -59,11 +55,6 @@ fn split(all: Tree) -> (Tree, BTreeMap<Vec<u8>, Vec<Vec<u8>>>) {
 
 fn contents(backend: &Backend) -> Tree {
     backend.contents().expect("read the destination")
-}
-
-fn json(out: &Output) -> serde_json::Value {
-    assert_exit(out, 0);
-    serde_json::from_slice(&out.stdout).expect("json")
 }
 
 fn kept_and_restored(s: &Scratch, backend: Backend) {
@@ -286,15 +277,9 @@ fn versions_go_to_the_configured_folder() {
         "--versions-dir",
         "old/kept",
     ];
-    assert_synced_to(
-        &backend.command(&s, "sync", &flags).output().unwrap(),
-        &backend,
-    );
+    assert_synced_to(&backend.sync(&s, &flags), &backend);
     std::fs::remove_file(s.src.join("doomed.txt")).unwrap();
-    assert_synced_to(
-        &backend.command(&s, "sync", &flags).output().unwrap(),
-        &backend,
-    );
+    assert_synced_to(&backend.sync(&s, &flags), &backend);
     let all = contents(&backend);
     let names: Vec<String> = all
         .keys()
@@ -303,9 +288,6 @@ fn versions_go_to_the_configured_folder() {
     assert_eq!(names.len(), 1, "{names:?}");
     assert!(names[0].starts_with("old/kept/doomed.txt~"), "{names:?}");
     assert_eq!(all.values().next().map(Vec::as_slice), Some(&b"doomed"[..]));
-    let out = backend
-        .command(&s, "sync", &["--versions-dir", "x"])
-        .output()
-        .unwrap();
+    let out = backend.sync(&s, &["--versions-dir", "x"]);
     expect_usage_error(out, "--keep-versions");
 }

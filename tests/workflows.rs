@@ -18,15 +18,6 @@ use skynet_s3::testing::pseudo_random;
 type Tree = BTreeMap<Vec<u8>, Vec<u8>>;
 
 /// A quoted word for a command template (`--exec`, `--on-delivered`).
-fn quoted(path: &Path) -> String {
-    shell_words::quote(path.to_str().expect("utf-8 temp path")).into_owned()
-}
-
-fn json(out: &std::process::Output) -> serde_json::Value {
-    assert_exit(out, 0);
-    serde_json::from_slice(&out.stdout).expect("json on stdout")
-}
-
 /// Names that break shell scripts; every one must reach a command as one argument.
 fn hostile_names() -> Vec<&'static str> {
     vec![
@@ -160,9 +151,7 @@ fn send_once_delivers_each_file_exactly_once_across_restarts() {
         "0",
     ]);
     assert!(
-        wait_until(Duration::from_secs(10), || s.status()["mappings"][0]
-            ["running"]
-            == true),
+        wait_until(Duration::from_secs(10), || s.mapping()["running"] == true),
         "run never showed as running: {}",
         daemon.log_text()
     );
@@ -439,7 +428,7 @@ fn dated_sends_only_days_that_have_ended() {
         .map(|k| k.to_vec())
         .collect();
     assert_eq!(got, want, "{}", String::from_utf8_lossy(&out.stderr));
-    let m = &s.status()["mappings"][0];
+    let m = &s.mapping();
     assert_eq!(m["held"], 1, "the future-dated file is held: {m}");
     assert_eq!(m["failed"], 0, "{m}");
     assert_eq!(m["pending"], 0, "{m}");
@@ -455,7 +444,7 @@ fn min_age_holds_fresh_files_and_sends_old_ones() {
     assert_exit(&out, 0);
     let got: Vec<Vec<u8>> = tree(&s.dst).into_keys().collect();
     assert_eq!(got, vec![b"old.txt".to_vec()]);
-    let m = &s.status()["mappings"][0];
+    let m = &s.mapping();
     assert_eq!(m["held"], 1, "{m}");
     assert_eq!(m["failed"], 0, "{m}");
 }
@@ -479,7 +468,7 @@ fn remove_source_frees_the_disk_after_delivery() {
         "local files left: {:?}",
         tree(&s.src).keys()
     );
-    let m = &s.status()["mappings"][0];
+    let m = &s.mapping();
     assert_eq!(m["handoff_waiting"], 0, "{m}");
     assert_eq!(
         m["handoff_failures"].as_array().map(Vec::len),
@@ -527,7 +516,7 @@ fn remove_source_keeps_the_file_when_verification_fails() {
         Some(content),
         "the local file was removed though the destination holds other bytes"
     );
-    let m = &s.status()["mappings"][0];
+    let m = &s.mapping();
     let failures = m["handoff_failures"].as_array().expect("handoff_failures");
     assert_eq!(failures.len(), 1, "{m}");
     assert_eq!(failures[0]["path"], "f.bin", "{m}");
@@ -661,7 +650,7 @@ exit 3"#,
         "{queue}"
     );
 
-    let m = &s.status()["mappings"][0];
+    let m = &s.mapping();
     assert_eq!(m["failed"], 1, "{m}");
     let why = m["failures"][0]["last_error"].as_str().unwrap_or_default();
     assert!(

@@ -61,12 +61,8 @@ pub fn with_defaults(excludes: &[String]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conformance::rel as p;
     use crate::filter::Filter;
-    use crate::relpath::RelPath;
-
-    fn p(s: &str) -> RelPath {
-        RelPath::from_bytes(s.as_bytes()).unwrap()
-    }
 
     #[test]
     fn temporary_names_are_excluded_and_ordinary_ones_are_not() {

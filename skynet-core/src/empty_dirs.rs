@@ -168,14 +168,11 @@ mod tests {
     use super::*;
     use crate::action::Action;
     use crate::clock::now_ms;
+    use crate::conformance::rel as p;
     use crate::connection::Blocking;
     use crate::local::LocalConnection;
     use crate::merge::Entry;
     use crate::state::{LedgerUpdate, Outcome};
-
-    fn p(s: &str) -> RelPath {
-        RelPath::from_bytes(s.as_bytes()).unwrap()
-    }
 
     fn deleted(q: &Queue, path: &str) {
         q.push_repair(&[Entry::new(Action::Delete(p(path)), 0)])

@@ -159,10 +159,7 @@ impl Filter {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn p(s: &str) -> RelPath {
-        RelPath::from_bytes(s.as_bytes()).unwrap()
-    }
+    use crate::conformance::rel as p;
 
     #[test]
     fn filter_by_name_and_path() {

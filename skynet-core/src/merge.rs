@@ -385,6 +385,7 @@ fn merge_chain(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conformance::rel as p;
     use std::collections::{BTreeMap, BTreeSet};
 
     /// An in-memory queue: pending entries by key with their place in the order (`seq`),
@@ -491,10 +492,6 @@ mod tests {
             }
             model
         }
-    }
-
-    fn p(s: &str) -> RelPath {
-        RelPath::from_bytes(s.as_bytes()).unwrap()
     }
 
     /// Parses "send a", "delete a", "move a b" (ready_at 0).

@@ -199,10 +199,7 @@ pub fn serialize_lossy<S: serde::Serializer>(path: &RelPath, s: S) -> Result<S::
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn p(s: &str) -> RelPath {
-        RelPath::from_bytes(s.as_bytes()).unwrap()
-    }
+    use crate::conformance::rel as p;
 
     #[test]
     fn the_top_level_entry_of_a_path_is_its_first_component() {

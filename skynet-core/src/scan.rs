@@ -399,10 +399,7 @@ pub fn local_files_within(root: &Path, rel: &RelPath, filter: &Filter) -> Vec<Re
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn p(s: &str) -> RelPath {
-        RelPath::from_bytes(s.as_bytes()).unwrap()
-    }
+    use crate::conformance::rel as p;
 
     /// A scan that queues deletes, settles nothing and shows no progress.
     fn complete_sync() -> ScanOptions {

@@ -107,15 +107,12 @@ impl SendPolicy {
 mod tests {
     use super::*;
     use crate::clock::now_ms;
+    use crate::conformance::rel as p;
     use crate::gate::DatedNames;
     use crate::merge::Entry;
     use crate::state::{LedgerUpdate, Outcome};
     use crate::Action;
     use std::time::Duration;
-
-    fn p(s: &str) -> RelPath {
-        RelPath::from_bytes(s.as_bytes()).unwrap()
-    }
 
     #[tokio::test]
     async fn includes_gates_and_send_once() {

@@ -162,11 +162,8 @@ fn open_sibling(dir: &Path, db: &Path, source: &Path) -> Result<Option<Sibling>,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conformance::rel as p;
     use crate::state::meta;
-
-    fn p(s: &str) -> RelPath {
-        RelPath::from_bytes(s.as_bytes()).unwrap()
-    }
 
     /// A mapping's state directory under `root`, of `source`, with these filters.
     fn mapping(root: &Path, name: &str, source: &str, include: &[&str], dated: Option<&str>) {

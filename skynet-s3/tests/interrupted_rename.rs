@@ -8,14 +8,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use skynet_core::conformance::rel;
 use skynet_core::merge::Entry;
-use skynet_core::{Action, Connection, HandlerConfig, Mapping, MappingOptions, RelPath};
+use skynet_core::{Action, Connection, HandlerConfig, Mapping, MappingOptions};
 use skynet_s3::testing::S3Server;
 use skynet_s3::S3Connection;
-
-fn rel(s: &str) -> RelPath {
-    RelPath::from_bytes(s.as_bytes()).unwrap()
-}
 
 fn write(root: &Path, rel: &str, body: &[u8]) {
     let p = root.join(rel);

@@ -3,7 +3,7 @@
 //! and lists what a crash may leave behind there (temporary files, open multipart uploads).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
 use skynet_s3::testing::S3Server;
 use skynet_sftp::testing::SshServer;
@@ -80,6 +80,13 @@ impl Backend {
         let mut args = vec![subcommand, s.src_str(), url.as_str()];
         args.extend_from_slice(extra);
         self.command_args(s, &args)
+    }
+
+    /// Runs `skynet sync SRC URL EXTRA` to completion.
+    pub fn sync(&self, s: &Scratch, extra: &[&str]) -> Output {
+        self.command(s, "sync", extra)
+            .output()
+            .expect("run skynet sync")
     }
 
     /// `skynet ARGS…` with what reaching this backend takes (keys, endpoint, credentials).

@@ -208,11 +208,8 @@ mod tests {
     use super::*;
     use crate::action::Action;
     use crate::clock::now_ms;
+    use crate::conformance::rel as p;
     use crate::merge::Entry;
-
-    fn p(s: &str) -> RelPath {
-        RelPath::from_bytes(s.as_bytes()).unwrap()
-    }
 
     /// A queue whose ledger holds `n` files `d/f0..`, guarded by `limit`.
     fn delivered(n: usize, limit: MaxDelete) -> Queue {

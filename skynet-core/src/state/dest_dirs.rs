@@ -271,12 +271,9 @@ mod tests {
     use super::*;
     use crate::action::Action;
     use crate::clock::now_ms;
+    use crate::conformance::rel as p;
     use crate::merge::Entry;
     use crate::state::Outcome;
-
-    fn p(s: &str) -> RelPath {
-        RelPath::from_bytes(s.as_bytes()).unwrap()
-    }
 
     /// Files `action` and acknowledges it as done with `ledger`.
     fn done(q: &Queue, action: Action, ledger: LedgerUpdate) {

@@ -200,15 +200,12 @@ impl Queue {
 mod tests {
     use super::*;
     use crate::clock::now_ms;
+    use crate::conformance::rel;
 
     fn queue() -> (tempfile::TempDir, Queue) {
         let dir = tempfile::tempdir().expect("temp dir");
         let q = Queue::open(&dir.path().join("state.db")).expect("open");
         (dir, q)
-    }
-
-    fn rel(s: &str) -> RelPath {
-        RelPath::from_bytes(s.as_bytes()).expect("valid")
     }
 
     /// A change filed while the command ran keeps the entry due: the run saw an older

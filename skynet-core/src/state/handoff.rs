@@ -307,13 +307,10 @@ impl Queue {
 mod tests {
     use super::*;
     use crate::clock::now_ms;
+    use crate::conformance::rel as p;
     use crate::merge::Entry;
     use crate::state::{LedgerUpdate, Outcome};
     use crate::Action;
-
-    fn p(s: &str) -> RelPath {
-        RelPath::from_bytes(s.as_bytes()).unwrap()
-    }
 
     fn deliver(q: &Queue, path: &str, mtime_ns: i64) {
         q.push(&[Entry::new(Action::Send(p(path)), 0)]).unwrap();

@@ -152,10 +152,7 @@ pub enum Forget {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn p(s: &str) -> RelPath {
-        RelPath::from_bytes(s.as_bytes()).unwrap()
-    }
+    use crate::conformance::rel as p;
 
     #[test]
     fn forget_by_id_and_by_directory() {

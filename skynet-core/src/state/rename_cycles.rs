@@ -21,6 +21,7 @@ use tokio::sync::{watch, Notify};
 use super::Queue;
 use crate::action::Action;
 use crate::clock::mtime_ns;
+use crate::conformance::rel;
 use crate::connection::{Blocking, Connection, RemoteEntry, SourceFile};
 use crate::error::ConnError;
 use crate::filter::Filter;
@@ -114,10 +115,6 @@ fn put(root: &Path, rel: &str, content: &[u8]) {
     std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
     std::fs::write(&path, content).expect("write");
     filetime::set_file_mtime(&path, filetime::FileTime::from_unix_time(MTIME, 0)).expect("mtime");
-}
-
-fn rel(s: &str) -> RelPath {
-    RelPath::from_bytes(s.as_bytes()).expect("relpath")
 }
 
 impl World {

@@ -5,11 +5,8 @@ use super::ledger::apply_ledger;
 use super::*;
 use crate::action::Action;
 use crate::clock::now_ms;
+use crate::conformance::rel as p;
 use crate::merge::Entry;
-
-fn p(s: &str) -> RelPath {
-    RelPath::from_bytes(s.as_bytes()).unwrap()
-}
 
 /// Claims everything claimable now and returns the actions.
 fn claim_actions(q: &Queue) -> Vec<Action> {
