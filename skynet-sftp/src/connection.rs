@@ -18,7 +18,7 @@ use skynet_core::error::ConnError;
 use skynet_core::relpath::RelPath;
 
 use crate::config::SftpConfig;
-use crate::errors::{classify_io, is_lost, is_missing, Op};
+use crate::errors::{classify_io, is_lost, Op};
 use crate::pool::{Link, Pool};
 use crate::remote_fs::RemoteFs;
 use crate::upload::{self, Uploads};
@@ -141,7 +141,13 @@ impl BlockingConnection for SftpConnection {
     fn delete(&self, path: &RelPath) -> Result<(), ConnError> {
         self.fs.forget_dirs_within(path);
         let abs = self.fs.remote(path);
-        self.with_link(|link| self.fs.remove_any(link, &abs))
+        self.with_link(|link| {
+            // Through a link leading elsewhere, nothing of the destination is there.
+            if self.fs.leads_outside(link, path)? {
+                return Ok(());
+            }
+            self.fs.remove_any(link, &abs)
+        })
     }
 
     /// One `rmdir`, which the server refuses for a directory that holds anything, for a file
@@ -150,7 +156,12 @@ impl BlockingConnection for SftpConnection {
     fn remove_empty_dir(&self, dir: &RelPath) -> Result<bool, ConnError> {
         self.fs.forget_dirs_within(dir);
         let abs = self.fs.remote(dir);
-        self.with_link(|link| self.fs.remove_empty_dir(link, &abs))
+        self.with_link(|link| {
+            if self.fs.leads_outside(link, dir)? {
+                return Ok(true);
+            }
+            self.fs.remove_empty_dir(link, &abs)
+        })
     }
 
     fn rename(&self, from: &RelPath, to: &RelPath) -> Result<(), ConnError> {
@@ -169,14 +180,13 @@ impl BlockingConnection for SftpConnection {
     }
 
     fn stat(&self, path: &RelPath) -> Result<Option<u64>, ConnError> {
-        let abs = self.fs.remote(path);
-        self.with_link(|link| self.fs.file_size(link, &abs))
+        self.with_link(|link| self.fs.file_size(link, path))
     }
 
     fn read(&self, path: &RelPath) -> Result<Vec<u8>, ConnError> {
         let abs = self.fs.remote(path);
         self.with_link(|link| {
-            let mut f = self.fs.open_for_reading(link, &abs)?;
+            let mut f = self.fs.open_for_reading(link, path)?;
             let mut out = Vec::new();
             f.read_to_end(&mut out)
                 .map_err(|e| classify_io(&e, Op::Read, self.fs.server(), &abs))?;
@@ -190,7 +200,7 @@ impl BlockingConnection for SftpConnection {
         let out: &std::fs::File = out;
         let local = |e: std::io::Error| ConnError::from_io("the local copy", &e);
         self.with_link(|link| {
-            let mut f = self.fs.open_for_reading(link, &abs)?;
+            let mut f = self.fs.open_for_reading(link, path)?;
             out.set_len(0).map_err(local)?;
             let mut w = out;
             w.seek(SeekFrom::Start(0)).map_err(local)?;
@@ -212,11 +222,13 @@ impl BlockingConnection for SftpConnection {
         let local = file.sha256()?;
         let abs = self.fs.remote(path);
         let remote = self.with_link(|link| {
-            let handle = match link.sftp.open(&abs) {
+            let handle = match self.fs.open_for_reading(link, path) {
                 Ok(f) => f,
                 // Removed since the stat: it does not hold the bytes (a verdict, not an error).
-                Err(e) if is_missing(&e) => return Ok(None),
-                Err(e) => return Err(self.fs.err(&e, Op::Read, &abs)),
+                Err(e) if e.kind == skynet_core::error::ErrorKind::RemoteMissing => {
+                    return Ok(None)
+                }
+                Err(e) => return Err(e),
             };
             digest::sha256_reader(handle)
                 .map(Some)

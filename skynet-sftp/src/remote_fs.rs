@@ -14,6 +14,18 @@
 //! target is briefly absent (never partial). What a crash inside the window leaves behind is
 //! the uploader's business: see the `upload` module.
 //!
+//! # Links in the destination
+//! The server resolves every component of a path, links included, and SFTP v3 has no
+//! "beneath" (no `openat`, no `O_NOFOLLOW` for parents). A link planted in the destination
+//! (`linked -> /home/user`) would lead a delete, a rename or a write elsewhere in the
+//! account. So before an operation on a path whose parent is not known to be a real
+//! directory of ours, the parent's `realpath` must lie under the root's
+//! ([`RemoteFs::leads_outside`]): a delete or a rename through a link finds nothing there, a
+//! read or a verify finds nothing, and a send replaces the link by a directory (a link in the
+//! way is replaced like a file in the way; the link itself is removed, never its target).
+//! What is planted while we write is a race SFTP cannot close; the engine's own operations
+//! never create links.
+//!
 //! # Known directories
 //! Every upload needs its parent directories. Those known to exist are remembered, so that a
 //! send into an existing directory costs no `mkdir` round trips. The caller forgets those
@@ -38,6 +50,8 @@ pub(crate) struct RemoteFs {
     root: PathBuf,
     /// Directories known to exist under the root, to skip mkdir round trips.
     known_dirs: Mutex<HashSet<RelPath>>,
+    /// The root as the server resolves it (its `realpath`), once asked.
+    real_root: Mutex<Option<PathBuf>>,
 }
 
 impl RemoteFs {
@@ -46,6 +60,7 @@ impl RemoteFs {
             server,
             root,
             known_dirs: Mutex::new(HashSet::new()),
+            real_root: Mutex::new(None),
         }
     }
 
@@ -77,6 +92,36 @@ impl RemoteFs {
     /// or was found missing.
     pub(crate) fn forget_dirs_within(&self, path: &RelPath) {
         self.known_dirs().retain(|d| !d.is_within(path));
+    }
+
+    /// The root as the server resolves it.
+    fn real_root(&self, link: &Link) -> Result<PathBuf, ConnError> {
+        let mut known = self.real_root.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(real) = &*known {
+            return Ok(real.clone());
+        }
+        let real = link
+            .sftp
+            .realpath(&self.root)
+            .map_err(|e| self.err(&e, Op::Other, &self.root))?;
+        *known = Some(real.clone());
+        Ok(real)
+    }
+
+    /// Whether the directory holding `path` resolves outside the root: a component of it is
+    /// a link leading elsewhere (see the module docs). A parent that does not exist is judged
+    /// by its nearest existing ancestor.
+    pub(crate) fn leads_outside(&self, link: &Link, path: &RelPath) -> Result<bool, ConnError> {
+        let mut dir = path.parent();
+        while let Some(d) = dir {
+            let abs = self.remote(&d);
+            match link.sftp.realpath(&abs) {
+                Ok(real) => return Ok(!real.starts_with(self.real_root(link)?)),
+                Err(e) if is_missing(&e) => dir = d.parent(),
+                Err(e) => return Err(self.err(&e, Op::Other, &abs)),
+            }
+        }
+        Ok(false)
     }
 
     /// Creates the root (like `mkdir -p`) and checks it is a directory.
@@ -130,8 +175,13 @@ impl RemoteFs {
         }
         let abs = self.remote(&parent);
         if matches!(link.sftp.lstat(&abs), Ok(st) if st.is_dir()) {
-            self.known_dirs().extend(path.ancestors());
-            return Ok(());
+            if !self.leads_outside(link, path)? {
+                self.known_dirs().extend(path.ancestors());
+                return Ok(());
+            }
+            // A link on the way: what was known may have been replaced by it; look again,
+            // from the root down, replacing the link by a directory.
+            self.known_dirs().clear();
         }
         for dir in path.ancestors() {
             if self.known_dirs().contains(&dir) {
@@ -151,13 +201,9 @@ impl RemoteFs {
         };
         match link.sftp.lstat(abs) {
             Ok(st) if st.is_dir() => Ok(()),
-            Ok(st) if st.file_type().is_symlink() => Err(ConnError::permanent(format!(
-                "{}: {}: is a symbolic link in the destination; refusing to write through it",
-                self.server,
-                abs.display()
-            ))),
             Ok(_) => {
-                // A file stands where a directory is needed: the source replaced it.
+                // A file stands where a directory is needed (the source replaced it), or a
+                // link (never written through): the file or the link itself is replaced.
                 link.sftp
                     .unlink(abs)
                     .map_err(|e| self.err(&e, Op::Other, abs))?;
@@ -171,7 +217,11 @@ impl RemoteFs {
 
     /// The size of the regular file at `abs`; `None` when nothing or something else is there
     /// (a link is not followed).
-    pub(crate) fn file_size(&self, link: &Link, abs: &Path) -> Result<Option<u64>, ConnError> {
+    pub(crate) fn file_size(&self, link: &Link, path: &RelPath) -> Result<Option<u64>, ConnError> {
+        if self.leads_outside(link, path)? {
+            return Ok(None);
+        }
+        let abs = &self.remote(path);
         match link.sftp.lstat(abs) {
             Ok(st) if st.is_file() => Ok(Some(st.size.unwrap_or(0))),
             Ok(_) => Ok(None),
@@ -184,15 +234,18 @@ impl RemoteFs {
     pub(crate) fn open_for_reading(
         &self,
         link: &Link,
-        abs: &Path,
+        path: &RelPath,
     ) -> Result<ssh2::File, ConnError> {
+        let abs = &self.remote(path);
+        let missing = || {
+            ConnError::remote_missing(format!("{}: {}: no such file", self.server, abs.display()))
+        };
+        if self.leads_outside(link, path)? {
+            return Err(missing());
+        }
         match link.sftp.open(abs) {
             Ok(f) => Ok(f),
-            Err(e) if is_missing(&e) => Err(ConnError::remote_missing(format!(
-                "{}: {}: no such file",
-                self.server,
-                abs.display()
-            ))),
+            Err(e) if is_missing(&e) => Err(missing()),
             Err(e) => Err(self.err(&e, Op::Read, abs)),
         }
     }
@@ -327,8 +380,16 @@ impl RemoteFs {
         to: &RelPath,
     ) -> Result<(), ConnError> {
         let (src, dst) = (self.remote(from), self.remote(to));
+        let outside = self.leads_outside(link, from)?;
         match link.sftp.lstat(&src) {
-            Ok(_) => {}
+            Ok(_) if !outside => {}
+            Ok(_) => {
+                return Err(ConnError::remote_missing(format!(
+                    "{}: {}: not in the destination (a symbolic link on the way leads outside it)",
+                    self.server,
+                    src.display()
+                )))
+            }
             Err(e) if is_missing(&e) => {
                 return Err(ConnError::remote_missing(format!(
                     "{}: {}: not in the destination",
