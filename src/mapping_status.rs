@@ -30,6 +30,9 @@ pub struct MappingStatus {
     pub deletions_held: u64,
     /// Why the daemon paused this mapping (its source is missing or unmounted), if it did.
     pub paused: Option<String>,
+    /// The running daemon has a catch-up scan due (after a directory rename or lost events):
+    /// the destination may still change though nothing is queued.
+    pub scan_due: bool,
     pub last_error: Option<String>,
     pub bytes_sent: u64,
     /// Over the last few seconds, while running.
@@ -150,6 +153,7 @@ pub fn read(dir: &Path) -> Result<MappingStatus> {
         failed: counts.failed + entries_failed,
         deletions_held: counts.deletions_held,
         paused: queue.meta(meta::PAUSED)?.filter(|p| live && !p.is_empty()),
+        scan_due: live && queue.meta(meta::SCAN_DUE)?.as_deref() == Some("1"),
         last_error,
         bytes_sent: number(meta::BYTES_SENT)?,
         bytes_per_sec: if live { number(meta::RATE)? } else { 0 },

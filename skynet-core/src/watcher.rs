@@ -26,7 +26,7 @@ use crate::clock::Instant;
 use crate::filter::Filter;
 use crate::merge::Entry;
 use crate::scan::{self, ScanOptions};
-use crate::state::Queue;
+use crate::state::{meta, Queue};
 
 pub use self::mapper::RENAME_PAIRING;
 use self::mapper::{EventMapper, MapOptions};
@@ -217,6 +217,9 @@ pub(crate) struct WatchLoop {
     last_compare: Instant,
     /// Called before the catch-up scan after lost events (see [`WatchLoop::set_rewatch`]).
     rewatch: Option<Rewatch>,
+    /// What `status` was last told about a due scan ([`meta::SCAN_DUE`]); `None` before the
+    /// first word, so that a value a killed run left behind is replaced.
+    scan_due_shown: Option<bool>,
 }
 
 impl WatchLoop {
@@ -233,6 +236,7 @@ impl WatchLoop {
             rescan: false,
             polling: false,
             last_compare: Instant::now(),
+            scan_due_shown: None,
             rewatch: None,
         }
     }
@@ -333,6 +337,7 @@ impl WatchLoop {
             }
             self.catch_up(queue, wake);
         }
+        self.show_scan_due(queue);
     }
 
     /// Maps and files one batch of events, as `run` does with what it reads within one
@@ -397,6 +402,18 @@ impl WatchLoop {
     }
 
     /// Runs a catch-up scan of the whole source; on failure, tries again later.
+    /// Tells `status` whether a catch-up scan is due: until it ran, the destination may still
+    /// change though the queue is empty (a script waiting for "drained" waits for it too).
+    fn show_scan_due(&mut self, queue: &Queue) {
+        let due = self.reconcile_due || self.rescan;
+        if self.scan_due_shown != Some(due) {
+            match queue.set_meta(meta::SCAN_DUE, if due { "1" } else { "0" }) {
+                Ok(()) => self.scan_due_shown = Some(due),
+                Err(e) => tracing::warn!(error = %e, "cannot record whether a scan is due"),
+            }
+        }
+    }
+
     fn catch_up(&mut self, queue: &Queue, wake: &Notify) {
         let opts = ScanOptions {
             queue_deletes: self.opts.queue_deletes,

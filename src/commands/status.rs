@@ -68,6 +68,9 @@ fn print(root: &Path, json: bool) -> Result<()> {
         if let Some(why) = &m.paused {
             outln!("  paused: {why}");
         }
+        if m.scan_due {
+            outln!("  a catch-up scan is due (after a directory rename or lost events)");
+        }
         if m.deletions_held > 0 {
             outln!(
                 "  {} deletion(s) held by the mass-deletion guard: confirm with `skynet queue release --mapping {}`, or see `skynet queue list`",

@@ -27,3 +27,6 @@ pub const SKIPPED_LINKS: &str = crate::links::SKIPPED_LINKS;
 /// Why the running daemon has paused this mapping (its source is missing or unmounted);
 /// empty while it works.
 pub const PAUSED: &str = "paused";
+/// "1" while the running watcher has a catch-up scan due (after a directory rename, or
+/// events lost): the destination may still change though the queue is empty.
+pub const SCAN_DUE: &str = "scan_due";
