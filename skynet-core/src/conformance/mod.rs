@@ -56,6 +56,10 @@ pub enum Proof {
 pub struct Options {
     /// Whether file names that are not UTF-8 can be stored (false for S3, whose keys are text).
     pub non_utf8_names: bool,
+    /// Whether a name may hold a newline (and other control characters). A destination that
+    /// cannot store one must fail the send (never report it delivered); test servers that
+    /// refuse them (moto answers 404) say so here.
+    pub newline_names: bool,
     /// The longest file name the destination holds: 255 on POSIX filesystems. Test servers
     /// with a lower limit (s3s-fs fails on keys over ~160 bytes) say so here.
     pub max_name_len: usize,
@@ -88,6 +92,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             non_utf8_names: true,
+            newline_names: true,
             max_name_len: 255,
             local_root: None,
             removes_empty_dirs: false,

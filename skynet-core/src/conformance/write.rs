@@ -235,7 +235,6 @@ pub async fn hostile_names(conn: &dyn Connection, opts: &Options) {
     let long = "n".repeat(opts.max_name_len);
     let mut hostile = vec![
         "with space".to_string(),
-        "new\nline".into(),
         "quote'\"s".into(),
         "$(touch pwned)".into(),
         "-rf".into(),
@@ -247,6 +246,16 @@ pub async fn hostile_names(conn: &dyn Connection, opts: &Options) {
         long.clone(),
         format!("dir with space/{long}"),
     ];
+    if opts.newline_names {
+        hostile.push("new\nline".into());
+    } else {
+        // Refused, as a failure: a name the destination cannot hold is never "delivered".
+        let src = c.file("newline", b"n");
+        assert!(
+            conn.send(&src, &rel("hostile/new\nline")).await.is_err(),
+            "hostile_names: a newline name the destination cannot hold was reported sent"
+        );
+    }
     hostile.sort();
     for (i, name) in hostile.iter().enumerate() {
         let src = c.file(&format!("h{i}"), name.as_bytes());
