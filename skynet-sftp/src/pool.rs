@@ -14,7 +14,7 @@ use skynet_core::error::ConnError;
 use ssh2::{Session, Sftp};
 
 use crate::config::SftpConfig;
-use crate::errors::{classify, Op};
+use crate::errors::{classify, is_kex_failure, Op};
 
 /// One authenticated SSH session with its SFTP channel.
 pub(crate) struct Link {
@@ -37,7 +37,7 @@ impl Link {
         // connection, a drop does not (it then fails as a lost connection, or succeeds). Taken
         // for a setup error, the drop ended a `sync` in the middle of an outage.
         let (session, tcp_handle) = match handshake(cfg) {
-            Err(e) if is_kex_failure(&e) => handshake(cfg),
+            Err(Handshake::Failed(e)) if is_kex_failure(&e) => handshake(cfg),
             first => first,
         }
         .map_err(|e| match e {
@@ -76,10 +76,6 @@ impl Link {
 enum Handshake {
     Conn(ConnError),
     Failed(ssh2::Error),
-}
-
-fn is_kex_failure(e: &Handshake) -> bool {
-    matches!(e, Handshake::Failed(e) if crate::errors::is_kex_failure(e))
 }
 
 /// A TCP connection and an SSH session on it, past the handshake (host key not checked yet),
